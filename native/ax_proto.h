@@ -1,0 +1,120 @@
+/*
+ * ax hook <-> daemon wire protocol.  Defined once here, mirrored once in
+ * src/hookserver/proto.ts.  Keep the two in step (test/proto.test.ts checks
+ * the sizes and offsets against this header).
+ *
+ * Transport: a unix stream socket (path in $AX_HOOK_SOCK).  Every message in
+ * either direction is exactly AX_MSG_SIZE bytes, little endian (host order on
+ * every Linux ax supports).  A reply that carries a socket carries exactly one
+ * file descriptor as SCM_RIGHTS ancillary data on the same sendmsg().
+ *
+ * Requests are answered in order, one reply per request, except for ops
+ * marked "one-way", which never get a reply.  The daemon never blocks on a
+ * request: anything that has to wait (a connect to a service that is not
+ * listening yet) is answered AX_ST_PENDING and the hook retries.
+ *
+ * A peer that sends a message with a bad magic, an unknown op or an invalid
+ * field is logged and dropped; the daemon keeps serving every other peer.
+ */
+#ifndef AX_PROTO_H
+#define AX_PROTO_H
+
+#include <stdint.h>
+
+#define AX_MAGIC    0x31305841u /* "AX01" read as little endian bytes */
+#define AX_MSG_SIZE 384
+#define AX_NAME_MAX 256          /* includes the terminating NUL */
+
+/* ops (request.op) */
+enum ax_op {
+    AX_OP_HELLO = 1,   /* name = "<app id>:<token>", arg = 0.  reply: status OK,
+                          sock = session id, a = the app's virtual address (port 0) */
+    AX_OP_BIND = 2,    /* a = requested address (family AF_INET/AF_INET6, port may be 0),
+                          arg = flags AX_BF_*.  reply: OK + fd (real socket, bound in the
+                          host network, O_NONBLOCK|O_CLOEXEC set), sock = socket id,
+                          a = virtual address as the app must see it (port filled in);
+                          or NATIVE (bind natively, address not virtual);
+                          or ERR with err = EADDRINUSE / EADDRNOTAVAIL / EACCES / ... */
+    AX_OP_LISTEN = 3,  /* sock = id from BIND, arg = backlog (already applied with the
+                          real listen()).  reply: OK once the service is in the table. */
+    AX_OP_CONNECT = 4, /* a = destination as the app gave it, arg = flags AX_CF_*,
+                          b.family = the app socket's family.  reply:
+                          OK + fd: a socket of family b.family, O_NONBLOCK, on which the
+                             daemon has already called connect(); err = 0 (connected) or
+                             EINPROGRESS or the connect errno; a = virtual peer address to
+                             report; b = the real address it connects to; sock = socket id
+                          NATIVE: not virtual, connect natively (unchanged)
+                          PENDING: the name/VIP is registered but nothing listens yet and
+                             AX_CF_WAIT was set; sleep a little and ask again
+                          ERR: err = ENETUNREACH / EACCES (policy) / ECONNREFUSED ...  */
+    AX_OP_CLOSE = 5,   /* one-way.  sock = socket id whose last reference was closed. */
+    AX_OP_RESOLVE = 6, /* name = host name to look up (e.g. "web" or "web.ax"), a.family
+                          = AF_INET/AF_INET6/AF_UNSPEC wanted.  reply: OK with a = the
+                          virtual address (IPv4; the hook maps it for AF_INET6), or
+                          NATIVE (not an ax name: resolve normally). */
+    AX_OP_PEER = 7,    /* a = real peer address of an accepted socket, b = its real local
+                          address.  reply: OK with a = virtual peer address to report, or
+                          NATIVE (report the real one). */
+    AX_OP_REVERSE = 8, /* a = address.  reply OK with name = service name, or NATIVE. */
+};
+
+/* reply statuses (reply.status) */
+enum ax_status {
+    AX_ST_OK = 0,
+    AX_ST_NATIVE = 1,
+    AX_ST_PENDING = 2,
+    AX_ST_ERR = 3,
+};
+
+/* BIND flags (request.arg) */
+#define AX_BF_V6ONLY    0x1  /* the app set IPV6_V6ONLY=1 before bind */
+#define AX_BF_REUSEPORT 0x2  /* the app set SO_REUSEPORT=1 before bind */
+#define AX_BF_AUTOBIND  0x4  /* implicit bind from listen() on an unbound socket */
+
+/* CONNECT flags (request.arg) */
+#define AX_CF_NONBLOCK  0x1  /* the app socket is non-blocking */
+#define AX_CF_WAIT      0x2  /* answer PENDING instead of refusing when a registered
+                                service has no listener yet */
+
+/* An address.  port in host byte order; ip in network byte order (4 bytes used
+ * for AF_INET).  family uses the kernel's AF_* numbers; 0 = none. */
+struct ax_addr {
+    uint16_t family;
+    uint16_t port;
+    uint32_t scope_id;
+    uint8_t  ip[16];
+};                                         /* 24 bytes */
+
+struct ax_msg {
+    uint32_t magic;        /*   0: AX_MAGIC */
+    uint16_t op;           /*   4: enum ax_op (a reply echoes the request's op) */
+    uint16_t flags;        /*   6: reserved, 0 */
+    uint32_t seq;          /*   8: request sequence number, echoed in the reply */
+    int32_t  status;       /*  12: reply: enum ax_status; request: 0 */
+    int32_t  err;          /*  16: reply: errno value (positive) or 0 */
+    uint32_t sock;         /*  20: daemon socket id / session id */
+    int32_t  arg;          /*  24: op specific */
+    uint32_t pid;          /*  28: request: getpid() of the caller */
+    struct ax_addr a;      /*  32 */
+    struct ax_addr b;      /*  56 */
+    char     name[AX_NAME_MAX]; /* 80: NUL terminated */
+    uint8_t  pad[AX_MSG_SIZE - 80 - AX_NAME_MAX]; /* 336: zero */
+};
+
+#ifdef __cplusplus
+static_assert(sizeof(struct ax_msg) == AX_MSG_SIZE, "ax_msg size");
+#else
+_Static_assert(sizeof(struct ax_msg) == AX_MSG_SIZE, "ax_msg size");
+#endif
+
+/* Environment passed from `ax run` to the hooked program (and kept across exec). */
+#define AX_ENV_SOCK  "AX_HOOK_SOCK"   /* path of the daemon's hook socket */
+#define AX_ENV_APP   "AX_APP"         /* "<app id>:<token>" */
+#define AX_ENV_WAIT  "AX_CONNECT_WAIT_MS" /* bound for a blocking connect to a service
+                                            that is registered but not listening yet */
+#define AX_ENV_FAIL  "AX_FAIL_MODE"   /* "closed" (default): daemon unreachable ->
+                                         socket calls to virtual addresses fail with
+                                         ECONNREFUSED/EADDRNOTAVAIL; "open": pass through */
+#define AX_ENV_DEBUG "AX_HOOK_DEBUG"  /* path of a log file for the hook (never stderr) */
+
+#endif

@@ -1,0 +1,75 @@
+// IP address helpers shared by the CLI, the daemon and the hook server.
+import { isIPv4, isIPv6 } from 'node:net';
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+
+/** An address as the hook protocol carries it: ip as text, port in host order. */
+export interface Addr {
+  family: number; // AF_INET or AF_INET6
+  ip: string;
+  port: number;
+}
+
+export function ipv4ToInt(ip: string): number {
+  const p = ip.split('.').map(Number);
+  return ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+}
+
+export function intToIpv4(n: number): string {
+  return [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
+}
+
+/** "::ffff:1.2.3.4" → "1.2.3.4"; anything else unchanged. */
+export function unmapV4(ip: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return m ? m[1] : ip;
+}
+
+export function isLoopback(ip: string): boolean {
+  const v4 = unmapV4(ip);
+  if (isIPv4(v4)) return v4.startsWith('127.');
+  return ip === '::1';
+}
+
+export function isWildcard(ip: string): boolean {
+  return ip === '0.0.0.0' || ip === '::' || ip === '::ffff:0.0.0.0';
+}
+
+export interface Cidr {
+  base: number;
+  bits: number;
+}
+
+export function parseCidr(text: string): Cidr {
+  const m = /^(\d+\.\d+\.\d+\.\d+)\/(\d+)$/.exec(text);
+  if (!m || !isIPv4(m[1])) throw new Error(`invalid CIDR "${text}": expected a.b.c.d/bits`);
+  const bits = Number(m[2]);
+  if (bits < 8 || bits > 30) throw new Error(`invalid CIDR "${text}": prefix length must be 8..30`);
+  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+  return { base: (ipv4ToInt(m[1]) & mask) >>> 0, bits };
+}
+
+export function cidrContains(c: Cidr, ip: string): boolean {
+  const v4 = unmapV4(ip);
+  if (!isIPv4(v4)) return false;
+  const mask = (~0 << (32 - c.bits)) >>> 0;
+  return ((ipv4ToInt(v4) & mask) >>> 0) === c.base;
+}
+
+/**
+ * Validate an IPv4 address given as a virtual IP. Returns an error message, or null.
+ * Loopback, wildcard, multicast and broadcast addresses cannot be virtual.
+ */
+export function checkVirtualIp(ip: string): string | null {
+  if (!isIPv4(ip)) return `"${ip}" is not an IPv4 address (virtual IPs are IPv4, e.g. 10.1.0.1)`;
+  const first = Number(ip.split('.')[0]);
+  if (first === 127) return `"${ip}" is a loopback address; loopback is never virtualized`;
+  if (first === 0) return `"${ip}" is a wildcard/"this network" address`;
+  if (first >= 224) return `"${ip}" is a multicast or reserved address`;
+  return null;
+}
+
+export function formatAddr(a: { ip: string; port: number }): string {
+  return isIPv6(a.ip) ? `[${a.ip}]:${a.port}` : `${a.ip}:${a.port}`;
+}

@@ -1,0 +1,61 @@
+// The daemon's one Config, with its defaults. Every field can be set by an
+// `ax daemon` flag of the same name (see src/cli/daemon.ts).
+import { hostname } from 'node:os';
+import { checkVirtualIp, parseCidr, type Cidr } from '../common/addr';
+import type { Level } from '../common/log';
+import { defaultApiSocket, defaultStateDir, hookSocketFor } from '../common/paths';
+import type { LbMode } from '../table/table';
+import { parsePortRange, type PortRange } from '../table/ports';
+
+export interface DaemonConfig {
+  /** LevelDB state directory. Default $XDG_STATE_HOME/ax, /var/lib/ax for root. */
+  stateDir: string;
+  /** gRPC API unix socket. Default $XDG_RUNTIME_DIR/ax/ax.sock, /run/ax/ax.sock for root. */
+  socket: string;
+  /** Hook unix socket. Default: beside the API socket, "ax-hook.sock". */
+  hookSocket: string;
+  /** Host ports handed out for virtual listeners. Default 40000-60000. */
+  ports: PortRange;
+  /** Virtual IPs for apps started without --ip. Default 10.240.0.0/16. Connects to
+   *  unregistered addresses in this range fail with ENETUNREACH, never leave the host. */
+  vipRange: Cidr;
+  /** Real IP the daemon binds listeners on (the address other hosts reach). Default 127.0.0.1. */
+  hostIp: string;
+  /** This node's name in the cluster. Default: the host name. */
+  nodeName: string;
+  /** Load balancing over a pool: round-robin (default) or random, per connection. */
+  lb: LbMode;
+  /** Drop saved state at start. */
+  clean: boolean;
+  logLevel: Level;
+  /** Log file; default stderr. */
+  logFile?: string;
+  /** How long sockets of a process whose session ended are kept while the pid lives (exec). */
+  orphanCheckMs: number;
+}
+
+export function defaultConfig(env = process.env): DaemonConfig {
+  const socket = defaultApiSocket(env);
+  return {
+    stateDir: defaultStateDir(env),
+    socket,
+    hookSocket: hookSocketFor(socket),
+    ports: parsePortRange('40000-60000'),
+    vipRange: parseCidr('10.240.0.0/16'),
+    hostIp: '127.0.0.1',
+    nodeName: hostname(),
+    lb: 'round-robin',
+    clean: false,
+    logLevel: 'info',
+    orphanCheckMs: 250,
+  };
+}
+
+export function validateConfig(c: DaemonConfig): void {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(c.nodeName)) {
+    throw new Error(`node name "${c.nodeName}" must be 1-63 letters, digits, '.', '_' or '-'`);
+  }
+  if (c.hostIp !== '127.0.0.1' && checkVirtualIp(c.hostIp) !== null && !/^127\./.test(c.hostIp)) {
+    throw new Error(`host IP "${c.hostIp}" is not a usable IPv4 address`);
+  }
+}

@@ -1,0 +1,156 @@
+// The daemon: wires the store, the service table, the hook server and the API
+// together, restores state at start and reaps what dead processes left behind.
+import { readFileSync } from 'node:fs';
+import { makeLogger, type Logger } from '../common/log';
+import { HookServer } from '../hookserver/server';
+import { Store } from '../store/store';
+import { PortPool } from '../table/ports';
+import { ServiceTable, type App, type Sock } from '../table/table';
+import { ApiServer } from './api';
+import type { DaemonConfig } from './config';
+import { HookDispatcher } from './hooks';
+
+export const VERSION = '0.1.0';
+
+/** True while the process exists and is not a zombie. */
+export function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
+}
+
+export class Daemon {
+  readonly log: Logger;
+  readonly table: ServiceTable;
+  readonly pool: PortPool;
+  store!: Store;
+  hooks!: HookDispatcher;
+  private hookServer!: HookServer;
+  private api!: ApiServer;
+  private sweeper: NodeJS.Timeout | null = null;
+  /** app id -> number of open RunApp streams, and when the last one closed */
+  private readonly attached = new Map<string, { streams: number; since: number }>();
+  readonly startedAt = Date.now();
+  private stopping: Promise<void> | null = null;
+
+  constructor(readonly config: DaemonConfig) {
+    this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
+    this.table = new ServiceTable(config.nodeName, config.vipRange, config.lb);
+    this.pool = new PortPool(config.ports);
+  }
+
+  async start(): Promise<void> {
+    const c = this.config;
+    this.store = await Store.open(c.stateDir, c.clean);
+    this.store.onError = (e) => this.log.error(`state write failed: ${e.message}`);
+    await this.restore();
+    this.table.onChange((ch) => {
+      if (ch.kind === 'app') {
+        if (ch.deleted) this.store.del('app', ch.app.id);
+        else this.store.put('app', ch.app.id, ch.app);
+      } else if (ch.sock.node === c.nodeName) {
+        if (ch.deleted) this.store.del('sock', String(ch.sock.id));
+        else this.store.put('sock', String(ch.sock.id), ch.sock);
+      }
+    });
+    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log });
+    this.hooks.adoptRestored(this.table.listSocks().map((s) => s.id));
+    this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
+    await this.hookServer.listen();
+    this.api = new ApiServer(this);
+    await this.api.listen(c.socket);
+    this.sweeper = setInterval(() => this.sweep(), c.orphanCheckMs);
+    this.sweeper.unref();
+    this.log.info(
+      `ready: api ${c.socket}, hook ${c.hookSocket}, state ${c.stateDir}, host ${c.hostIp}, ports ${c.ports.first}-${c.ports.last}, ` +
+        `${this.table.listApps().length} apps and ${this.table.listSocks().length} sockets restored`,
+    );
+  }
+
+  private async restore(): Promise<void> {
+    const apps = await this.store.list<App>('app');
+    const socks = await this.store.list<Sock>('sock');
+    const now = Date.now();
+    for (const a of apps) {
+      this.table.addApp(a);
+      // An app's `ax run` gets a grace period to re-attach after a restart.
+      this.attached.set(a.id, { streams: 0, since: now });
+    }
+    let dropped = 0;
+    for (const s of socks) {
+      if (!this.table.getApp(s.appId) || !pidAlive(s.pid)) {
+        dropped++;
+        await this.store.del('sock', String(s.id));
+        continue;
+      }
+      this.table.addSock(s);
+      this.pool.reserve(s.hostPort);
+    }
+    if (dropped > 0) this.log.info(`restore: dropped ${dropped} sockets whose process is gone`);
+  }
+
+  // ---- apps (used by the API) ------------------------------------------
+
+  attach(appId: string): void {
+    const a = this.attached.get(appId) ?? { streams: 0, since: Date.now() };
+    a.streams++;
+    this.attached.set(appId, a);
+  }
+
+  detach(appId: string): void {
+    const a = this.attached.get(appId);
+    if (!a) return;
+    a.streams = Math.max(0, a.streams - 1);
+    a.since = Date.now();
+  }
+
+  /** Removes what dead processes left: orphaned sockets and apps nobody runs any more. */
+  sweep(): void {
+    for (const id of [...this.hooks.orphans]) {
+      const s = this.table.getSock(id);
+      if (!s) {
+        this.hooks.orphans.delete(id);
+        continue;
+      }
+      if (!pidAlive(s.pid)) {
+        this.log.debug(`process ${s.pid} is gone: removing ${s.vip}:${s.vport}`);
+        this.hooks.release(s);
+      }
+    }
+    const now = Date.now();
+    for (const app of this.table.listApps()) {
+      if (app.node !== this.config.nodeName) continue;
+      const a = this.attached.get(app.id);
+      if (a && a.streams > 0) continue;
+      const since = a?.since ?? 0;
+      const runAlive = pidAlive(app.runPid);
+      // A detached app lives on while its processes do (ax run was killed, or the
+      // daemon restarted and ax run has not re-attached yet).
+      if (this.hooks.hasSession(app.id)) continue;
+      if (this.table.listSocks().some((s) => s.appId === app.id)) continue;
+      if (runAlive && now - since < 10_000) continue;
+      if (now - since < 1_000) continue;
+      this.log.debug(`app ${app.id} (${app.name || '-'}) ended`);
+      this.attached.delete(app.id);
+      this.table.removeApp(app.id);
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
+    this.stopping = (async () => {
+      if (this.sweeper) clearInterval(this.sweeper);
+      await this.api?.close();
+      await this.hookServer?.close();
+      this.hooks?.close();
+      await this.store?.close();
+      this.log.info('stopped');
+    })();
+    return this.stopping;
+  }
+}

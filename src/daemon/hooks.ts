@@ -1,0 +1,292 @@
+// Answers the hook's requests: the socket handoff itself. Every real socket is
+// created, bound or connected here, in the daemon's network namespace, and
+// passed to the app; the daemon keeps no copy and sees no application data.
+import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/addr';
+import { rateLimited, type Logger } from '../common/log';
+import { formatLabels } from '../policy/labels';
+import * as libc from '../hookserver/libc';
+import { BindFlag, ConnectFlag, Op, ProtocolError, Status, type Msg } from '../hookserver/proto';
+import type { Dispatcher, Reply, Session } from '../hookserver/server';
+import type { PortPool } from '../table/ports';
+import type { App, ServiceTable, Sock } from '../table/table';
+
+const EPERM = 1;
+const EBADF = 9;
+const EACCES = 13;
+const EADDRINUSE = 98;
+const EADDRNOTAVAIL = 99;
+const ENETUNREACH = 101;
+const EINPROGRESS = 115;
+const EAFNOSUPPORT = 97;
+
+export interface HookDeps {
+  table: ServiceTable;
+  pool: PortPool;
+  hostIp: string;
+  log: Logger;
+  /** Whether a backend is usable (its node alive); local ones always are. */
+  alive?: (s: Sock) => boolean;
+}
+
+export class HookDispatcher implements Dispatcher {
+  handoffs = 0;
+  /** socket id -> session id currently responsible for it */
+  private readonly owner = new Map<number, number>();
+  /** sockets whose session ended while the pid may live on (exec) */
+  readonly orphans = new Set<number>();
+  private readonly refuseFd: number;
+  private readonly refuseAddr: Addr;
+  private readonly warn: (m: string) => void;
+  private readonly liveSessions = new Map<number, Session>();
+
+  constructor(private readonly d: HookDeps) {
+    this.warn = rateLimited(d.log);
+    // A bound, never-listening socket: connecting to it is refused by the kernel
+    // itself, which gives apps the exact ECONNREFUSED semantics, blocking or not.
+    this.refuseFd = libc.tcpSocket(AF_INET);
+    libc.bind(this.refuseFd, { family: AF_INET, ip: '127.0.0.1', port: 0 }, AF_INET);
+    this.refuseAddr = libc.getsockname(this.refuseFd)!;
+  }
+
+  close(): void {
+    libc.close(this.refuseFd);
+  }
+
+  sessions(): Session[] {
+    return [...this.liveSessions.values()];
+  }
+
+  handle(s: Session, m: Msg): Reply | null {
+    if (m.op === Op.HELLO) return this.hello(s, m);
+    const app = s.appId ? this.d.table.getApp(s.appId) : undefined;
+    if (!app) {
+      if (s.appId) return { status: Status.ERR, err: EPERM }; // app removed under it
+      throw new ProtocolError(`${m.op} before HELLO`);
+    }
+    switch (m.op) {
+      case Op.BIND:
+        return this.bind(s, app, m);
+      case Op.LISTEN:
+        return this.listen(s, m);
+      case Op.CONNECT:
+        return this.connect(app, m);
+      case Op.CLOSE:
+        this.closeSock(s, m.sock);
+        return null;
+      case Op.RESOLVE: {
+        const vip = this.d.table.resolve(m.name);
+        return vip ? { status: Status.OK, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE };
+      }
+      case Op.PEER:
+        return this.peer(m);
+      case Op.REVERSE: {
+        const name = m.a ? this.d.table.nameOf(unmapV4(m.a.ip)) : undefined;
+        return name ? { status: Status.OK, name } : { status: Status.NATIVE };
+      }
+      default:
+        throw new ProtocolError(`unexpected op ${m.op}`);
+    }
+  }
+
+  private hello(s: Session, m: Msg): Reply {
+    const [appId, token] = m.name.split(':');
+    const app = appId ? this.d.table.getApp(appId) : undefined;
+    if (!app || app.token !== token) {
+      this.warn(`hook session ${s.id} (pid ${s.pid}): unknown app or wrong token "${appId ?? ''}"`);
+      return { status: Status.ERR, err: EACCES };
+    }
+    s.appId = app.id;
+    this.liveSessions.set(s.id, s);
+    // A process that reconnects (daemon restart, exec) takes its sockets back.
+    for (const sock of this.d.table.listSocks()) {
+      if (sock.pid === s.pid && sock.node === this.d.table.node && !this.owner.has(sock.id)) {
+        this.owner.set(sock.id, s.id);
+        this.orphans.delete(sock.id);
+      }
+    }
+    return { status: Status.OK, sock: s.id, a: { family: AF_INET, ip: app.vip, port: 0 } };
+  }
+
+  private bind(s: Session, app: App, m: Msg): Reply {
+    const a = m.a;
+    if (!a) throw new ProtocolError('BIND without an address');
+    if (a.family !== AF_INET && a.family !== AF_INET6) return { status: Status.ERR, err: EAFNOSUPPORT };
+    const ip = unmapV4(a.ip);
+    const wildcard = isWildcard(a.ip);
+    if (!wildcard && ip !== app.vip) {
+      // Another app's virtual address cannot be bound; real addresses bind natively.
+      return this.d.table.isVirtual(ip) ? { status: Status.ERR, err: EADDRNOTAVAIL } : { status: Status.NATIVE };
+    }
+    const family = a.family;
+    const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
+    const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
+    if (a.port !== 0 && this.d.table.conflicting(app.id, app.vip, a.port, reusePort)) {
+      return { status: Status.ERR, err: EADDRINUSE };
+    }
+    const rule = a.port !== 0 ? app.expose.find((r) => r.port === a.port) : undefined;
+    let fd = -1;
+    let hostIp = this.d.hostIp;
+    if (family === AF_INET6 && v6only) hostIp = hostIp.startsWith('127.') ? '::1' : '::';
+    const tryBind = (ipText: string, port: number): number => {
+      const sfd = libc.tcpSocket(family);
+      try {
+        libc.setReuse(sfd, reusePort);
+        if (family === AF_INET6) libc.setV6Only(sfd, v6only);
+        libc.bind(sfd, { family: ipText.includes(':') ? AF_INET6 : AF_INET, ip: ipText, port }, family);
+        return sfd;
+      } catch (e) {
+        libc.close(sfd);
+        throw e;
+      }
+    };
+    let hostPort: number;
+    try {
+      if (rule) {
+        if (rule.hostIp) hostIp = rule.hostIp;
+        fd = tryBind(hostIp, rule.hostPort);
+        hostPort = rule.hostPort;
+        this.d.pool.reserve(hostPort);
+      } else {
+        hostPort = this.d.pool.allocate((port) => {
+          try {
+            fd = tryBind(hostIp, port);
+            return true;
+          } catch (e) {
+            if (e instanceof libc.SysError && e.errno === EADDRINUSE) return false;
+            throw e;
+          }
+        });
+        if (hostPort === 0) {
+          this.warn(`host port pool ${this.d.pool.range.first}-${this.d.pool.range.last} is exhausted`);
+          return { status: Status.ERR, err: EADDRNOTAVAIL };
+        }
+      }
+    } catch (e) {
+      if (e instanceof libc.SysError) {
+        this.warn(`bind for app ${app.id} on ${hostIp}: ${e.message}`);
+        return { status: Status.ERR, err: e.errno };
+      }
+      throw e;
+    }
+    const vport = a.port !== 0 ? a.port : hostPort;
+    if (a.port === 0 && this.d.table.conflicting(app.id, app.vip, vport, reusePort)) {
+      // The pool gave a port some socket of this app already uses as a virtual port.
+      libc.close(fd);
+      this.d.pool.release(hostPort);
+      return { status: Status.ERR, err: EADDRINUSE };
+    }
+    const sock: Sock = {
+      id: this.d.table.newSockId(),
+      appId: app.id,
+      name: app.name,
+      pid: s.pid,
+      node: this.d.table.node,
+      family,
+      vip: app.vip,
+      vport,
+      hostIp,
+      hostPort,
+      state: 'bound',
+      labels: app.labels,
+      reusePort,
+      createdAt: Date.now(),
+    };
+    this.d.table.addSock(sock);
+    this.owner.set(sock.id, s.id);
+    this.handoffs++;
+    const seen = wildcard ? a.ip : family === AF_INET6 ? `::ffff:${app.vip}` : app.vip;
+    return { status: Status.OK, fd, sock: sock.id, a: { family, ip: seen, port: vport } };
+  }
+
+  private listen(s: Session, m: Msg): Reply {
+    const sock = this.d.table.getSock(m.sock);
+    if (!sock || sock.appId !== s.appId) return { status: Status.ERR, err: EBADF };
+    this.d.table.setListening(sock.id);
+    this.d.log.debug(`listening: ${sock.name || sock.appId} ${sock.vip}:${sock.vport} -> ${sock.hostIp}:${sock.hostPort}`);
+    return { status: Status.OK, sock: sock.id };
+  }
+
+  private connect(app: App, m: Msg): Reply {
+    const dest = m.a;
+    const family = m.b?.family ?? AF_INET;
+    if (!dest) throw new ProtocolError('CONNECT without an address');
+    if (family !== AF_INET && family !== AF_INET6) throw new ProtocolError(`CONNECT for family ${family}`);
+    const ip = unmapV4(dest.ip);
+    if (!this.d.table.isVirtual(ip)) return { status: Status.NATIVE };
+    const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive);
+    switch (pick.kind) {
+      case 'unknown':
+        return { status: Status.ERR, err: ENETUNREACH };
+      case 'denied':
+        this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: no shared label`);
+        return { status: Status.ERR, err: EACCES };
+      case 'waiting':
+        if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
+        return this.handoff(app, dest, family, this.refuseAddr);
+      case 'backend': {
+        const b = pick.sock;
+        const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
+        if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
+        return this.handoff(app, dest, family, target);
+      }
+    }
+  }
+
+  private handoff(app: App, dest: Addr, family: number, target: Addr): Reply {
+    const fd = libc.tcpSocket(family);
+    const err = libc.connect(fd, target, family);
+    if (err === 0 || err === EINPROGRESS) {
+      const local = libc.getsockname(fd);
+      if (local) this.d.table.recordConn(`${unmapV4(local.ip)}:${local.port}`, { appId: app.id, vip: app.vip, labels: app.labels });
+    }
+    this.handoffs++;
+    const real: Addr = family === AF_INET6 && target.family === AF_INET ? { ...target, family, ip: `::ffff:${target.ip}` } : target;
+    return { status: Status.OK, fd, err, a: dest, b: real };
+  }
+
+  private peer(m: Msg): Reply {
+    if (!m.a) throw new ProtocolError('PEER without an address');
+    const who = this.d.table.connOwner(`${unmapV4(m.a.ip)}:${m.a.port}`);
+    if (!who) return { status: Status.NATIVE };
+    const ip = m.a.family === AF_INET6 ? `::ffff:${who.vip}` : who.vip;
+    return { status: Status.OK, a: { family: m.a.family, ip, port: m.a.port }, name: who.appId };
+  }
+
+  private closeSock(s: Session, id: number): void {
+    const sock = this.d.table.getSock(id);
+    if (!sock || sock.appId !== s.appId) return;
+    this.release(sock);
+  }
+
+  release(sock: Sock): void {
+    this.d.table.removeSock(sock.id);
+    this.owner.delete(sock.id);
+    this.orphans.delete(sock.id);
+    if (sock.node === this.d.table.node) this.d.pool.release(sock.hostPort);
+  }
+
+  closed(s: Session): void {
+    this.liveSessions.delete(s.id);
+    for (const [sockId, sessId] of this.owner) {
+      if (sessId !== s.id) continue;
+      this.owner.delete(sockId);
+      this.orphans.add(sockId);
+    }
+  }
+
+  /** Sockets known from the store whose process has no session (after a restart). */
+  adoptRestored(ids: number[]): void {
+    for (const id of ids) if (!this.owner.has(id)) this.orphans.add(id);
+  }
+
+  hasSession(appId: string): boolean {
+    for (const s of this.liveSessions.values()) if (s.appId === appId) return true;
+    return false;
+  }
+
+  processCount(appId: string): number {
+    const pids = new Set<number>();
+    for (const s of this.liveSessions.values()) if (s.appId === appId) pids.add(s.pid);
+    return pids.size;
+  }
+}

@@ -1,0 +1,298 @@
+// The service table: apps, their virtual IPs and names, the sockets they bind
+// and listen on, and load balancing over pools. Pure in-memory state; the
+// daemon persists it through the change listener and performs the syscalls.
+import { cidrContains, intToIpv4, ipv4ToInt, type Cidr } from '../common/addr';
+import { mayConnect, type Labels } from '../policy/labels';
+
+export interface ExposeRule {
+  port: number; // virtual port
+  hostIp: string; // '' = the daemon's host IP
+  hostPort: number;
+}
+
+export interface App {
+  id: string;
+  name: string; // '' when started without --name
+  vip: string;
+  labels: Labels;
+  expose: ExposeRule[];
+  token: string;
+  runPid: number; // pid of `ax run`
+  node: string;
+  createdAt: number;
+}
+
+export type SocketState = 'bound' | 'listening';
+
+export interface Sock {
+  id: number;
+  appId: string;
+  name: string;
+  pid: number;
+  node: string;
+  family: number;
+  vip: string;
+  vport: number;
+  hostIp: string;
+  hostPort: number;
+  state: SocketState;
+  labels: Labels;
+  reusePort: boolean;
+  createdAt: number;
+}
+
+export type LbMode = 'round-robin' | 'random';
+
+export type Pick =
+  | { kind: 'backend'; sock: Sock }
+  | { kind: 'denied' } // listeners exist, policy refuses every one
+  | { kind: 'waiting' } // the address is registered, nothing listens yet
+  | { kind: 'unknown' }; // not a virtual address
+
+export type Change =
+  | { kind: 'app'; app: App; deleted: boolean }
+  | { kind: 'sock'; sock: Sock; deleted: boolean };
+
+export interface ClientInfo {
+  appId: string;
+  vip: string;
+  labels: Labels;
+}
+
+const CONN_MAP_MAX = 65536;
+
+export class ServiceTable {
+  private readonly apps = new Map<string, App>();
+  private readonly socks = new Map<number, Sock>();
+  private readonly byVip = new Map<string, Set<number>>(); // vip -> sock ids (listening)
+  private readonly names = new Map<string, string>(); // name -> vip
+  private readonly rr = new Map<string, number>();
+  private readonly conns = new Map<string, ClientInfo>(); // real client "ip:port" -> identity
+  private nextSock = 1;
+  private listeners: Array<(c: Change) => void> = [];
+
+  constructor(
+    readonly node: string,
+    private readonly vipRange: Cidr,
+    private lb: LbMode = 'round-robin',
+  ) {}
+
+  onChange(fn: (c: Change) => void): void {
+    this.listeners.push(fn);
+  }
+
+  private emit(c: Change): void {
+    for (const fn of this.listeners) fn(c);
+  }
+
+  // ---- apps -------------------------------------------------------------
+
+  /** Checks an app's name/ip against the table; returns an error message or null. */
+  checkApp(name: string, vip: string): string | null {
+    if (name && vip) {
+      const have = this.names.get(name);
+      if (have && have !== vip) return `name "${name}" already has virtual IP ${have}; use --ip ${have} or another name`;
+      for (const [n, v] of this.names) {
+        if (v === vip && n !== name) return `virtual IP ${vip} already belongs to name "${n}"`;
+      }
+    }
+    if (!name && vip) {
+      for (const [n, v] of this.names) {
+        if (v === vip) return `virtual IP ${vip} already belongs to name "${n}"; add --name ${n} to join its pool`;
+      }
+    }
+    return null;
+  }
+
+  /** The VIP an app with this name (and optional ip) gets. */
+  vipFor(name: string, vip: string): string {
+    if (vip) return vip;
+    if (name && this.names.has(name)) return this.names.get(name)!;
+    return this.allocVip();
+  }
+
+  private allocVip(): string {
+    const used = new Set<string>();
+    for (const a of this.apps.values()) used.add(a.vip);
+    for (const v of this.names.values()) used.add(v);
+    const size = 2 ** (32 - this.vipRange.bits);
+    for (let i = 1; i < size - 1; i++) {
+      const ip = intToIpv4(this.vipRange.base + i);
+      if (!used.has(ip)) return ip;
+    }
+    throw new Error(`no free virtual IP left in the range ${intToIpv4(this.vipRange.base)}/${this.vipRange.bits}`);
+  }
+
+  addApp(app: App): void {
+    this.apps.set(app.id, app);
+    if (app.name) this.names.set(app.name, app.vip);
+    this.emit({ kind: 'app', app, deleted: false });
+  }
+
+  getApp(id: string): App | undefined {
+    return this.apps.get(id);
+  }
+
+  listApps(): App[] {
+    return [...this.apps.values()];
+  }
+
+  removeApp(id: string): void {
+    const app = this.apps.get(id);
+    if (!app) return;
+    for (const s of [...this.socks.values()]) if (s.appId === id) this.removeSock(s.id);
+    this.apps.delete(id);
+    if (app.name && ![...this.apps.values()].some((a) => a.name === app.name)) this.names.delete(app.name);
+    this.emit({ kind: 'app', app, deleted: true });
+  }
+
+  /** Name lookup: "web" or "web.ax" → VIP. */
+  resolve(host: string): string | undefined {
+    const h = host.toLowerCase().replace(/\.$/, '');
+    const name = h.endsWith('.ax') ? h.slice(0, -3) : h;
+    return this.names.get(name);
+  }
+
+  nameOf(vip: string): string | undefined {
+    for (const [n, v] of this.names) if (v === vip) return n;
+    return undefined;
+  }
+
+  isVirtual(ip: string): boolean {
+    if (cidrContains(this.vipRange, ip)) return true;
+    for (const a of this.apps.values()) if (a.vip === ip) return true;
+    return this.byVip.has(ip);
+  }
+
+  isRegistered(ip: string): boolean {
+    for (const a of this.apps.values()) if (a.vip === ip) return true;
+    return this.byVip.has(ip);
+  }
+
+  // ---- sockets ----------------------------------------------------------
+
+  newSockId(): number {
+    while (this.socks.has(this.nextSock)) this.nextSock = (this.nextSock % 0x7fffffff) + 1;
+    return this.nextSock++;
+  }
+
+  /** A socket (bound or listening) already holding vip:vport for the same app, if any. */
+  conflicting(appId: string, vip: string, vport: number, reusePort: boolean): Sock | undefined {
+    for (const s of this.socks.values()) {
+      if (s.appId === appId && s.vip === vip && s.vport === vport && s.node === this.node) {
+        if (!(reusePort && s.reusePort)) return s;
+      }
+    }
+    return undefined;
+  }
+
+  /** Host ports already given out on this node. */
+  hostPorts(): number[] {
+    return [...this.socks.values()].filter((s) => s.node === this.node).map((s) => s.hostPort);
+  }
+
+  addSock(s: Sock): void {
+    this.socks.set(s.id, s);
+    if (s.id >= this.nextSock) this.nextSock = s.id + 1;
+    if (s.state === 'listening') this.index(s);
+    this.emit({ kind: 'sock', sock: s, deleted: false });
+  }
+
+  getSock(id: number): Sock | undefined {
+    return this.socks.get(id);
+  }
+
+  listSocks(): Sock[] {
+    return [...this.socks.values()];
+  }
+
+  setListening(id: number): Sock | undefined {
+    const s = this.socks.get(id);
+    if (!s) return undefined;
+    if (s.state !== 'listening') {
+      s.state = 'listening';
+      this.index(s);
+      this.emit({ kind: 'sock', sock: s, deleted: false });
+    }
+    return s;
+  }
+
+  removeSock(id: number): Sock | undefined {
+    const s = this.socks.get(id);
+    if (!s) return undefined;
+    this.socks.delete(id);
+    const set = this.byVip.get(s.vip);
+    if (set) {
+      set.delete(id);
+      if (set.size === 0) this.byVip.delete(s.vip);
+    }
+    this.emit({ kind: 'sock', sock: s, deleted: true });
+    return s;
+  }
+
+  private index(s: Sock): void {
+    let set = this.byVip.get(s.vip);
+    if (!set) this.byVip.set(s.vip, (set = new Set()));
+    set.add(s.id);
+  }
+
+  /** Listening services (one entry per listening socket). */
+  services(): Sock[] {
+    return [...this.socks.values()].filter((s) => s.state === 'listening');
+  }
+
+  // ---- connect ----------------------------------------------------------
+
+  setLb(mode: LbMode): void {
+    this.lb = mode;
+  }
+
+  /** Chooses a backend for a connection from `client` to vip:vport. */
+  pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true): Pick {
+    const ids = this.byVip.get(vip);
+    const listening: Sock[] = [];
+    if (ids) for (const id of ids) {
+      const s = this.socks.get(id)!;
+      if (s.vport === vport && alive(s)) listening.push(s);
+    }
+    if (listening.length === 0) {
+      if (this.isRegistered(vip)) return { kind: 'waiting' };
+      return { kind: 'unknown' };
+    }
+    const allowed = listening.filter((s) => mayConnect(client, s.labels));
+    if (allowed.length === 0) return { kind: 'denied' };
+    allowed.sort((x, y) => x.id - y.id);
+    let i: number;
+    if (this.lb === 'random') {
+      i = Math.floor(Math.random() * allowed.length);
+    } else {
+      const key = `${vip}:${vport}`;
+      const n = this.rr.get(key) ?? 0;
+      this.rr.set(key, n + 1);
+      i = n % allowed.length;
+    }
+    return { kind: 'backend', sock: allowed[i] };
+  }
+
+  /** Remembers who owns the client end of a connection the daemon made. */
+  recordConn(realLocal: string, who: ClientInfo): void {
+    if (this.conns.size >= CONN_MAP_MAX) {
+      const oldest = this.conns.keys().next().value;
+      if (oldest !== undefined) this.conns.delete(oldest);
+    }
+    this.conns.delete(realLocal);
+    this.conns.set(realLocal, who);
+  }
+
+  connOwner(realPeer: string): ClientInfo | undefined {
+    return this.conns.get(realPeer);
+  }
+
+  get vipRangeText(): string {
+    return `${intToIpv4(this.vipRange.base)}/${this.vipRange.bits}`;
+  }
+}
+
+export function vipSort(a: string, b: string): number {
+  return ipv4ToInt(a) - ipv4ToInt(b);
+}
