@@ -35,7 +35,7 @@ export function makeLogger(level: Level = 'info', file?: string, prefix = 'ax'):
 }
 
 /** Logs at most `perSecond` messages a second for one noisy source, then counts. */
-export function rateLimited(log: Logger, perSecond = 5): (msg: string) => void {
+export function rateLimited(log: Logger, perSecond = 20): (msg: string) => void {
   let windowStart = 0;
   let count = 0;
   let dropped = 0;

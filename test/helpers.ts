@@ -1,0 +1,179 @@
+// Test helpers: a daemon per test file in its own temp dirs, programs run under
+// `ax run`, and waiting on their output. Everything is torn down by t.teardown.
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ROOT = join(__dirname, '..');
+export const AX = join(ROOT, 'dist', 'ax.js');
+export const CBIN = join(ROOT, 'native', 'build');
+
+if (!existsSync(AX)) throw new Error(`${AX} is missing: run npm run build first`);
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export class Proc {
+  stdout = '';
+  stderr = '';
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  private waiters: Array<() => void> = [];
+
+  constructor(readonly child: ChildProcess, readonly label: string) {
+    child.stdout?.on('data', (d: Buffer) => {
+      this.stdout += d.toString();
+      this.waiters.forEach((w) => w());
+    });
+    child.stderr?.on('data', (d: Buffer) => {
+      this.stderr += d.toString();
+      this.waiters.forEach((w) => w());
+    });
+    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+  }
+
+  get pid(): number {
+    return this.child.pid ?? 0;
+  }
+
+  /** Resolves with the first match of `re` in stdout+stderr; rejects after `ms`. */
+  waitFor(re: RegExp, ms = 10_000): Promise<RegExpMatchArray> {
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const check = () => {
+        if (done) return;
+        const m = re.exec(this.stdout) ?? re.exec(this.stderr);
+        if (m) {
+          done = true;
+          clearTimeout(timer);
+          resolve(m);
+        }
+      };
+      const timer = setTimeout(() => {
+        done = true;
+        reject(new Error(`${this.label}: no ${re} within ${ms} ms\nstdout: ${this.stdout.slice(-2000)}\nstderr: ${this.stderr.slice(-2000)}`));
+      }, ms);
+      this.waiters.push(check);
+      check();
+    });
+  }
+
+  async result(ms = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.killGroup();
+        reject(new Error(`${this.label}: still running after ${ms} ms\nstdout: ${this.stdout.slice(-2000)}\nstderr: ${this.stderr.slice(-2000)}`));
+      }, ms);
+    });
+    try {
+      const r = await Promise.race([this.exited, timeout]);
+      return { ...r, stdout: this.stdout, stderr: this.stderr };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  kill(sig: NodeJS.Signals = 'SIGTERM'): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(sig);
+  }
+
+  /** Kills the process and everything it started (its own process group). */
+  killGroup(): void {
+    try {
+      process.kill(-this.pid, 'SIGKILL');
+    } catch {
+      /* already gone */
+    }
+  }
+}
+
+export function start(cmd: string, args: string[], opts: SpawnOptions = {}, t?: Teardown): Proc {
+  // A process group of its own, so teardown can kill what it started too.
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
+  const p = new Proc(child, [cmd, ...args].join(' ').slice(0, 120));
+  t?.teardown(() => p.killGroup());
+  return p;
+}
+
+export async function run(cmd: string, args: string[], opts: SpawnOptions & { timeoutMs?: number } = {}) {
+  return start(cmd, args, opts).result(opts.timeoutMs ?? 20_000);
+}
+
+let portBase = 20000 + (process.pid % 30) * 1000;
+
+export class TestDaemon {
+  readonly dir: string;
+  readonly socket: string;
+  readonly stateDir: string;
+  proc!: Proc;
+  readonly ports: string;
+
+  constructor(
+    private readonly t: Teardown,
+    readonly extraArgs: string[] = [],
+    dir?: string,
+  ) {
+    this.dir = dir ?? mkdtempSync(join(tmpdir(), 'ax-test-'));
+    chmodSync(this.dir, 0o755); // unprivileged apps reach the sockets inside
+    this.socket = join(this.dir, 'ax.sock');
+    this.stateDir = join(this.dir, 'state');
+    this.ports = `${portBase}-${portBase + 499}`;
+    portBase += 500;
+    t.teardown(async () => {
+      await this.stop();
+      rmSync(this.dir, { recursive: true, force: true });
+    });
+  }
+
+  static async start(t: Teardown, extraArgs: string[] = []): Promise<TestDaemon> {
+    const d = new TestDaemon(t, extraArgs);
+    await d.launch();
+    return d;
+  }
+
+  async launch(more: string[] = []): Promise<void> {
+    this.proc = start(process.execPath, [AX, 'daemon', '--socket', this.socket, '--state-dir', this.stateDir, '--ports', this.ports, '--log-level', 'debug', ...this.extraArgs, ...more]);
+    await this.proc.waitFor(/ready: api/, 15_000);
+  }
+
+  async stop(): Promise<void> {
+    if (!this.proc) return;
+    this.proc.kill('SIGTERM');
+    const r = await Promise.race([this.proc.exited, new Promise((r) => setTimeout(r, 3000, null))]);
+    if (r === null) this.proc.kill('SIGKILL');
+  }
+
+  /** Starts CMD under `ax run` against this daemon. */
+  run(axArgs: string[], cmd: string[], opts: SpawnOptions = {}): Proc {
+    return start(process.execPath, [AX, 'run', '--socket', this.socket, '--no-start', ...axArgs, '--', ...cmd], opts, this.t);
+  }
+
+  /** Runs an `ax` subcommand against this daemon. */
+  ax(args: string[]) {
+    return run(process.execPath, [AX, ...args, '--socket', this.socket]);
+  }
+
+  async get(kind: string): Promise<Array<Record<string, any>>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const r = await this.ax(['get', kind, '-o', 'json']);
+    if (r.code !== 0) throw new Error(`ax get ${kind}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  /** Polls until `fn` is true (services to appear, entries to go away...). */
+  async until(what: string, fn: () => Promise<boolean>, ms = 10_000): Promise<void> {
+    const end = Date.now() + ms;
+    while (Date.now() < end) {
+      if (await fn()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`timed out waiting for ${what}`);
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export function have(cmd: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((d) => existsSync(join(d, cmd)));
+}
