@@ -1,0 +1,179 @@
+// ClusterConfig: the one documented configuration of the cluster layer.
+//
+// Every timing knob is in milliseconds. Defaults are tuned for a LAN / data-centre
+// (RTT well under 50 ms) and were measured with bench/gossip-sim.ts at N = 100 and
+// N = 1 000 (see docs/cluster.md). Sizes are in bytes.
+
+export interface ClusterConfig {
+  /** Unique node name (the owner id of every entry this node writes). 1..64 bytes UTF-8. */
+  name: string;
+  /** Address other nodes reach this node at, "host:port" (UDP probes and gRPC use the same port). */
+  advertiseAddr: string;
+
+  // ---- failure detection (SWIM + Lifeguard) -------------------------------------------
+  /** Period of the probe round: one peer is probed per period (scaled by local health). */
+  probeIntervalMs: number;
+  /** Time to wait for a direct ack before asking `indirectChecks` peers (scaled by local health). */
+  probeTimeoutMs: number;
+  /** Number of peers asked to probe indirectly after a missed ack. */
+  indirectChecks: number;
+  /** Also probe over the reliable stream (TCP/gRPC) when the direct ack is missing (memberlist's TCP fallback). */
+  streamFallbackProbe: boolean;
+  /**
+   * Suspicion timeout lower bound = suspicionMult * log10(N+1) * probeIntervalMs, reached once
+   * `suspicionConfirmations` independent peers have confirmed the suspicion.
+   */
+  suspicionMult: number;
+  /** Upper bound of the suspicion timeout (no confirmations) = suspicionMaxMult * lower bound. */
+  suspicionMaxMult: number;
+  /** Independent confirmations that shrink the suspicion timeout to its lower bound (Lifeguard K). */
+  suspicionConfirmations: number;
+  /**
+   * Expected number of peers that probe a node as soon as they hear it is suspect (each peer does
+   * so with probability suspicionVerifiers / N). Speeds up the confirmations of real failures.
+   */
+  suspicionVerifiers: number;
+  /** Lifeguard local health: max multiplier applied to probe interval/timeout when this node is slow. */
+  awarenessMaxMultiplier: number;
+
+  // ---- dissemination -------------------------------------------------------------------
+  /** Gossip tick: piggyback queue is flushed to `gossipNodes` random peers every tick (only if non-empty). */
+  gossipIntervalMs: number;
+  gossipNodes: number;
+  /** Keep gossiping to a dead node for this long so it can learn it was declared dead and refute. */
+  gossipToTheDeadMs: number;
+  /** Each broadcast is sent retransmitMult * ceil(log10(N+1)) times. */
+  retransmitMult: number;
+  /** Max messages in the piggyback queue; beyond it the most-transmitted are dropped (anti-entropy repairs). */
+  maxBroadcastQueue: number;
+  /** Max packets per gossip target per tick when the queue is backed up (adaptive batching). */
+  gossipMaxPacketsPerTarget: number;
+
+  // ---- anti-entropy --------------------------------------------------------------------
+  /** Base push-pull period with one random peer; scaled up with cluster size (see pushPullScaleThreshold). */
+  pushPullIntervalMs: number;
+  /** Above this many nodes the push-pull period grows with log2(N / threshold) + 1. */
+  pushPullScaleThreshold: number;
+  /** Timeout for one request/response over the stream transport (join, sync, pull, fallback probe). */
+  streamTimeoutMs: number;
+
+  // ---- replicated table ----------------------------------------------------------------
+  /** A dead/left owner's entries are hidden at once and physically removed after this window. */
+  reapAfterMs: number;
+  /** Tombstones of live owners are garbage collected after this long (a later stale peer gets a snapshot). */
+  tombstoneTtlMs: number;
+  /** Dead/left member records (with their owner tombstone) are forgotten after this long. */
+  deadMemberRetainMs: number;
+  /** Max out-of-order entries buffered per owner while a gap is being pulled. */
+  maxPendingPerOwner: number;
+
+  // ---- limits --------------------------------------------------------------------------
+  /** Max UDP payload, including the transport's authentication overhead. */
+  maxPacketSize: number;
+  /** Max size of one stream (gRPC) message. */
+  maxStreamMessageSize: number;
+  /** Max key length (UTF-8 bytes) and value length of a replicated entry. */
+  maxKeyBytes: number;
+  maxValueBytes: number;
+
+  /** Random source (tests/simulation pass a seeded one). Defaults to Math.random. */
+  random?: () => number;
+}
+
+export type ClusterConfigInput = Partial<ClusterConfig> & Pick<ClusterConfig, 'name' | 'advertiseAddr'>;
+
+export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'random'> = {
+  probeIntervalMs: 500,
+  probeTimeoutMs: 250,
+  indirectChecks: 3,
+  streamFallbackProbe: true,
+  suspicionMult: 2,
+  suspicionMaxMult: 6,
+  suspicionConfirmations: 3,
+  suspicionVerifiers: 3,
+  awarenessMaxMultiplier: 8,
+
+  gossipIntervalMs: 200,
+  gossipNodes: 3,
+  gossipToTheDeadMs: 15_000,
+  retransmitMult: 4,
+  maxBroadcastQueue: 8192,
+  gossipMaxPacketsPerTarget: 4,
+
+  pushPullIntervalMs: 10_000,
+  pushPullScaleThreshold: 32,
+  streamTimeoutMs: 5_000,
+
+  reapAfterMs: 5 * 60_000,
+  tombstoneTtlMs: 60 * 60_000,
+  deadMemberRetainMs: 60 * 60_000,
+  maxPendingPerOwner: 256,
+
+  maxPacketSize: 1400,
+  maxStreamMessageSize: 4 * 1024 * 1024,
+  maxKeyBytes: 256,
+  maxValueBytes: 4096,
+};
+
+export class ConfigError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`cluster config: ${field}: ${message}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const ADDR_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
+
+/** Split "host:port" (or "[v6]:port"); throws ConfigError naming `field`. */
+export function parseAddr(addr: string, field = 'address'): { host: string; port: number } {
+  const m = ADDR_RE.exec(addr);
+  if (!m) throw new ConfigError(field, `expected "host:port", got ${JSON.stringify(addr)}`);
+  const port = Number(m[2]);
+  if (port < 1 || port > 65535) throw new ConfigError(field, `port out of range in ${JSON.stringify(addr)}`);
+  let host = m[1]!;
+  if (host.startsWith('[')) host = host.slice(1, -1);
+  return { host, port };
+}
+
+/** Merge user input with defaults and validate. Throws ConfigError with the offending field. */
+export function resolveConfig(input: ClusterConfigInput): ClusterConfig {
+  const cfg: ClusterConfig = { ...DEFAULT_CONFIG, ...stripUndefined(input) } as ClusterConfig;
+  validateConfig(cfg);
+  return cfg;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== undefined) (out as Record<string, unknown>)[k] = v;
+  return out;
+}
+
+export function validateConfig(cfg: ClusterConfig): void {
+  if (typeof cfg.name !== 'string' || cfg.name.length === 0) throw new ConfigError('name', 'must be a non-empty string');
+  if (Buffer.byteLength(cfg.name) > 64) throw new ConfigError('name', 'must be at most 64 bytes');
+  if (typeof cfg.advertiseAddr !== 'string') throw new ConfigError('advertiseAddr', 'must be "host:port"');
+  parseAddr(cfg.advertiseAddr, 'advertiseAddr');
+
+  const positive: Array<keyof ClusterConfig> = [
+    'probeIntervalMs', 'probeTimeoutMs', 'suspicionMult', 'suspicionMaxMult', 'gossipIntervalMs',
+    'retransmitMult', 'pushPullIntervalMs', 'pushPullScaleThreshold', 'streamTimeoutMs', 'reapAfterMs',
+    'tombstoneTtlMs', 'deadMemberRetainMs', 'maxPacketSize', 'maxStreamMessageSize', 'maxKeyBytes',
+    'maxValueBytes', 'awarenessMaxMultiplier', 'maxBroadcastQueue', 'gossipMaxPacketsPerTarget',
+    'suspicionConfirmations',
+  ];
+  for (const f of positive) {
+    const v = cfg[f];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ConfigError(f, `must be a positive number, got ${String(v)}`);
+  }
+  const nonNeg: Array<keyof ClusterConfig> = ['indirectChecks', 'gossipNodes', 'gossipToTheDeadMs', 'suspicionVerifiers', 'maxPendingPerOwner'];
+  for (const f of nonNeg) {
+    const v = cfg[f];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError(f, `must be a number >= 0, got ${String(v)}`);
+  }
+  if (cfg.probeTimeoutMs >= cfg.probeIntervalMs) throw new ConfigError('probeTimeoutMs', 'must be smaller than probeIntervalMs');
+  if (cfg.suspicionMaxMult < 1) throw new ConfigError('suspicionMaxMult', 'must be >= 1');
+  if (cfg.maxPacketSize < 512 || cfg.maxPacketSize > 65000) throw new ConfigError('maxPacketSize', 'must be within 512..65000');
+  if (cfg.maxValueBytes + cfg.maxKeyBytes + 200 > cfg.maxStreamMessageSize) throw new ConfigError('maxValueBytes', 'entries must fit in maxStreamMessageSize');
+  if (cfg.tombstoneTtlMs < cfg.reapAfterMs) throw new ConfigError('tombstoneTtlMs', 'must be >= reapAfterMs (otherwise a partitioned peer could resurrect deletes)');
+  if (cfg.random !== undefined && typeof cfg.random !== 'function') throw new ConfigError('random', 'must be a function returning [0,1)');
+}
