@@ -363,7 +363,7 @@ process.stdin.on('data', () => {
 
 t.test('ax run starts a daemon by itself with the embedded defaults', async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'ax-home-'));
-  const env = { ...process.env, XDG_STATE_HOME: join(home, 'state'), XDG_RUNTIME_DIR: join(home, 'run') };
+  const env: NodeJS.ProcessEnv = { ...process.env, XDG_STATE_HOME: join(home, 'state'), XDG_RUNTIME_DIR: join(home, 'run') };
   delete env.AX_SOCKET;
   const web = start(process.execPath, [AX, 'run', '--name', 'auto', '--', 'python3', '-u', '-m', 'http.server', '80'], { cwd: www, env }, t);
   await web.waitFor(/Serving HTTP/, 20_000);
