@@ -12,6 +12,8 @@ mkdirSync(dist, { recursive: true });
 
 execFileSync('make', ['-s', '-C', join(root, 'native')], { stdio: 'inherit' });
 copyFileSync(join(root, 'native', 'build', 'libaxhook.so'), join(dist, 'libaxhook.so'));
+// The connect benchmark's C client/server (bench/connect.c).
+execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', join(root, 'native', 'build', 'bench-connect'), join(root, 'bench', 'connect.c')], { stdio: 'inherit' });
 
 const protos = {};
 for (const f of readdirSync(join(root, 'proto'))) if (f.endsWith('.proto')) protos[f] = readFileSync(join(root, 'proto', f), 'utf8');
@@ -29,8 +31,8 @@ const common = {
 };
 await build({ ...common, entryPoints: [join(root, 'src', 'cli', 'main.ts')], outfile: join(dist, 'ax.js'), banner: { js: '#!/usr/bin/env node' } });
 chmodSync(join(dist, 'ax.js'), 0o755);
-for (const b of ['bench/bench.ts', 'bench/gossip-sim.ts']) {
-  if (existsSync(join(root, b))) {
-    await build({ ...common, sourcemap: false, entryPoints: [join(root, b)], outfile: join(dist, b.replace('bench/', 'bench-').replace('.ts', '.js')) });
+for (const b of ['bench.ts', 'gossip-sim.ts']) {
+  if (existsSync(join(root, 'bench', b))) {
+    await build({ ...common, sourcemap: false, entryPoints: [join(root, 'bench', b)], outfile: join(dist, b.replace('.ts', '.js')) });
   }
 }

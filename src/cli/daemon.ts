@@ -5,7 +5,10 @@ import { hookSocketFor } from '../common/paths';
 import { defaultConfig, validateConfig, type DaemonConfig } from '../daemon/config';
 import { Daemon } from '../daemon/daemon';
 import { parsePortRange } from '../table/ports';
-import { bool, parseFlags, str, UsageError, type FlagSpec } from './args';
+import { readFileSync } from 'node:fs';
+import { isIPv4 } from 'node:net';
+import { parsePort } from '../table/ports';
+import { bool, list, parseDuration, parseFlags, str, UsageError, type FlagSpec, type Parsed } from './args';
 
 export const DAEMON_USAGE = `usage: ax daemon [flags]
 
@@ -23,6 +26,15 @@ flags:
   --clean             drop saved state; otherwise apps and services are restored
   --log-level LEVEL   debug, info (default), warn, error
   --log-file FILE     log here instead of stderr
+
+cluster (gossip with the daemons of other hosts):
+  --advertise IP      this host's address other hosts reach; listeners are bound on it (unless --host-ip)
+  --join IP[:PORT],.. seeds: any member(s) of the cluster (repeatable)
+  --gossip-port N     UDP + TCP port for gossip and anti-entropy (default 7946)
+  --cluster-key KEY   shared key (>= 16 bytes) authenticating peers; also --cluster-key-file FILE
+                      or $AX_CLUSTER_KEY. Required with --advertise/--join.
+  --tls-cert F --tls-key F --tls-ca F   TLS with certificates between daemons (optional)
+  --probe-interval D  failure detector probe period (default 500ms); failures are detected in ~5 probes
 `;
 
 const SPECS: FlagSpec[] = [
@@ -37,8 +49,61 @@ const SPECS: FlagSpec[] = [
   { name: 'clean', kind: 'bool' },
   { name: 'log-level', kind: 'string' },
   { name: 'log-file', kind: 'string' },
+  { name: 'advertise', kind: 'string' },
+  { name: 'join', kind: 'list' },
+  { name: 'gossip-port', kind: 'string' },
+  { name: 'cluster-key', kind: 'string' },
+  { name: 'cluster-key-file', kind: 'string' },
+  { name: 'tls-cert', kind: 'string' },
+  { name: 'tls-key', kind: 'string' },
+  { name: 'tls-ca', kind: 'string' },
+  { name: 'probe-interval', kind: 'string' },
   { name: 'help', short: 'h', kind: 'bool' },
 ];
+
+function clusterFromArgs(p: Parsed, c: DaemonConfig): void {
+  const v = (n: string) => str(p, n);
+  const join = list(p, 'join').flatMap((j) => j.split(',')).map((j) => j.trim()).filter(Boolean);
+  const advertise = v('advertise');
+  const wanted = advertise !== undefined || join.length > 0 || v('cluster-key') !== undefined || v('cluster-key-file') !== undefined;
+  if (!wanted) {
+    for (const f of ['gossip-port', 'tls-cert', 'tls-key', 'tls-ca', 'probe-interval']) {
+      if (v(f) !== undefined) throw new UsageError(`--${f} needs --advertise (clustering is off)`);
+    }
+    return;
+  }
+  if (!advertise || !isIPv4(advertise) || advertise.startsWith('0.')) {
+    throw new UsageError(`--advertise: clustering needs this host's IPv4 address, e.g. --advertise 10.9.0.1${advertise ? ` (got "${advertise}")` : ''}`);
+  }
+  for (const j of join) {
+    const [ip, port] = j.split(':');
+    if (!isIPv4(ip) || (port !== undefined && !/^\d{1,5}$/.test(port))) throw new UsageError(`--join: "${j}" is not IP or IP:PORT`);
+  }
+  let key = v('cluster-key') ?? process.env.AX_CLUSTER_KEY;
+  if (v('cluster-key-file')) {
+    try {
+      key = readFileSync(v('cluster-key-file')!, 'utf8').trim();
+    } catch (e) {
+      throw new UsageError(`--cluster-key-file: cannot read ${v('cluster-key-file')}: ${(e as Error).message}`);
+    }
+  }
+  if (!key) throw new UsageError('clustering needs a shared key: --cluster-key KEY, --cluster-key-file FILE or $AX_CLUSTER_KEY');
+  if (Buffer.byteLength(key) < 16) throw new UsageError('--cluster-key: the key must be at least 16 bytes');
+  const tlsFlags = ['tls-cert', 'tls-key', 'tls-ca'].filter((f) => v(f) !== undefined);
+  if (tlsFlags.length > 0 && tlsFlags.length < 3) throw new UsageError('TLS needs all of --tls-cert, --tls-key and --tls-ca');
+  const gossipPort = v('gossip-port') ? parsePort(v('gossip-port')!, '--gossip-port') : 7946;
+  const probe = v('probe-interval') ? parseDuration(v('probe-interval')!, '--probe-interval') : undefined;
+  if (probe !== undefined && (probe < 50 || probe > 60_000)) throw new UsageError('--probe-interval must be between 50ms and 60s');
+  c.cluster = {
+    advertise,
+    gossipPort,
+    join,
+    keys: [key],
+    ...(tlsFlags.length === 3 ? { tls: { cert: v('tls-cert')!, key: v('tls-key')!, ca: v('tls-ca')! } } : {}),
+    ...(probe !== undefined ? { timing: { probeIntervalMs: probe, probeTimeoutMs: Math.max(25, Math.floor(probe / 2)) } } : {}),
+  };
+  if (v('host-ip') === undefined) c.hostIp = advertise;
+}
 
 export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
   const p = parseFlags(argv, SPECS);
@@ -75,6 +140,7 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
     c.logLevel = l as Level;
   }
   if (v('log-file')) c.logFile = v('log-file');
+  clusterFromArgs(p, c);
   wrap('node-name', () => validateConfig(c));
   return c;
 }

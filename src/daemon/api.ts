@@ -147,15 +147,9 @@ export class ApiServer {
         })),
       })),
       ListMembers: unary(() => ({
-        members: [
-          {
-            name: d.config.nodeName,
-            address: d.config.hostIp,
-            state: 'alive',
-            incarnation: 0,
-            services: d.table.services().filter((s) => s.node === d.config.nodeName).length,
-          },
-        ],
+        members: d.cluster
+          ? d.cluster.members().map((m) => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation, services: d.table.services().filter((s) => s.node === m.name).length }))
+          : [{ name: d.config.nodeName, address: d.config.hostIp, state: 'alive', incarnation: 0, services: d.table.localServices().length }],
       })),
       Shutdown: unary(() => {
         setImmediate(() => void d.stop().then(() => process.exit(0)));

@@ -5,6 +5,7 @@ import { checkVirtualIp, parseCidr, type Cidr } from '../common/addr';
 import type { Level } from '../common/log';
 import { defaultApiSocket, defaultStateDir, hookSocketFor } from '../common/paths';
 import type { LbMode } from '../table/table';
+import type { ClusterOptions } from './cluster';
 import { parsePortRange, type PortRange } from '../table/ports';
 
 export interface DaemonConfig {
@@ -30,8 +31,10 @@ export interface DaemonConfig {
   logLevel: Level;
   /** Log file; default stderr. */
   logFile?: string;
-  /** How long sockets of a process whose session ended are kept while the pid lives (exec). */
+  /** How often sockets of processes whose session ended are checked (the pid may live on after exec). */
   orphanCheckMs: number;
+  /** Gossip with other daemons (absent: this host only). */
+  cluster?: ClusterOptions;
 }
 
 export function defaultConfig(env = process.env): DaemonConfig {

@@ -7,6 +7,7 @@ import { Store } from '../store/store';
 import { PortPool } from '../table/ports';
 import { ServiceTable, type App, type Sock } from '../table/table';
 import { ApiServer } from './api';
+import { ClusterGlue } from './cluster';
 import type { DaemonConfig } from './config';
 import { HookDispatcher } from './hooks';
 
@@ -30,6 +31,7 @@ export class Daemon {
   readonly pool: PortPool;
   store!: Store;
   hooks!: HookDispatcher;
+  cluster: ClusterGlue | null = null;
   private hookServer!: HookServer;
   private api!: ApiServer;
   private sweeper: NodeJS.Timeout | null = null;
@@ -58,10 +60,12 @@ export class Daemon {
         else this.store.put('sock', String(ch.sock.id), ch.sock);
       }
     });
-    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log });
+    if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster);
+    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log, alive: this.cluster?.alive });
     this.hooks.adoptRestored(this.table.listSocks().map((s) => s.id));
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
+    if (this.cluster) await this.cluster.start();
     this.api = new ApiServer(this);
     await this.api.listen(c.socket);
     this.sweeper = setInterval(() => this.sweep(), c.orphanCheckMs);
@@ -123,8 +127,7 @@ export class Daemon {
       }
     }
     const now = Date.now();
-    for (const app of this.table.listApps()) {
-      if (app.node !== this.config.nodeName) continue;
+    for (const app of this.table.localApps()) {
       const a = this.attached.get(app.id);
       if (a && a.streams > 0) continue;
       const since = a?.since ?? 0;
@@ -146,6 +149,7 @@ export class Daemon {
     this.stopping = (async () => {
       if (this.sweeper) clearInterval(this.sweeper);
       await this.api?.close();
+      await this.cluster?.stop().catch((e: Error) => this.log.warn(`cluster stop: ${e.message}`));
       await this.hookServer?.close();
       this.hooks?.close();
       await this.store?.close();

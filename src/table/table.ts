@@ -64,8 +64,12 @@ const CONN_MAP_MAX = 65536;
 export class ServiceTable {
   private readonly apps = new Map<string, App>();
   private readonly socks = new Map<number, Sock>();
-  private readonly byVip = new Map<string, Set<number>>(); // vip -> sock ids (listening)
-  private readonly names = new Map<string, string>(); // name -> vip
+  private readonly byVip = new Map<string, Set<Sock>>(); // vip -> listening sockets, local and remote
+  private readonly names = new Map<string, string>(); // name -> vip (local apps)
+  // What other nodes own, as replicated by the cluster layer (replaced wholesale).
+  private remoteApps: App[] = [];
+  private remoteSocks: Sock[] = [];
+  private readonly remoteNames = new Map<string, string>();
   private readonly rr = new Map<string, number>();
   private readonly conns = new Map<string, ClientInfo>(); // real client "ip:port" -> identity
   private nextSock = 1;
@@ -89,34 +93,51 @@ export class ServiceTable {
 
   /** Checks an app's name/ip against the table; returns an error message or null. */
   checkApp(name: string, vip: string): string | null {
+    const all = this.allNames();
     if (name && vip) {
-      const have = this.names.get(name);
+      const have = all.get(name);
       if (have && have !== vip) return `name "${name}" already has virtual IP ${have}; use --ip ${have} or another name`;
-      for (const [n, v] of this.names) {
+      for (const [n, v] of all) {
         if (v === vip && n !== name) return `virtual IP ${vip} already belongs to name "${n}"`;
       }
     }
     if (!name && vip) {
-      for (const [n, v] of this.names) {
+      for (const [n, v] of all) {
         if (v === vip) return `virtual IP ${vip} already belongs to name "${n}"; add --name ${n} to join its pool`;
       }
     }
     return null;
   }
 
+  /** name -> VIP over this node's apps and every other node's (local first). */
+  private allNames(): Map<string, string> {
+    const all = new Map(this.remoteNames);
+    for (const [n, v] of this.names) all.set(n, v);
+    return all;
+  }
+
   /** The VIP an app with this name (and optional ip) gets. */
   vipFor(name: string, vip: string): string {
     if (vip) return vip;
-    if (name && this.names.has(name)) return this.names.get(name)!;
+    const known = name ? this.resolve(name) : undefined;
+    if (known) return known;
     return this.allocVip();
   }
 
+  /**
+   * A free VIP from the range. Each node starts its search at an offset derived
+   * from its name, so nodes allocating at the same moment rarely pick the same one.
+   */
   private allocVip(): string {
     const used = new Set<string>();
-    for (const a of this.apps.values()) used.add(a.vip);
-    for (const v of this.names.values()) used.add(v);
+    for (const a of this.listApps()) used.add(a.vip);
+    for (const v of this.allNames().values()) used.add(v);
     const size = 2 ** (32 - this.vipRange.bits);
-    for (let i = 1; i < size - 1; i++) {
+    let h = 0;
+    for (const ch of this.node) h = (Math.imul(h, 31) + ch.charCodeAt(0)) >>> 0;
+    const start = this.remoteApps.length > 0 || this.remoteSocks.length > 0 ? h % (size - 2) : 0;
+    for (let k = 0; k < size - 2; k++) {
+      const i = 1 + ((start + k) % (size - 2));
       const ip = intToIpv4(this.vipRange.base + i);
       if (!used.has(ip)) return ip;
     }
@@ -133,8 +154,14 @@ export class ServiceTable {
     return this.apps.get(id);
   }
 
-  listApps(): App[] {
+  /** This node's apps. */
+  localApps(): App[] {
     return [...this.apps.values()];
+  }
+
+  /** Every app in the cluster: this node's and the replicated ones. */
+  listApps(): App[] {
+    return [...this.apps.values(), ...this.remoteApps];
   }
 
   removeApp(id: string): void {
@@ -150,23 +177,36 @@ export class ServiceTable {
   resolve(host: string): string | undefined {
     const h = host.toLowerCase().replace(/\.$/, '');
     const name = h.endsWith('.ax') ? h.slice(0, -3) : h;
-    return this.names.get(name);
+    return this.names.get(name) ?? this.remoteNames.get(name);
   }
 
   nameOf(vip: string): string | undefined {
-    for (const [n, v] of this.names) if (v === vip) return n;
+    for (const [n, v] of this.allNames()) if (v === vip) return n;
     return undefined;
   }
 
   isVirtual(ip: string): boolean {
-    if (cidrContains(this.vipRange, ip)) return true;
-    for (const a of this.apps.values()) if (a.vip === ip) return true;
-    return this.byVip.has(ip);
+    return cidrContains(this.vipRange, ip) || this.isRegistered(ip);
   }
 
   isRegistered(ip: string): boolean {
+    if (this.byVip.has(ip)) return true;
     for (const a of this.apps.values()) if (a.vip === ip) return true;
-    return this.byVip.has(ip);
+    for (const a of this.remoteApps) if (a.vip === ip) return true;
+    return false;
+  }
+
+  /** Replaces what other nodes own (called by the cluster glue after every change). */
+  setRemote(apps: App[], socks: Sock[]): void {
+    for (const s of this.remoteSocks) this.unindex(s);
+    this.remoteApps = apps.filter((a) => a.node !== this.node);
+    this.remoteSocks = socks.filter((s) => s.node !== this.node && s.state === 'listening');
+    for (const s of this.remoteSocks) this.index(s);
+    this.remoteNames.clear();
+    // Deterministic when two nodes claim one name with different VIPs: the
+    // lexically smallest node wins, everywhere.
+    const sorted = [...this.remoteApps].sort((x, y) => (x.node < y.node ? -1 : x.node > y.node ? 1 : 0));
+    for (const a of sorted) if (a.name && !this.remoteNames.has(a.name)) this.remoteNames.set(a.name, a.vip);
   }
 
   // ---- sockets ----------------------------------------------------------
@@ -202,8 +242,14 @@ export class ServiceTable {
     return this.socks.get(id);
   }
 
+  /** This node's sockets. */
   listSocks(): Sock[] {
     return [...this.socks.values()];
+  }
+
+  /** Every socket the API shows: this node's and the replicated listeners. */
+  allSocks(): Sock[] {
+    return [...this.socks.values(), ...this.remoteSocks];
   }
 
   setListening(id: number): Sock | undefined {
@@ -221,11 +267,7 @@ export class ServiceTable {
     const s = this.socks.get(id);
     if (!s) return undefined;
     this.socks.delete(id);
-    const set = this.byVip.get(s.vip);
-    if (set) {
-      set.delete(id);
-      if (set.size === 0) this.byVip.delete(s.vip);
-    }
+    this.unindex(s);
     this.emit({ kind: 'sock', sock: s, deleted: true });
     return s;
   }
@@ -233,11 +275,22 @@ export class ServiceTable {
   private index(s: Sock): void {
     let set = this.byVip.get(s.vip);
     if (!set) this.byVip.set(s.vip, (set = new Set()));
-    set.add(s.id);
+    set.add(s);
   }
 
-  /** Listening services (one entry per listening socket). */
+  private unindex(s: Sock): void {
+    const set = this.byVip.get(s.vip);
+    if (!set) return;
+    set.delete(s);
+    if (set.size === 0) this.byVip.delete(s.vip);
+  }
+
+  /** Listening services (one entry per listening socket), this node's and replicated ones. */
   services(): Sock[] {
+    return [...[...this.socks.values()].filter((s) => s.state === 'listening'), ...this.remoteSocks];
+  }
+
+  localServices(): Sock[] {
     return [...this.socks.values()].filter((s) => s.state === 'listening');
   }
 
@@ -249,19 +302,16 @@ export class ServiceTable {
 
   /** Chooses a backend for a connection from `client` to vip:vport. */
   pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true): Pick {
-    const ids = this.byVip.get(vip);
+    const set = this.byVip.get(vip);
     const listening: Sock[] = [];
-    if (ids) for (const id of ids) {
-      const s = this.socks.get(id)!;
-      if (s.vport === vport && alive(s)) listening.push(s);
-    }
+    if (set) for (const s of set) if (s.vport === vport && alive(s)) listening.push(s);
     if (listening.length === 0) {
       if (this.isRegistered(vip)) return { kind: 'waiting' };
       return { kind: 'unknown' };
     }
     const allowed = listening.filter((s) => mayConnect(client, s.labels));
     if (allowed.length === 0) return { kind: 'denied' };
-    allowed.sort((x, y) => x.id - y.id);
+    allowed.sort((x, y) => (x.node === y.node ? x.id - y.id : x.node < y.node ? -1 : 1));
     let i: number;
     if (this.lb === 'random') {
       i = Math.floor(Math.random() * allowed.length);

@@ -1,0 +1,197 @@
+// Several real hosts on one machine: network namespaces joined by veth pairs on a
+// bridge, each with its own daemon and address (10.99.0.N). Created and removed
+// by this test; traffic stays inside them.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { AX, run, sleep, start, type Proc } from './helpers';
+
+const KEY = 'test-cluster-key-0123456789';
+const tag = String(process.pid % 100000);
+const bridge = `axbr${tag}`;
+
+function sh(cmd: string): void {
+  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+}
+
+class Host {
+  readonly ns: string;
+  readonly ip: string;
+  readonly dir: string;
+  readonly socket: string;
+  daemon!: Proc;
+  readonly apps: Proc[] = [];
+
+  constructor(readonly i: number, readonly name: string) {
+    this.ns = `axh${tag}-${i}`;
+    this.ip = `10.99.0.${i}`;
+    this.dir = mkdtempSync(join(tmpdir(), `ax-host-${name}-`));
+    chmodSync(this.dir, 0o755);
+    this.socket = join(this.dir, 'ax.sock');
+    sh(`ip netns add ${this.ns}`);
+    sh(`ip link add vh${tag}${i} type veth peer name vp${tag}${i}`);
+    sh(`ip link set vp${tag}${i} netns ${this.ns}`);
+    sh(`ip -n ${this.ns} addr add ${this.ip}/24 dev vp${tag}${i}`);
+    sh(`ip -n ${this.ns} link set vp${tag}${i} up && ip -n ${this.ns} link set lo up`);
+    sh(`ip link set vh${tag}${i} master ${bridge} up`);
+  }
+
+  async startDaemon(extra: string[] = [], key = KEY): Promise<void> {
+    this.daemon = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'daemon', '--node-name', this.name, '--advertise', this.ip,
+      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', key, '--probe-interval', '200ms', '--log-level', 'debug', ...extra]);
+    await this.daemon.waitFor(/ready: api/, 20_000);
+  }
+
+  run(axArgs: string[], cmd: string[], cwd?: string): Proc {
+    const p = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'run', '--socket', this.socket, '--no-start', ...axArgs, '--', ...cmd], cwd ? { cwd } : {});
+    this.apps.push(p);
+    return p;
+  }
+
+  async get(kind: string): Promise<Array<Record<string, any>>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const r = await run(process.execPath, [AX, 'get', kind, '-o', 'json', '--socket', this.socket]);
+    if (r.code !== 0) throw new Error(`${this.name}: ax get ${kind}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  async curl(url: string): Promise<string> {
+    const r = await this.run([], ['curl', '-sS', '--max-time', '5', url]).result();
+    return r.code === 0 ? r.stdout : `curl failed (${r.code}): ${r.stderr.trim()}`;
+  }
+
+  /** Kills the daemon and every app of this host at once. */
+  killAll(): void {
+    this.daemon?.killGroup();
+    for (const a of this.apps) a.killGroup();
+  }
+
+  link(up: boolean): void {
+    sh(`ip link set vh${tag}${this.i} ${up ? 'up' : 'down'}`);
+  }
+
+  destroy(): void {
+    this.killAll();
+    spawnSync('ip', ['netns', 'del', this.ns]);
+    spawnSync('ip', ['link', 'del', `vh${tag}${this.i}`]);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function until(what: string, fn: () => Promise<boolean>, ms = 15_000): Promise<number> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if (await fn()) return Date.now() - t0;
+    await sleep(150);
+  }
+  throw new Error(`timed out (${ms} ms) waiting for ${what}`);
+}
+
+const www = (text: string) => {
+  const d = mkdtempSync(join(tmpdir(), 'ax-mh-www-'));
+  writeFileSync(join(d, 'index.html'), text);
+  return d;
+};
+
+t.test('three hosts: cross-host connect, labels, balancing, failure, partition, wrong key', async (t) => {
+  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
+  const hosts: Host[] = [];
+  t.teardown(() => {
+    for (const h of hosts) h.destroy();
+    spawnSync('ip', ['link', 'del', bridge]);
+  });
+  const [a, b, c] = [new Host(1, 'a'), new Host(2, 'b'), new Host(3, 'c')];
+  hosts.push(a, b, c);
+  await a.startDaemon();
+  await b.startDaemon(['--join', a.ip]);
+  await c.startDaemon(['--join', a.ip]);
+  await until('three alive members everywhere', async () => {
+    for (const h of [a, b, c]) {
+      const m = await h.get('members');
+      if (m.filter((x) => x.state === 'alive').length !== 3) return false;
+    }
+    return true;
+  });
+  const members = await run(process.execPath, [AX, 'get', 'members', '--socket', a.socket]);
+  t.match(members.stdout, /^NAME\s+ADDRESS\s+STATE\s+INCARNATION\s+SERVICES\n/, 'ax get members table');
+  t.match(members.stdout, /\nb\s+10\.99\.0\.2:7946\s+alive\s+\d+\s+0/);
+
+  // --- a service on b, reached from a by name and by VIP, directly host to host.
+  const webB = b.run(['--name', 'web', '--labels', 'zone=default,team=blue'], ['python3', '-u', '-m', 'http.server', '80'], www('from b\n'));
+  await webB.waitFor(/Serving HTTP/);
+  const waited = await until('web visible on a and c', async () => {
+    for (const h of [a, c]) if (!(await h.get('services')).some((s) => s.name === 'web' && s.node === 'b')) return false;
+    return true;
+  });
+  t.ok(waited < 5000, `update reached every host in ${waited} ms`);
+  const svc = (await a.get('services')).find((s) => s.name === 'web')!;
+  t.equal(svc.host_ip, '10.99.0.2', "service bound on b's real address");
+  t.equal(await a.curl('http://web/'), 'from b\n', 'a → web (on b) by name');
+  t.equal(await a.curl(`http://${svc.vip}/`), 'from b\n', 'by VIP');
+  // While a connection from a is open, a's kernel shows it going straight to b.
+  const hold = a.run([], ['python3', '-c', 'import socket,time; s=socket.create_connection(("web",80)); print("open", s.getpeername()[0], flush=True); time.sleep(3)']);
+  await hold.waitFor(/open /);
+  const ss = spawnSync('ip', ['netns', 'exec', a.ns, 'ss', '-tn', 'state', 'established'], { encoding: 'utf8' }).stdout;
+  t.match(ss, new RegExp(`10\\.99\\.0\\.1:\\d+\\s+10\\.99\\.0\\.2:${svc.host_port}`), 'direct TCP connection a → b:pool-port, no proxy');
+  t.match(hold.stdout, new RegExp(`open ${svc.vip.replace(/\./g, '\\.')}`), 'the app sees the VIP');
+
+  // --- labels registered on b are visible on every host.
+  for (const h of [a, c]) {
+    const app = (await h.get('apps')).find((x) => x.name === 'web');
+    t.same(app?.labels, { team: 'blue', zone: 'default' }, `labels of b's app seen on ${h.name}`);
+    t.equal(app?.node, 'b');
+  }
+  // Policy across hosts: a client on a without a shared label is refused.
+  const denied = await a.run(['--labels', 'team=red'], ['curl', '-sS', '--max-time', '5', 'http://web/']).result();
+  t.not(denied.code, 0, 'cross-host policy enforced');
+
+  // --- a second backend on c: a's connections are balanced across b and c.
+  const webC = c.run(['--name', 'web'], ['python3', '-u', '-m', 'http.server', '80'], www('from c\n'));
+  await webC.waitFor(/Serving HTTP/);
+  await until('two web backends on a', async () => (await a.get('services')).filter((s) => s.name === 'web').length === 2);
+  const apps = (await a.get('apps')).filter((x) => x.name === 'web');
+  t.equal(new Set(apps.map((x) => x.vip)).size, 1, 'one name, one VIP across hosts');
+  const got = new Set<string>();
+  for (let i = 0; i < 4; i++) got.add(await a.curl('http://web/'));
+  t.same([...got].sort(), ['from b\n', 'from c\n'], 'balanced over both hosts');
+
+  // --- host b killed with SIGKILL (daemon and apps): withdrawn everywhere within the bound.
+  b.killAll();
+  const withdrawn = await until('b withdrawn on a and c', async () => {
+    for (const h of [a, c]) if ((await h.get('services')).some((s) => s.node === 'b')) return false;
+    return true;
+  }, 15_000);
+  t.ok(withdrawn <= 10_000, `b's services withdrawn everywhere in ${withdrawn} ms (bound 10 s)`);
+  t.match((await a.get('members')).find((m) => m.name === 'b')?.state, /dead|suspect/);
+  for (let i = 0; i < 3; i++) t.equal(await a.curl('http://web/'), 'from c\n', 'only the live backend is used');
+
+  // --- partition: c cut off; its web is stopped meanwhile; a starts a new service.
+  c.link(false);
+  await until('a sees c dead', async () => (await a.get('members')).find((m) => m.name === 'c')?.state === 'dead');
+  t.notOk((await a.get('services')).some((s) => s.node === 'c'), "c's services hidden on a during the partition");
+  webC.kill('SIGTERM');
+  await webC.result();
+  await until('web gone on c', async () => !(await c.get('services')).some((s) => s.name === 'web'));
+  const api = a.run(['--name', 'api'], ['python3', '-u', '-m', 'http.server', '81'], www('api on a\n'));
+  await api.waitFor(/Serving HTTP/);
+  c.link(true);
+  const healed = await until('c back alive on a', async () => (await a.get('members')).find((m) => m.name === 'c')?.state === 'alive', 20_000);
+  t.pass(`partition healed in ${healed} ms`);
+  await until('api visible on c', async () => (await c.get('services')).some((s) => s.name === 'api' && s.node === 'a'));
+  await sleep(1500);
+  t.notOk((await a.get('services')).some((s) => s.name === 'web'), 'the web deleted during the partition is not resurrected on a');
+  t.notOk((await c.get('services')).some((s) => s.name === 'web'), 'nor on c');
+  t.equal(await c.curl('http://api:81/'), 'api on a\n', 'c reaches the service a started during the partition');
+
+  // --- a peer with the wrong key is refused and logged.
+  const d = new Host(4, 'd');
+  hosts.push(d);
+  await d.startDaemon(['--join', a.ip], 'a-completely-different-key-000');
+  await d.daemon.waitFor(/join failed/, 15_000);
+  await a.daemon.waitFor(/(auth|MAC|key|refus)/i, 15_000);
+  await sleep(1000);
+  t.notOk((await a.get('members')).some((m) => m.name === 'd'), 'd is not a member');
+  t.equal(a.daemon.child.exitCode, null, 'a keeps serving');
+});
