@@ -132,7 +132,7 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   t.equal(await a.curl(`http://${svc.vip}/`), 'from b\n', 'by VIP');
   // While a connection from a is open, a's kernel shows it going straight to b.
   const hold = a.run([], ['python3', '-c', 'import socket,time; s=socket.create_connection(("web",80)); print("open", s.getpeername()[0], flush=True); time.sleep(3)']);
-  await hold.waitFor(/open /);
+  await hold.waitFor(/open \S+\n/);
   const ss = spawnSync('ip', ['netns', 'exec', a.ns, 'ss', '-tn', 'state', 'established'], { encoding: 'utf8' }).stdout;
   t.match(ss, new RegExp(`10\\.99\\.0\\.1:\\d+\\s+10\\.99\\.0\\.2:${svc.host_port}`), 'direct TCP connection a → b:pool-port, no proxy');
   t.match(hold.stdout, new RegExp(`open ${svc.vip.replace(/\./g, '\\.')}`), 'the app sees the VIP');
@@ -194,4 +194,21 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   await sleep(1000);
   t.notOk((await a.get('members')).some((m) => m.name === 'd'), 'd is not a member');
   t.equal(a.daemon.child.exitCode, null, 'a keeps serving');
+
+  // --- graceful leave, then a restart that rejoins from the saved state with a new epoch.
+  const keep = c.run(['--name', 'keep'], ['python3', '-u', '-m', 'http.server', '82'], www('kept on c\n'));
+  await keep.waitFor(/Serving HTTP/);
+  await until('keep visible on a', async () => (await a.get('services')).some((s) => s.name === 'keep'));
+  const incBefore = (await a.get('members')).find((m) => m.name === 'c')!.incarnation as number;
+  c.daemon.kill('SIGTERM');
+  await c.daemon.exited;
+  const left = await until('a sees c left', async () => (await a.get('members')).find((m) => m.name === 'c')?.state === 'left', 10_000);
+  t.ok(left < 5000, `graceful leave seen in ${left} ms`);
+  t.notOk((await a.get('services')).some((s) => s.name === 'keep'), "a left host's services are hidden");
+  await c.startDaemon(); // no --join: the saved membership is used
+  await until('c alive again on a', async () => (await a.get('members')).find((m) => m.name === 'c')?.state === 'alive', 20_000);
+  const incAfter = (await a.get('members')).find((m) => m.name === 'c')!.incarnation as number;
+  t.ok(incAfter > incBefore, `rejoined with a new incarnation (${incBefore} → ${incAfter})`);
+  await until('keep back on a', async () => (await a.get('services')).some((s) => s.name === 'keep' && s.node === 'c'));
+  t.equal(await a.curl('http://keep:82/'), 'kept on c\n', 'the restored service is reachable from a');
 });
