@@ -27,8 +27,10 @@
 
 /* ops (request.op) */
 enum ax_op {
-    AX_OP_HELLO = 1,   /* name = "<app id>:<token>", arg = 0.  reply: status OK,
-                          sock = session id, a = the app's virtual address (port 0) */
+    AX_OP_HELLO = 1,   /* name = "<app id>:<token>", arg = flags AX_HF_* (what the hook
+                          supports).  reply: status OK, sock = session id, a = the app's
+                          virtual address (port 0), arg = flags AX_HF_* granted for this
+                          session (AX_HF_DIRECT: CONNECT may answer AX_ST_DIRECT) */
     AX_OP_BIND = 2,    /* a = requested address (family AF_INET/AF_INET6, port may be 0),
                           arg = flags AX_BF_*.  reply: OK + fd (real socket, bound in the
                           host network, O_NONBLOCK|O_CLOEXEC set), sock = socket id,
@@ -46,6 +48,12 @@ enum ax_op {
                           NATIVE: not virtual, connect natively (unchanged)
                           PENDING: the name/VIP is registered but nothing listens yet and
                              AX_CF_WAIT was set; sleep a little and ask again
+                          DIRECT (only in sessions granted AX_HF_DIRECT, i.e. processes in
+                             the daemon's own network namespace): no fd; the hook calls the
+                             real connect() on the app's own socket to b (family b.family of
+                             the request, IPv4 v4-mapped for AF_INET6); a = virtual peer
+                             address to report; sock = ticket to echo in AX_OP_CONNECTED.
+                             A refused connect is a DIRECT toward a closed port.
                           ERR: err = ENETUNREACH / EACCES (policy) / ECONNREFUSED ...  */
     AX_OP_CLOSE = 5,   /* one-way.  sock = socket id whose last reference was closed. */
     AX_OP_RESOLVE = 6, /* name = host name to look up (e.g. "web" or "web.ax"), a.family
@@ -54,8 +62,14 @@ enum ax_op {
                           NATIVE (not an ax name: resolve normally). */
     AX_OP_PEER = 7,    /* a = real peer address of an accepted socket, b = its real local
                           address.  reply: OK with a = virtual peer address to report, or
-                          NATIVE (report the real one). */
+                          NATIVE (report the real one), or PENDING: a DIRECT connect to
+                          this backend has not been confirmed by AX_OP_CONNECTED yet; ask
+                          again shortly (the hook gives up after ~2 ms: real address). */
     AX_OP_REVERSE = 8, /* a = address.  reply OK with name = service name, or NATIVE. */
+    AX_OP_CONNECTED = 9, /* one-way, after a DIRECT answer.  sock = the ticket from the
+                          reply, b = the real destination connected to, arg = 0 when
+                          connect() returned 0 / EINPROGRESS / EINTR (a = the socket's real
+                          local address, from getsockname), else the errno (a empty). */
 };
 
 /* reply statuses (reply.status) */
@@ -64,7 +78,11 @@ enum ax_status {
     AX_ST_NATIVE = 1,
     AX_ST_PENDING = 2,
     AX_ST_ERR = 3,
+    AX_ST_DIRECT = 4,  /* CONNECT: connect the app's own socket to b (see AX_OP_CONNECT) */
 };
+
+/* HELLO flags (request.arg: supported by the hook; reply.arg: granted) */
+#define AX_HF_DIRECT    0x1  /* CONNECT may be answered AX_ST_DIRECT */
 
 /* BIND flags (request.arg) */
 #define AX_BF_V6ONLY    0x1  /* the app set IPV6_V6ONLY=1 before bind */

@@ -37,6 +37,8 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -129,9 +131,55 @@ static const char *const saved_env_names[N_SAVED_ENV] = {
     AX_ENV_SOCK, AX_ENV_APP, AX_ENV_WAIT, AX_ENV_FAIL, AX_ENV_DEBUG,
 };
 
+/* The daemon answers a request in some tens of microseconds, while waking a
+ * thread blocked in recvmsg() costs about as much again (more in VMs).  So the
+ * reply is first polled for a short while (non-blocking recvmsg) before
+ * blocking.  The poll yields the CPU between tries, so a daemon (or another
+ * client) sharing this CPU runs instead of waiting for the poll to end. */
+static long spin_budget_ns = 150000;
+static const int spin_yield = 1;
+
 static atomic_int inited;
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static TLS int tl_in_hook;
+
+/* getpid() is a real system call since glibc 2.25 and the hook needs the pid on
+ * every request and close.  It is cached in a page marked MADV_WIPEONFORK: the
+ * kernel hands any child made by fork(), _Fork() or a raw clone() without
+ * CLONE_VM a zeroed page, so a 0 means "fork detected, ask the kernel again".
+ * The atfork child handler refreshes it too.  Without MADV_WIPEONFORK (Linux
+ * < 4.14) every call asks the kernel, as before.  vfork children share the
+ * parent's memory and see the parent's pid; they may only exec or _exit. */
+#ifndef MADV_WIPEONFORK
+#define MADV_WIPEONFORK 18
+#endif
+static atomic_int *pid_cache;
+
+static void pid_cache_init(void)
+{
+    void *p = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return;
+    if (madvise(p, 4096, MADV_WIPEONFORK) != 0) {
+        munmap(p, 4096);
+        return;
+    }
+    pid_cache = p;
+}
+
+static inline pid_t ax_getpid(void)
+{
+    atomic_int *c = pid_cache;
+    if (__builtin_expect(c != NULL, 1)) {
+        int v = atomic_load_explicit(c, memory_order_relaxed);
+        if (__builtin_expect(v != 0, 1))
+            return v;
+        v = (int)getpid();
+        atomic_store_explicit(c, v, memory_order_relaxed);
+        return v;
+    }
+    return getpid();
+}
 
 static void dbg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void dbg(const char *fmt, ...)
@@ -140,7 +188,7 @@ static void dbg(const char *fmt, ...)
         return;
     int e = errno;
     char buf[512];
-    int n = snprintf(buf, sizeof buf, "[axhook %d] ", (int)getpid());
+    int n = snprintf(buf, sizeof buf, "[axhook %d] ", (int)ax_getpid());
     va_list ap;
     va_start(ap, fmt);
     int m = vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
@@ -189,6 +237,7 @@ static void do_init(void)
     LOAD(execve); LOAD(execvpe); LOAD(posix_spawn); LOAD(posix_spawnp);
     if (!R.fcntl64)
         R.fcntl64 = R.fcntl;
+    pid_cache_init();
 
     const char *s = getenv(AX_ENV_SOCK);
     if (s && *s && strlen(s) < sizeof cfg.sock_path) {
@@ -248,10 +297,22 @@ static void do_init(void)
     errno = e;
 }
 
+static TLS int tl_initializing;
+
+static void do_init_guarded(void)
+{
+    tl_initializing = 1;
+    do_init();
+    tl_initializing = 0;
+}
+
+/* Lazy, idempotent init. A hooked call made by something do_init itself calls
+ * (malloc's own initialization, say) must not wait on the pthread_once it is
+ * inside of: it goes on with whatever is resolved so far. */
 static inline void ax_init(void)
 {
-    if (__builtin_expect(!atomic_load_explicit(&inited, memory_order_acquire), 0))
-        pthread_once(&init_once, do_init);
+    if (__builtin_expect(!atomic_load_explicit(&inited, memory_order_acquire), 0) && !tl_initializing)
+        pthread_once(&init_once, do_init_guarded);
 }
 
 __attribute__((constructor)) static void ax_ctor(void) { ax_init(); }
@@ -443,7 +504,7 @@ static void meta_unref_locked(struct meta *m, struct closeinfo *ci)
 {
     if (--m->refs > 0)
         return;
-    if (ci && m->sock_id && (m->state == ST_LISTEN || m->state == ST_BOUND) && m->owner == getpid()) {
+    if (ci && m->sock_id && (m->state == ST_LISTEN || m->state == ST_BOUND) && m->owner == ax_getpid()) {
         ci->send = 1;
         ci->sock = m->sock_id;
     }
@@ -476,21 +537,34 @@ static ino_t fd_ino(int fd)
 static void send_close(uint32_t sock);
 
 /* Copy the metadata of fd into *out.  verify: check the socket inode first and
- * drop the entry if the fd now refers to something else.  Returns 1 if tracked. */
+ * drop the entry if the fd now refers to something else (one fstat; an entry
+ * made by our own socket() has ino 0 until this first verified lookup, which
+ * records it).  Returns 1 if tracked. */
 static int tbl_snapshot(int fd, struct meta *out, int verify)
 {
-    ino_t ino = verify ? fd_ino(fd) : 0;
     struct closeinfo ci = {0};
     int found = 0;
     tbl_lock();
     struct meta **s = slot_locked(fd, 0);
-    if (s && *s) {
-        if (verify && (*s)->ino != ino) {
-            tbl_drop_locked(fd, &ci);
-        } else {
-            *out = **s;
-            found = 1;
+    if (!s || !*s) { /* untracked: no system call */
+        tbl_unlock();
+        return 0;
+    }
+    if (verify) { /* fstat outside the lock */
+        tbl_unlock();
+        ino_t ino = fd_ino(fd);
+        tbl_lock();
+        s = slot_locked(fd, 0);
+        if (s && *s) {
+            if ((*s)->ino == 0 && ino != 0)
+                (*s)->ino = ino; /* first lookup after our own socket() */
+            if (ino == 0 || (*s)->ino != ino)
+                tbl_drop_locked(fd, &ci);
         }
+    }
+    if (s && *s) {
+        *out = **s;
+        found = 1;
     }
     tbl_unlock();
     if (ci.send)
@@ -526,9 +600,11 @@ static struct meta *tbl_own_locked(int fd, uint64_t gen)
     return n;
 }
 
+/* A socket the hook just saw created.  Its inode is read lazily by the first
+ * verified lookup (tbl_snapshot), so socket() costs no extra system call. */
 static void tbl_track(int fd, int family, int state)
 {
-    ino_t ino = fd_ino(fd);
+    ino_t ino = 0;
     struct closeinfo ci = {0};
     int e = errno;
     tbl_lock();
@@ -610,10 +686,19 @@ static int ctl_base(void)
     return lim > 8 ? (int)lim - 4 : 3;
 }
 
+static inline long long mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+
 /* Send one request, read its reply (and maybe one fd).  0 ok, -1 broken. */
 static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
 {
     *rfd = -1;
+    long long spin_until = spin_budget_ns > 0 ? mono_ns() + spin_budget_ns : 0;
     size_t off = 0;
     while (off < sizeof *req) {
         ssize_t n = send(fd, (char *)req + off, sizeof *req - off, MSG_NOSIGNAL);
@@ -639,7 +724,21 @@ static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
             mh.msg_iovlen = 1;
             mh.msg_control = cb.buf;
             mh.msg_controllen = sizeof cb.buf;
-            ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+            ssize_t n;
+            if (spin_until) { /* see spin_budget_ns */
+                n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                    if (mono_ns() < spin_until) {
+                        if (spin_yield)
+                            sched_yield();
+                        continue;
+                    }
+                    spin_until = 0; /* the daemon is busy: block */
+                    continue;
+                }
+            } else {
+                n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+            }
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0) {
@@ -682,7 +781,7 @@ static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
 /* with ctl_mu held */
 static int ctl_ensure_locked(void)
 {
-    pid_t pid = getpid();
+    pid_t pid = ax_getpid();
     int fd = atomic_load(&ctl_fd);
     if (fd >= 0 && atomic_load(&ctl_pid) != pid) {
         /* inherited through a fork that bypassed pthread_atfork (raw clone) */
@@ -737,6 +836,7 @@ static int ctl_ensure_locked(void)
     h.op = AX_OP_HELLO;
     h.seq = ++ctl_seq;
     h.pid = (uint32_t)pid;
+    h.arg = AX_HF_DIRECT; /* this hook can connect its own sockets (AX_ST_DIRECT) */
     snprintf(h.name, sizeof h.name, "%s", cfg.app);
     int rfd;
     if (ctl_xfer(nfd, &h, &r, &rfd) < 0)
@@ -750,7 +850,7 @@ static int ctl_ensure_locked(void)
     app_vip = r.a;
     have_vip = r.a.family == AF_INET || r.a.family == AF_INET6;
     atomic_store(&ctl_ok, 1);
-    dbg("session %u on fd %d", r.sock, nfd);
+    dbg("session %u on fd %d, handoff %s", r.sock, nfd, (r.arg & AX_HF_DIRECT) ? "direct" : "fd");
     return 0;
 }
 
@@ -765,7 +865,7 @@ static int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
             break;
         req->magic = AX_MAGIC;
         req->seq = ++ctl_seq;
-        req->pid = (uint32_t)getpid();
+        req->pid = (uint32_t)ax_getpid();
         if (ctl_xfer(atomic_load(&ctl_fd), req, rep, rfd) == 0) {
             rc = 0;
             break;
@@ -786,13 +886,37 @@ static void send_close(uint32_t sock)
 {
     int e = errno;
     int fd = atomic_load(&ctl_fd);
-    if (fd >= 0 && atomic_load(&ctl_ok) && atomic_load(&ctl_pid) == getpid()) {
+    if (fd >= 0 && atomic_load(&ctl_ok) && atomic_load(&ctl_pid) == ax_getpid()) {
         struct ax_msg m;
         memset(&m, 0, sizeof m);
         m.magic = AX_MAGIC;
         m.op = AX_OP_CLOSE;
         m.sock = sock;
-        m.pid = (uint32_t)getpid();
+        m.pid = (uint32_t)ax_getpid();
+        ssize_t n = send(fd, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)n;
+    }
+    errno = e;
+}
+
+/* one-way CONNECTED note after a DIRECT answer: same discipline as CLOSE (no
+ * lock, one non-blocking send of one message; lost only if the daemon's
+ * receive buffer is full, which costs client-IP preservation for that one
+ * connection, never correctness) */
+static void send_connected(uint32_t ticket, const struct ax_addr *local, const struct ax_addr *dest, int err)
+{
+    int e = errno;
+    int fd = atomic_load(&ctl_fd);
+    if (fd >= 0 && atomic_load(&ctl_ok) && atomic_load(&ctl_pid) == ax_getpid()) {
+        struct ax_msg m;
+        memset(&m, 0, sizeof m);
+        m.magic = AX_MAGIC;
+        m.op = AX_OP_CONNECTED;
+        m.sock = ticket;
+        m.arg = err;
+        m.a = *local;
+        m.b = *dest;
+        m.pid = (uint32_t)ax_getpid();
         ssize_t n = send(fd, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
         (void)n;
     }
@@ -802,7 +926,7 @@ static void send_close(uint32_t sock)
 /* is fd our control channel in this process? */
 static int is_ctl(int fd)
 {
-    return fd >= 0 && fd == atomic_load(&ctl_fd) && atomic_load(&ctl_pid) == getpid();
+    return fd >= 0 && fd == atomic_load(&ctl_fd) && atomic_load(&ctl_pid) == ax_getpid();
 }
 
 /* the app is about to dup onto our control fd number: move the channel away */
@@ -842,6 +966,8 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+    if (pid_cache)
+        atomic_store_explicit(pid_cache, (int)getpid(), memory_order_relaxed);
     pthread_mutex_init(&tbl_mu, NULL);
     pthread_mutex_init(&ctl_mu, NULL);
     tl_atfork_locked = 0;
@@ -858,8 +984,8 @@ static void atfork_child(void)
 
 /* Install the daemon's socket nfd on the app's fd number, restoring the fd
  * flag, file status flags, owner, socket options and epoll registrations.
- * Returns 0, or -1 with errno. */
-static int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino)
+ * *app_fl: the app socket's file status flags.  Returns 0, or -1 with errno. */
+static int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl)
 {
     int fl = R.fcntl(fd, F_GETFL);
     int fdfl = R.fcntl(fd, F_GETFD);
@@ -885,9 +1011,12 @@ static int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino)
         R.fcntl(fd, F_SETOWN_EX, &own);
     if (sig > 0)
         R.fcntl(fd, F_SETSIG, sig);
-    int nfl = R.fcntl(fd, F_GETFL);
-    if (nfl >= 0)
-        R.fcntl(fd, F_SETFL, (nfl & ~(O_NONBLOCK | O_ASYNC)) | (fl & (O_NONBLOCK | O_ASYNC)));
+    /* the daemon's socket has exactly O_RDWR|O_NONBLOCK: only a blocking or
+     * O_ASYNC app socket needs F_SETFL */
+    if ((fl & (O_NONBLOCK | O_ASYNC)) != O_NONBLOCK)
+        R.fcntl(fd, F_SETFL, fl & (O_NONBLOCK | O_ASYNC));
+    if (app_fl)
+        *app_fl = fl;
     for (int i = 0; i < snap->nopts; i++)
         R.setsockopt(fd, snap->opts[i].level, snap->opts[i].name, snap->opts[i].val, snap->opts[i].len);
     for (int i = 0; i < snap->neps; i++) {
@@ -974,14 +1103,14 @@ static int virtual_bind(int fd, const struct meta *snap, const struct ax_addr *a
         return -1;
     }
     ino_t ino;
-    if (swap_fd(fd, nfd, snap, &ino) < 0)
+    if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
         return -1;
     tbl_lock();
     struct meta *m = tbl_own_locked(fd, snap->gen);
     if (m) {
         m->state = ST_BOUND;
         m->sock_id = p.sock;
-        m->owner = getpid();
+        m->owner = ax_getpid();
         m->ino = ino;
         m->vlocal_len = ax_to_sa(&p.a, m->family, &m->vlocal);
         m->has_vlocal = 1;
@@ -1131,6 +1260,15 @@ static int connect_wait(int fd)
     return 0;
 }
 
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+    int saved = tl_in_hook;
+    tl_in_hook = 0;
+    nanosleep(&ts, NULL);
+    tl_in_hook = saved;
+}
+
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -1138,6 +1276,59 @@ static void sleep_ms(long ms)
     tl_in_hook = 0;
     nanosleep(&ts, NULL);
     tl_in_hook = saved;
+}
+
+/* mark a tracked socket as natively connected (errno preserved) */
+static void mark_native(int fd, const struct meta *snap)
+{
+    int e = errno;
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m)
+        m->state = ST_NATIVE;
+    tbl_unlock();
+    errno = e;
+}
+
+/* Direct handoff (AX_ST_DIRECT): the app's own socket connects to the real
+ * address the daemon picked, so O_NONBLOCK, EINPROGRESS, SO_ERROR, EINTR,
+ * SO_SNDTIMEO and epoll registrations are the kernel's own; nothing is
+ * swapped.  Afterwards the daemon gets the one-way CONNECTED note with the
+ * real local address, so the server side can see the client's VIP. */
+static int direct_connect(int fd, const struct meta *snap, const struct ax_msg *p)
+{
+    struct sockaddr_storage rd;
+    socklen_t rl = ax_to_sa(&p->b, snap->family, &rd);
+    int saved = tl_in_hook;
+    tl_in_hook = 0; /* a blocking connect: the app's signal handlers may use sockets */
+    int r = R.connect(fd, (struct sockaddr *)&rd, rl);
+    int ce = errno;
+    tl_in_hook = saved;
+    int started = r == 0 || ce == EINPROGRESS || ce == EINTR;
+    struct ax_addr local;
+    memset(&local, 0, sizeof local);
+    if (started) {
+        tbl_lock();
+        struct meta *m = tbl_get_gen_locked(fd, snap->gen); /* dups share this socket */
+        if (m) {
+            m->state = ST_CONN;
+            m->vpeer_len = ax_to_sa(&p->a, m->family, &m->vpeer);
+            m->has_vpeer = p->a.family != 0;
+            m->rdest = rd;
+            m->rdest_len = rl;
+            m->has_rdest = 1;
+            m->has_vlocal = 0;
+        }
+        tbl_unlock();
+        struct sockaddr_storage ls;
+        socklen_t ll = sizeof ls;
+        if (R.getsockname(fd, (struct sockaddr *)&ls, &ll) == 0 && sa_to_ax((struct sockaddr *)&ls, ll, &local) == 0)
+            ax_unmap(&local);
+    }
+    send_connected(p->sock, &local, &p->b, started ? 0 : ce);
+    dbg("connect fd %d direct -> port %u r=%d errno=%d", fd, p->b.port, r, r ? ce : 0);
+    errno = ce;
+    return r;
 }
 
 static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -1161,21 +1352,15 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     if ((snap.state != ST_FRESH && snap.state != ST_BOUND) || addr->sa_family != snap.family ||
         sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
         r = R.connect(fd, addr, len);
-        if ((r == 0 || errno == EINPROGRESS) && snap.state == ST_FRESH) {
-            int e2 = errno;
-            tbl_lock();
-            struct meta *m = tbl_get_gen_locked(fd, snap.gen);
-            if (m)
-                m->state = ST_NATIVE;
-            tbl_unlock();
-            errno = e2;
-        }
+        if ((r == 0 || errno == EINPROGRESS) && snap.state == ST_FRESH)
+            mark_native(fd, &snap);
         goto out;
     }
-    int fl = R.fcntl(fd, F_GETFL);
-    int nonblock = fl >= 0 && (fl & O_NONBLOCK);
-    long deadline = now_ms() + cfg.wait_ms, backoff = 5;
-    int wait_flag = !nonblock;
+    /* O_NONBLOCK is only looked up when it matters: a PENDING answer (service
+     * registered, not listening yet) or a socket handed over by the daemon. */
+    int nonblock = -1;
+    long deadline = 0, backoff = 5;
+    int wait_flag = 1;
     struct ax_msg q, p;
     int nfd;
     for (;;) {
@@ -1183,7 +1368,7 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         q.op = AX_OP_CONNECT;
         q.a = a;
         q.b.family = (uint16_t)snap.family;
-        q.arg = (nonblock ? AX_CF_NONBLOCK : 0) | (wait_flag ? AX_CF_WAIT : 0);
+        q.arg = (nonblock == 1 ? AX_CF_NONBLOCK : 0) | (wait_flag ? AX_CF_WAIT : 0);
         if (ax_request(&q, &p, &nfd) < 0) {
             if (cfg.fail_open) {
                 r = R.connect(fd, addr, len);
@@ -1200,8 +1385,13 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
             r = -1;
             goto out;
         }
+        if (nonblock < 0) {
+            int fl = R.fcntl(fd, F_GETFL);
+            nonblock = fl >= 0 && (fl & O_NONBLOCK);
+            deadline = now_ms() + cfg.wait_ms;
+        }
         long left = deadline - now_ms();
-        if (left <= 0) {
+        if (nonblock || left <= 0) {
             wait_flag = 0; /* last ask: the daemon hands back a refused connect */
             continue;
         }
@@ -1210,15 +1400,12 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     if (p.status == AX_ST_NATIVE) {
         r = R.connect(fd, addr, len);
-        if (r == 0 || errno == EINPROGRESS) {
-            int e2 = errno;
-            tbl_lock();
-            struct meta *m = tbl_get_gen_locked(fd, snap.gen);
-            if (m)
-                m->state = ST_NATIVE;
-            tbl_unlock();
-            errno = e2;
-        }
+        if (r == 0 || errno == EINPROGRESS)
+            mark_native(fd, &snap);
+        goto out;
+    }
+    if (p.status == AX_ST_DIRECT && nfd < 0 && (p.b.family == AF_INET || p.b.family == AF_INET6)) {
+        r = direct_connect(fd, &snap, &p);
         goto out;
     }
     if (p.status != AX_ST_OK || nfd < 0) {
@@ -1227,16 +1414,18 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         goto out;
     }
     ino_t ino;
-    if (swap_fd(fd, nfd, &snap, &ino) < 0) {
+    int fl = 0;
+    if (swap_fd(fd, nfd, &snap, &ino, &fl) < 0) {
         r = -1;
         goto out;
     }
+    nonblock = (fl & O_NONBLOCK) != 0;
     tbl_lock();
     struct meta *m = tbl_own_locked(fd, snap.gen);
     if (m) {
         m->state = ST_CONN;
         m->sock_id = p.sock;
-        m->owner = getpid();
+        m->owner = ax_getpid();
         m->ino = ino;
         m->vpeer_len = ax_to_sa(&p.a, m->family, &m->vpeer);
         m->has_vpeer = p.a.family != 0;
@@ -1285,8 +1474,18 @@ static int accepted_peer(int fd, struct meta *snap)
     ax_unmap(&q.a);
     ax_unmap(&q.b);
     int nfd;
-    if (ax_request(&q, &p, &nfd) < 0)
-        return 0; /* daemon away: report the real peer, ask again next time */
+    /* PENDING: a client handed off directly may not have sent its CONNECTED
+     * note yet; ask again for up to ~2 ms, then report the real address */
+    long waited = 0, step = 25;
+    for (;;) {
+        if (ax_request(&q, &p, &nfd) < 0)
+            return 0; /* daemon away: report the real peer, ask again next time */
+        if (p.status != AX_ST_PENDING || waited >= 2000)
+            break;
+        sleep_us(step);
+        waited += step;
+        step = step * 2 > 500 ? 500 : step * 2;
+    }
     if (p.status == AX_ST_OK && p.a.family) {
         snap->vpeer_len = ax_to_sa(&p.a, snap->family, &snap->vpeer);
     } else {
@@ -1556,7 +1755,16 @@ static int h_close(int fd)
         send_close(ci.sock);
     return r;
 }
-EXPORT int close(int fd) { return h_close(fd); }
+static long raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
+
+EXPORT int close(int fd)
+{
+    /* Nothing is tracked before init, and init must not be started from inside
+     * malloc's own initialization (which may close files). */
+    if (__builtin_expect(!atomic_load_explicit(&inited, memory_order_acquire), 0))
+        return (int)raw_syscall6(SYS_close, fd, 0, 0, 0, 0, 0);
+    return h_close(fd);
+}
 
 static void drop_range(unsigned first, unsigned last)
 {
@@ -1718,14 +1926,66 @@ EXPORT int ioctl(int fd, unsigned long req, ...)
     return R.ioctl(fd, req, arg);
 }
 
+/* The kernel's system call, without libc: syscall() must pass other numbers
+ * through even while the hook initializes (jemalloc, statically linked into
+ * redis, calls syscall(SYS_open/read/close) from inside malloc's own init, and
+ * resolving libc's syscall with dlsym there would allocate and deadlock). */
+static long raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5)
+{
+    long ret;
+#if defined(__x86_64__)
+    register long r10 __asm__("r10") = a3;
+    register long r8 __asm__("r8") = a4;
+    register long r9 __asm__("r9") = a5;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(nr), "D"(a0), "S"(a1), "d"(a2), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = nr;
+    register long x0 __asm__("x0") = a0;
+    register long x1 __asm__("x1") = a1;
+    register long x2 __asm__("x2") = a2;
+    register long x3 __asm__("x3") = a3;
+    register long x4 __asm__("x4") = a4;
+    register long x5 __asm__("x5") = a5;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+    ret = x0;
+#else
+#error "raw_syscall6: add this architecture"
+#endif
+    if (ret < 0 && ret > -4096) {
+        errno = (int)-ret;
+        return -1;
+    }
+    return ret;
+}
+
+static int is_socket_syscall(long nr)
+{
+    switch (nr) {
+    case SYS_socket: case SYS_connect: case SYS_bind: case SYS_listen: case SYS_close:
+    case SYS_accept4: case SYS_dup3:
+#ifdef SYS_close_range
+    case SYS_close_range:
+#endif
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 EXPORT long syscall(long nr, ...)
 {
-    NEED(syscall);
     va_list ap;
     va_start(ap, nr);
     long a0 = va_arg(ap, long), a1 = va_arg(ap, long), a2 = va_arg(ap, long);
     long a3 = va_arg(ap, long), a4 = va_arg(ap, long), a5 = va_arg(ap, long);
     va_end(ap);
+    /* Before the hook is initialized nothing is tracked yet: pass through (this is
+     * what malloc implementations that call syscall() during their own init see). */
+    if (!is_socket_syscall(nr) || !atomic_load_explicit(&inited, memory_order_acquire))
+        return raw_syscall6(nr, a0, a1, a2, a3, a4, a5);
     if (cfg.enabled && !tl_in_hook) {
         switch (nr) {
         case SYS_socket: return h_socket((int)a0, (int)a1, (int)a2);
@@ -1741,7 +2001,7 @@ EXPORT long syscall(long nr, ...)
         default: break;
         }
     }
-    return R.syscall(nr, a0, a1, a2, a3, a4, a5);
+    return raw_syscall6(nr, a0, a1, a2, a3, a4, a5);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -5,6 +5,7 @@
 // (unshare -n; needs root or user namespaces). Multi-host tests create their
 // own namespaces inside it.
 import { spawn, spawnSync } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,7 +24,7 @@ if (!process.env.AX_TEST_ISOLATED) {
   });
   child.on('exit', (code, sig) => process.exit(code ?? (sig ? 1 : 0)));
 } else {
-  const files = args.length > 0 ? args : ['test/'];
+  const files = args.length > 0 ? args : readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/${f}`);
   const tap = spawn(
     process.execPath,
     [join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs'), '--reporter=tap', '--disable-coverage', '--timeout=300', '--jobs=2', ...files],

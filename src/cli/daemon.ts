@@ -26,6 +26,8 @@ flags:
   --clean             drop saved state; otherwise apps and services are restored
   --log-level LEVEL   debug, info (default), warn, error
   --log-file FILE     log here instead of stderr
+  --handoff MODE      auto (default): apps in the daemon's network namespace connect their own
+                      sockets to the backend the daemon picks; fd: always pass connected sockets
 
 cluster (gossip with the daemons of other hosts):
   --advertise IP      this host's address other hosts reach; listeners are bound on it (unless --host-ip)
@@ -49,6 +51,7 @@ const SPECS: FlagSpec[] = [
   { name: 'clean', kind: 'bool' },
   { name: 'log-level', kind: 'string' },
   { name: 'log-file', kind: 'string' },
+  { name: 'handoff', kind: 'string' },
   { name: 'advertise', kind: 'string' },
   { name: 'join', kind: 'list' },
   { name: 'gossip-port', kind: 'string' },
@@ -140,6 +143,11 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
     c.logLevel = l as Level;
   }
   if (v('log-file')) c.logFile = v('log-file');
+  if (v('handoff')) {
+    const h = v('handoff')!;
+    if (h !== 'auto' && h !== 'fd') throw new UsageError(`--handoff: "${h}" is not auto or fd`);
+    c.handoff = h;
+  }
   clusterFromArgs(p, c);
   wrap('node-name', () => validateConfig(c));
   return c;

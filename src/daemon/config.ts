@@ -6,6 +6,7 @@ import type { Level } from '../common/log';
 import { defaultApiSocket, defaultStateDir, hookSocketFor } from '../common/paths';
 import type { LbMode } from '../table/table';
 import type { ClusterOptions } from './cluster';
+import type { HandoffMode } from './hooks';
 import { parsePortRange, type PortRange } from '../table/ports';
 
 export interface DaemonConfig {
@@ -33,6 +34,10 @@ export interface DaemonConfig {
   logFile?: string;
   /** How often sockets of processes whose session ended are checked (the pid may live on after exec). */
   orphanCheckMs: number;
+  /** How connected sockets reach apps: 'auto' (default) lets processes in the daemon's own
+   *  network namespace connect their own sockets to the address the daemon picks (policy and
+   *  load balancing are still decided here); 'fd' always creates and passes the socket. */
+  handoff: HandoffMode;
   /** Gossip with other daemons (absent: this host only). */
   cluster?: ClusterOptions;
 }
@@ -51,6 +56,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     clean: false,
     logLevel: 'info',
     orphanCheckMs: 250,
+    handoff: 'auto',
   };
 }
 

@@ -1,6 +1,7 @@
 // The daemon: wires the store, the service table, the hook server and the API
 // together, restores state at start and reaps what dead processes left behind.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { makeLogger, type Logger } from '../common/log';
 import { HookServer } from '../hookserver/server';
 import { Store } from '../store/store';
@@ -23,6 +24,19 @@ export function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** True when something accepts connections on the unix socket at `path`. */
+function socketAnswers(path: string): Promise<boolean> {
+  if (!existsSync(path)) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const s = connect(path);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
 }
 
 export class Daemon {
@@ -48,6 +62,9 @@ export class Daemon {
 
   async start(): Promise<void> {
     const c = this.config;
+    for (const path of [c.socket, c.hookSocket]) {
+      if (await socketAnswers(path)) throw new Error(`another ax daemon is already serving ${path}; stop it first (ax status --socket ${c.socket})`);
+    }
     this.store = await Store.open(c.stateDir, c.clean);
     this.store.onError = (e) => this.log.error(`state write failed: ${e.message}`);
     await this.restore();
@@ -61,7 +78,7 @@ export class Daemon {
       }
     });
     if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster);
-    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log, alive: this.cluster?.alive });
+    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log, alive: this.cluster?.alive, handoff: c.handoff });
     this.hooks.adoptRestored(this.table.listSocks().map((s) => s.id));
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();

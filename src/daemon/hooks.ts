@@ -1,14 +1,28 @@
 // Answers the hook's requests: the socket handoff itself. Every real socket is
 // created, bound or connected here, in the daemon's network namespace, and
 // passed to the app; the daemon keeps no copy and sees no application data.
+//
+// Direct handoff: a process in the daemon's own network namespace could reach
+// the host ports natively anyway, so creating its connected sockets here gains
+// no enforcement. For such sessions (and `--handoff auto`, the default) CONNECT
+// is answered DIRECT: policy and load balancing are decided here as always, but
+// the hook connects the app's own socket to the picked address and reports the
+// real local address back (one-way CONNECTED) for client-IP preservation.
+import { statSync } from 'node:fs';
 import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/addr';
 import { rateLimited, type Logger } from '../common/log';
 import { formatLabels } from '../policy/labels';
 import * as libc from '../hookserver/libc';
-import { BindFlag, ConnectFlag, Op, ProtocolError, Status, type Msg } from '../hookserver/proto';
+import { BindFlag, ConnectFlag, HelloFlag, Op, ProtocolError, Status, type Msg } from '../hookserver/proto';
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
-import type { App, ServiceTable, Sock } from '../table/table';
+import type { App, ClientInfo, ServiceTable, Sock } from '../table/table';
+
+/** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
+export type HandoffMode = 'auto' | 'fd';
+
+/** How long a DIRECT answer waits for its CONNECTED note before PEER stops answering PENDING. */
+const DIRECT_CONFIRM_MS = 200;
 
 const EPERM = 1;
 const EBADF = 9;
@@ -26,10 +40,31 @@ export interface HookDeps {
   log: Logger;
   /** Whether a backend is usable (its node alive); local ones always are. */
   alive?: (s: Sock) => boolean;
+  /** Default 'fd' (always correct); the daemon passes its config's mode. */
+  handoff?: HandoffMode;
+}
+
+/** Inode of a process's network namespace, or 0 when it cannot be read. */
+export function netnsInode(pid: number | 'self'): number {
+  if (pid !== 'self' && pid <= 0) return 0;
+  try {
+    return statSync(`/proc/${pid}/ns/net`).ino;
+  } catch {
+    return 0;
+  }
 }
 
 export class HookDispatcher implements Dispatcher {
   handoffs = 0;
+  /** of which direct (no socket created here) */
+  directHandoffs = 0;
+  private handoffMode: HandoffMode;
+  private readonly selfNetns = netnsInode('self');
+  /** backend host port -> DIRECT answers not yet confirmed by CONNECTED: ticket -> expiry (ms, monotonic order) */
+  private readonly unconfirmed = new Map<number, Map<number, number>>();
+  private nextTicket = 1;
+  /** one ClientInfo per app, reused by every recorded connection */
+  private readonly clientInfo = new WeakMap<App, ClientInfo>();
   /** socket id -> session id currently responsible for it */
   private readonly owner = new Map<number, number>();
   /** sockets whose session ended while the pid may live on (exec) */
@@ -41,6 +76,7 @@ export class HookDispatcher implements Dispatcher {
 
   constructor(private readonly d: HookDeps) {
     this.warn = rateLimited(d.log);
+    this.handoffMode = d.handoff ?? 'fd';
     // A bound, never-listening socket: connecting to it is refused by the kernel
     // itself, which gives apps the exact ECONNREFUSED semantics, blocking or not.
     this.refuseFd = libc.tcpSocket(AF_INET);
@@ -52,6 +88,16 @@ export class HookDispatcher implements Dispatcher {
     libc.close(this.refuseFd);
   }
 
+  /** Sessions opened from now on use this mode (decided once per session, at HELLO). */
+  get handoffSetting(): HandoffMode {
+    return this.handoffMode;
+  }
+
+  /** Whether a session was granted direct handoff at HELLO. */
+  static isDirect(s: Session): boolean {
+    return s.data.direct === true;
+  }
+
   sessions(): Session[] {
     return [...this.liveSessions.values()];
   }
@@ -60,6 +106,9 @@ export class HookDispatcher implements Dispatcher {
     if (m.op === Op.HELLO) return this.hello(s, m);
     const app = s.appId ? this.d.table.getApp(s.appId) : undefined;
     if (!app) {
+      // One-way notes are sent without the hook's lock and can race a reconnect
+      // (reaching the new session before its HELLO): ignore, never drop.
+      if (m.op === Op.CONNECTED || m.op === Op.CLOSE) return null;
       if (s.appId) return { status: Status.ERR, err: EPERM }; // app removed under it
       throw new ProtocolError(`${m.op} before HELLO`);
     }
@@ -69,7 +118,10 @@ export class HookDispatcher implements Dispatcher {
       case Op.LISTEN:
         return this.listen(s, m);
       case Op.CONNECT:
-        return this.connect(app, m);
+        return this.connect(s, app, m);
+      case Op.CONNECTED:
+        this.connected(s, app, m);
+        return null;
       case Op.CLOSE:
         this.closeSock(s, m.sock);
         return null;
@@ -97,6 +149,9 @@ export class HookDispatcher implements Dispatcher {
     }
     s.appId = app.id;
     this.liveSessions.set(s.id, s);
+    const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && this.sameNetns(s.pid);
+    s.data.direct = direct;
+    this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
     // A process that reconnects (daemon restart, exec) takes its sockets back.
     for (const sock of this.d.table.listSocks()) {
       if (sock.pid === s.pid && sock.node === this.d.table.node && !this.owner.has(sock.id)) {
@@ -104,7 +159,13 @@ export class HookDispatcher implements Dispatcher {
         this.orphans.delete(sock.id);
       }
     }
-    return { status: Status.OK, sock: s.id, a: { family: AF_INET, ip: app.vip, port: 0 } };
+    return { status: Status.OK, sock: s.id, arg: direct ? HelloFlag.DIRECT : 0, a: { family: AF_INET, ip: app.vip, port: 0 } };
+  }
+
+  /** The process is in the daemon's network namespace (same nsfs inode). */
+  private sameNetns(pid: number): boolean {
+    if (this.selfNetns === 0) return false;
+    return netnsInode(pid) === this.selfNetns;
   }
 
   private bind(s: Session, app: App, m: Msg): Reply {
@@ -120,7 +181,7 @@ export class HookDispatcher implements Dispatcher {
     const family = a.family;
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
-    if (a.port !== 0 && this.d.table.conflicting(app.id, app.vip, a.port, reusePort)) {
+    if (a.port !== 0 && this.d.table.conflicting(app.id, app.vip, a.port, reusePort, family, v6only)) {
       return { status: Status.ERR, err: EADDRINUSE };
     }
     const rule = a.port !== 0 ? app.expose.find((r) => r.port === a.port) : undefined;
@@ -169,7 +230,7 @@ export class HookDispatcher implements Dispatcher {
       throw e;
     }
     const vport = a.port !== 0 ? a.port : hostPort;
-    if (a.port === 0 && this.d.table.conflicting(app.id, app.vip, vport, reusePort)) {
+    if (a.port === 0 && this.d.table.conflicting(app.id, app.vip, vport, reusePort, family, v6only)) {
       // The pool gave a port some socket of this app already uses as a virtual port.
       libc.close(fd);
       this.d.pool.release(hostPort);
@@ -189,6 +250,7 @@ export class HookDispatcher implements Dispatcher {
       state: 'bound',
       labels: app.labels,
       reusePort,
+      v6only: family === AF_INET6 && v6only,
       createdAt: Date.now(),
     };
     this.d.table.addSock(sock);
@@ -206,7 +268,7 @@ export class HookDispatcher implements Dispatcher {
     return { status: Status.OK, sock: sock.id };
   }
 
-  private connect(app: App, m: Msg): Reply {
+  private connect(s: Session, app: App, m: Msg): Reply {
     const dest = m.a;
     const family = m.b?.family ?? AF_INET;
     if (!dest) throw new ProtocolError('CONNECT without an address');
@@ -222,11 +284,13 @@ export class HookDispatcher implements Dispatcher {
         return { status: Status.ERR, err: EACCES };
       case 'waiting':
         if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
+        if (s.data.direct === true) return this.direct(dest, family, this.refuseAddr, false);
         return this.handoff(app, dest, family, this.refuseAddr);
       case 'backend': {
         const b = pick.sock;
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
+        if (s.data.direct === true) return this.direct(dest, family, target, b.node === this.d.table.node);
         return this.handoff(app, dest, family, target);
       }
     }
@@ -237,17 +301,72 @@ export class HookDispatcher implements Dispatcher {
     const err = libc.connect(fd, target, family);
     if (err === 0 || err === EINPROGRESS) {
       const local = libc.getsockname(fd);
-      if (local) this.d.table.recordConn(`${unmapV4(local.ip)}:${local.port}`, { appId: app.id, vip: app.vip, labels: app.labels });
+      if (local) this.d.table.recordConn(connKey(local), this.client(app));
     }
     this.handoffs++;
-    const real: Addr = family === AF_INET6 && target.family === AF_INET ? { ...target, family, ip: `::ffff:${target.ip}` } : target;
-    return { status: Status.OK, fd, err, a: dest, b: real };
+    return { status: Status.OK, fd, err, a: dest, b: realDest(target, family) };
+  }
+
+  /**
+   * DIRECT answer: no socket here; the hook connects the app's socket to `target`.
+   * `track`: a local backend, whose accept side may ask PEER before the
+   * client's CONNECTED note arrives (answered PENDING meanwhile).
+   */
+  private direct(dest: Addr, family: number, target: Addr, track: boolean): Reply {
+    const ticket = this.nextTicket;
+    this.nextTicket = this.nextTicket >= 0xffffffff ? 1 : this.nextTicket + 1;
+    if (track) {
+      let t = this.unconfirmed.get(target.port);
+      if (!t) this.unconfirmed.set(target.port, (t = new Map()));
+      const now = performance.now();
+      pruneExpired(t, now);
+      t.set(ticket, now + DIRECT_CONFIRM_MS);
+    }
+    this.handoffs++;
+    this.directHandoffs++;
+    return { status: Status.DIRECT, sock: ticket, a: dest, b: realDest(target, family) };
+  }
+
+  /** One-way note after a DIRECT answer: the connection's real local address. */
+  private connected(s: Session, app: App, m: Msg): void {
+    if (s.data.direct !== true) {
+      this.warn(`hook session ${s.id} (pid ${s.pid}): CONNECTED in a session without direct handoff, ignored`);
+      return;
+    }
+    if (m.b) {
+      const t = this.unconfirmed.get(m.b.port);
+      if (t && t.delete(m.sock) && t.size === 0) this.unconfirmed.delete(m.b.port);
+    }
+    if (m.arg === 0 && m.a && m.a.port !== 0) this.d.table.recordConn(connKey(m.a), this.client(app));
+  }
+
+  private client(app: App): ClientInfo {
+    let c = this.clientInfo.get(app);
+    if (!c || c.vip !== app.vip || c.labels !== app.labels) {
+      c = { appId: app.id, vip: app.vip, labels: app.labels };
+      this.clientInfo.set(app, c);
+    }
+    return c;
+  }
+
+  /** Some DIRECT answer toward this local backend port is still unconfirmed. */
+  private awaitingConfirm(port: number): boolean {
+    const t = this.unconfirmed.get(port);
+    if (!t) return false;
+    pruneExpired(t, performance.now());
+    if (t.size > 0) return true;
+    this.unconfirmed.delete(port);
+    return false;
   }
 
   private peer(m: Msg): Reply {
     if (!m.a) throw new ProtocolError('PEER without an address');
-    const who = this.d.table.connOwner(`${unmapV4(m.a.ip)}:${m.a.port}`);
-    if (!who) return { status: Status.NATIVE };
+    const who = this.d.table.connOwner(connKey(m.a));
+    if (!who) {
+      // A directly handed-off client may not have sent CONNECTED yet: ask to retry.
+      if (m.b && this.awaitingConfirm(m.b.port)) return { status: Status.PENDING };
+      return { status: Status.NATIVE };
+    }
     const ip = m.a.family === AF_INET6 ? `::ffff:${who.vip}` : who.vip;
     return { status: Status.OK, a: { family: m.a.family, ip, port: m.a.port }, name: who.appId };
   }
@@ -288,5 +407,23 @@ export class HookDispatcher implements Dispatcher {
     const pids = new Set<number>();
     for (const s of this.liveSessions.values()) if (s.appId === appId) pids.add(s.pid);
     return pids.size;
+  }
+}
+
+/** Key of a connection end in the table's connection map: "ip:port", IPv4 unmapped. */
+function connKey(a: Addr): string {
+  return `${unmapV4(a.ip)}:${a.port}`;
+}
+
+/** The real address in the app socket's family (IPv4 v4-mapped for AF_INET6). */
+function realDest(target: Addr, family: number): Addr {
+  return family === AF_INET6 && target.family === AF_INET ? { family, ip: `::ffff:${target.ip}`, port: target.port } : target;
+}
+
+/** Drops expired entries from the front (expiries are in insertion order). */
+function pruneExpired(t: Map<number, number>, now: number): void {
+  for (const [k, exp] of t) {
+    if (exp > now) break;
+    t.delete(k);
   }
 }

@@ -28,6 +28,7 @@ const c_getsockname = lib.func('int getsockname(int, _Out_ void *, _Inout_ uint3
 const c_setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
 const c_getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
 const c_sendmsg = lib.func('intptr_t sendmsg(int, const void *, int)');
+const c_send = lib.func('intptr_t send(int, const void *, size_t, int)');
 const c_strerror = lib.func('const char *strerror(int)');
 
 export class SysError extends Error {
@@ -145,6 +146,11 @@ const scratchAddr = BigInt(koffi.address(scratch) as unknown as bigint);
  * Non-blocking; returns 0 or the errno.
  */
 export function sendWithFd(sock: number, data: Buffer, fd: number): number {
+  if (fd < 0) {
+    const rc = Number(c_send(sock, data, data.length, MSG_NOSIGNAL | MSG_DONTWAIT));
+    if (rc < 0) return koffi.errno();
+    return rc === data.length ? 0 : 11;
+  }
   const dataAddr = BigInt(koffi.address(data) as unknown as bigint);
   scratch.fill(0);
   scratch.writeBigUInt64LE(scratchAddr + BigInt(IOVEC), MSGHDR + 16); // msg_iov

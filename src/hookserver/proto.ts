@@ -15,6 +15,7 @@ export const Op = {
   RESOLVE: 6,
   PEER: 7,
   REVERSE: 8,
+  CONNECTED: 9,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]));
@@ -22,7 +23,9 @@ export function opName(op: number): string {
   return OP_NAMES.get(op) ?? `op#${op}`;
 }
 
-export const Status = { OK: 0, NATIVE: 1, PENDING: 2, ERR: 3 } as const;
+export const Status = { OK: 0, NATIVE: 1, PENDING: 2, ERR: 3, DIRECT: 4 } as const;
+
+export const HelloFlag = { DIRECT: 0x1 } as const;
 
 export const BindFlag = { V6ONLY: 0x1, REUSEPORT: 0x2, AUTOBIND: 0x4 } as const;
 export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2 } as const;
@@ -80,11 +83,26 @@ function writeAddr(buf: Buffer, off: number, a: Addr | null): void {
   buf.writeUInt16LE(a.family, off);
   buf.writeUInt16LE(a.port, off + 2);
   if (a.family === AF_INET) {
-    const p = a.ip.split('.').map(Number);
-    for (let i = 0; i < 4; i++) buf[off + 8 + i] = p[i];
+    writeIpv4(buf, off + 8, a.ip);
   } else {
     parseIpv6(a.ip).copy(buf, off + 8);
   }
+}
+
+/** Writes dotted-quad `ip` as 4 bytes at `off` (no intermediate arrays: hot path). */
+function writeIpv4(buf: Buffer, off: number, ip: string): void {
+  let v = 0;
+  let k = 0;
+  for (let i = 0; i < ip.length && k < 4; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      buf[off + k++] = v;
+      v = 0;
+    } else {
+      v = v * 10 + (c - 48);
+    }
+  }
+  if (k < 4) buf[off + k] = v;
 }
 
 /** Formats 16 bytes as the canonical (RFC 5952) text form, v4-mapped as ::ffff:a.b.c.d. */

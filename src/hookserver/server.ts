@@ -25,7 +25,10 @@ export interface Dispatcher {
   closed(s: Session): void;
 }
 
-const MAX_BUFFERED = 16 * AX_MSG_SIZE; // a hook has at most one request and a few CLOSEs in flight
+// A hook has one request per thread in flight plus one-way notes (CLOSE,
+// CONNECTED after every direct connect); frames are consumed as soon as they
+// arrive, so only a single oversized read can exceed this.
+const MAX_BUFFERED = 256 * AX_MSG_SIZE;
 
 export class HookServer {
   private server: Server | null = null;
@@ -107,7 +110,11 @@ export class HookServer {
       throw e;
     }
     if (!reply) return true;
-    encode({ ...reply, op: m.op, seq: m.seq, pid: 0 }, this.out);
+    const r = reply as Reply & { op: number; seq: number; pid: number };
+    r.op = m.op;
+    r.seq = m.seq;
+    r.pid = 0;
+    encode(r, this.out);
     const sendFd = reply.fd ?? -1;
     const err = libc.sendWithFd(fd, this.out, sendFd);
     if (sendFd >= 0) libc.close(sendFd);

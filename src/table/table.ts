@@ -38,6 +38,9 @@ export interface Sock {
   state: SocketState;
   labels: Labels;
   reusePort: boolean;
+  /** An AF_INET6 socket with IPV6_V6ONLY: it cannot take IPv4 (virtual) connections, so it
+   *  never conflicts with an IPv4 bind of the same port and is never picked as a backend. */
+  v6only?: boolean;
   createdAt: number;
 }
 
@@ -60,6 +63,7 @@ export interface ClientInfo {
 }
 
 const CONN_MAP_MAX = 65536;
+const VIRT_CACHE_MAX = 4096;
 
 export class ServiceTable {
   private readonly apps = new Map<string, App>();
@@ -72,6 +76,7 @@ export class ServiceTable {
   private readonly remoteNames = new Map<string, string>();
   private readonly rr = new Map<string, number>();
   private readonly conns = new Map<string, ClientInfo>(); // real client "ip:port" -> identity
+  private readonly inRange = new Map<string, boolean>(); // ip -> inside vipRange (hot path cache)
   private nextSock = 1;
   private listeners: Array<(c: Change) => void> = [];
 
@@ -186,7 +191,13 @@ export class ServiceTable {
   }
 
   isVirtual(ip: string): boolean {
-    return cidrContains(this.vipRange, ip) || this.isRegistered(ip);
+    let r = this.inRange.get(ip);
+    if (r === undefined) {
+      r = cidrContains(this.vipRange, ip);
+      if (this.inRange.size >= VIRT_CACHE_MAX) this.inRange.clear();
+      this.inRange.set(ip, r);
+    }
+    return r || this.isRegistered(ip);
   }
 
   isRegistered(ip: string): boolean {
@@ -217,9 +228,11 @@ export class ServiceTable {
   }
 
   /** A socket (bound or listening) already holding vip:vport for the same app, if any. */
-  conflicting(appId: string, vip: string, vport: number, reusePort: boolean): Sock | undefined {
+  conflicting(appId: string, vip: string, vport: number, reusePort: boolean, family: number, v6only = false): Sock | undefined {
     for (const s of this.socks.values()) {
       if (s.appId === appId && s.vip === vip && s.vport === vport && s.node === this.node) {
+        // As in the kernel: an IPv4 bind and an IPv6-only bind of one port coexist.
+        if ((v6only && s.family !== family) || (s.v6only && s.family !== family)) continue;
         if (!(reusePort && s.reusePort)) return s;
       }
     }
@@ -304,14 +317,14 @@ export class ServiceTable {
   pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true): Pick {
     const set = this.byVip.get(vip);
     const listening: Sock[] = [];
-    if (set) for (const s of set) if (s.vport === vport && alive(s)) listening.push(s);
+    if (set) for (const s of set) if (s.vport === vport && !s.v6only && alive(s)) listening.push(s);
     if (listening.length === 0) {
       if (this.isRegistered(vip)) return { kind: 'waiting' };
       return { kind: 'unknown' };
     }
     const allowed = listening.filter((s) => mayConnect(client, s.labels));
     if (allowed.length === 0) return { kind: 'denied' };
-    allowed.sort((x, y) => (x.node === y.node ? x.id - y.id : x.node < y.node ? -1 : 1));
+    if (allowed.length > 1) allowed.sort((x, y) => (x.node === y.node ? x.id - y.id : x.node < y.node ? -1 : 1));
     let i: number;
     if (this.lb === 'random') {
       i = Math.floor(Math.random() * allowed.length);
@@ -326,11 +339,11 @@ export class ServiceTable {
 
   /** Remembers who owns the client end of a connection the daemon made. */
   recordConn(realLocal: string, who: ClientInfo): void {
-    if (this.conns.size >= CONN_MAP_MAX) {
+    // Insertion order is age order: a reused key moves to the end, the oldest goes first.
+    if (!this.conns.delete(realLocal) && this.conns.size >= CONN_MAP_MAX) {
       const oldest = this.conns.keys().next().value;
       if (oldest !== undefined) this.conns.delete(oldest);
     }
-    this.conns.delete(realLocal);
     this.conns.set(realLocal, who);
   }
 
