@@ -118,6 +118,8 @@ export class ApiServer {
         apps: d.table.listApps().length,
         services: d.table.services().length,
         uptime_seconds: (Date.now() - d.startedAt) / 1000,
+        handoff: d.hooks.handoffMode,
+        direct_handoffs: d.hooks.directHandoffs,
       })),
       RunApp: (call: grpc.ServerWritableStream<Obj, Obj>) => this.runApp(call),
       ListApps: unary(() => ({

@@ -58,7 +58,7 @@ export class HookDispatcher implements Dispatcher {
   handoffs = 0;
   /** of which direct (no socket created here) */
   directHandoffs = 0;
-  private handoffMode: HandoffMode;
+  readonly handoffMode: HandoffMode;
   private readonly selfNetns = netnsInode('self');
   /** backend host port -> DIRECT answers not yet confirmed by CONNECTED: ticket -> expiry (ms, monotonic order) */
   private readonly unconfirmed = new Map<number, Map<number, number>>();
@@ -86,16 +86,6 @@ export class HookDispatcher implements Dispatcher {
 
   close(): void {
     libc.close(this.refuseFd);
-  }
-
-  /** Sessions opened from now on use this mode (decided once per session, at HELLO). */
-  get handoffSetting(): HandoffMode {
-    return this.handoffMode;
-  }
-
-  /** Whether a session was granted direct handoff at HELLO. */
-  static isDirect(s: Session): boolean {
-    return s.data.direct === true;
   }
 
   sessions(): Session[] {
