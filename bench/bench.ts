@@ -72,6 +72,18 @@ function iperf(args: string[], prefix: string[] = []): number {
   return j.end.sum_received.bits_per_second / 1e9;
 }
 
+/** utime + stime of a process, in seconds. */
+function daemonCpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15, in USER_HZ (100)
+}
+
+function handoffCount(): number {
+  const out = fg(process.execPath, [AX, 'status', '--socket', sock]);
+  return Number(/^handoffs\s+(\d+)/m.exec(out)?.[1] ?? 0);
+}
+
 function connectRun(prefix: string[], host: string, port: string, n = N): { p50: number; p99: number; cps: number } {
   const out = prefix.length ? fg(process.execPath, [...prefix, CONNECT, 'client', host, port, String(n)]) : fg(CONNECT, ['client', host, port, String(n)]);
   const m = /p50_us=([\d.]+) p99_us=([\d.]+) cps=(\d+) errors=(\d+)/.exec(out);
@@ -118,6 +130,8 @@ async function main(): Promise<void> {
   rows.push({ metric: 'connections/s (connect+close loop)', native: n.cps, ax: a.cps, sidecar: s?.cps, unit: '/s', higherIsBetter: true });
 
   // ---- daemon handoff rate: two clients at once ----
+  const cpu0 = daemonCpuSeconds(daemon.p.pid!);
+  const h0 = handoffCount();
   const t0 = Date.now();
   const par = await Promise.all(
     [0, 1].map(
@@ -129,6 +143,7 @@ async function main(): Promise<void> {
     ),
   );
   const handoffRate = (2 * N) / ((Date.now() - t0) / 1000);
+  const perCpuSecond = (handoffCount() - h0) / (daemonCpuSeconds(daemon.p.pid!) - cpu0);
   const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${daemon.p.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
 
   // ---- table ----
@@ -143,7 +158,8 @@ async function main(): Promise<void> {
   }
   const p50 = rows.find((r) => r.metric === 'connect p50')!;
   console.log(`\n- connect p50 added by ax: ${(p50.ax - p50.native).toFixed(1)} µs`);
-  console.log(`- daemon handoffs/s, two clients in parallel: ${handoffRate.toFixed(0)} (clients: ${par.join(' + ')} connects/s)`);
+  console.log(`- daemon handoffs/s, two clients in parallel: ${handoffRate.toFixed(0)} (clients: ${par.join(' + ')} connects/s; the clients share the 2 cores)`);
+  console.log(`- daemon capacity: ${perCpuSecond.toFixed(0)} handoffs per CPU-second of the daemon (${(1e6 / perCpuSecond).toFixed(1)} µs each)`);
   console.log(`- daemon resident memory after the runs: ${rss.toFixed(0)} MiB`);
 }
 
