@@ -5,19 +5,9 @@
 // same results: the checklist programs, kernel errno semantics, and client IP
 // preservation (the server sees the client's VIP, also when its accept races
 // the client's CONNECTED note).
-import tap from 'tap';
-const t = tap;
+import t from 'tap';
 import { join } from 'node:path';
-import { CBIN, run, TestDaemon } from './helpers';
-
-const bin = (n: string) => join(CBIN, `test-${n}`);
-
-function clean(t: Pick<typeof tap, 'equal' | 'same' | 'ok'>, what: string, r: { code: number | null; stdout: string; stderr: string }) {
-  t.equal(r.code, 0, `${what}: exit 0`);
-  const fails = r.stdout.split('\n').filter((l) => l.startsWith('fail'));
-  t.same(fails, [], `${what}: no failed checks\n${r.stdout}${r.stderr}`);
-  t.ok(r.stdout.split('\n').some((l) => l.startsWith('ok')), `${what}: checks ran`);
-}
+import { cbin as bin, clean, run, TestDaemon } from './helpers';
 
 /** Session modes the daemon logged ("hook session N (pid P, app A): handoff MODE"). */
 function loggedModes(d: TestDaemon): string[] {

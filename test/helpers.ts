@@ -174,6 +174,25 @@ export class TestDaemon {
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** A C checklist program from test/c/, built into native/build/test-NAME. */
+export const cbin = (name: string) => join(CBIN, `test-${name}`);
+
+/* eslint-disable @typescript-eslint/no-explicit-any */
+interface Asserts {
+  equal(...args: any[]): unknown;
+  same(...args: any[]): unknown;
+  ok(...args: any[]): unknown;
+}
+/* eslint-enable @typescript-eslint/no-explicit-any */
+
+/** A checklist program's run passed: exit 0, some "ok" lines and no "fail" line. */
+export function clean(t: Asserts, what: string, r: { code: number | null; stdout: string; stderr: string }): void {
+  t.equal(r.code, 0, `${what}: exit 0`);
+  const fails = r.stdout.split('\n').filter((l) => l.startsWith('fail'));
+  t.same(fails, [], `${what}: no failed checks\n${r.stdout}${r.stderr}`);
+  t.ok(r.stdout.split('\n').some((l) => l.startsWith('ok')), `${what}: checks ran`);
+}
+
 export function have(cmd: string): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => existsSync(join(d, cmd)));
 }

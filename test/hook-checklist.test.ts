@@ -3,19 +3,8 @@
 // name and IP: non-blocking connect with epoll registered before connect, dup2
 // onto a socket, fork then connect in the child, the getaddrinfo hint matrix,
 // getpeername truncation, close_range, threads, and an IPv6 listener.
-import tap from "tap";
-const t = tap;
-import { join } from 'node:path';
-import { CBIN, run, start, TestDaemon } from './helpers';
-
-const bin = (n: string) => join(CBIN, `test-${n}`);
-
-function clean(t: Pick<typeof tap, "equal" | "same" | "ok">, what: string, r: { code: number | null; stdout: string; stderr: string }) {
-  t.equal(r.code, 0, `${what}: exit 0`);
-  const fails = r.stdout.split('\n').filter((l) => l.startsWith('fail'));
-  t.same(fails, [], `${what}: no failed checks\n${r.stdout}${r.stderr}`);
-  t.ok(r.stdout.split('\n').some((l) => l.startsWith('ok')), `${what}: checks ran`);
-}
+import t from 'tap';
+import { cbin as bin, clean, run, start, TestDaemon } from './helpers';
 
 t.test('checklist programs natively and under ax', async (t) => {
   const d = await TestDaemon.start(t);
