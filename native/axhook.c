@@ -1583,80 +1583,72 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int fla
     return h_accept4(fd, SA(addr), len, flags);
 }
 
-EXPORT int getsockname(int fd, __SOCKADDR_ARG addr_, socklen_t *restrict len)
+/* The virtual view of one end of a socket, written to *out; 0 when the real
+ * address (real, rl) is what the app must see. */
+static socklen_t virtual_name(int fd, int peer, const struct sockaddr_storage *real, socklen_t rl,
+                              struct sockaddr_storage *out)
 {
-    NEED(getsockname);
-    struct sockaddr *addr = SA(addr_);
-    if (!hook_on())
-        return R.getsockname(fd, addr, len);
-    GUARD_ENTER;
-    int e = errno, r;
     struct meta snap;
-    struct sockaddr_storage real;
+    if (!tbl_snapshot(fd, &snap, 1))
+        return 0;
+    if (peer) {
+        if ((snap.state == ST_CONN && snap.has_vpeer) || (snap.state == ST_ACCEPTED && accepted_peer(fd, &snap))) {
+            memcpy(out, &snap.vpeer, snap.vpeer_len);
+            return snap.vpeer_len;
+        }
+        return 0;
+    }
+    if (snap.has_vlocal && (snap.state == ST_BOUND || snap.state == ST_LISTEN || snap.state == ST_ACCEPTED)) {
+        memcpy(out, &snap.vlocal, snap.vlocal_len);
+        return snap.vlocal_len;
+    }
+    struct ax_addr ra;
+    if (snap.state == ST_CONN && have_vip && sa_to_ax((const struct sockaddr *)real, rl, &ra) == 0) {
+        struct ax_addr v = app_vip; /* the app's VIP with the real local port */
+        v.port = ra.port;
+        return ax_to_sa(&v, snap.family, out);
+    }
+    return 0;
+}
+
+/* getsockname / getpeername: the kernel's answer, translated to the virtual view
+ * where there is one, honouring the caller's length (truncate, report full). */
+static int name_query(int fd, struct sockaddr *addr, socklen_t *len, int peer)
+{
+    int (*real_fn)(int, struct sockaddr *, socklen_t *) = peer ? R.getpeername : R.getsockname;
+    if (!hook_on())
+        return real_fn(fd, addr, len);
+    GUARD_ENTER;
+    int e = errno;
+    struct sockaddr_storage real, virt;
     socklen_t rl = sizeof real;
-    r = R.getsockname(fd, (struct sockaddr *)&real, &rl);
+    int r = real_fn(fd, (struct sockaddr *)&real, &rl);
     if (r < 0 || !len || !addr) {
-        r = R.getsockname(fd, addr, len);
-        goto out;
-    }
-    if (tbl_snapshot(fd, &snap, 1)) {
-        if (snap.has_vlocal &&
-            (snap.state == ST_BOUND || snap.state == ST_LISTEN || snap.state == ST_ACCEPTED)) {
-            copy_out(&snap.vlocal, snap.vlocal_len, addr, len);
-            goto out;
-        }
-        if (snap.state == ST_CONN && have_vip) {
-            struct ax_addr v = app_vip;
-            struct ax_addr ra;
-            if (sa_to_ax((struct sockaddr *)&real, rl, &ra) == 0) {
-                v.port = ra.port;
-                struct sockaddr_storage ss;
-                socklen_t sl = ax_to_sa(&v, snap.family, &ss);
-                copy_out(&ss, sl, addr, len);
-                goto out;
-            }
-        }
-    }
-    copy_out(&real, rl, addr, len);
-out:
-    if (r == 0)
+        r = real_fn(fd, addr, len); /* the kernel's own answer and errno */
+        if (r == 0)
+            errno = e;
+    } else {
+        socklen_t vl = virtual_name(fd, peer, &real, rl, &virt);
+        if (vl)
+            copy_out(&virt, vl, addr, len);
+        else
+            copy_out(&real, rl, addr, len);
         errno = e;
+    }
     GUARD_LEAVE;
     return r;
 }
 
-EXPORT int getpeername(int fd, __SOCKADDR_ARG addr_, socklen_t *restrict len)
+EXPORT int getsockname(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
+{
+    NEED(getsockname);
+    return name_query(fd, SA(addr), len, 0);
+}
+
+EXPORT int getpeername(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 {
     NEED(getpeername);
-    struct sockaddr *addr = SA(addr_);
-    if (!hook_on())
-        return R.getpeername(fd, addr, len);
-    GUARD_ENTER;
-    int e = errno, r;
-    struct meta snap;
-    struct sockaddr_storage real;
-    socklen_t rl = sizeof real;
-    r = R.getpeername(fd, (struct sockaddr *)&real, &rl);
-    if (r < 0 || !len || !addr) {
-        r = R.getpeername(fd, addr, len);
-        goto out;
-    }
-    if (tbl_snapshot(fd, &snap, 1)) {
-        if (snap.state == ST_CONN && snap.has_vpeer) {
-            copy_out(&snap.vpeer, snap.vpeer_len, addr, len);
-            goto out;
-        }
-        if (snap.state == ST_ACCEPTED && accepted_peer(fd, &snap)) {
-            copy_out(&snap.vpeer, snap.vpeer_len, addr, len);
-            goto out;
-        }
-    }
-    copy_out(&real, rl, addr, len);
-out:
-    if (r == 0)
-        errno = e;
-    GUARD_LEAVE;
-    return r;
+    return name_query(fd, SA(addr), len, 1);
 }
 
 EXPORT int getsockopt(int fd, int level, int name, void *restrict val, socklen_t *restrict len)
