@@ -2227,6 +2227,24 @@ EXPORT struct hostent *gethostbyname2(const char *name, int af)
     return h_gethostbyname2(name, af, 1);
 }
 
+/* The result of a reentrant gethostby*_r for a virtual name, in the caller's
+ * buffer: 0, or ERANGE when the buffer is too small. */
+static int hostent_r_result(const char *name, int af, const void *addr, struct hostent *ret, char *buf,
+                            size_t buflen, struct hostent **result, int *h_errnop)
+{
+    if (fill_hostent(name, af, addr, ret, buf, buflen) != 0) {
+        *result = NULL;
+        if (h_errnop)
+            *h_errnop = NETDB_INTERNAL;
+        errno = ERANGE;
+        return ERANGE;
+    }
+    *result = ret;
+    if (h_errnop)
+        *h_errnop = 0;
+    return 0;
+}
+
 static int h_gethostbyname2_r(const char *name, int af, struct hostent *ret, char *buf, size_t buflen,
                               struct hostent **result, int *h_errnop, int two)
 {
@@ -2239,17 +2257,7 @@ static int h_gethostbyname2_r(const char *name, int af, struct hostent *ret, cha
     if (!virt)
         goto native;
     v4_for_af(ip, af, a);
-    if (fill_hostent(name, af, a, ret, buf, buflen) != 0) {
-        *result = NULL;
-        if (h_errnop)
-            *h_errnop = NETDB_INTERNAL;
-        errno = ERANGE;
-        return ERANGE;
-    }
-    *result = ret;
-    if (h_errnop)
-        *h_errnop = 0;
-    return 0;
+    return hostent_r_result(name, af, a, ret, buf, buflen, result, h_errnop);
 native:
     if (two)
         return R.gethostbyname2_r ? R.gethostbyname2_r(name, af, ret, buf, buflen, result, h_errnop) : ENOSYS;
@@ -2314,19 +2322,8 @@ EXPORT int gethostbyaddr_r(const void *restrict addr, socklen_t len, int type, s
         GUARD_ENTER;
         int ok = ax_reverse(&a, name, sizeof name);
         GUARD_LEAVE;
-        if (ok) {
-            if (fill_hostent(name, type, addr, ret, buf, buflen) != 0) {
-                *result = NULL;
-                if (h_errnop)
-                    *h_errnop = NETDB_INTERNAL;
-                errno = ERANGE;
-                return ERANGE;
-            }
-            *result = ret;
-            if (h_errnop)
-                *h_errnop = 0;
-            return 0;
-        }
+        if (ok)
+            return hostent_r_result(name, type, addr, ret, buf, buflen, result, h_errnop);
     }
     return R.gethostbyaddr_r ? R.gethostbyaddr_r(addr, len, type, ret, buf, buflen, result, h_errnop) : ENOSYS;
 }
