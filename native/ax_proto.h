@@ -30,7 +30,9 @@ enum ax_op {
     AX_OP_HELLO = 1,   /* name = "<app id>:<token>", arg = flags AX_HF_* (what the hook
                           supports).  reply: status OK, sock = session id, a = the app's
                           virtual address (port 0), arg = flags AX_HF_* granted for this
-                          session (AX_HF_DIRECT: CONNECT may answer AX_ST_DIRECT) */
+                          session (AX_HF_DIRECT: CONNECT may answer AX_ST_DIRECT), name =
+                          path of the daemon's generation file ("" if none): a u32 at
+                          offset 0 that the daemon bumps whenever the table changes */
     AX_OP_BIND = 2,    /* a = requested address (family AF_INET/AF_INET6, port may be 0),
                           arg = flags AX_BF_*.  reply: OK + fd (real socket, bound in the
                           host network, O_NONBLOCK|O_CLOEXEC set), sock = socket id,
@@ -54,6 +56,12 @@ enum ax_op {
                              the request, IPv4 v4-mapped for AF_INET6); a = virtual peer
                              address to report; sock = ticket to echo in AX_OP_CONNECTED.
                              A refused connect is a DIRECT toward a closed port.
+                             With flags AX_RF_CACHE the answer may be reused, without asking,
+                             for later connects to the same a (and socket family) while the
+                             generation file still holds arg: name then holds pid (1..
+                             AX_CACHE_MAX) struct ax_addr, every backend the client may use
+                             (b among them), to be taken round robin; each such connect is
+                             announced with AX_OP_CONNECTING and reported with CONNECTED.
                           ERR: err = ENETUNREACH / EACCES (policy) / ECONNREFUSED ...  */
     AX_OP_CLOSE = 5,   /* one-way.  sock = socket id whose last reference was closed. */
     AX_OP_RESOLVE = 6, /* name = host name to look up (e.g. "web" or "web.ax"), a.family
@@ -64,13 +72,21 @@ enum ax_op {
                           address.  reply: OK with a = virtual peer address to report, or
                           NATIVE (report the real one), or PENDING: a DIRECT connect to
                           this backend has not been confirmed by AX_OP_CONNECTED yet; ask
-                          again shortly (the hook gives up after ~2 ms: real address). */
+                          again shortly (the hook gives up after ~50 ms: real address). */
     AX_OP_REVERSE = 8, /* a = address.  reply OK with name = service name, or NATIVE. */
     AX_OP_CONNECTED = 9, /* one-way, after a DIRECT answer.  sock = the ticket from the
                           reply, b = the real destination connected to, arg = 0 when
                           connect() returned 0 / EINPROGRESS / EINTR (a = the socket's real
                           local address, from getsockname), else the errno (a empty). */
+    AX_OP_CONNECTING = 10, /* one-way, before a connect made from a cached DIRECT answer:
+                          b = the backend, sock = a ticket the hook chose (high bit set),
+                          echoed by the CONNECTED that follows.  Lets PEER answer PENDING
+                          until then, as for a DIRECT answer. */
 };
+
+/* reply flags (reply.flags) */
+#define AX_RF_CACHE     0x1  /* a DIRECT answer that may be reused (see AX_OP_CONNECT) */
+#define AX_CACHE_MAX    10   /* backends in one cacheable answer (10 * 24 bytes fit in name) */
 
 /* reply statuses (reply.status) */
 enum ax_status {

@@ -671,6 +671,23 @@ static ino_t ctl_ino;
 static uint32_t ctl_seq;
 static struct ax_addr app_vip;   /* from HELLO */
 static int have_vip;
+
+/* The daemon's table generation (u32 at offset 0 of a file it names in HELLO),
+ * mapped read-only: cached connect answers are used while it is unchanged. */
+static const volatile uint32_t *gen_page;
+
+static void map_generation(const char *path)
+{
+    if (gen_page || !path[0])
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    void *p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
+    R.close(fd);
+    if (p != MAP_FAILED)
+        gen_page = p;
+}
 static TLS int tl_atfork_locked;
 
 static int ctl_base(void)
@@ -849,6 +866,10 @@ static int ctl_ensure_locked(void)
     }
     app_vip = r.a;
     have_vip = r.a.family == AF_INET || r.a.family == AF_INET6;
+    if (r.arg & AX_HF_DIRECT) {
+        r.name[AX_NAME_MAX - 1] = 0;
+        map_generation(r.name);
+    }
     atomic_store(&ctl_ok, 1);
     dbg("session %u on fd %d, handoff %s", r.sock, nfd, (r.arg & AX_HF_DIRECT) ? "direct" : "fd");
     return 0;
@@ -881,46 +902,46 @@ static int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
     return rc;
 }
 
-/* one-way, async-signal-safe: no lock, no allocation, one non-blocking send */
-static void send_close(uint32_t sock)
+/* One-way note (CLOSE, CONNECTING, CONNECTED), async-signal-safe: no lock, no
+ * allocation, one send of one whole message.  When the daemon's receive buffer
+ * is full the sender waits for room (bounded by the channel's SO_SNDTIMEO): that
+ * is the back-pressure that keeps connects made from cached answers from
+ * outrunning the daemon; a note is never dropped while the daemon lives. */
+static void send_note(struct ax_msg *m)
 {
     int e = errno;
     int fd = atomic_load(&ctl_fd);
     if (fd >= 0 && atomic_load(&ctl_ok) && atomic_load(&ctl_pid) == ax_getpid()) {
-        struct ax_msg m;
-        memset(&m, 0, sizeof m);
-        m.magic = AX_MAGIC;
-        m.op = AX_OP_CLOSE;
-        m.sock = sock;
-        m.pid = (uint32_t)ax_getpid();
-        ssize_t n = send(fd, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        m->magic = AX_MAGIC;
+        m->pid = (uint32_t)ax_getpid();
+        ssize_t n = send(fd, m, sizeof *m, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0 && errno == EAGAIN)
+            n = send(fd, m, sizeof *m, MSG_NOSIGNAL); /* blocking: wait for the daemon */
         (void)n;
     }
     errno = e;
 }
 
-/* one-way CONNECTED note after a DIRECT answer: same discipline as CLOSE (no
- * lock, one non-blocking send of one message; lost only if the daemon's
- * receive buffer is full, which costs client-IP preservation for that one
- * connection, never correctness) */
+static void send_close(uint32_t sock)
+{
+    struct ax_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = AX_OP_CLOSE;
+    m.sock = sock;
+    send_note(&m);
+}
+
+/* after a DIRECT connect: the connection's real local address (or the errno) */
 static void send_connected(uint32_t ticket, const struct ax_addr *local, const struct ax_addr *dest, int err)
 {
-    int e = errno;
-    int fd = atomic_load(&ctl_fd);
-    if (fd >= 0 && atomic_load(&ctl_ok) && atomic_load(&ctl_pid) == ax_getpid()) {
-        struct ax_msg m;
-        memset(&m, 0, sizeof m);
-        m.magic = AX_MAGIC;
-        m.op = AX_OP_CONNECTED;
-        m.sock = ticket;
-        m.arg = err;
-        m.a = *local;
-        m.b = *dest;
-        m.pid = (uint32_t)ax_getpid();
-        ssize_t n = send(fd, &m, sizeof m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)n;
-    }
-    errno = e;
+    struct ax_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = AX_OP_CONNECTED;
+    m.sock = ticket;
+    m.arg = err;
+    m.a = *local;
+    m.b = *dest;
+    send_note(&m);
 }
 
 /* is fd our control channel in this process? */
@@ -1295,6 +1316,92 @@ static void mark_native(int fd, const struct meta *snap)
  * SO_SNDTIMEO and epoll registrations are the kernel's own; nothing is
  * swapped.  Afterwards the daemon gets the one-way CONNECTED note with the
  * real local address, so the server side can see the client's VIP. */
+/* Cached DIRECT answers: destination -> every backend the client may use, valid
+ * while the daemon's generation is unchanged.  A hit connects without asking;
+ * the daemon still hears of it (CONNECTING before, CONNECTED after). */
+#define CACHE_SLOTS 32
+struct cache_ent {
+    int used, family;
+    uint32_t gen;
+    unsigned n, next;
+    struct ax_addr dest, vpeer, be[AX_CACHE_MAX];
+};
+static struct cache_ent cache[CACHE_SLOTS];
+static unsigned cache_victim;
+static uint32_t cache_ticket;
+static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int same_addr(const struct ax_addr *x, const struct ax_addr *y)
+{
+    return x->family == y->family && x->port == y->port && memcmp(x->ip, y->ip, 16) == 0;
+}
+
+static void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p)
+{
+    if (!gen_page || !(p->flags & AX_RF_CACHE) || p->pid < 1 || p->pid > AX_CACHE_MAX)
+        return;
+    pthread_mutex_lock(&cache_mu);
+    struct cache_ent *e = NULL;
+    for (int i = 0; i < CACHE_SLOTS && !e; i++)
+        if (cache[i].used && cache[i].family == family && same_addr(&cache[i].dest, dest))
+            e = &cache[i];
+    for (int i = 0; i < CACHE_SLOTS && !e; i++)
+        if (!cache[i].used)
+            e = &cache[i];
+    if (!e)
+        e = &cache[cache_victim++ % CACHE_SLOTS];
+    e->used = 1;
+    e->family = family;
+    e->gen = (uint32_t)p->arg;
+    e->dest = *dest;
+    e->vpeer = p->a;
+    e->n = p->pid;
+    memcpy(e->be, p->name, e->n * sizeof(struct ax_addr));
+    e->next = 0;
+    for (unsigned i = 0; i < e->n; i++) /* continue the round after the backend just used */
+        if (same_addr(&e->be[i], &p->b))
+            e->next = i + 1;
+    pthread_mutex_unlock(&cache_mu);
+}
+
+/* A cached answer for dest, as a DIRECT reply with a fresh ticket; 0 on a miss. */
+static int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p)
+{
+    if (!gen_page)
+        return 0;
+    uint32_t gen = *gen_page;
+    int hit = 0;
+    pthread_mutex_lock(&cache_mu);
+    for (int i = 0; i < CACHE_SLOTS; i++) {
+        struct cache_ent *e = &cache[i];
+        if (!e->used || e->family != family || !same_addr(&e->dest, dest))
+            continue;
+        if (e->gen != gen || e->n == 0) {
+            e->used = 0; /* the table changed: ask the daemon again */
+            break;
+        }
+        memset(p, 0, sizeof *p);
+        p->status = AX_ST_DIRECT;
+        p->a = e->vpeer;
+        p->b = e->be[e->next++ % e->n];
+        p->sock = 0x80000000u | (++cache_ticket & 0x7fffffffu);
+        hit = 1;
+        break;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return hit;
+}
+
+static void send_connecting(uint32_t ticket, const struct ax_addr *backend)
+{
+    struct ax_msg m;
+    memset(&m, 0, sizeof m);
+    m.op = AX_OP_CONNECTING;
+    m.sock = ticket;
+    m.b = *backend;
+    send_note(&m);
+}
+
 static int direct_connect(int fd, const struct meta *snap, const struct ax_msg *p)
 {
     struct sockaddr_storage rd;
@@ -1356,12 +1463,17 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
             mark_native(fd, &snap);
         goto out;
     }
+    struct ax_msg q, p;
+    if (cache_lookup(&a, snap.family, &p) && atomic_load(&ctl_ok)) {
+        send_connecting(p.sock, &p.b);
+        r = direct_connect(fd, &snap, &p);
+        goto out;
+    }
     /* O_NONBLOCK is only looked up when it matters: a PENDING answer (service
      * registered, not listening yet) or a socket handed over by the daemon. */
     int nonblock = -1;
     long deadline = 0, backoff = 5;
     int wait_flag = 1;
-    struct ax_msg q, p;
     int nfd;
     for (;;) {
         memset(&q, 0, sizeof q);
@@ -1405,6 +1517,7 @@ static int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         goto out;
     }
     if (p.status == AX_ST_DIRECT && nfd < 0 && (p.b.family == AF_INET || p.b.family == AF_INET6)) {
+        cache_store(&a, snap.family, &p);
         r = direct_connect(fd, &snap, &p);
         goto out;
     }
@@ -1475,12 +1588,12 @@ static int accepted_peer(int fd, struct meta *snap)
     ax_unmap(&q.b);
     int nfd;
     /* PENDING: a client handed off directly may not have sent its CONNECTED
-     * note yet; ask again for up to ~2 ms, then report the real address */
+     * note yet; ask again for up to ~50 ms (the daemon keeps the expectation 200 ms), then report the real address */
     long waited = 0, step = 25;
     for (;;) {
         if (ax_request(&q, &p, &nfd) < 0)
             return 0; /* daemon away: report the real peer, ask again next time */
-        if (p.status != AX_ST_PENDING || waited >= 2000)
+        if (p.status != AX_ST_PENDING || waited >= 50000)
             break;
         sleep_us(step);
         waited += step;

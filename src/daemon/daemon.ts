@@ -1,6 +1,6 @@
 // The daemon: wires the store, the service table, the hook server and the API
 // together, restores state at start and reaps what dead processes left behind.
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { connect } from 'node:net';
 import { makeLogger, type Logger } from '../common/log';
 import { HookServer } from '../hookserver/server';
@@ -49,6 +49,7 @@ export class Daemon {
   private hookServer!: HookServer;
   private api!: ApiServer;
   private sweeper: NodeJS.Timeout | null = null;
+  private genFd = -1;
   /** app id -> number of open RunApp streams, and when the last one closed */
   private readonly attached = new Map<string, { streams: number; since: number }>();
   readonly startedAt = Date.now();
@@ -78,7 +79,8 @@ export class Daemon {
       }
     });
     if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster);
-    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log, alive: this.cluster?.alive, handoff: c.handoff });
+    const genFile = this.openGenerationFile(`${c.hookSocket}.gen`);
+    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log, alive: this.cluster?.alive, handoff: c.handoff, genFile });
     this.hooks.adoptRestored(this.table.listSocks().map((s) => s.id));
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
@@ -91,6 +93,32 @@ export class Daemon {
       `ready: api ${c.socket}, hook ${c.hookSocket}, state ${c.stateDir}, host ${c.hostIp}, ports ${c.ports.first}-${c.ports.last}, ` +
         `${this.table.listApps().length} apps and ${this.table.listSocks().length} sockets restored`,
     );
+  }
+
+  /**
+   * The table generation, published in a small file every hook maps read-only:
+   * a cached connect answer is used only while the generation it came with is
+   * still there. Written in place on every change (changes are rare).
+   */
+  private openGenerationFile(path: string): string | undefined {
+    try {
+      // Reuse the file (and its inode) a previous daemon left: hooks that mapped
+      // it keep seeing changes. Generations start at a random value, so an answer
+      // cached under the previous daemon does not match by accident.
+      this.genFd = openSync(path, existsSync(path) ? 'r+' : 'w+', 0o644);
+      const page = Buffer.alloc(4096);
+      page.writeUInt32LE(this.table.generation, 0);
+      writeSync(this.genFd, page, 0, page.length, 0);
+      const word = Buffer.alloc(4);
+      this.table.onGeneration((g) => {
+        word.writeUInt32LE(g, 0);
+        writeSync(this.genFd, word, 0, 4, 0);
+      });
+      return path;
+    } catch (e) {
+      this.log.warn(`no generation file (${(e as Error).message}): hooks will ask for every connect`);
+      return undefined;
+    }
   }
 
   private async restore(): Promise<void> {
@@ -169,6 +197,11 @@ export class Daemon {
       await this.cluster?.stop().catch((e: Error) => this.log.warn(`cluster stop: ${e.message}`));
       await this.hookServer?.close();
       this.hooks?.close();
+      if (this.genFd >= 0) {
+        // 0 never matches: hooks stop using cached answers and ask (and reconnect).
+        writeSync(this.genFd, Buffer.alloc(4), 0, 4, 0);
+        closeSync(this.genFd);
+      }
       await this.store?.close();
       this.log.info('stopped');
     })();

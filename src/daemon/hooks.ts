@@ -13,7 +13,7 @@ import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/add
 import { rateLimited, type Logger } from '../common/log';
 import { formatLabels } from '../policy/labels';
 import * as libc from '../hookserver/libc';
-import { BindFlag, ConnectFlag, HelloFlag, Op, ProtocolError, Status, type Msg } from '../hookserver/proto';
+import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, ClientInfo, ServiceTable, Sock } from '../table/table';
@@ -42,6 +42,8 @@ export interface HookDeps {
   alive?: (s: Sock) => boolean;
   /** Default 'fd' (always correct); the daemon passes its config's mode. */
   handoff?: HandoffMode;
+  /** The file holding the table generation (u32 LE at offset 0); hooks map it to validate cached answers. */
+  genFile?: string;
 }
 
 /** Inode of a process's network namespace, or 0 when it cannot be read. */
@@ -58,6 +60,8 @@ export class HookDispatcher implements Dispatcher {
   handoffs = 0;
   /** of which direct (no socket created here) */
   directHandoffs = 0;
+  /** of which made by the hook from a cached answer (announced by CONNECTING) */
+  cachedHandoffs = 0;
   readonly handoffMode: HandoffMode;
   private readonly selfNetns = netnsInode('self');
   /** backend host port -> DIRECT answers not yet confirmed by CONNECTED: ticket -> expiry (ms, monotonic order) */
@@ -92,13 +96,13 @@ export class HookDispatcher implements Dispatcher {
     return [...this.liveSessions.values()];
   }
 
-  handle(s: Session, m: Msg): Reply | null {
+  handle(s: Session, m: Msg): Reply | null | Promise<Reply> {
     if (m.op === Op.HELLO) return this.hello(s, m);
     const app = s.appId ? this.d.table.getApp(s.appId) : undefined;
     if (!app) {
       // One-way notes are sent without the hook's lock and can race a reconnect
       // (reaching the new session before its HELLO): ignore, never drop.
-      if (m.op === Op.CONNECTED || m.op === Op.CLOSE) return null;
+      if (m.op === Op.CONNECTED || m.op === Op.CONNECTING || m.op === Op.CLOSE) return null;
       if (s.appId) return { status: Status.ERR, err: EPERM }; // app removed under it
       throw new ProtocolError(`${m.op} before HELLO`);
     }
@@ -111,6 +115,9 @@ export class HookDispatcher implements Dispatcher {
         return this.connect(s, app, m);
       case Op.CONNECTED:
         this.connected(s, app, m);
+        return null;
+      case Op.CONNECTING:
+        this.connecting(s, m);
         return null;
       case Op.CLOSE:
         this.closeSock(s, m.sock);
@@ -149,7 +156,8 @@ export class HookDispatcher implements Dispatcher {
         this.orphans.delete(sock.id);
       }
     }
-    return { status: Status.OK, sock: s.id, arg: direct ? HelloFlag.DIRECT : 0, a: { family: AF_INET, ip: app.vip, port: 0 } };
+    const name = direct ? (this.d.genFile ?? '') : '';
+    return { status: Status.OK, sock: s.id, arg: direct ? HelloFlag.DIRECT : 0, a: { family: AF_INET, ip: app.vip, port: 0 }, name };
   }
 
   /** The process is in the daemon's network namespace (same nsfs inode). */
@@ -274,13 +282,17 @@ export class HookDispatcher implements Dispatcher {
         return { status: Status.ERR, err: EACCES };
       case 'waiting':
         if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
-        if (s.data.direct === true) return this.direct(dest, family, this.refuseAddr, false);
+        if (s.data.direct === true) return this.direct(s, dest, family, this.refuseAddr, false);
         return this.handoff(app, dest, family, this.refuseAddr);
       case 'backend': {
         const b = pick.sock;
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
-        if (s.data.direct === true) return this.direct(dest, family, target, b.node === this.d.table.node);
+        if (s.data.direct === true) {
+          const r = this.direct(s, dest, family, target, b.node === this.d.table.node);
+          this.cacheable(r, pick.all, family);
+          return r;
+        }
         return this.handoff(app, dest, family, target);
       }
     }
@@ -302,19 +314,50 @@ export class HookDispatcher implements Dispatcher {
    * `track`: a local backend, whose accept side may ask PEER before the
    * client's CONNECTED note arrives (answered PENDING meanwhile).
    */
-  private direct(dest: Addr, family: number, target: Addr, track: boolean): Reply {
+  private direct(s: Session, dest: Addr, family: number, target: Addr, track: boolean): Reply {
     const ticket = this.nextTicket;
-    this.nextTicket = this.nextTicket >= 0xffffffff ? 1 : this.nextTicket + 1;
-    if (track) {
-      let t = this.unconfirmed.get(target.port);
-      if (!t) this.unconfirmed.set(target.port, (t = new Map()));
-      const now = performance.now();
-      pruneExpired(t, now);
-      t.set(ticket, now + DIRECT_CONFIRM_MS);
-    }
+    this.nextTicket = this.nextTicket >= 0x7fffffff ? 1 : this.nextTicket + 1;
+    if (track) this.expectConfirm(s, target.port, ticket);
     this.handoffs++;
     this.directHandoffs++;
     return { status: Status.DIRECT, sock: ticket, a: dest, b: realDest(target, family) };
+  }
+
+  /**
+   * Lets the hook reuse a DIRECT answer until the table changes: every backend
+   * the client may use goes along (the hook takes them round robin), with the
+   * table generation the answer is valid for.
+   */
+  private cacheable(r: Reply, all: Sock[], family: number): void {
+    if (all.length > CACHE_MAX) return;
+    const addrs: Addr[] = [];
+    for (const b of all) {
+      const v6 = b.hostIp.includes(':');
+      if (family === AF_INET && v6) return; // not every backend reachable from this socket family
+      addrs.push(realDest({ family: v6 ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort }, family));
+    }
+    r.flags = ReplyFlag.CACHE;
+    r.arg = this.d.table.generation;
+    r.pid = addrs.length;
+    r.addrs = addrs;
+  }
+
+  /** PEER answers PENDING for this backend port until the CONNECTED with this ticket arrives. */
+  private expectConfirm(s: Session, port: number, ticket: number): void {
+    let t = this.unconfirmed.get(port);
+    if (!t) this.unconfirmed.set(port, (t = new Map()));
+    const now = performance.now();
+    pruneExpired(t, now);
+    t.set(s.id * 0x100000000 + ticket, now + DIRECT_CONFIRM_MS);
+  }
+
+  /** One-way note before a connect made from a cached answer. */
+  private connecting(s: Session, m: Msg): void {
+    if (s.data.direct !== true || !m.b) return;
+    this.handoffs++;
+    this.directHandoffs++;
+    this.cachedHandoffs++;
+    this.expectConfirm(s, m.b.port, m.sock);
   }
 
   /** One-way note after a DIRECT answer: the connection's real local address. */
@@ -325,7 +368,7 @@ export class HookDispatcher implements Dispatcher {
     }
     if (m.b) {
       const t = this.unconfirmed.get(m.b.port);
-      if (t && t.delete(m.sock) && t.size === 0) this.unconfirmed.delete(m.b.port);
+      if (t && t.delete(s.id * 0x100000000 + m.sock) && t.size === 0) this.unconfirmed.delete(m.b.port);
     }
     if (m.arg === 0 && m.a && m.a.port !== 0) this.d.table.recordConn(connKey(m.a), this.client(app));
   }
@@ -349,16 +392,29 @@ export class HookDispatcher implements Dispatcher {
     return false;
   }
 
-  private peer(m: Msg): Reply {
+  private peer(m: Msg): Reply | Promise<Reply> {
     if (!m.a) throw new ProtocolError('PEER without an address');
-    const who = this.d.table.connOwner(connKey(m.a));
-    if (!who) {
-      // A directly handed-off client may not have sent CONNECTED yet: ask to retry.
-      if (m.b && this.awaitingConfirm(m.b.port)) return { status: Status.PENDING };
-      return { status: Status.NATIVE };
+    const known = this.peerAnswer(m);
+    if (known) return known;
+    // Not known yet: the client's CONNECTING/CONNECTED note may be queued on its
+    // own session, unread. Let the event loop read everything pending (two turns)
+    // before answering that the peer is not an ax client.
+    return new Promise((resolve) =>
+      setImmediate(() => setImmediate(() => resolve(this.peerAnswer(m) ?? { status: Status.NATIVE }))),
+    );
+  }
+
+  /** OK with the client's VIP, PENDING while a handoff to this port awaits confirmation, or null. */
+  private peerAnswer(m: Msg): Reply | null {
+    const a = m.a!;
+    const who = this.d.table.connOwner(connKey(a));
+    if (who) {
+      const ip = a.family === AF_INET6 ? `::ffff:${who.vip}` : who.vip;
+      return { status: Status.OK, a: { family: a.family, ip, port: a.port }, name: who.appId };
     }
-    const ip = m.a.family === AF_INET6 ? `::ffff:${who.vip}` : who.vip;
-    return { status: Status.OK, a: { family: m.a.family, ip, port: m.a.port }, name: who.appId };
+    // A directly handed-off client may not have sent CONNECTED yet: ask to retry.
+    if (m.b && this.awaitingConfirm(m.b.port)) return { status: Status.PENDING };
+    return null;
   }
 
   private closeSock(s: Session, id: number): void {

@@ -16,6 +16,7 @@ export const Op = {
   PEER: 7,
   REVERSE: 8,
   CONNECTED: 9,
+  CONNECTING: 10,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]));
@@ -26,6 +27,11 @@ export function opName(op: number): string {
 export const Status = { OK: 0, NATIVE: 1, PENDING: 2, ERR: 3, DIRECT: 4 } as const;
 
 export const HelloFlag = { DIRECT: 0x1 } as const;
+
+/** reply.flags */
+export const ReplyFlag = { CACHE: 0x1 } as const;
+/** Backends in one cacheable DIRECT answer (carried in the name field). */
+export const CACHE_MAX = 10;
 
 export const BindFlag = { V6ONLY: 0x1, REUSEPORT: 0x2, AUTOBIND: 0x4 } as const;
 export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2 } as const;
@@ -59,6 +65,10 @@ export interface Msg {
   a: Addr | null;
   b: Addr | null;
   name: string;
+  /** reply.flags (ReplyFlag) */
+  flags?: number;
+  /** addresses packed into the name field instead of text (cacheable DIRECT answers) */
+  addrs?: Addr[];
 }
 
 export class ProtocolError extends Error {}
@@ -184,7 +194,11 @@ export function encode(m: Partial<Msg> & { op: number }, out: Buffer = Buffer.al
   out.writeUInt32LE(m.pid ?? 0, Off.pid);
   writeAddr(out, Off.a, m.a ?? null);
   writeAddr(out, Off.b, m.b ?? null);
-  if (m.name) {
+  if (m.flags) out.writeUInt16LE(m.flags, Off.flags);
+  if (m.addrs) {
+    if (m.addrs.length > CACHE_MAX) throw new ProtocolError('too many addresses');
+    m.addrs.forEach((a, i) => writeAddr(out, Off.name + i * ADDR_SIZE, a));
+  } else if (m.name) {
     const n = Buffer.from(m.name, 'utf8');
     if (n.length >= AX_NAME_MAX) throw new ProtocolError('name too long');
     n.copy(out, Off.name);

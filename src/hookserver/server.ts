@@ -20,8 +20,8 @@ export interface Session {
 export type Reply = Partial<Omit<Msg, 'op' | 'seq'>> & { fd?: number };
 
 export interface Dispatcher {
-  /** Returns the reply, or null for one-way messages. Throwing ProtocolError drops the peer. */
-  handle(s: Session, m: Msg): Reply | null;
+  /** Returns the reply (or a promise of it), or null for one-way messages. Throwing ProtocolError drops the peer. */
+  handle(s: Session, m: Msg): Reply | null | Promise<Reply>;
   closed(s: Session): void;
 }
 
@@ -98,7 +98,7 @@ export class HookServer {
 
   private onFrame(s: Session, sock: Socket, fd: number, frame: Buffer): boolean {
     let m: Msg;
-    let reply: Reply | null;
+    let reply: Reply | null | Promise<Reply>;
     try {
       m = decode(frame);
       reply = this.dispatcher.handle(s, m);
@@ -110,10 +110,21 @@ export class HookServer {
       throw e;
     }
     if (!reply) return true;
+    if (reply instanceof Promise) {
+      // Answered later (the hook waits; it sends no other request meanwhile).
+      reply.then((r) => {
+        if (!sock.destroyed) this.sendReply(s, sock, fd, m, r);
+      });
+      return true;
+    }
+    return this.sendReply(s, sock, fd, m, reply);
+  }
+
+  private sendReply(s: Session, sock: Socket, fd: number, m: Msg, reply: Reply): boolean {
     const r = reply as Reply & { op: number; seq: number; pid: number };
     r.op = m.op;
     r.seq = m.seq;
-    r.pid = 0;
+    r.pid = reply.pid ?? 0;
     encode(r, this.out);
     const sendFd = reply.fd ?? -1;
     const err = libc.sendWithFd(fd, this.out, sendFd);

@@ -47,7 +47,7 @@ export interface Sock {
 export type LbMode = 'round-robin' | 'random';
 
 export type Pick =
-  | { kind: 'backend'; sock: Sock }
+  | { kind: 'backend'; sock: Sock; all: Sock[] } // all: every backend the client may use
   | { kind: 'denied' } // listeners exist, policy refuses every one
   | { kind: 'waiting' } // the address is registered, nothing listens yet
   | { kind: 'unknown' }; // not a virtual address
@@ -91,7 +91,21 @@ export class ServiceTable {
   }
 
   private emit(c: Change): void {
+    this.bump();
     for (const fn of this.listeners) fn(c);
+  }
+
+  /** Bumped on every change of what connects resolve to (apps, sockets, remote view). */
+  generation = 1 + Math.floor(Math.random() * 0x7ffffffe);
+  private genListeners: Array<(g: number) => void> = [];
+
+  onGeneration(fn: (g: number) => void): void {
+    this.genListeners.push(fn);
+  }
+
+  private bump(): void {
+    this.generation = (this.generation % 0x7fffffff) + 1;
+    for (const fn of this.genListeners) fn(this.generation);
   }
 
   // ---- apps -------------------------------------------------------------
@@ -209,6 +223,7 @@ export class ServiceTable {
 
   /** Replaces what other nodes own (called by the cluster glue after every change). */
   setRemote(apps: App[], socks: Sock[]): void {
+    this.bump();
     for (const s of this.remoteSocks) this.unindex(s);
     this.remoteApps = apps.filter((a) => a.node !== this.node);
     this.remoteSocks = socks.filter((s) => s.node !== this.node && s.state === 'listening');
@@ -334,7 +349,7 @@ export class ServiceTable {
       this.rr.set(key, n + 1);
       i = n % allowed.length;
     }
-    return { kind: 'backend', sock: allowed[i] };
+    return { kind: 'backend', sock: allowed[i], all: allowed };
   }
 
   /** Remembers who owns the client end of a connection the daemon made. */
