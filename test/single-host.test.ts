@@ -254,7 +254,9 @@ t.test('exit status and children: ax run passes status through, the hook follows
 });
 
 t.test('bad input: flags, labels, ips, unreachable daemon', async (t) => {
-  const ax = (args: string[]) => run(process.execPath, [AX, ...args]);
+  const env: NodeJS.ProcessEnv = { ...process.env };
+  delete env.AX_CLUSTER_KEY;
+  const ax = (args: string[]) => run(process.execPath, [AX, ...args], { env });
   const cases: Array<[string[], RegExp]> = [
     [['run', '--bogus', '--', 'true'], /unknown flag --bogus/],
     [['run', '--name', 'x'], /missing command/],
@@ -266,6 +268,14 @@ t.test('bad input: flags, labels, ips, unreachable daemon', async (t) => {
     [['daemon', '--ports', '5-1'], /--ports: invalid port range "5-1"/],
     [['daemon', '--vip-range', '10.0.0.0'], /--vip-range: invalid CIDR/],
     [['get', 'things'], /cannot get "things"/],
+    [['daemon', '--handoff', 'magic'], /--handoff: "magic" is not auto or fd/],
+    [['daemon', '--advertise', '10.9.0.1'], /clustering needs a shared key: --cluster-key KEY/],
+    [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'short'], /--cluster-key: the key must be at least 16 bytes/],
+    [['daemon', '--advertise', 'my-host', '--cluster-key', 'k'.repeat(20)], /--advertise: clustering needs this host's IPv4 address/],
+    [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--join', '10.9.0.300'], /--join: "10\.9\.0\.300" is not IP or IP:PORT/],
+    [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--tls-cert', '/x'], /TLS needs all of --tls-cert, --tls-key and --tls-ca/],
+    [['daemon', '--advertise', '10.9.0.1', '--cluster-key-file', '/nonexistent/key'], /--cluster-key-file: cannot read \/nonexistent\/key/],
+    [['daemon', '--gossip-port', '7000'], /--gossip-port needs --advertise/],
     [['frobnicate'], /unknown command "frobnicate"/],
     [[], /missing command/],
   ];
