@@ -66,6 +66,15 @@ static __attribute__((unused)) int resolve(const char *host, const char *port, i
     return 0;
 }
 
+/* resolve(), or print "fail resolve ..." and exit 1 */
+static __attribute__((unused)) void resolve_or_die(const char *host, const char *port, int family,
+                                                   struct sockaddr_storage *ss, socklen_t *len)
+{
+    int rc = resolve(host, port, family, ss, len);
+    if (rc)
+        DIE("resolve %s", gai_strerror(rc));
+}
+
 static __attribute__((unused)) int write_all(int fd, const void *buf, size_t n)
 {
     const char *p = buf;

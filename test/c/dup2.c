@@ -9,9 +9,7 @@ int main(int argc, char **argv)
         DIE("usage: dup2 HOST PORT");
     struct sockaddr_storage ss;
     socklen_t len;
-    int rc = resolve(argv[1], argv[2], AF_UNSPEC, &ss, &len);
-    if (rc)
-        DIE("resolve %s", gai_strerror(rc));
+    resolve_or_die(argv[1], argv[2], AF_UNSPEC, &ss, &len);
     int s = socket(ss.ss_family, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(s, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);

@@ -21,9 +21,7 @@ int main(int argc, char **argv)
     int want_refused = argc > 3 && strcmp(argv[3], "refused") == 0;
     struct sockaddr_storage ss;
     socklen_t len;
-    int rc = resolve(argv[1], argv[2], AF_INET, &ss, &len);
-    if (rc)
-        DIE("resolve %s", gai_strerror(rc));
+    resolve_or_die(argv[1], argv[2], AF_INET, &ss, &len);
     int fd = socket(ss.ss_family, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, 1 /* TCP_NODELAY */, &one, sizeof one);

@@ -12,9 +12,7 @@ int main(int argc, char **argv)
     int want_refused = argc > 3 && strcmp(argv[3], "refused") == 0;
     struct sockaddr_storage ss;
     socklen_t len;
-    int rc = resolve(argv[1], argv[2], AF_UNSPEC, &ss, &len);
-    if (rc)
-        DIE("resolve %s", gai_strerror(rc));
+    resolve_or_die(argv[1], argv[2], AF_UNSPEC, &ss, &len);
     int fd = socket(ss.ss_family, SOCK_STREAM, 0);
     fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     int ep = epoll_create1(EPOLL_CLOEXEC);
