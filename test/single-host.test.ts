@@ -276,6 +276,9 @@ t.test('bad input: flags, labels, ips, unreachable daemon', async (t) => {
     [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--tls-cert', '/x'], /TLS needs all of --tls-cert, --tls-key and --tls-ca/],
     [['daemon', '--advertise', '10.9.0.1', '--cluster-key-file', '/nonexistent/key'], /--cluster-key-file: cannot read \/nonexistent\/key/],
     [['daemon', '--gossip-port', '7000'], /--gossip-port needs --advertise/],
+    [['daemon', '--lb', 'fastest'], /--lb: "fastest" is not round-robin or random/],
+    [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--probe-interval', '1ms'], /--probe-interval must be between 50ms and 60s/],
+    [['run', '--expose', '80', '--', 'true'], /--expose "80": expected PORT:HOSTPORT or PORT:HOSTIP:HOSTPORT/],
     [['frobnicate'], /unknown command "frobnicate"/],
     [[], /missing command/],
   ];
@@ -316,14 +319,18 @@ s = conn("${hookSock}")
 s.sendall(struct.pack("<IHH", 0x31305841, 99, 0).ljust(384, b"\\0")); print("hook closed:", s.recv(10) == b"")
 s = conn("${hookSock}")
 s.sendall(struct.pack("<IHH", 0x31305841, 4, 0).ljust(384, b"\\0")); print("hook closed:", s.recv(10) == b"")
+# a CONNECTING note whose address has an impossible family
+s = conn("${hookSock}")
+s.sendall((struct.pack("<IHH", 0x31305841, 10, 0).ljust(56, b"\\0") + struct.pack("<H", 99)).ljust(384, b"\\0")); print("hook closed:", s.recv(10) == b"")
 a = conn("${d.socket}"); a.sendall(os.urandom(5000)); a.close()
 a = conn("${d.socket}"); a.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + os.urandom(3000)); a.close()
 `;
   const g = await run('python3', ['-c', garbage]);
-  t.equal(g.stdout.trim().split('\n').filter((l) => l === 'hook closed: True').length, 6, `every bad peer dropped (${g.stdout}${g.stderr})`);
+  t.equal(g.stdout.trim().split('\n').filter((l) => l === 'hook closed: True').length, 7, `every bad peer dropped (${g.stdout}${g.stderr})`);
   await d.proc.waitFor(/dropped: bad magic/);
   await d.proc.waitFor(/dropped: .*unknown op 99/);
   await d.proc.waitFor(/dropped: .*before HELLO/);
+  await d.proc.waitFor(/dropped: address family 99 is not AF_INET or AF_INET6/);
   const ok = await d.run([], ['curl', '-sS', '--max-time', '5', 'http://steady/']).result();
   t.equal(ok.stdout, 'hello from web\n', 'daemon still serves');
   t.equal((await d.get('services')).length, 1, 'API still serves');
@@ -424,4 +431,28 @@ t.test('redis-server (IPv4 and IPv6-only listeners on one port) with redis-cli b
   t.match(clients.stdout, /addr=10\.240\.\d+\.\d+:\d+/, 'redis sees the client by its VIP');
   const socks = await d.get('sockets');
   t.equal(socks.filter((s) => s.state === 'listening').length, 2, 'both listeners registered');
+});
+
+t.test('--expose binds a virtual port on a fixed host port; --lb random balances too', async (t) => {
+  const d = await TestDaemon.start(t, ['--lb', 'random']);
+  const probe = await run('python3', ['-c', 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])']);
+  const hostPort = Number(probe.stdout.trim());
+  const web = d.run(['--name', 'exposed', '--expose', `80:${hostPort}`], ['python3', '-u', '-m', 'http.server', '80'], { cwd: www });
+  await web.waitFor(/Serving HTTP/);
+  const svc = (await d.get('services')).find((x) => x.name === 'exposed');
+  t.equal(svc?.host_port, hostPort, 'the exposed host port is used, not one from the pool');
+  // A plain client, not under ax, reaches the app on the exposed port.
+  const plain = await run('curl', ['-sS', '--max-time', '5', `http://127.0.0.1:${hostPort}/`]);
+  t.equal(plain.stdout, 'hello from web\n', 'reachable on the host port without ax');
+  t.equal(await d.run([], ['curl', '-sS', '--max-time', '5', 'http://exposed/']).result().then((r) => r.stdout), 'hello from web\n');
+
+  const srv = (tag: string) => `require('net').createServer((c)=>c.end('${tag}\\n')).listen(80,()=>console.log('up'))`;
+  const a = d.run(['--name', 'rnd'], ['node', '-e', srv('A')]);
+  const b = d.run(['--name', 'rnd'], ['node', '-e', srv('B')]);
+  await a.waitFor(/up/);
+  await b.waitFor(/up/);
+  const got = await d.run([], ['sh', '-c', 'for i in $(seq 24); do curl -s --max-time 3 telnet://rnd:80 </dev/null; done']).result();
+  const lines = got.stdout.trim().split('\n');
+  t.equal(lines.length, 24);
+  t.ok(lines.includes('A') && lines.includes('B'), `random over the pool reaches both backends (${lines.join('')})`);
 });
