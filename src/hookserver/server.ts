@@ -40,7 +40,7 @@ export class HookServer {
   constructor(
     private readonly path: string,
     private readonly dispatcher: Dispatcher,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     this.warn = rateLimited(log);
   }
@@ -55,10 +55,6 @@ export class HookServer {
     });
     // Any local user may run apps; sessions authenticate with the app token.
     chmodSync(this.path, 0o666);
-  }
-
-  get sessionCount(): number {
-    return this.sessions.size;
   }
 
   private accept(sock: Socket): void {

@@ -58,8 +58,4 @@ export class PortPool {
   release(port: number): void {
     this.used.delete(port);
   }
-
-  get inUse(): number {
-    return this.used.size;
-  }
 }

@@ -1,7 +1,7 @@
 // The service table: apps, their virtual IPs and names, the sockets they bind
 // and listen on, and load balancing over pools. Pure in-memory state; the
 // daemon persists it through the change listener and performs the syscalls.
-import { cidrContains, intToIpv4, ipv4ToInt, type Cidr } from '../common/addr';
+import { cidrContains, intToIpv4, type Cidr } from '../common/addr';
 import { mayConnect, type Labels } from '../policy/labels';
 
 export interface ExposeRule {
@@ -83,7 +83,7 @@ export class ServiceTable {
   constructor(
     readonly node: string,
     private readonly vipRange: Cidr,
-    private lb: LbMode = 'round-robin',
+    private readonly lb: LbMode = 'round-robin',
   ) {}
 
   onChange(fn: (c: Change) => void): void {
@@ -254,11 +254,6 @@ export class ServiceTable {
     return undefined;
   }
 
-  /** Host ports already given out on this node. */
-  hostPorts(): number[] {
-    return [...this.socks.values()].filter((s) => s.node === this.node).map((s) => s.hostPort);
-  }
-
   addSock(s: Sock): void {
     this.socks.set(s.id, s);
     if (s.id >= this.nextSock) this.nextSock = s.id + 1;
@@ -273,11 +268,6 @@ export class ServiceTable {
   /** This node's sockets. */
   listSocks(): Sock[] {
     return [...this.socks.values()];
-  }
-
-  /** Every socket the API shows: this node's and the replicated listeners. */
-  allSocks(): Sock[] {
-    return [...this.socks.values(), ...this.remoteSocks];
   }
 
   setListening(id: number): Sock | undefined {
@@ -324,10 +314,6 @@ export class ServiceTable {
 
   // ---- connect ----------------------------------------------------------
 
-  setLb(mode: LbMode): void {
-    this.lb = mode;
-  }
-
   /** Chooses a backend for a connection from `client` to vip:vport. */
   pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true): Pick {
     const set = this.byVip.get(vip);
@@ -369,8 +355,4 @@ export class ServiceTable {
   get vipRangeText(): string {
     return `${intToIpv4(this.vipRange.base)}/${this.vipRange.bits}`;
   }
-}
-
-export function vipSort(a: string, b: string): number {
-  return ipv4ToInt(a) - ipv4ToInt(b);
 }
