@@ -231,8 +231,11 @@ export class ServiceTable {
     this.remoteNames.clear();
     // Deterministic when two nodes claim one name with different VIPs: the
     // lexically smallest node wins, everywhere.
-    const sorted = [...this.remoteApps].sort((x, y) => (x.node < y.node ? -1 : x.node > y.node ? 1 : 0));
-    for (const a of sorted) if (a.name && !this.remoteNames.has(a.name)) this.remoteNames.set(a.name, a.vip);
+    // Services carry their name too: a name resolves as soon as either its app or
+    // one of its services has been replicated (they travel as separate entries).
+    const named: Array<{ node: string; name: string; vip: string }> = [...this.remoteApps, ...this.remoteSocks];
+    named.sort((x, y) => (x.node < y.node ? -1 : x.node > y.node ? 1 : 0));
+    for (const a of named) if (a.name && !this.remoteNames.has(a.name)) this.remoteNames.set(a.name, a.vip);
   }
 
   // ---- sockets ----------------------------------------------------------
