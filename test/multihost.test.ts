@@ -41,7 +41,7 @@ class Host {
 
   async startDaemon(extra: string[] = [], key = KEY): Promise<void> {
     this.daemon = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'daemon', '--node-name', this.name, '--advertise', this.ip,
-      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', key, '--probe-interval', '200ms', '--log-level', 'debug', ...extra]);
+      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', key, '--probe-interval', '200ms', '--sync-interval', '2s', '--log-level', 'debug', ...extra]);
     await this.daemon.waitFor(/ready: api/, 20_000);
   }
 

@@ -276,6 +276,7 @@ t.test('bad input: flags, labels, ips, unreachable daemon', async (t) => {
     [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--tls-cert', '/x'], /TLS needs all of --tls-cert, --tls-key and --tls-ca/],
     [['daemon', '--advertise', '10.9.0.1', '--cluster-key-file', '/nonexistent/key'], /--cluster-key-file: cannot read \/nonexistent\/key/],
     [['daemon', '--gossip-port', '7000'], /--gossip-port needs --advertise/],
+    [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--sync-interval', '10ms'], /--sync-interval must be between 500ms and 10m/],
     [['daemon', '--lb', 'fastest'], /--lb: "fastest" is not round-robin or random/],
     [['daemon', '--advertise', '10.9.0.1', '--cluster-key', 'k'.repeat(20), '--probe-interval', '1ms'], /--probe-interval must be between 50ms and 60s/],
     [['run', '--expose', '80', '--', 'true'], /--expose "80": expected PORT:HOSTPORT or PORT:HOSTIP:HOSTPORT/],

@@ -37,6 +37,8 @@ cluster (gossip with the daemons of other hosts):
                       or $AX_CLUSTER_KEY. Required with --advertise/--join.
   --tls-cert F --tls-key F --tls-ca F   TLS with certificates between daemons (optional)
   --probe-interval D  failure detector probe period (default 500ms); failures are detected in ~5 probes
+  --sync-interval D   anti-entropy period (default 10s); also how often a node retries members it
+                      believes dead, which is what merges the two sides after a partition heals
 `;
 
 const SPECS: FlagSpec[] = [
@@ -61,6 +63,7 @@ const SPECS: FlagSpec[] = [
   { name: 'tls-key', kind: 'string' },
   { name: 'tls-ca', kind: 'string' },
   { name: 'probe-interval', kind: 'string' },
+  { name: 'sync-interval', kind: 'string' },
   { name: 'help', short: 'h', kind: 'bool' },
 ];
 
@@ -70,7 +73,7 @@ function clusterFromArgs(p: Parsed, c: DaemonConfig): void {
   const advertise = v('advertise');
   const wanted = advertise !== undefined || join.length > 0 || v('cluster-key') !== undefined || v('cluster-key-file') !== undefined;
   if (!wanted) {
-    for (const f of ['gossip-port', 'tls-cert', 'tls-key', 'tls-ca', 'probe-interval']) {
+    for (const f of ['gossip-port', 'tls-cert', 'tls-key', 'tls-ca', 'probe-interval', 'sync-interval']) {
       if (v(f) !== undefined) throw new UsageError(`--${f} needs --advertise (clustering is off)`);
     }
     return;
@@ -97,13 +100,19 @@ function clusterFromArgs(p: Parsed, c: DaemonConfig): void {
   const gossipPort = v('gossip-port') ? parsePort(v('gossip-port')!, '--gossip-port') : 7946;
   const probe = v('probe-interval') ? parseDuration(v('probe-interval')!, '--probe-interval') : undefined;
   if (probe !== undefined && (probe < 50 || probe > 60_000)) throw new UsageError('--probe-interval must be between 50ms and 60s');
+  const sync = v('sync-interval') ? parseDuration(v('sync-interval')!, '--sync-interval') : undefined;
+  if (sync !== undefined && (sync < 500 || sync > 600_000)) throw new UsageError('--sync-interval must be between 500ms and 10m');
+  const timing = {
+    ...(probe !== undefined ? { probeIntervalMs: probe, probeTimeoutMs: Math.max(25, Math.floor(probe / 2)) } : {}),
+    ...(sync !== undefined ? { pushPullIntervalMs: sync } : {}),
+  };
   c.cluster = {
     advertise,
     gossipPort,
     join,
     keys: [key],
     ...(tlsFlags.length === 3 ? { tls: { cert: v('tls-cert')!, key: v('tls-key')!, ca: v('tls-ca')! } } : {}),
-    ...(probe !== undefined ? { timing: { probeIntervalMs: probe, probeTimeoutMs: Math.max(25, Math.floor(probe / 2)) } } : {}),
+    ...(Object.keys(timing).length > 0 ? { timing } : {}),
   };
   if (v('host-ip') === undefined) c.hostIp = advertise;
 }
