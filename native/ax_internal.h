@@ -1,0 +1,338 @@
+/*
+ * ax_internal.h -- declarations shared by the files of libaxhook.so.
+ *
+ * The library is split along its seams (see docs/architecture.md):
+ *   hooks.c    the exported interposers: each a few lines calling into the logic below
+ *   core.c     real symbols (dlsym RTLD_NEXT), configuration, lazy init, debug log,
+ *              cached pid, raw system calls and the syscall() dispatcher
+ *   addr.c     sockaddr <-> struct ax_addr conversions and predicates
+ *   fdtable.c  per-socket metadata shared across dups; close/close_range/closefrom,
+ *              dup/dup2/dup3 and F_DUPFD
+ *   ctl.c      the control channel to the daemon: session, request/reply, one-way
+ *              notes, the generation page, fork handling
+ *   cache.c    cached DIRECT connect answers (valid while the generation is unchanged)
+ *   sock.c     socket logic: socket, bind, listen, connect, accept, name translation,
+ *              fd swap, socket option and epoll bookkeeping
+ *   names.c    getaddrinfo, getnameinfo, gethostbyname*, gethostbyaddr*
+ *   execenv.c  exec family and posix_spawn: LD_PRELOAD and AX_* kept in the child's env
+ *
+ * Everything declared here is hidden (-fvisibility=hidden and the pragma below);
+ * only the interposers in hooks.c are exported.
+ *
+ * Rules followed throughout:
+ *  - real symbols are resolved once (dlsym RTLD_NEXT) in a lazy, idempotent init;
+ *  - nothing is ever printed to stdout/stderr (optional log: $AX_HOOK_DEBUG);
+ *  - errno is preserved on success, only API-legal values on failure;
+ *  - a thread-local guard sends re-entrant calls (signal handlers that run
+ *    while the thread is inside the hook) straight to libc, so no lock is ever
+ *    taken twice by one thread;
+ *  - close() never mallocs, frees, or takes the control-channel mutex; the
+ *    one-way CLOSE message is a single non-blocking send().
+ */
+#ifndef AX_INTERNAL_H
+#define AX_INTERNAL_H
+
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sched.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ax_proto.h"
+
+#define EXPORT __attribute__((visibility("default")))
+#define TLS    __thread __attribute__((tls_model("initial-exec")))
+
+/* glibc declares the sockaddr arguments as transparent unions under _GNU_SOURCE. */
+#if defined(__USE_GNU) && !defined(__cplusplus)
+#define SA(x)  ((x).__sockaddr__)
+#define CSA(x) ((x).__sockaddr__)
+#else
+#define SA(x)  (x)
+#define CSA(x) (x)
+#endif
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+extern char **environ;
+
+#pragma GCC visibility push(hidden)
+
+/* ------------------------------------------------------------------------ */
+/* core.c: real symbols, configuration, init                                 */
+
+struct real_syms {
+    int (*socket)(int, int, int);
+    int (*socketpair)(int, int, int, int[2]);
+    int (*bind)(int, const struct sockaddr *, socklen_t);
+    int (*listen)(int, int);
+    int (*connect)(int, const struct sockaddr *, socklen_t);
+    int (*accept)(int, struct sockaddr *, socklen_t *);
+    int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+    int (*getsockname)(int, struct sockaddr *, socklen_t *);
+    int (*getpeername)(int, struct sockaddr *, socklen_t *);
+    int (*getsockopt)(int, int, int, void *, socklen_t *);
+    int (*setsockopt)(int, int, int, const void *, socklen_t);
+    int (*close)(int);
+    int (*close_range)(unsigned int, unsigned int, int);
+    void (*closefrom)(int);
+    int (*dup)(int);
+    int (*dup2)(int, int);
+    int (*dup3)(int, int, int);
+    int (*fcntl)(int, int, ...);
+    int (*fcntl64)(int, int, ...);
+    int (*ioctl)(int, unsigned long, ...);
+    int (*epoll_ctl)(int, int, int, struct epoll_event *);
+    long (*syscall)(long, ...);
+    int (*getaddrinfo)(const char *, const char *, const struct addrinfo *, struct addrinfo **);
+    void (*freeaddrinfo)(struct addrinfo *);
+    int (*getnameinfo)(const struct sockaddr *, socklen_t, char *, socklen_t, char *, socklen_t, int);
+    struct hostent *(*gethostbyname)(const char *);
+    struct hostent *(*gethostbyname2)(const char *, int);
+    int (*gethostbyname_r)(const char *, struct hostent *, char *, size_t, struct hostent **, int *);
+    int (*gethostbyname2_r)(const char *, int, struct hostent *, char *, size_t, struct hostent **, int *);
+    struct hostent *(*gethostbyaddr)(const void *, socklen_t, int);
+    int (*gethostbyaddr_r)(const void *, socklen_t, int, struct hostent *, char *, size_t, struct hostent **, int *);
+    int (*execve)(const char *, char *const[], char *const[]);
+    int (*execvpe)(const char *, char *const[], char *const[]);
+    int (*posix_spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                       char *const[], char *const[]);
+    int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                        char *const[], char *const[]);
+};
+extern struct real_syms R;
+
+/* configuration (read once at init) */
+#define N_SAVED_ENV 5
+struct ax_cfg {
+    int enabled;                 /* AX_HOOK_SOCK set: the hook is active */
+    int fail_open;               /* AX_FAIL_MODE=open */
+    long wait_ms;                /* AX_CONNECT_WAIT_MS */
+    char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    char app[AX_NAME_MAX];
+    char *debug_path;
+    char *self_path;             /* path of this library */
+    char *preload_entry;         /* "LD_PRELOAD=..." as we want it in children */
+    char *saved_env[N_SAVED_ENV];/* "AX_...=value" strings present at init */
+};
+extern struct ax_cfg cfg;
+extern const char *const saved_env_names[N_SAVED_ENV];
+
+extern atomic_int inited;
+extern TLS int tl_in_hook;
+extern TLS int tl_initializing;
+void ax_init_slow(void);
+
+/* Lazy, idempotent init. A hooked call made by something do_init itself calls
+ * (malloc's own initialization, say) must not wait on the pthread_once it is
+ * inside of: it goes on with whatever is resolved so far. */
+static inline void ax_init(void)
+{
+    if (__builtin_expect(!atomic_load_explicit(&inited, memory_order_acquire), 0) && !tl_initializing)
+        ax_init_slow();
+}
+
+/* The hook is "on" for this call: configured and not re-entered. */
+static inline int hook_on(void) { return cfg.enabled && !tl_in_hook; }
+
+#define NEED(f)                      \
+    do {                             \
+        ax_init();                   \
+        if (!R.f) {                  \
+            errno = ENOSYS;          \
+            return -1;               \
+        }                            \
+    } while (0)
+
+#define GUARD_ENTER (tl_in_hook++)
+#define GUARD_LEAVE (tl_in_hook--)
+
+/* getpid() cached in a MADV_WIPEONFORK page (see core.c) */
+extern atomic_int *pid_cache;
+static inline pid_t ax_getpid(void)
+{
+    atomic_int *c = pid_cache;
+    if (__builtin_expect(c != NULL, 1)) {
+        int v = atomic_load_explicit(c, memory_order_relaxed);
+        if (__builtin_expect(v != 0, 1))
+            return v;
+        v = (int)getpid();
+        atomic_store_explicit(c, v, memory_order_relaxed);
+        return v;
+    }
+    return getpid();
+}
+
+void dbg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+long raw_syscall6(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
+long h_syscall(long nr, long a0, long a1, long a2, long a3, long a4, long a5);
+
+/* ------------------------------------------------------------------------ */
+/* addr.c                                                                    */
+
+extern const uint8_t v4mapped_prefix[12];
+int sa_to_ax(const struct sockaddr *sa, socklen_t len, struct ax_addr *a);
+void ax_unmap(struct ax_addr *a);
+socklen_t ax_to_sa(const struct ax_addr *a, int family, struct sockaddr_storage *ss);
+int is_loopback(const struct sockaddr *sa);
+int is_wildcard(const struct sockaddr_storage *ss);
+int same_addr(const struct ax_addr *x, const struct ax_addr *y);
+void copy_out(const void *src, socklen_t srclen, struct sockaddr *dst, socklen_t *dstlen);
+
+/* ------------------------------------------------------------------------ */
+/* fdtable.c: per-socket metadata, shared across dups                        */
+
+enum { ST_FRESH, ST_BOUND, ST_LISTEN, ST_CONN, ST_ACCEPTED, ST_NATIVE };
+
+#define MAX_OPTS 16
+#define MAX_EPS  8
+#define OPT_MAX  64
+
+struct opt {
+    int level, name;
+    socklen_t len;
+    unsigned char val[OPT_MAX];
+};
+struct epreg {
+    int epfd;
+    uint32_t events;
+    uint64_t data;
+};
+
+struct meta {
+    struct meta *next;      /* free list */
+    uint64_t gen;           /* 0 while on the free list */
+    int refs;               /* fd numbers pointing here */
+    int family;
+    int state;
+    int bound_native;       /* bound to a real (loopback) address */
+    uint32_t sock_id;       /* daemon socket id */
+    pid_t owner;            /* process that got sock_id (CLOSE only from it) */
+    ino_t ino;              /* socket inode, to detect stale entries */
+    int v6only, reuseport;
+    int has_vlocal, has_vpeer, has_rdest;
+    socklen_t vlocal_len, vpeer_len, rdest_len;
+    struct sockaddr_storage vlocal, vpeer, rdest;
+    int nopts, neps;
+    struct opt opts[MAX_OPTS];
+    struct epreg eps[MAX_EPS];
+};
+
+struct closeinfo {
+    int send;
+    uint32_t sock;
+};
+
+extern pthread_mutex_t tbl_mu;
+static inline void tbl_lock(void) { pthread_mutex_lock(&tbl_mu); }
+static inline void tbl_unlock(void) { pthread_mutex_unlock(&tbl_mu); }
+struct meta **slot_locked(int fd, int create);
+struct meta *meta_alloc_locked(void);
+void tbl_drop_locked(int fd, struct closeinfo *ci);
+struct meta *tbl_get_gen_locked(int fd, uint64_t gen);
+struct meta *tbl_own_locked(int fd, uint64_t gen);
+int tbl_snapshot(int fd, struct meta *out, int verify);
+void tbl_track(int fd, int family, int state);
+void tbl_forget(int fd);
+void tbl_share(int oldfd, int newfd);
+ino_t fd_ino(int fd);
+
+int h_close(int fd);
+int h_close_range(unsigned first, unsigned last, int flags);
+void h_closefrom(int lowfd);
+int h_dup(int fd);
+int h_dup3(int old, int nw, int flags, int three);
+int h_fcntl(int (*real)(int, int, ...), int fd, int cmd, void *arg);
+
+/* ------------------------------------------------------------------------ */
+/* ctl.c: control channel                                                    */
+
+extern pthread_mutex_t ctl_mu;
+extern atomic_int ctl_fd;
+extern atomic_int ctl_ok;
+extern struct ax_addr app_vip;
+extern int have_vip;
+extern const volatile uint32_t *gen_page;
+
+int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd);
+void send_close(uint32_t sock);
+void send_connected(uint32_t ticket, const struct ax_addr *local, const struct ax_addr *dest, int err);
+void send_connecting(uint32_t ticket, const struct ax_addr *backend);
+int is_ctl(int fd);
+void ctl_relocate(int fd);
+void atfork_prepare(void);
+void atfork_parent(void);
+void atfork_child(void);
+
+/* ------------------------------------------------------------------------ */
+/* cache.c: cached DIRECT answers                                            */
+
+void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p);
+int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p);
+
+/* ------------------------------------------------------------------------ */
+/* sock.c: socket logic                                                      */
+
+int h_socket(int domain, int type, int protocol);
+int h_socketpair(int domain, int type, int protocol, int sv[2]);
+int h_bind(int fd, const struct sockaddr *addr, socklen_t len);
+int h_listen(int fd, int backlog);
+int h_connect(int fd, const struct sockaddr *addr, socklen_t len);
+int h_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags, int four);
+int h_name_query(int fd, struct sockaddr *addr, socklen_t *len, int peer);
+int h_setsockopt(int fd, int level, int name, const void *val, socklen_t len);
+int h_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+
+/* ------------------------------------------------------------------------ */
+/* names.c: name lookups                                                     */
+
+int h_getaddrinfo(const char *node, const char *service, const struct addrinfo *hints, struct addrinfo **res);
+void h_freeaddrinfo(struct addrinfo *ai);
+int h_getnameinfo(const struct sockaddr *sa, socklen_t salen, char *host, socklen_t hostlen, char *serv,
+                  socklen_t servlen, int flags);
+struct hostent *h_gethostbyname2(const char *name, int af, int two);
+int h_gethostbyname2_r(const char *name, int af, struct hostent *ret, char *buf, size_t buflen,
+                       struct hostent **result, int *h_errnop, int two);
+struct hostent *h_gethostbyaddr(const void *addr, socklen_t len, int type);
+int h_gethostbyaddr_r(const void *addr, socklen_t len, int type, struct hostent *ret, char *buf, size_t buflen,
+                      struct hostent **result, int *h_errnop);
+
+/* ------------------------------------------------------------------------ */
+/* execenv.c: exec family and posix_spawn                                    */
+
+int h_execve(const char *path, char *const argv[], char *const envp[]);
+int h_execvpe(const char *file, char *const argv[], char *const envp[]);
+int h_posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                  const posix_spawnattr_t *attr, char *const argv[], char *const envp[], int p);
+
+#pragma GCC visibility pop
+
+#endif

@@ -1,0 +1,721 @@
+/*
+ * sock.c -- the socket logic: socket, bind, listen, connect (daemon, direct and
+ * cached), accept, getsockname/getpeername translation, installing the
+ * daemon's socket on the app's fd number (swap), and the bookkeeping of socket
+ * options and epoll registrations that a swap replays.
+ */
+#include "ax_internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* fd swap                                                                   */
+
+/* Install the daemon's socket nfd on the app's fd number, restoring the fd
+ * flag, file status flags, owner, socket options and epoll registrations.
+ * *app_fl: the app socket's file status flags.  Returns 0, or -1 with errno. */
+static int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl)
+{
+    int fl = R.fcntl(fd, F_GETFL);
+    int fdfl = R.fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0) {
+        R.close(nfd);
+        errno = EBADF;
+        return -1;
+    }
+    struct f_owner_ex own;
+    int have_own = 0, sig = 0;
+    if (fl & O_ASYNC) {
+        have_own = R.fcntl(fd, F_GETOWN_EX, &own) == 0;
+        sig = R.fcntl(fd, F_GETSIG);
+    }
+    if (R.dup3(nfd, fd, (fdfl & FD_CLOEXEC) ? O_CLOEXEC : 0) < 0) {
+        int e = errno;
+        R.close(nfd);
+        errno = e;
+        return -1;
+    }
+    R.close(nfd);
+    if (have_own)
+        R.fcntl(fd, F_SETOWN_EX, &own);
+    if (sig > 0)
+        R.fcntl(fd, F_SETSIG, sig);
+    /* the daemon's socket has exactly O_RDWR|O_NONBLOCK: only a blocking or
+     * O_ASYNC app socket needs F_SETFL */
+    if ((fl & (O_NONBLOCK | O_ASYNC)) != O_NONBLOCK)
+        R.fcntl(fd, F_SETFL, fl & (O_NONBLOCK | O_ASYNC));
+    if (app_fl)
+        *app_fl = fl;
+    for (int i = 0; i < snap->nopts; i++)
+        R.setsockopt(fd, snap->opts[i].level, snap->opts[i].name, snap->opts[i].val, snap->opts[i].len);
+    for (int i = 0; i < snap->neps; i++) {
+        struct epoll_event ev;
+        ev.events = snap->eps[i].events;
+        ev.data.u64 = snap->eps[i].data;
+        if (R.epoll_ctl(snap->eps[i].epfd, EPOLL_CTL_ADD, fd, &ev) < 0 && errno == EEXIST)
+            R.epoll_ctl(snap->eps[i].epfd, EPOLL_CTL_MOD, fd, &ev);
+    }
+    *ino = fd_ino(fd);
+    return 0;
+}
+
+static int tracked_type(int domain, int type, int protocol)
+{
+    return (domain == AF_INET || domain == AF_INET6) && (type & 0xff) == SOCK_STREAM &&
+           (protocol == 0 || protocol == IPPROTO_TCP);
+}
+
+int h_socket(int domain, int type, int protocol)
+{
+    NEED(socket);
+    int fd = R.socket(domain, type, protocol);
+    if (fd >= 0 && hook_on()) {
+        GUARD_ENTER;
+        if (tracked_type(domain, type, protocol))
+            tbl_track(fd, domain, ST_FRESH);
+        else
+            tbl_forget(fd);
+        GUARD_LEAVE;
+    }
+    return fd;
+}
+int h_socketpair(int domain, int type, int protocol, int sv[2])
+{
+    NEED(socketpair);
+    int r = R.socketpair(domain, type, protocol, sv);
+    if (r == 0 && hook_on()) {
+        GUARD_ENTER;
+        tbl_forget(sv[0]);
+        tbl_forget(sv[1]);
+        GUARD_LEAVE;
+    }
+    return r;
+}
+
+static void bind_flags(const struct meta *m, struct ax_msg *q)
+{
+    q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0);
+}
+
+/* BIND round trip + swap.  Returns 0, -1 (errno), or 1 = "do it natively". */
+static int virtual_bind(int fd, const struct meta *snap, const struct ax_addr *a, int flags, int fail_errno)
+{
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_BIND;
+    q.a = *a;
+    q.arg = flags;
+    bind_flags(snap, &q);
+    int nfd;
+    if (ax_request(&q, &p, &nfd) < 0) {
+        if (cfg.fail_open)
+            return 1;
+        errno = fail_errno;
+        return -1;
+    }
+    if (p.status == AX_ST_NATIVE)
+        return 1;
+    if (p.status != AX_ST_OK) {
+        errno = p.err > 0 ? p.err : fail_errno;
+        return -1;
+    }
+    if (nfd < 0) {
+        errno = fail_errno;
+        return -1;
+    }
+    ino_t ino;
+    if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
+        return -1;
+    tbl_lock();
+    struct meta *m = tbl_own_locked(fd, snap->gen);
+    if (m) {
+        m->state = ST_BOUND;
+        m->sock_id = p.sock;
+        m->owner = ax_getpid();
+        m->ino = ino;
+        m->vlocal_len = ax_to_sa(&p.a, m->family, &m->vlocal);
+        m->has_vlocal = 1;
+    }
+    tbl_unlock();
+    dbg("bind fd %d -> sock %u vport %u", fd, p.sock, p.a.port);
+    return 0;
+}
+
+int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    NEED(bind);
+    if (!hook_on() || !addr || len < sizeof(sa_family_t))
+        return R.bind(fd, addr, len);
+    GUARD_ENTER;
+    int e = errno, r;
+    struct meta snap;
+    struct ax_addr a;
+    if (!tbl_snapshot(fd, &snap, 1) || snap.state != ST_FRESH || snap.bound_native ||
+        addr->sa_family != snap.family || sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
+        r = R.bind(fd, addr, len);
+        goto native_done;
+    }
+    r = virtual_bind(fd, &snap, &a, 0, EADDRNOTAVAIL);
+    if (r == 1) {
+        r = R.bind(fd, addr, len);
+        goto native_done;
+    }
+    if (r == 0)
+        errno = e;
+    GUARD_LEAVE;
+    return r;
+native_done:
+    if (r == 0) {
+        tbl_lock();
+        struct meta **s = slot_locked(fd, 0);
+        if (s && *s)
+            (*s)->bound_native = 1;
+        tbl_unlock();
+        errno = e;
+    }
+    GUARD_LEAVE;
+    return r;
+}
+
+int h_listen(int fd, int backlog)
+{
+    NEED(listen);
+    if (!hook_on())
+        return R.listen(fd, backlog);
+    GUARD_ENTER;
+    int e = errno, r;
+    struct meta snap;
+    if (!tbl_snapshot(fd, &snap, 1) || snap.bound_native ||
+        (snap.state != ST_FRESH && snap.state != ST_BOUND)) {
+        r = R.listen(fd, backlog);
+        goto out;
+    }
+    if (snap.state == ST_FRESH) {
+        struct ax_addr a;
+        memset(&a, 0, sizeof a);
+        a.family = (uint16_t)snap.family;
+        r = virtual_bind(fd, &snap, &a, AX_BF_AUTOBIND, EADDRINUSE);
+        if (r == 1) {
+            r = R.listen(fd, backlog);
+            goto out;
+        }
+        if (r < 0)
+            goto out;
+        if (!tbl_snapshot(fd, &snap, 0) || snap.state != ST_BOUND) {
+            r = R.listen(fd, backlog);
+            goto out;
+        }
+    }
+    r = R.listen(fd, backlog);
+    if (r < 0)
+        goto out;
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_LISTEN;
+    q.sock = snap.sock_id;
+    q.arg = backlog;
+    int nfd;
+    if (ax_request(&q, &p, &nfd) < 0) {
+        if (!cfg.fail_open) {
+            errno = EADDRINUSE;
+            r = -1;
+            goto out;
+        }
+    } else if (p.status == AX_ST_ERR) {
+        errno = p.err > 0 ? p.err : EADDRINUSE;
+        r = -1;
+        goto out;
+    }
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap.gen);
+    if (m)
+        m->state = ST_LISTEN;
+    tbl_unlock();
+    dbg("listen fd %d sock %u", fd, snap.sock_id);
+out:
+    if (r == 0)
+        errno = e;
+    GUARD_LEAVE;
+    return r;
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* wait for a blocking connect started by the daemon to finish (kernel semantics) */
+static int connect_wait(int fd)
+{
+    struct timeval tv = {0, 0};
+    socklen_t tl = sizeof tv;
+    int timeout = -1;
+    if (R.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 && (tv.tv_sec || tv.tv_usec))
+        timeout = (int)(tv.tv_sec * 1000 + tv.tv_usec / 1000);
+    struct pollfd pfd = {fd, POLLOUT, 0};
+    int saved = tl_in_hook;
+    tl_in_hook = 0; /* the app's signal handlers may use sockets while we wait */
+    int n = poll(&pfd, 1, timeout);
+    int e = errno;
+    tl_in_hook = saved;
+    if (n < 0) {
+        errno = e == EINTR ? EINTR : e;
+        return -1;
+    }
+    if (n == 0) {
+        errno = EINPROGRESS;
+        return -1;
+    }
+    int soerr = 0;
+    socklen_t sl = sizeof soerr;
+    if (R.getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) < 0)
+        return -1;
+    if (soerr) {
+        errno = soerr;
+        return -1;
+    }
+    return 0;
+}
+
+static void sleep_us(long us)
+{
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
+    int saved = tl_in_hook;
+    tl_in_hook = 0;
+    nanosleep(&ts, NULL);
+    tl_in_hook = saved;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    int saved = tl_in_hook;
+    tl_in_hook = 0;
+    nanosleep(&ts, NULL);
+    tl_in_hook = saved;
+}
+
+/* mark a tracked socket as natively connected (errno preserved) */
+static void mark_native(int fd, const struct meta *snap)
+{
+    int e = errno;
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m)
+        m->state = ST_NATIVE;
+    tbl_unlock();
+    errno = e;
+}
+
+/* Direct handoff (AX_ST_DIRECT): the app's own socket connects to the real
+ * address the daemon picked, so O_NONBLOCK, EINPROGRESS, SO_ERROR, EINTR,
+ * SO_SNDTIMEO and epoll registrations are the kernel's own; nothing is
+ * swapped.  Afterwards the daemon gets the one-way CONNECTED note with the
+ * real local address, so the server side can see the client's VIP. */
+static int direct_connect(int fd, const struct meta *snap, const struct ax_msg *p)
+{
+    struct sockaddr_storage rd;
+    socklen_t rl = ax_to_sa(&p->b, snap->family, &rd);
+    int saved = tl_in_hook;
+    tl_in_hook = 0; /* a blocking connect: the app's signal handlers may use sockets */
+    int r = R.connect(fd, (struct sockaddr *)&rd, rl);
+    int ce = errno;
+    tl_in_hook = saved;
+    int started = r == 0 || ce == EINPROGRESS || ce == EINTR;
+    struct ax_addr local;
+    memset(&local, 0, sizeof local);
+    if (started) {
+        tbl_lock();
+        struct meta *m = tbl_get_gen_locked(fd, snap->gen); /* dups share this socket */
+        if (m) {
+            m->state = ST_CONN;
+            m->vpeer_len = ax_to_sa(&p->a, m->family, &m->vpeer);
+            m->has_vpeer = p->a.family != 0;
+            m->rdest = rd;
+            m->rdest_len = rl;
+            m->has_rdest = 1;
+            m->has_vlocal = 0;
+        }
+        tbl_unlock();
+        struct sockaddr_storage ls;
+        socklen_t ll = sizeof ls;
+        if (R.getsockname(fd, (struct sockaddr *)&ls, &ll) == 0 && sa_to_ax((struct sockaddr *)&ls, ll, &local) == 0)
+            ax_unmap(&local);
+    }
+    send_connected(p->sock, &local, &p->b, started ? 0 : ce);
+    dbg("connect fd %d direct -> port %u r=%d errno=%d", fd, p->b.port, r, r ? ce : 0);
+    errno = ce;
+    return r;
+}
+
+int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+    NEED(connect);
+    if (!hook_on() || !addr || len < sizeof(sa_family_t))
+        return R.connect(fd, addr, len);
+    GUARD_ENTER;
+    int e = errno, r;
+    struct meta snap;
+    struct ax_addr a;
+    if (!tbl_snapshot(fd, &snap, 1)) {
+        r = R.connect(fd, addr, len);
+        goto out;
+    }
+    if (snap.state == ST_CONN && snap.has_rdest) {
+        /* already virtual: let the kernel answer EALREADY / EISCONN / 0 */
+        r = R.connect(fd, (struct sockaddr *)&snap.rdest, snap.rdest_len);
+        goto out;
+    }
+    if ((snap.state != ST_FRESH && snap.state != ST_BOUND) || addr->sa_family != snap.family ||
+        sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
+        r = R.connect(fd, addr, len);
+        if ((r == 0 || errno == EINPROGRESS) && snap.state == ST_FRESH)
+            mark_native(fd, &snap);
+        goto out;
+    }
+    struct ax_msg q, p;
+    if (cache_lookup(&a, snap.family, &p) && atomic_load(&ctl_ok)) {
+        send_connecting(p.sock, &p.b);
+        r = direct_connect(fd, &snap, &p);
+        goto out;
+    }
+    /* O_NONBLOCK is only looked up when it matters: a PENDING answer (service
+     * registered, not listening yet) or a socket handed over by the daemon. */
+    int nonblock = -1;
+    long deadline = 0, backoff = 5;
+    int wait_flag = 1;
+    int nfd;
+    for (;;) {
+        memset(&q, 0, sizeof q);
+        q.op = AX_OP_CONNECT;
+        q.a = a;
+        q.b.family = (uint16_t)snap.family;
+        q.arg = (nonblock == 1 ? AX_CF_NONBLOCK : 0) | (wait_flag ? AX_CF_WAIT : 0);
+        if (ax_request(&q, &p, &nfd) < 0) {
+            if (cfg.fail_open) {
+                r = R.connect(fd, addr, len);
+            } else {
+                errno = ECONNREFUSED;
+                r = -1;
+            }
+            goto out;
+        }
+        if (p.status != AX_ST_PENDING)
+            break;
+        if (!wait_flag) { /* should not happen: treat as refused */
+            errno = ECONNREFUSED;
+            r = -1;
+            goto out;
+        }
+        if (nonblock < 0) {
+            int fl = R.fcntl(fd, F_GETFL);
+            nonblock = fl >= 0 && (fl & O_NONBLOCK);
+            deadline = now_ms() + cfg.wait_ms;
+        }
+        long left = deadline - now_ms();
+        if (nonblock || left <= 0) {
+            wait_flag = 0; /* last ask: the daemon hands back a refused connect */
+            continue;
+        }
+        sleep_ms(backoff < left ? backoff : left);
+        backoff = backoff * 2 > 100 ? 100 : backoff * 2;
+    }
+    if (p.status == AX_ST_NATIVE) {
+        r = R.connect(fd, addr, len);
+        if (r == 0 || errno == EINPROGRESS)
+            mark_native(fd, &snap);
+        goto out;
+    }
+    if (p.status == AX_ST_DIRECT && nfd < 0 && (p.b.family == AF_INET || p.b.family == AF_INET6)) {
+        cache_store(&a, snap.family, &p);
+        r = direct_connect(fd, &snap, &p);
+        goto out;
+    }
+    if (p.status != AX_ST_OK || nfd < 0) {
+        errno = (p.status == AX_ST_ERR && p.err > 0) ? p.err : ECONNREFUSED;
+        r = -1;
+        goto out;
+    }
+    ino_t ino;
+    int fl = 0;
+    if (swap_fd(fd, nfd, &snap, &ino, &fl) < 0) {
+        r = -1;
+        goto out;
+    }
+    nonblock = (fl & O_NONBLOCK) != 0;
+    tbl_lock();
+    struct meta *m = tbl_own_locked(fd, snap.gen);
+    if (m) {
+        m->state = ST_CONN;
+        m->sock_id = p.sock;
+        m->owner = ax_getpid();
+        m->ino = ino;
+        m->vpeer_len = ax_to_sa(&p.a, m->family, &m->vpeer);
+        m->has_vpeer = p.a.family != 0;
+        m->rdest_len = ax_to_sa(&p.b, m->family, &m->rdest);
+        m->has_rdest = p.b.family != 0;
+        m->has_vlocal = 0;
+        m->nopts = 0;
+    }
+    tbl_unlock();
+    dbg("connect fd %d -> sock %u port %u err %d", fd, p.sock, p.b.port, p.err);
+    if (p.err == 0) {
+        r = 0;
+    } else if (p.err == EINPROGRESS) {
+        if (nonblock) {
+            errno = EINPROGRESS;
+            r = -1;
+        } else {
+            r = connect_wait(fd);
+        }
+    } else {
+        errno = p.err;
+        r = -1;
+    }
+out:
+    if (r == 0)
+        errno = e;
+    GUARD_LEAVE;
+    return r;
+}
+
+/* virtual peer of an accepted socket: ask PEER once, cache the answer */
+static int accepted_peer(int fd, struct meta *snap)
+{
+    if (snap->has_vpeer)
+        return 1;
+    struct sockaddr_storage pe, lo;
+    socklen_t pl = sizeof pe, ll = sizeof lo;
+    if (R.getpeername(fd, (struct sockaddr *)&pe, &pl) < 0 || R.getsockname(fd, (struct sockaddr *)&lo, &ll) < 0)
+        return 0;
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_PEER;
+    if (sa_to_ax((struct sockaddr *)&pe, pl, &q.a) < 0 || sa_to_ax((struct sockaddr *)&lo, ll, &q.b) < 0)
+        return 0;
+    ax_unmap(&q.a);
+    ax_unmap(&q.b);
+    int nfd;
+    /* PENDING: a client handed off directly may not have sent its CONNECTED
+     * note yet; ask again for up to ~50 ms (the daemon keeps the expectation 200 ms), then report the real address */
+    long waited = 0, step = 25;
+    for (;;) {
+        if (ax_request(&q, &p, &nfd) < 0)
+            return 0; /* daemon away: report the real peer, ask again next time */
+        if (p.status != AX_ST_PENDING || waited >= 50000)
+            break;
+        sleep_us(step);
+        waited += step;
+        step = step * 2 > 500 ? 500 : step * 2;
+    }
+    if (p.status == AX_ST_OK && p.a.family) {
+        snap->vpeer_len = ax_to_sa(&p.a, snap->family, &snap->vpeer);
+    } else {
+        memcpy(&snap->vpeer, &pe, sizeof pe);
+        snap->vpeer_len = pl;
+    }
+    snap->has_vpeer = 1;
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m) {
+        m->vpeer = snap->vpeer;
+        m->vpeer_len = snap->vpeer_len;
+        m->has_vpeer = 1;
+    }
+    tbl_unlock();
+    return 1;
+}
+
+static int do_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags, int four)
+{
+    socklen_t inlen = (addr && alen) ? *alen : 0;
+    int fd = four ? R.accept4(lfd, addr, alen, flags) : R.accept(lfd, addr, alen);
+    if (fd < 0 || !hook_on())
+        return fd;
+    GUARD_ENTER;
+    int e = errno;
+    struct meta snap;
+    if (!tbl_snapshot(lfd, &snap, 0) || snap.state != ST_LISTEN || !snap.has_vlocal) {
+        tbl_forget(fd);
+        goto out;
+    }
+    struct meta acc;
+    memset(&acc, 0, sizeof acc);
+    acc.family = snap.family;
+    acc.vlocal = snap.vlocal;
+    acc.vlocal_len = snap.vlocal_len;
+    if (is_wildcard(&acc.vlocal) && have_vip) {
+        uint16_t port = snap.family == AF_INET6 ? ((struct sockaddr_in6 *)&snap.vlocal)->sin6_port
+                                               : ((struct sockaddr_in *)&snap.vlocal)->sin_port;
+        struct ax_addr v = app_vip;
+        v.port = ntohs(port);
+        acc.vlocal_len = ax_to_sa(&v, snap.family, &acc.vlocal);
+    }
+    ino_t ino = fd_ino(fd);
+    tbl_lock();
+    struct closeinfo ci = {0};
+    tbl_drop_locked(fd, &ci);
+    struct meta **s = slot_locked(fd, 1);
+    struct meta *m = s ? meta_alloc_locked() : NULL;
+    if (m) {
+        m->family = acc.family;
+        m->state = ST_ACCEPTED;
+        m->ino = ino;
+        m->vlocal = acc.vlocal;
+        m->vlocal_len = acc.vlocal_len;
+        m->has_vlocal = 1;
+        acc.gen = m->gen;
+        *s = m;
+    }
+    tbl_unlock();
+    if (ci.send)
+        send_close(ci.sock);
+    if (m && addr && alen && accepted_peer(fd, &acc)) {
+        *alen = inlen;
+        copy_out(&acc.vpeer, acc.vpeer_len, addr, alen);
+    }
+out:
+    errno = e;
+    GUARD_LEAVE;
+    return fd;
+}
+
+int h_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags, int four)
+{
+    if (four)
+        NEED(accept4);
+    else
+        NEED(accept);
+    return do_accept(lfd, addr, alen, flags, four);
+}
+
+/* The virtual view of one end of a socket, written to *out; 0 when the real
+ * address (real, rl) is what the app must see. */
+static socklen_t virtual_name(int fd, int peer, const struct sockaddr_storage *real, socklen_t rl,
+                              struct sockaddr_storage *out)
+{
+    struct meta snap;
+    if (!tbl_snapshot(fd, &snap, 1))
+        return 0;
+    if (peer) {
+        if ((snap.state == ST_CONN && snap.has_vpeer) || (snap.state == ST_ACCEPTED && accepted_peer(fd, &snap))) {
+            memcpy(out, &snap.vpeer, snap.vpeer_len);
+            return snap.vpeer_len;
+        }
+        return 0;
+    }
+    if (snap.has_vlocal && (snap.state == ST_BOUND || snap.state == ST_LISTEN || snap.state == ST_ACCEPTED)) {
+        memcpy(out, &snap.vlocal, snap.vlocal_len);
+        return snap.vlocal_len;
+    }
+    struct ax_addr ra;
+    if (snap.state == ST_CONN && have_vip && sa_to_ax((const struct sockaddr *)real, rl, &ra) == 0) {
+        struct ax_addr v = app_vip; /* the app's VIP with the real local port */
+        v.port = ra.port;
+        return ax_to_sa(&v, snap.family, out);
+    }
+    return 0;
+}
+
+/* getsockname / getpeername: the kernel's answer, translated to the virtual view
+ * where there is one, honouring the caller's length (truncate, report full). */
+int h_name_query(int fd, struct sockaddr *addr, socklen_t *len, int peer)
+{
+    if (peer)
+        NEED(getpeername);
+    else
+        NEED(getsockname);
+    int (*real_fn)(int, struct sockaddr *, socklen_t *) = peer ? R.getpeername : R.getsockname;
+    if (!hook_on())
+        return real_fn(fd, addr, len);
+    GUARD_ENTER;
+    int e = errno;
+    struct sockaddr_storage real, virt;
+    socklen_t rl = sizeof real;
+    int r = real_fn(fd, (struct sockaddr *)&real, &rl);
+    if (r < 0 || !len || !addr) {
+        r = real_fn(fd, addr, len); /* the kernel's own answer and errno */
+        if (r == 0)
+            errno = e;
+    } else {
+        socklen_t vl = virtual_name(fd, peer, &real, rl, &virt);
+        if (vl)
+            copy_out(&virt, vl, addr, len);
+        else
+            copy_out(&real, rl, addr, len);
+        errno = e;
+    }
+    GUARD_LEAVE;
+    return r;
+}
+
+/* remember options set before a swap (replayed on the daemon's socket) */
+int h_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+    NEED(setsockopt);
+    int r = R.setsockopt(fd, level, name, val, len);
+    if (r != 0 || !hook_on() || !val || len > OPT_MAX)
+        return r;
+    GUARD_ENTER;
+    int e = errno;
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    struct meta *m = s ? *s : NULL;
+    if (m && (m->state == ST_FRESH || m->state == ST_BOUND)) {
+        int on = len >= sizeof(int) ? *(const int *)val : 0;
+        if (level == IPPROTO_IPV6 && name == IPV6_V6ONLY)
+            m->v6only = on != 0;
+        if (level == SOL_SOCKET && name == SO_REUSEPORT)
+            m->reuseport = on != 0;
+        int i;
+        for (i = 0; i < m->nopts; i++)
+            if (m->opts[i].level == level && m->opts[i].name == name)
+                break;
+        if (i < MAX_OPTS) {
+            m->opts[i].level = level;
+            m->opts[i].name = name;
+            m->opts[i].len = len;
+            memcpy(m->opts[i].val, val, len);
+            if (i == m->nopts)
+                m->nopts++;
+        }
+    }
+    tbl_unlock();
+    errno = e;
+    GUARD_LEAVE;
+    return r;
+}
+
+/* remember epoll registrations (re-added after a swap) */
+int h_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+    NEED(epoll_ctl);
+    int r = R.epoll_ctl(epfd, op, fd, ev);
+    if (r != 0 || !hook_on())
+        return r;
+    GUARD_ENTER;
+    int e = errno;
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    struct meta *m = s ? *s : NULL;
+    if (m) {
+        int i;
+        for (i = 0; i < m->neps; i++)
+            if (m->eps[i].epfd == epfd)
+                break;
+        if (op == EPOLL_CTL_DEL) {
+            if (i < m->neps)
+                m->eps[i] = m->eps[--m->neps];
+        } else if (ev && (op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && i < MAX_EPS) {
+            m->eps[i].epfd = epfd;
+            m->eps[i].events = ev->events;
+            m->eps[i].data = ev->data.u64;
+            if (i == m->neps)
+                m->neps++;
+        }
+    }
+    tbl_unlock();
+    errno = e;
+    GUARD_LEAVE;
+    return r;
+}
