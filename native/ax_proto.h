@@ -1,7 +1,10 @@
 /*
  * ax hook <-> daemon wire protocol.  Defined once here, mirrored once in
- * src/hookserver/proto.ts.  Keep the two in step (test/proto.test.ts checks
- * the sizes and offsets against this header).
+ * src/hookserver/proto.ts (its Layout table, which its encoder and decoder
+ * use).  Keep the two in step: test/proto-layout.test.ts runs
+ * native/build/proto-layout (native/proto_layout.c), which prints the size and
+ * offset of every field below and the value of every constant, and compares
+ * them with the TypeScript side.
  *
  * Transport: a unix stream socket (path in $AX_HOOK_SOCK).  Every message in
  * either direction is exactly AX_MSG_SIZE bytes, little endian (host order on
@@ -58,10 +61,11 @@ enum ax_op {
                              A refused connect is a DIRECT toward a closed port.
                              With flags AX_RF_CACHE the answer may be reused, without asking,
                              for later connects to the same a (and socket family) while the
-                             generation file still holds arg: name then holds pid (1..
-                             AX_CACHE_MAX) struct ax_addr, every backend the client may use
-                             (b among them), to be taken round robin; each such connect is
-                             announced with AX_OP_CONNECTING and reported with CONNECTED.
+                             generation file still holds cache.generation: cache.backends
+                             [0 .. cache.n_backends) (1..AX_CACHE_MAX) is every backend the
+                             client may use (b among them), to be taken round robin; each
+                             such connect is announced with AX_OP_CONNECTING and reported
+                             with CONNECTED.
                           ERR: err = ENETUNREACH / EACCES (policy) / ECONNREFUSED ...  */
     AX_OP_CLOSE = 5,   /* one-way.  sock = socket id whose last reference was closed. */
     AX_OP_RESOLVE = 6, /* name = host name to look up (e.g. "web" or "web.ax"), a.family
@@ -86,7 +90,7 @@ enum ax_op {
 
 /* reply flags (reply.flags) */
 #define AX_RF_CACHE     0x1  /* a DIRECT answer that may be reused (see AX_OP_CONNECT) */
-#define AX_CACHE_MAX    10   /* backends in one cacheable answer (10 * 24 bytes fit in name) */
+#define AX_CACHE_MAX    10   /* backends in one cacheable answer (struct ax_cache_answer) */
 
 /* reply statuses (reply.status) */
 enum ax_status {
@@ -119,26 +123,43 @@ struct ax_addr {
     uint8_t  ip[16];
 };                                         /* 24 bytes */
 
+/* The payload of a cacheable CONNECT reply (status AX_ST_DIRECT, flags AX_RF_CACHE). */
+struct ax_cache_answer {
+    uint32_t generation;   /*   0: valid while the generation file holds this value */
+    uint32_t n_backends;   /*   4: 1..AX_CACHE_MAX entries of backends are used */
+    struct ax_addr backends[AX_CACHE_MAX]; /* 8: every backend the client may use */
+};                                         /* 8 + 24 * AX_CACHE_MAX bytes */
+
+#define AX_PAYLOAD_OFF  80
+#define AX_PAYLOAD_SIZE (AX_MSG_SIZE - AX_PAYLOAD_OFF)
+
 struct ax_msg {
     uint32_t magic;        /*   0: AX_MAGIC */
     uint16_t op;           /*   4: enum ax_op (a reply echoes the request's op) */
-    uint16_t flags;        /*   6: reserved, 0 */
+    uint16_t flags;        /*   6: reply: AX_RF_*; request: 0 */
     uint32_t seq;          /*   8: request sequence number, echoed in the reply */
     int32_t  status;       /*  12: reply: enum ax_status; request: 0 */
     int32_t  err;          /*  16: reply: errno value (positive) or 0 */
-    uint32_t sock;         /*  20: daemon socket id / session id */
-    int32_t  arg;          /*  24: op specific */
-    uint32_t pid;          /*  28: request: getpid() of the caller */
+    uint32_t sock;         /*  20: daemon socket id / session id / ticket */
+    int32_t  arg;          /*  24: op specific (flags, backlog, errno) */
+    uint32_t pid;          /*  28: request: getpid() of the caller; reply: 0 */
     struct ax_addr a;      /*  32 */
     struct ax_addr b;      /*  56 */
-    char     name[AX_NAME_MAX]; /* 80: NUL terminated */
-    uint8_t  pad[AX_MSG_SIZE - 80 - AX_NAME_MAX]; /* 336: zero */
+    union {                /*  80: one payload per message, by op and flags; rest zero */
+        char name[AX_NAME_MAX];        /* HELLO, RESOLVE, REVERSE, HELLO reply: NUL terminated */
+        struct ax_cache_answer cache;  /* CONNECT reply with AX_RF_CACHE */
+        uint8_t payload[AX_PAYLOAD_SIZE];
+    };
 };
 
 #ifdef __cplusplus
 static_assert(sizeof(struct ax_msg) == AX_MSG_SIZE, "ax_msg size");
+static_assert(sizeof(struct ax_cache_answer) <= AX_PAYLOAD_SIZE, "cache answer fits");
 #else
 _Static_assert(sizeof(struct ax_msg) == AX_MSG_SIZE, "ax_msg size");
+_Static_assert(__builtin_offsetof(struct ax_msg, payload) == AX_PAYLOAD_OFF, "payload offset");
+_Static_assert(sizeof(struct ax_cache_answer) <= AX_PAYLOAD_SIZE, "cache answer fits");
+_Static_assert(AX_MSG_SIZE % 8 == 0 && AX_MSG_SIZE <= 512, "message size");
 #endif
 
 /* Environment passed from `ax run` to the hooked program (and kept across exec). */

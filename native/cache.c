@@ -20,7 +20,7 @@ static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 
 void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p)
 {
-    if (!gen_page || !(p->flags & AX_RF_CACHE) || p->pid < 1 || p->pid > AX_CACHE_MAX)
+    if (!gen_page || !(p->flags & AX_RF_CACHE) || p->cache.n_backends < 1 || p->cache.n_backends > AX_CACHE_MAX)
         return;
     pthread_mutex_lock(&cache_mu);
     struct cache_ent *e = NULL;
@@ -34,11 +34,11 @@ void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p)
         e = &cache[cache_victim++ % CACHE_SLOTS];
     e->used = 1;
     e->family = family;
-    e->gen = (uint32_t)p->arg;
+    e->gen = p->cache.generation;
     e->dest = *dest;
     e->vpeer = p->a;
-    e->n = p->pid;
-    memcpy(e->be, p->name, e->n * sizeof(struct ax_addr));
+    e->n = p->cache.n_backends;
+    memcpy(e->be, p->cache.backends, e->n * sizeof(struct ax_addr));
     e->next = 0;
     for (unsigned i = 0; i < e->n; i++) /* continue the round after the backend just used */
         if (same_addr(&e->be[i], &p->b))

@@ -337,9 +337,7 @@ export class HookDispatcher implements Dispatcher {
       addrs.push(realDest({ family: v6 ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort }, family));
     }
     r.flags = ReplyFlag.CACHE;
-    r.arg = this.d.table.generation;
-    r.pid = addrs.length;
-    r.addrs = addrs;
+    r.cache = { generation: this.d.table.generation, backends: addrs };
   }
 
   /** PEER answers PENDING for this backend port until the CONNECTED with this ticket arrives. */

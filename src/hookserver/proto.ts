@@ -1,5 +1,7 @@
-// Mirror of native/ax_proto.h. Keep in step with the header; test/proto.test.ts
-// compiles a C program that prints the header's sizes and offsets and compares.
+// Mirror of native/ax_proto.h. Keep in step with the header: the Layout table
+// below is what encode/decode use, and test/proto-layout.test.ts compares it
+// (and every constant here) with what native/build/proto-layout, compiled from
+// the header, prints.
 import { AF_INET, AF_INET6, type Addr } from '../common/addr';
 
 export const AX_MAGIC = 0x31305841;
@@ -30,29 +32,95 @@ export const HelloFlag = { DIRECT: 0x1 } as const;
 
 /** reply.flags */
 export const ReplyFlag = { CACHE: 0x1 } as const;
-/** Backends in one cacheable DIRECT answer (carried in the name field). */
+/** Backends in one cacheable DIRECT answer (struct ax_cache_answer). */
 export const CACHE_MAX = 10;
 
 export const BindFlag = { V6ONLY: 0x1, REUSEPORT: 0x2, AUTOBIND: 0x4 } as const;
 export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2 } as const;
 
-/** Byte offsets of struct ax_msg fields. */
-export const Off = {
-  magic: 0,
-  op: 4,
-  flags: 6,
-  seq: 8,
-  status: 12,
-  err: 16,
-  sock: 20,
-  arg: 24,
-  pid: 28,
-  a: 32,
-  b: 56,
-  name: 80,
-  pad: 336,
+/** Environment passed from `ax run` to the hooked program (AX_ENV_* in the header). */
+export const Env = {
+  SOCK: 'AX_HOOK_SOCK',
+  APP: 'AX_APP',
+  WAIT: 'AX_CONNECT_WAIT_MS',
+  FAIL: 'AX_FAIL_MODE',
+  DEBUG: 'AX_HOOK_DEBUG',
 } as const;
-export const ADDR_SIZE = 24;
+
+/** One field of a wire struct: byte offset within its struct and size in bytes. */
+export interface Field {
+  readonly off: number;
+  readonly size: number;
+  /** set on the members of struct ax_msg's payload union: they overlap */
+  readonly union?: true;
+}
+
+const ADDR_SIZE_ = 24;
+const CACHE_ANSWER_SIZE_ = 8 + ADDR_SIZE_ * CACHE_MAX;
+
+/**
+ * The byte layout of the wire structs (little endian), exactly as in
+ * native/ax_proto.h.  encode/decode read and write through this table only.
+ */
+export const Layout = {
+  ax_addr: {
+    size: ADDR_SIZE_,
+    fields: {
+      family: { off: 0, size: 2 },
+      port: { off: 2, size: 2 },
+      scope_id: { off: 4, size: 4 },
+      ip: { off: 8, size: 16 },
+    },
+  },
+  ax_cache_answer: {
+    size: CACHE_ANSWER_SIZE_,
+    fields: {
+      generation: { off: 0, size: 4 },
+      n_backends: { off: 4, size: 4 },
+      backends: { off: 8, size: ADDR_SIZE_ * CACHE_MAX },
+    },
+  },
+  ax_msg: {
+    size: AX_MSG_SIZE,
+    fields: {
+      magic: { off: 0, size: 4 },
+      op: { off: 4, size: 2 },
+      flags: { off: 6, size: 2 },
+      seq: { off: 8, size: 4 },
+      status: { off: 12, size: 4 },
+      err: { off: 16, size: 4 },
+      sock: { off: 20, size: 4 },
+      arg: { off: 24, size: 4 },
+      pid: { off: 28, size: 4 },
+      a: { off: 32, size: ADDR_SIZE_ },
+      b: { off: 56, size: ADDR_SIZE_ },
+      name: { off: 80, size: AX_NAME_MAX, union: true },
+      cache: { off: 80, size: CACHE_ANSWER_SIZE_, union: true },
+      payload: { off: 80, size: AX_MSG_SIZE - 80, union: true },
+    },
+  },
+} as const satisfies Record<string, { size: number; fields: Record<string, Field> }>;
+
+const M = Layout.ax_msg.fields;
+const A = Layout.ax_addr.fields;
+const C = Layout.ax_cache_answer.fields;
+
+/** Byte offsets of struct ax_msg fields (from Layout). */
+export const Off = Object.fromEntries(Object.entries(M).map(([k, f]) => [k, f.off])) as {
+  readonly [K in keyof typeof M]: number;
+};
+export const ADDR_SIZE = Layout.ax_addr.size;
+
+/** An address with its IPv6 scope id (struct ax_addr.scope_id; 0 / absent for none). */
+export type WireAddr = Addr & { scopeId?: number };
+
+/** The payload of a cacheable DIRECT answer (struct ax_cache_answer). */
+export interface CacheAnswer {
+  /** valid while the daemon's generation file holds this value */
+  generation: number;
+  /** every backend the client may use (1..CACHE_MAX), taken round robin */
+  backends: Addr[];
+}
 
 export interface Msg {
   op: number;
@@ -62,40 +130,45 @@ export interface Msg {
   sock: number;
   arg: number;
   pid: number;
-  a: Addr | null;
-  b: Addr | null;
+  a: WireAddr | null;
+  b: WireAddr | null;
+  /** the payload as text (HELLO, RESOLVE, REVERSE); '' when the payload is a cache answer */
   name: string;
   /** reply.flags (ReplyFlag) */
   flags?: number;
-  /** addresses packed into the name field instead of text (cacheable DIRECT answers) */
-  addrs?: Addr[];
+  /** the payload of a cacheable DIRECT answer (flags ReplyFlag.CACHE) */
+  cache?: CacheAnswer;
 }
 
 export class ProtocolError extends Error {}
 
-function readAddr(buf: Buffer, off: number): Addr | null {
-  const family = buf.readUInt16LE(off);
+function readAddr(buf: Buffer, off: number): WireAddr | null {
+  const family = buf.readUInt16LE(off + A.family.off);
   if (family === 0) return null;
-  const port = buf.readUInt16LE(off + 2);
+  const port = buf.readUInt16LE(off + A.port.off);
+  const ip = off + A.ip.off;
   if (family === AF_INET) {
-    return { family, port, ip: `${buf[off + 8]}.${buf[off + 9]}.${buf[off + 10]}.${buf[off + 11]}` };
+    return { family, port, ip: `${buf[ip]}.${buf[ip + 1]}.${buf[ip + 2]}.${buf[ip + 3]}` };
   }
   if (family === AF_INET6) {
-    const raw = buf.subarray(off + 8, off + 24);
-    return { family, port, ip: formatIpv6(raw) };
+    const a: WireAddr = { family, port, ip: formatIpv6(buf.subarray(ip, ip + A.ip.size)) };
+    const scopeId = buf.readUInt32LE(off + A.scope_id.off);
+    if (scopeId !== 0) a.scopeId = scopeId;
+    return a;
   }
   throw new ProtocolError(`address family ${family} is not AF_INET or AF_INET6`);
 }
 
-function writeAddr(buf: Buffer, off: number, a: Addr | null): void {
+function writeAddr(buf: Buffer, off: number, a: WireAddr | null): void {
   buf.fill(0, off, off + ADDR_SIZE);
   if (!a) return;
-  buf.writeUInt16LE(a.family, off);
-  buf.writeUInt16LE(a.port, off + 2);
+  buf.writeUInt16LE(a.family, off + A.family.off);
+  buf.writeUInt16LE(a.port, off + A.port.off);
   if (a.family === AF_INET) {
-    writeIpv4(buf, off + 8, a.ip);
+    writeIpv4(buf, off + A.ip.off, a.ip);
   } else {
-    parseIpv6(a.ip).copy(buf, off + 8);
+    parseIpv6(a.ip).copy(buf, off + A.ip.off);
+    if (a.scopeId) buf.writeUInt32LE(a.scopeId, off + A.scope_id.off);
   }
 }
 
@@ -159,49 +232,84 @@ export function parseIpv6(ip: string): Buffer {
   return out;
 }
 
+function readCache(buf: Buffer): CacheAnswer {
+  const base = M.cache.off;
+  const n = buf.readUInt32LE(base + C.n_backends.off);
+  if (n < 1 || n > CACHE_MAX) throw new ProtocolError(`cache answer with ${n} backends (1..${CACHE_MAX})`);
+  const backends: Addr[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = readAddr(buf, base + C.backends.off + i * ADDR_SIZE);
+    if (!a) throw new ProtocolError(`cache answer backend ${i} has no address`);
+    backends.push(a);
+  }
+  return { generation: buf.readUInt32LE(base + C.generation.off), backends };
+}
+
+function writeCache(out: Buffer, c: CacheAnswer): void {
+  const base = M.cache.off;
+  if (c.backends.length < 1 || c.backends.length > CACHE_MAX) {
+    throw new ProtocolError(`cache answer with ${c.backends.length} backends (1..${CACHE_MAX})`);
+  }
+  out.writeUInt32LE(c.generation >>> 0, base + C.generation.off);
+  out.writeUInt32LE(c.backends.length, base + C.n_backends.off);
+  c.backends.forEach((a, i) => writeAddr(out, base + C.backends.off + i * ADDR_SIZE, a));
+}
+
 /** Decodes one message; throws ProtocolError on anything malformed. */
 export function decode(buf: Buffer): Msg {
   if (buf.length !== AX_MSG_SIZE) throw new ProtocolError(`message of ${buf.length} bytes, expected ${AX_MSG_SIZE}`);
-  const magic = buf.readUInt32LE(Off.magic);
+  const magic = buf.readUInt32LE(M.magic.off);
   if (magic !== AX_MAGIC) throw new ProtocolError(`bad magic 0x${magic.toString(16)}`);
-  const op = buf.readUInt16LE(Off.op);
+  const op = buf.readUInt16LE(M.op.off);
   if (!OP_NAMES.has(op)) throw new ProtocolError(`unknown op ${op}`);
-  const nameEnd = buf.indexOf(0, Off.name);
-  if (nameEnd < 0 || nameEnd >= Off.pad) throw new ProtocolError('name is not NUL terminated');
-  return {
+  const flags = buf.readUInt16LE(M.flags.off);
+  const m: Msg = {
     op,
-    seq: buf.readUInt32LE(Off.seq),
-    status: buf.readInt32LE(Off.status),
-    err: buf.readInt32LE(Off.err),
-    sock: buf.readUInt32LE(Off.sock),
-    arg: buf.readInt32LE(Off.arg),
-    pid: buf.readUInt32LE(Off.pid),
-    a: readAddr(buf, Off.a),
-    b: readAddr(buf, Off.b),
-    name: buf.toString('utf8', Off.name, nameEnd),
+    seq: buf.readUInt32LE(M.seq.off),
+    status: buf.readInt32LE(M.status.off),
+    err: buf.readInt32LE(M.err.off),
+    sock: buf.readUInt32LE(M.sock.off),
+    arg: buf.readInt32LE(M.arg.off),
+    pid: buf.readUInt32LE(M.pid.off),
+    a: readAddr(buf, M.a.off),
+    b: readAddr(buf, M.b.off),
+    name: '',
   };
+  if (flags !== 0) m.flags = flags;
+  if (flags & ReplyFlag.CACHE) {
+    m.cache = readCache(buf);
+  } else {
+    const nameEnd = buf.indexOf(0, M.name.off);
+    if (nameEnd < 0 || nameEnd >= M.name.off + M.name.size) throw new ProtocolError('name is not NUL terminated');
+    m.name = buf.toString('utf8', M.name.off, nameEnd);
+  }
+  return m;
 }
 
 export function encode(m: Partial<Msg> & { op: number }, out: Buffer = Buffer.alloc(AX_MSG_SIZE)): Buffer {
   out.fill(0);
-  out.writeUInt32LE(AX_MAGIC, Off.magic);
-  out.writeUInt16LE(m.op, Off.op);
-  out.writeUInt32LE(m.seq ?? 0, Off.seq);
-  out.writeInt32LE(m.status ?? 0, Off.status);
-  out.writeInt32LE(m.err ?? 0, Off.err);
-  out.writeUInt32LE(m.sock ?? 0, Off.sock);
-  out.writeInt32LE(m.arg ?? 0, Off.arg);
-  out.writeUInt32LE(m.pid ?? 0, Off.pid);
-  writeAddr(out, Off.a, m.a ?? null);
-  writeAddr(out, Off.b, m.b ?? null);
-  if (m.flags) out.writeUInt16LE(m.flags, Off.flags);
-  if (m.addrs) {
-    if (m.addrs.length > CACHE_MAX) throw new ProtocolError('too many addresses');
-    m.addrs.forEach((a, i) => writeAddr(out, Off.name + i * ADDR_SIZE, a));
+  out.writeUInt32LE(AX_MAGIC, M.magic.off);
+  out.writeUInt16LE(m.op, M.op.off);
+  out.writeUInt32LE(m.seq ?? 0, M.seq.off);
+  out.writeInt32LE(m.status ?? 0, M.status.off);
+  out.writeInt32LE(m.err ?? 0, M.err.off);
+  out.writeUInt32LE(m.sock ?? 0, M.sock.off);
+  out.writeInt32LE(m.arg ?? 0, M.arg.off);
+  out.writeUInt32LE(m.pid ?? 0, M.pid.off);
+  writeAddr(out, M.a.off, m.a ?? null);
+  writeAddr(out, M.b.off, m.b ?? null);
+  let flags = m.flags ?? 0;
+  if (m.cache) {
+    if (m.name) throw new ProtocolError('a message carries a name or a cache answer, not both');
+    flags |= ReplyFlag.CACHE;
+    writeCache(out, m.cache);
+  } else if (flags & ReplyFlag.CACHE) {
+    throw new ProtocolError('flag CACHE without a cache answer');
   } else if (m.name) {
     const n = Buffer.from(m.name, 'utf8');
     if (n.length >= AX_NAME_MAX) throw new ProtocolError('name too long');
-    n.copy(out, Off.name);
+    n.copy(out, M.name.off);
   }
+  if (flags) out.writeUInt16LE(flags, M.flags.off);
   return out;
 }
