@@ -127,6 +127,8 @@ struct real_syms {
                        char *const[], char *const[]);
     int (*posix_spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
                         char *const[], char *const[]);
+    ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+    ssize_t (*sendmsg)(int, const struct msghdr *, int);
 };
 extern struct real_syms R;
 
@@ -235,7 +237,7 @@ struct meta {
     int state;
     int bound_native;       /* bound to a real (loopback) address */
     uint32_t sock_id;       /* daemon socket id */
-    pid_t owner;            /* process that got sock_id (CLOSE only from it) */
+    pid_t owner;            /* process that got sock_id (for the debug log) */
     ino_t ino;              /* socket inode, to detect stale entries */
     int v6only, reuseport;
     int has_vlocal, has_vpeer, has_rdest;
@@ -280,17 +282,24 @@ extern atomic_int ctl_fd;
 extern atomic_int ctl_ok;
 extern struct ax_addr app_vip;
 extern int have_vip;
-extern const volatile uint32_t *gen_page;
 
 int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd);
 void send_close(uint32_t sock);
-void send_connected(uint32_t ticket, const struct ax_addr *local, const struct ax_addr *dest, int err);
-void send_connecting(uint32_t ticket, const struct ax_addr *backend);
 int is_ctl(int fd);
 void ctl_relocate(int fd);
 void atfork_prepare(void);
 void atfork_parent(void);
 void atfork_child(void);
+
+/* ------------------------------------------------------------------------ */
+/* identity.c: the identity map (generation + source address -> VIP)          */
+
+extern const volatile uint32_t *gen_page; /* NULL until mapped */
+extern struct ax_addr app_src;            /* this app's source address */
+extern int have_src;
+void map_identity(const char *path);
+/* the client VIP (port kept) for a real peer address in the source range; 1 if found */
+int ident_peer(const struct ax_addr *real, struct ax_addr *virt);
 
 /* ------------------------------------------------------------------------ */
 /* cache.c: cached DIRECT answers                                            */
@@ -310,6 +319,8 @@ int h_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags, int fou
 int h_name_query(int fd, struct sockaddr *addr, socklen_t *len, int peer);
 int h_setsockopt(int fd, int level, int name, const void *val, socklen_t len);
 int h_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
+ssize_t h_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen);
+ssize_t h_sendmsg(int fd, const struct msghdr *msg, int flags);
 
 /* ------------------------------------------------------------------------ */
 /* names.c: name lookups                                                     */

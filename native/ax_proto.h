@@ -33,63 +33,69 @@ enum ax_op {
     AX_OP_HELLO = 1,   /* name = "<app id>:<token>", arg = flags AX_HF_* (what the hook
                           supports).  reply: status OK, sock = session id, a = the app's
                           virtual address (port 0), arg = flags AX_HF_* granted for this
-                          session (AX_HF_DIRECT: CONNECT may answer AX_ST_DIRECT), name =
-                          path of the daemon's generation file ("" if none): a u32 at
-                          offset 0 that the daemon bumps whenever the table changes */
+                          session (AX_HF_DIRECT: CONNECT may answer AX_ST_DIRECT), b = the
+                          app's own source address (AF_INET, port 0; family 0: none), name =
+                          path of the daemon's identity map ("" if none; struct ax_map_hdr) */
     AX_OP_BIND = 2,    /* a = requested address (family AF_INET/AF_INET6, port may be 0),
                           arg = flags AX_BF_*.  reply: OK + fd (real socket, bound in the
                           host network, O_NONBLOCK|O_CLOEXEC set), sock = socket id,
                           a = virtual address as the app must see it (port filled in);
                           or NATIVE (bind natively, address not virtual);
                           or ERR with err = EADDRINUSE / EADDRNOTAVAIL / EACCES / ... */
-    AX_OP_LISTEN = 3,  /* sock = id from BIND, arg = backlog (already applied with the
-                          real listen()).  reply: OK once the service is in the table. */
+    AX_OP_LISTEN = 3,  /* sock = id from BIND (or LOOKUP), arg = backlog (already applied
+                          with the real listen()).  reply: OK once the service is in the
+                          table. */
     AX_OP_CONNECT = 4, /* a = destination as the app gave it, arg = flags AX_CF_*,
                           b.family = the app socket's family.  reply:
-                          OK + fd: a socket of family b.family, O_NONBLOCK, on which the
-                             daemon has already called connect(); err = 0 (connected) or
-                             EINPROGRESS or the connect errno; a = virtual peer address to
-                             report; b = the real address it connects to; sock = socket id
+                          OK + fd: a socket of family b.family, O_NONBLOCK, bound to the
+                             app's source address when the backend is on this host, on
+                             which the daemon has already called connect(); err = 0
+                             (connected) or EINPROGRESS or the connect errno; a = virtual
+                             peer address to report; b = the real address it connects to
                           NATIVE: not virtual, connect natively (unchanged)
-                          PENDING: the name/VIP is registered but nothing listens yet and
-                             AX_CF_WAIT was set; sleep a little and ask again
+                          PENDING: the name/VIP is registered but has not listened on that
+                             port since it started, and AX_CF_WAIT was set; sleep a little
+                             and ask again
                           DIRECT (only in sessions granted AX_HF_DIRECT, i.e. processes in
                              the daemon's own network namespace): no fd; the hook calls the
                              real connect() on the app's own socket to b (family b.family of
-                             the request, IPv4 v4-mapped for AF_INET6); a = virtual peer
-                             address to report; sock = ticket to echo in AX_OP_CONNECTED.
-                             A refused connect is a DIRECT toward a closed port.
-                             With flags AX_RF_CACHE the answer may be reused, without asking,
-                             for later connects to the same a (and socket family) while the
-                             generation file still holds cache.generation: cache.backends
-                             [0 .. cache.n_backends) (1..AX_CACHE_MAX) is every backend the
-                             client may use (b among them), to be taken round robin; each
-                             such connect is announced with AX_OP_CONNECTING and reported
-                             with CONNECTED.
+                             the request, IPv4 v4-mapped for AF_INET6), after binding the
+                             app's source address (IP_BIND_ADDRESS_NO_PORT) when flags has
+                             AX_RF_LOCAL; a = virtual peer address to report.  Nothing is
+                             reported back: the server side learns the client from the
+                             source address (struct ax_map_ent).  A refused connect is a
+                             DIRECT toward a closed port.
+                             With flags AX_RF_CACHE the answer may be reused, without asking
+                             or telling, for later connects to the same a (and socket
+                             family) while the identity map's generation still holds
+                             cache.generation: cache.backends[0 .. cache.n_backends)
+                             (1..AX_CACHE_MAX) is every backend the client may use (b among
+                             them), to be taken round robin; bit i of cache.local_mask says
+                             backends[i] is on this host.
                           ERR: err = ENETUNREACH / EACCES (policy) / ECONNREFUSED ...  */
-    AX_OP_CLOSE = 5,   /* one-way.  sock = socket id whose last reference was closed. */
+    AX_OP_CLOSE = 5,   /* one-way.  sock = socket id whose last reference in this process
+                          was closed: a hint; the daemon asks the kernel (sock_diag) whether
+                          the socket is gone. */
     AX_OP_RESOLVE = 6, /* name = host name to look up (e.g. "web" or "web.ax"), a.family
                           = AF_INET/AF_INET6/AF_UNSPEC wanted.  reply: OK with a = the
                           virtual address (IPv4; the hook maps it for AF_INET6), or
-                          NATIVE (not an ax name: resolve normally). */
-    AX_OP_PEER = 7,    /* a = real peer address of an accepted socket, b = its real local
-                          address.  reply: OK with a = virtual peer address to report, or
-                          NATIVE (report the real one), or PENDING: a DIRECT connect to
-                          this backend has not been confirmed by AX_OP_CONNECTED yet; ask
-                          again shortly (the hook gives up after ~50 ms: real address). */
+                          NATIVE (not an ax name: resolve normally).  Both answers may be
+                          kept while the identity map's generation equals reply.arg. */
     AX_OP_REVERSE = 8, /* a = address.  reply OK with name = service name, or NATIVE. */
-    AX_OP_CONNECTED = 9, /* one-way, after a DIRECT answer.  sock = the ticket from the
-                          reply, b = the real destination connected to, arg = 0 when
-                          connect() returned 0 / EINPROGRESS / EINTR (a = the socket's real
-                          local address, from getsockname), else the errno (a empty). */
-    AX_OP_CONNECTING = 10, /* one-way, before a connect made from a cached DIRECT answer:
-                          b = the backend, sock = a ticket the hook chose (high bit set),
-                          echoed by the CONNECTED that follows.  Lets PEER answer PENDING
-                          until then, as for a DIRECT answer. */
+    AX_OP_LOOKUP = 11, /* the virtual view of a socket this process has no record of
+                          (inherited across exec, received over SCM_RIGHTS): lookup.cookie =
+                          its SO_COOKIE, a = its real local address, b = its real peer
+                          address (family 0: not connected).  reply: OK with arg = AX_LK_*,
+                          sock = daemon socket id (0 for connected sockets), a = virtual
+                          local address, b = virtual peer address (family 0: none); or
+                          NATIVE (nothing virtual about it). */
+    /* 7, 9 and 10 (PEER, CONNECTED, CONNECTING) are retired: identities travel in
+       source addresses now, and are never reused for another meaning. */
 };
 
 /* reply flags (reply.flags) */
 #define AX_RF_CACHE     0x1  /* a DIRECT answer that may be reused (see AX_OP_CONNECT) */
+#define AX_RF_LOCAL     0x2  /* DIRECT: b is on this host: bind the app's source address */
 #define AX_CACHE_MAX    10   /* backends in one cacheable answer (struct ax_cache_answer) */
 
 /* reply statuses (reply.status) */
@@ -114,6 +120,12 @@ enum ax_status {
 #define AX_CF_WAIT      0x2  /* answer PENDING instead of refusing when a registered
                                 service has no listener yet */
 
+/* LOOKUP reply.arg: what the socket is to ax */
+#define AX_LK_BOUND     1    /* bound by the daemon (sock = its id), not listening */
+#define AX_LK_LISTEN    2    /* a listening service (sock = its id) */
+#define AX_LK_CONN      3    /* a client connected to a service */
+#define AX_LK_ACCEPTED  4    /* a server's end of a connection accepted by a service */
+
 /* An address.  port in host byte order; ip in network byte order (4 bytes used
  * for AF_INET).  family uses the kernel's AF_* numbers; 0 = none. */
 struct ax_addr {
@@ -127,8 +139,15 @@ struct ax_addr {
 struct ax_cache_answer {
     uint32_t generation;   /*   0: valid while the generation file holds this value */
     uint32_t n_backends;   /*   4: 1..AX_CACHE_MAX entries of backends are used */
-    struct ax_addr backends[AX_CACHE_MAX]; /* 8: every backend the client may use */
-};                                         /* 8 + 24 * AX_CACHE_MAX bytes */
+    uint32_t local_mask;   /*   8: bit i: backends[i] is on this host (bind the source address) */
+    uint32_t reserved;     /*  12: 0 */
+    struct ax_addr backends[AX_CACHE_MAX]; /* 16: every backend the client may use */
+};                                         /* 16 + 24 * AX_CACHE_MAX bytes */
+
+/* The payload of a LOOKUP request. */
+struct ax_lookup {
+    uint64_t cookie;       /*   0: SO_COOKIE of the socket */
+};
 
 #define AX_PAYLOAD_OFF  80
 #define AX_PAYLOAD_SIZE (AX_MSG_SIZE - AX_PAYLOAD_OFF)
@@ -148,6 +167,7 @@ struct ax_msg {
     union {                /*  80: one payload per message, by op and flags; rest zero */
         char name[AX_NAME_MAX];        /* HELLO, RESOLVE, REVERSE, HELLO reply: NUL terminated */
         struct ax_cache_answer cache;  /* CONNECT reply with AX_RF_CACHE */
+        struct ax_lookup lookup;       /* LOOKUP request */
         uint8_t payload[AX_PAYLOAD_SIZE];
     };
 };
@@ -160,6 +180,30 @@ _Static_assert(sizeof(struct ax_msg) == AX_MSG_SIZE, "ax_msg size");
 _Static_assert(__builtin_offsetof(struct ax_msg, payload) == AX_PAYLOAD_OFF, "payload offset");
 _Static_assert(sizeof(struct ax_cache_answer) <= AX_PAYLOAD_SIZE, "cache answer fits");
 _Static_assert(AX_MSG_SIZE % 8 == 0 && AX_MSG_SIZE <= 512, "message size");
+#endif
+
+/* The identity map: a file the daemon writes through a shared mapping and every
+ * hook maps read-only (its path comes with the HELLO reply).  Words are written
+ * whole (4-byte aligned), in host byte order.  Entry i belongs to source address
+ * src_base + i (IPv4, host order): the loopback address the app with that index
+ * binds before its connects, so a server's hook turns an accepted peer address
+ * into the client's virtual IP with one read and no message. */
+#define AX_MAP_MAGIC    0x504d5841u /* "AXMP" read as little endian bytes */
+#define AX_MAP_VERSION  1
+struct ax_map_hdr {
+    uint32_t generation;   /*   0: the table generation; 0 = trust no cached answer */
+    uint32_t magic;        /*   4: AX_MAP_MAGIC */
+    uint32_t version;      /*   8: AX_MAP_VERSION */
+    uint32_t src_base;     /*  12: first source address (IPv4, host byte order) */
+    uint32_t src_count;    /*  16: entries that follow the header */
+    uint32_t reserved[11]; /*  20: 0 */
+};                         /* 64 bytes; entries follow */
+struct ax_map_ent {
+    uint32_t vip;          /*   0: the app's virtual IP (IPv4, host order); 0 = unused */
+    uint32_t reserved;     /*   4: 0 */
+};
+#ifndef __cplusplus
+_Static_assert(sizeof(struct ax_map_hdr) == 64 && sizeof(struct ax_map_ent) == 8, "map layout");
 #endif
 
 /* Environment passed from `ax run` to the hooked program (and kept across exec). */

@@ -1,7 +1,7 @@
 /*
  * ctl.c -- the control channel to the daemon: one unix stream connection per
  * process (opened lazily, re-opened after fork and after a daemon restart),
- * request/reply, one-way notes, the mapped generation word, fork handling.
+ * request/reply, one-way notes, fork handling.
  */
 #include "ax_internal.h"
 
@@ -22,22 +22,6 @@ static uint32_t ctl_seq;
 struct ax_addr app_vip;   /* from HELLO */
 int have_vip;
 
-/* The daemon's table generation (u32 at offset 0 of a file it names in HELLO),
- * mapped read-only: cached connect answers are used while it is unchanged. */
-const volatile uint32_t *gen_page;
-
-static void map_generation(const char *path)
-{
-    if (gen_page || !path[0])
-        return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    void *p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 0);
-    R.close(fd);
-    if (p != MAP_FAILED)
-        gen_page = p;
-}
 static TLS int tl_atfork_locked;
 
 static int ctl_base(void)
@@ -215,10 +199,12 @@ static int ctl_ensure_locked(void)
     }
     app_vip = r.a;
     have_vip = r.a.family == AF_INET || r.a.family == AF_INET6;
-    if (r.arg & AX_HF_DIRECT) {
-        r.name[AX_NAME_MAX - 1] = 0;
-        map_generation(r.name);
-    }
+    /* direct sessions bind the app's source address before connecting */
+    have_src = (r.arg & AX_HF_DIRECT) && r.b.family == AF_INET;
+    if (have_src)
+        app_src = r.b;
+    r.name[AX_NAME_MAX - 1] = 0;
+    map_identity(r.name);
     atomic_store(&ctl_ok, 1);
     dbg("session %u on fd %d, handoff %s", r.sock, nfd, (r.arg & AX_HF_DIRECT) ? "direct" : "fd");
     return 0;
@@ -251,11 +237,9 @@ int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
     return rc;
 }
 
-/* One-way note (CLOSE, CONNECTING, CONNECTED), async-signal-safe: no lock, no
- * allocation, one send of one whole message.  When the daemon's receive buffer
- * is full the sender waits for room (bounded by the channel's SO_SNDTIMEO): that
- * is the back-pressure that keeps connects made from cached answers from
- * outrunning the daemon; a note is never dropped while the daemon lives. */
+/* One-way note (CLOSE), async-signal-safe: no lock, no allocation, one send of
+ * one whole message.  When the daemon's receive buffer is full the sender waits
+ * for room (bounded by the channel's SO_SNDTIMEO). */
 static void send_note(struct ax_msg *m)
 {
     int e = errno;
@@ -277,19 +261,6 @@ void send_close(uint32_t sock)
     memset(&m, 0, sizeof m);
     m.op = AX_OP_CLOSE;
     m.sock = sock;
-    send_note(&m);
-}
-
-/* after a DIRECT connect: the connection's real local address (or the errno) */
-void send_connected(uint32_t ticket, const struct ax_addr *local, const struct ax_addr *dest, int err)
-{
-    struct ax_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = AX_OP_CONNECTED;
-    m.sock = ticket;
-    m.arg = err;
-    m.a = *local;
-    m.b = *dest;
     send_note(&m);
 }
 
@@ -347,14 +318,4 @@ void atfork_child(void)
     atomic_store(&ctl_ok, 0);
     atomic_store(&ctl_fd, -1);
     atomic_store(&ctl_pid, 0);
-}
-
-void send_connecting(uint32_t ticket, const struct ax_addr *backend)
-{
-    struct ax_msg m;
-    memset(&m, 0, sizeof m);
-    m.op = AX_OP_CONNECTING;
-    m.sock = ticket;
-    m.b = *backend;
-    send_note(&m);
 }

@@ -41,6 +41,13 @@ EXPORT int accept4(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len, int fla
     return h_accept(fd, SA(addr), len, flags, 1);
 }
 
+EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, __CONST_SOCKADDR_ARG addr, socklen_t alen)
+{
+    return h_sendto(fd, buf, n, flags, CSA(addr), alen);
+}
+
+EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) { return h_sendmsg(fd, msg, flags); }
+
 EXPORT int getsockname(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 {
     return h_name_query(fd, SA(addr), len, 0);

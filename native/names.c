@@ -35,22 +35,89 @@ static int never_virtual(const char *name)
 }
 
 /* RESOLVE: 1 = virtual (ip4 filled), 0 = resolve normally */
+/* Name answers (an ax name's VIP, or "not an ax name"), kept while the identity
+ * map's generation equals the one the daemon answered with: a program that
+ * resolves the same names over and over asks the daemon once per table change. */
+#define NAME_SLOTS 512
+#define NAME_KEEP  64          /* longer names are not kept */
+struct name_ent {
+    uint32_t gen;              /* 0: empty */
+    int family, virt;
+    uint8_t ip4[4];
+    char name[NAME_KEEP];
+};
+static struct name_ent names[NAME_SLOTS];
+static pthread_mutex_t names_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned name_slot(const char *name, int family)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)family;
+    for (const char *c = name; *c; c++)
+        h = (h ^ (uint8_t)*c) * 16777619u;
+    return h & (NAME_SLOTS - 1);
+}
+
+/* 1 = known (virt/ip4 filled), 0 = ask */
+static int name_cached(const char *name, int family, int *virt, uint8_t ip4[4])
+{
+    if (!gen_page || strlen(name) >= NAME_KEEP)
+        return 0;
+    uint32_t gen = *gen_page;
+    if (gen == 0)
+        return 0;
+    struct name_ent *e = &names[name_slot(name, family)];
+    int hit = 0;
+    pthread_mutex_lock(&names_mu);
+    if (e->gen == gen && e->family == family && strcmp(e->name, name) == 0) {
+        *virt = e->virt;
+        memcpy(ip4, e->ip4, 4);
+        hit = 1;
+    }
+    pthread_mutex_unlock(&names_mu);
+    return hit;
+}
+
+static void name_keep(const char *name, int family, int virt, const uint8_t ip4[4], uint32_t gen)
+{
+    if (!gen_page || gen == 0 || strlen(name) >= NAME_KEEP)
+        return;
+    struct name_ent *e = &names[name_slot(name, family)];
+    pthread_mutex_lock(&names_mu);
+    e->gen = gen;
+    e->family = family;
+    e->virt = virt;
+    memcpy(e->ip4, ip4, 4);
+    strcpy(e->name, name);
+    pthread_mutex_unlock(&names_mu);
+}
+
 static int ax_resolve(const char *name, int family, uint8_t ip4[4])
 {
     if (never_virtual(name))
         return 0;
+    int virt;
+    if (name_cached(name, family, &virt, ip4))
+        return virt;
     struct ax_msg q, p;
     memset(&q, 0, sizeof q);
     q.op = AX_OP_RESOLVE;
     q.a.family = (uint16_t)family;
     snprintf(q.name, sizeof q.name, "%s", name);
     int nfd;
-    if (ax_request(&q, &p, &nfd) < 0 || p.status != AX_ST_OK)
+    if (ax_request(&q, &p, &nfd) < 0)
+        return 0;
+    static const uint8_t none[4];
+    if (p.status == AX_ST_NATIVE) {
+        name_keep(name, family, 0, none, (uint32_t)p.arg);
+        return 0;
+    }
+    if (p.status != AX_ST_OK)
         return 0;
     ax_unmap(&p.a);
     if (p.a.family != AF_INET)
         return 0;
     memcpy(ip4, p.a.ip, 4);
+    name_keep(name, family, 1, ip4, (uint32_t)p.arg);
     return 1;
 }
 

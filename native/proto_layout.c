@@ -58,6 +58,9 @@ int main(void)
     first = 1;
     num("ax_addr", sizeof(struct ax_addr));
     num("ax_cache_answer", sizeof(struct ax_cache_answer));
+    num("ax_lookup", sizeof(struct ax_lookup));
+    num("ax_map_hdr", sizeof(struct ax_map_hdr));
+    num("ax_map_ent", sizeof(struct ax_map_ent));
     num("ax_msg", sizeof(struct ax_msg));
 
     printf("\n  },\n  \"fields\": {");
@@ -68,7 +71,18 @@ int main(void)
     F(ax_addr, ip);
     F(ax_cache_answer, generation);
     F(ax_cache_answer, n_backends);
+    F(ax_cache_answer, local_mask);
+    F(ax_cache_answer, reserved);
     F(ax_cache_answer, backends);
+    F(ax_lookup, cookie);
+    F(ax_map_hdr, generation);
+    F(ax_map_hdr, magic);
+    F(ax_map_hdr, version);
+    F(ax_map_hdr, src_base);
+    F(ax_map_hdr, src_count);
+    F(ax_map_hdr, reserved);
+    F(ax_map_ent, vip);
+    F(ax_map_ent, reserved);
     F(ax_msg, magic);
     F(ax_msg, op);
     F(ax_msg, flags);
@@ -82,6 +96,7 @@ int main(void)
     F(ax_msg, b);
     F(ax_msg, name);
     F(ax_msg, cache);
+    F(ax_msg, lookup);
     F(ax_msg, payload);
 
     printf("\n  },\n  \"constants\": {");
@@ -98,16 +113,21 @@ int main(void)
     N(AX_OP_CONNECT);
     N(AX_OP_CLOSE);
     N(AX_OP_RESOLVE);
-    N(AX_OP_PEER);
     N(AX_OP_REVERSE);
-    N(AX_OP_CONNECTED);
-    N(AX_OP_CONNECTING);
+    N(AX_OP_LOOKUP);
     N(AX_ST_OK);
     N(AX_ST_NATIVE);
     N(AX_ST_PENDING);
     N(AX_ST_ERR);
     N(AX_ST_DIRECT);
     N(AX_RF_CACHE);
+    N(AX_RF_LOCAL);
+    N(AX_LK_BOUND);
+    N(AX_LK_LISTEN);
+    N(AX_LK_CONN);
+    N(AX_LK_ACCEPTED);
+    N(AX_MAP_MAGIC);
+    N(AX_MAP_VERSION);
     N(AX_HF_DIRECT);
     N(AX_BF_V6ONLY);
     N(AX_BF_REUSEPORT);
@@ -143,6 +163,7 @@ int main(void)
     memcpy(m.b.ip, "\x7f\x00\x00\x01", 4);
     m.cache.generation = 0xdeadbeef;
     m.cache.n_backends = 3;
+    m.cache.local_mask = 0x5;
     for (int i = 0; i < 3; i++) {
         m.cache.backends[i].family = AF_INET;
         m.cache.backends[i].port = (uint16_t)(40000 + i);

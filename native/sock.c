@@ -5,6 +5,7 @@
  * options and epoll registrations that a swap replays.
  */
 #include "ax_internal.h"
+#include <netinet/tcp.h>
 
 /* ------------------------------------------------------------------------ */
 /* fd swap                                                                   */
@@ -90,6 +91,107 @@ int h_socketpair(int domain, int type, int protocol, int sv[2])
     return r;
 }
 
+/* A socket this process has no record of (inherited across exec, received over
+ * SCM_RIGHTS, made by a raw syscall): learn its virtual view once, from the
+ * kernel's identity of it (SO_COOKIE) and its addresses, and record it (also
+ * when it is nothing virtual, so the question is asked once).  Returns 1 with
+ * *out filled for an AF_INET/AF_INET6 stream socket, else 0. */
+static int learn_socket(int fd, struct meta *out)
+{
+    int type = 0, dom = 0;
+    socklen_t sl = sizeof type;
+    if (R.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0 || type != SOCK_STREAM)
+        return 0;
+    sl = sizeof dom;
+    if (R.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl) < 0 || (dom != AF_INET && dom != AF_INET6))
+        return 0;
+    struct meta m;
+    memset(&m, 0, sizeof m);
+    m.family = dom;
+    m.state = ST_FRESH;
+    struct sockaddr_storage lo, pe;
+    socklen_t ll = sizeof lo, pl = sizeof pe;
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_LOOKUP;
+    int bound = R.getsockname(fd, (struct sockaddr *)&lo, &ll) == 0 && sa_to_ax((struct sockaddr *)&lo, ll, &q.a) == 0 &&
+                q.a.port != 0;
+    int conn = R.getpeername(fd, (struct sockaddr *)&pe, &pl) == 0 && sa_to_ax((struct sockaddr *)&pe, pl, &q.b) == 0;
+    if (!conn)
+        memset(&q.b, 0, sizeof q.b);
+    int record = 1;
+    if (bound || conn) {
+        uint64_t cookie = 0;
+        sl = sizeof cookie;
+        R.getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &sl);
+        q.lookup.cookie = cookie;
+        ax_unmap(&q.a);
+        ax_unmap(&q.b);
+        int nfd;
+        m.state = ST_NATIVE;
+        m.bound_native = 1;
+        if (ax_request(&q, &p, &nfd) < 0) {
+            record = 0; /* daemon away: native for now, ask again next time */
+        } else if (p.status == AX_ST_OK) {
+            m.bound_native = 0;
+            m.sock_id = p.sock;
+            m.owner = ax_getpid();
+            if (p.a.family) {
+                m.vlocal_len = ax_to_sa(&p.a, dom, &m.vlocal);
+                m.has_vlocal = 1;
+            }
+            if (p.b.family) {
+                m.vpeer_len = ax_to_sa(&p.b, dom, &m.vpeer);
+                m.has_vpeer = 1;
+            }
+            switch (p.arg) {
+            case AX_LK_BOUND: m.state = ST_BOUND; break;
+            case AX_LK_LISTEN: m.state = ST_LISTEN; break;
+            case AX_LK_CONN:
+                m.state = ST_CONN;
+                m.has_vlocal = 0;
+                memcpy(&m.rdest, &pe, pl);
+                m.rdest_len = pl;
+                m.has_rdest = 1;
+                break;
+            case AX_LK_ACCEPTED: m.state = ST_ACCEPTED; break;
+            default: m.state = ST_NATIVE; m.bound_native = 1; break;
+            }
+        }
+        dbg("learned fd %d: state %d sock %u", fd, m.state, m.sock_id);
+    }
+    m.ino = fd_ino(fd);
+    if (record) {
+        tbl_lock();
+        struct closeinfo ci = {0};
+        tbl_drop_locked(fd, &ci);
+        struct meta **s = slot_locked(fd, 1);
+        struct meta *n = s ? meta_alloc_locked() : NULL;
+        if (n) {
+            uint64_t g = n->gen;
+            *n = m;
+            n->gen = g;
+            n->refs = 1;
+            n->next = NULL;
+            *s = n;
+            m.gen = g;
+        }
+        tbl_unlock();
+        if (ci.send)
+            send_close(ci.sock);
+    }
+    *out = m;
+    return 1;
+}
+
+/* tbl_snapshot, learning a socket this process has no record of */
+static int snapshot_or_learn(int fd, struct meta *out, int verify)
+{
+    if (tbl_snapshot(fd, out, verify))
+        return 1;
+    return learn_socket(fd, out);
+}
+
 static void bind_flags(const struct meta *m, struct ax_msg *q)
 {
     q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0);
@@ -148,8 +250,27 @@ int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
     int e = errno, r;
     struct meta snap;
     struct ax_addr a;
-    if (!tbl_snapshot(fd, &snap, 1) || snap.state != ST_FRESH || snap.bound_native ||
-        addr->sa_family != snap.family || sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
+    int inet = addr->sa_family == AF_INET || addr->sa_family == AF_INET6;
+    if (!(inet ? snapshot_or_learn(fd, &snap, 1) : tbl_snapshot(fd, &snap, 1))) {
+        r = R.bind(fd, addr, len);
+        goto native_done;
+    }
+    if (snap.state != ST_FRESH && !snap.bound_native && sa_to_ax(addr, len, &a) == 0) {
+        /* Bound already (virtually): the kernel would say EINVAL for a local
+         * address, and the wildcard and the app's VIP are local to it. */
+        struct ax_addr v = a;
+        ax_unmap(&v);
+        struct sockaddr_storage ss;
+        ax_to_sa(&a, addr->sa_family, &ss);
+        if (is_wildcard(&ss) || (have_vip && v.family == AF_INET && memcmp(v.ip, app_vip.ip, 4) == 0)) {
+            errno = EINVAL;
+            r = -1;
+            GUARD_LEAVE;
+            return r;
+        }
+    }
+    if (snap.state != ST_FRESH || snap.bound_native || addr->sa_family != snap.family || sa_to_ax(addr, len, &a) < 0 ||
+        is_loopback(addr)) {
         r = R.bind(fd, addr, len);
         goto native_done;
     }
@@ -183,8 +304,7 @@ int h_listen(int fd, int backlog)
     GUARD_ENTER;
     int e = errno, r;
     struct meta snap;
-    if (!tbl_snapshot(fd, &snap, 1) || snap.bound_native ||
-        (snap.state != ST_FRESH && snap.state != ST_BOUND)) {
+    if (!snapshot_or_learn(fd, &snap, 1) || snap.bound_native || (snap.state != ST_FRESH && snap.state != ST_BOUND)) {
         r = R.listen(fd, backlog);
         goto out;
     }
@@ -277,15 +397,6 @@ static int connect_wait(int fd)
     return 0;
 }
 
-static void sleep_us(long us)
-{
-    struct timespec ts = {us / 1000000, (us % 1000000) * 1000L};
-    int saved = tl_in_hook;
-    tl_in_hook = 0;
-    nanosleep(&ts, NULL);
-    tl_in_hook = saved;
-}
-
 static void sleep_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
@@ -307,13 +418,86 @@ static void mark_native(int fd, const struct meta *snap)
     errno = e;
 }
 
+/* Binds the app's own source address (HELLO reply) on a fresh socket before a
+ * connect to a backend on this host, leaving the port to connect()
+ * (IP_BIND_ADDRESS_NO_PORT): the server's hook reads the client's VIP from the
+ * peer address (identity.c).  Best effort: without it the server sees 127.0.0.1. */
+static void bind_source(int fd, const struct meta *snap)
+{
+    if (!have_src || (snap->family == AF_INET6 && snap->v6only))
+        return;
+    int one = 1;
+    R.setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    struct sockaddr_storage ss;
+    struct ax_addr a = app_src;
+    a.port = 0;
+    socklen_t l = ax_to_sa(&a, snap->family, &ss);
+    if (R.bind(fd, (struct sockaddr *)&ss, l) < 0)
+        dbg("bind source address on fd %d: %s", fd, strerror(errno));
+}
+
+/* A client that bound (the wildcard or its VIP, port P: the daemon bound a pool
+ * port for it) and now connects: a fresh socket takes the fd number, bound to
+ * port P on the app's source address (backend on this host) or the wildcard, so
+ * the connection leaves from the port the client chose.  The daemon's socket is
+ * closed by the swap (and reaped by the daemon).  0, or -1 with errno. */
+static int rebind_client(int fd, struct meta *snap, int local)
+{
+    struct ax_addr v;
+    if (sa_to_ax((struct sockaddr *)&snap->vlocal, snap->vlocal_len, &v) < 0)
+        memset(&v, 0, sizeof v);
+    int nfd = R.socket(snap->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (nfd < 0)
+        return -1;
+    ino_t ino;
+    uint32_t old = snap->sock_id;
+    if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    struct ax_addr b;
+    memset(&b, 0, sizeof b);
+    if (local && have_src && !(snap->family == AF_INET6 && snap->v6only)) {
+        b = app_src;
+    } else {
+        b.family = (uint16_t)snap->family;
+    }
+    b.port = v.port;
+    socklen_t l = ax_to_sa(&b, snap->family, &ss);
+    int r = R.bind(fd, (struct sockaddr *)&ss, l);
+    int e = errno;
+    tbl_lock();
+    struct meta *m = tbl_own_locked(fd, snap->gen);
+    if (m) {
+        m->state = ST_FRESH;
+        m->sock_id = 0;
+        m->ino = ino;
+        m->has_vlocal = 0;
+        snap->gen = m->gen;
+    }
+    tbl_unlock();
+    if (old)
+        send_close(old);
+    snap->state = ST_FRESH;
+    snap->sock_id = 0;
+    dbg("rebind fd %d for a connect from port %u: %d", fd, v.port, r);
+    errno = e;
+    return r;
+}
+
 /* Direct handoff (AX_ST_DIRECT): the app's own socket connects to the real
  * address the daemon picked, so O_NONBLOCK, EINPROGRESS, SO_ERROR, EINTR,
  * SO_SNDTIMEO and epoll registrations are the kernel's own; nothing is
- * swapped.  Afterwards the daemon gets the one-way CONNECTED note with the
- * real local address, so the server side can see the client's VIP. */
-static int direct_connect(int fd, const struct meta *snap, const struct ax_msg *p)
+ * swapped and nothing is reported back: for a backend on this host the socket
+ * leaves from the app's own source address first. */
+static int direct_connect(int fd, struct meta *snap, const struct ax_msg *p, int retry)
 {
+    int local = (p->flags & AX_RF_LOCAL) != 0;
+    if (snap->state == ST_BOUND && snap->sock_id) {
+        if (rebind_client(fd, snap, local) < 0)
+            return -1;
+    } else if (snap->state == ST_FRESH && !retry && local) {
+        bind_source(fd, snap);
+    }
     struct sockaddr_storage rd;
     socklen_t rl = ax_to_sa(&p->b, snap->family, &rd);
     int saved = tl_in_hook;
@@ -321,10 +505,7 @@ static int direct_connect(int fd, const struct meta *snap, const struct ax_msg *
     int r = R.connect(fd, (struct sockaddr *)&rd, rl);
     int ce = errno;
     tl_in_hook = saved;
-    int started = r == 0 || ce == EINPROGRESS || ce == EINTR;
-    struct ax_addr local;
-    memset(&local, 0, sizeof local);
-    if (started) {
+    if (r == 0 || ce == EINPROGRESS || ce == EINTR) {
         tbl_lock();
         struct meta *m = tbl_get_gen_locked(fd, snap->gen); /* dups share this socket */
         if (m) {
@@ -337,15 +518,21 @@ static int direct_connect(int fd, const struct meta *snap, const struct ax_msg *
             m->has_vlocal = 0;
         }
         tbl_unlock();
-        struct sockaddr_storage ls;
-        socklen_t ll = sizeof ls;
-        if (R.getsockname(fd, (struct sockaddr *)&ls, &ll) == 0 && sa_to_ax((struct sockaddr *)&ls, ll, &local) == 0)
-            ax_unmap(&local);
     }
-    send_connected(p->sock, &local, &p->b, started ? 0 : ce);
     dbg("connect fd %d direct -> port %u r=%d errno=%d", fd, p->b.port, r, r ? ce : 0);
     errno = ce;
     return r;
+}
+
+/* A socket whose earlier connect failed is in TCP_CLOSE: it may connect again. */
+static int connect_failed(int fd)
+{
+    struct tcp_info ti;
+    socklen_t tl = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (R.getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) < 0)
+        return 0;
+    return ti.tcpi_state == 7 /* TCP_CLOSE */;
 }
 
 int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
@@ -357,17 +544,29 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     int e = errno, r;
     struct meta snap;
     struct ax_addr a;
-    if (!tbl_snapshot(fd, &snap, 1)) {
+    int inet = addr->sa_family == AF_INET || addr->sa_family == AF_INET6;
+    if (!(inet ? snapshot_or_learn(fd, &snap, 1) : tbl_snapshot(fd, &snap, 1))) {
         r = R.connect(fd, addr, len);
         goto out;
     }
+    int retry = 0;
     if (snap.state == ST_CONN && snap.has_rdest) {
-        /* already virtual: let the kernel answer EALREADY / EISCONN / 0 */
-        r = R.connect(fd, (struct sockaddr *)&snap.rdest, snap.rdest_len);
-        goto out;
+        if (!connect_failed(fd)) {
+            /* in progress or connected: let the kernel answer EALREADY / EISCONN / 0 */
+            r = R.connect(fd, (struct sockaddr *)&snap.rdest, snap.rdest_len);
+            goto out;
+        }
+        /* The earlier connect failed: the kernel lets the socket connect again
+         * (after reporting that failure once), to wherever the app asks now. */
+        retry = 1;
+        snap.state = ST_FRESH;
     }
     if ((snap.state != ST_FRESH && snap.state != ST_BOUND) || addr->sa_family != snap.family ||
         sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
+        if (snap.state == ST_BOUND && snap.sock_id && !is_loopback(addr) && rebind_client(fd, &snap, 0) < 0) {
+            r = -1;
+            goto out;
+        }
         r = R.connect(fd, addr, len);
         if ((r == 0 || errno == EINPROGRESS) && snap.state == ST_FRESH)
             mark_native(fd, &snap);
@@ -375,8 +574,7 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     struct ax_msg q, p;
     if (cache_lookup(&a, snap.family, &p) && atomic_load(&ctl_ok)) {
-        send_connecting(p.sock, &p.b);
-        r = direct_connect(fd, &snap, &p);
+        r = direct_connect(fd, &snap, &p, retry);
         goto out;
     }
     /* O_NONBLOCK is only looked up when it matters: a PENDING answer (service
@@ -421,6 +619,10 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         backoff = backoff * 2 > 100 ? 100 : backoff * 2;
     }
     if (p.status == AX_ST_NATIVE) {
+        if (snap.state == ST_BOUND && snap.sock_id && rebind_client(fd, &snap, 0) < 0) {
+            r = -1;
+            goto out;
+        }
         r = R.connect(fd, addr, len);
         if (r == 0 || errno == EINPROGRESS)
             mark_native(fd, &snap);
@@ -428,7 +630,7 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     if (p.status == AX_ST_DIRECT && nfd < 0 && (p.b.family == AF_INET || p.b.family == AF_INET6)) {
         cache_store(&a, snap.family, &p);
-        r = direct_connect(fd, &snap, &p);
+        r = direct_connect(fd, &snap, &p, retry);
         goto out;
     }
     if (p.status != AX_ST_OK || nfd < 0) {
@@ -479,39 +681,26 @@ out:
     return r;
 }
 
-/* virtual peer of an accepted socket: ask PEER once, cache the answer */
-static int accepted_peer(int fd, struct meta *snap)
+/* Virtual peer of an accepted socket, from the identity map: a client under ax
+ * connects from its app's source address.  No message.  *real: the kernel's
+ * peer address when the caller has it (accept), else NULL (asks the kernel). */
+static int accepted_peer(int fd, struct meta *snap, const struct sockaddr_storage *real, socklen_t rlen)
 {
     if (snap->has_vpeer)
         return 1;
-    struct sockaddr_storage pe, lo;
-    socklen_t pl = sizeof pe, ll = sizeof lo;
-    if (R.getpeername(fd, (struct sockaddr *)&pe, &pl) < 0 || R.getsockname(fd, (struct sockaddr *)&lo, &ll) < 0)
+    struct sockaddr_storage pe;
+    socklen_t pl = sizeof pe;
+    if (real) {
+        memcpy(&pe, real, rlen);
+        pl = rlen;
+    } else if (R.getpeername(fd, (struct sockaddr *)&pe, &pl) < 0) {
         return 0;
-    struct ax_msg q, p;
-    memset(&q, 0, sizeof q);
-    q.op = AX_OP_PEER;
-    if (sa_to_ax((struct sockaddr *)&pe, pl, &q.a) < 0 || sa_to_ax((struct sockaddr *)&lo, ll, &q.b) < 0)
-        return 0;
-    ax_unmap(&q.a);
-    ax_unmap(&q.b);
-    int nfd;
-    /* PENDING: a client handed off directly may not have sent its CONNECTED
-     * note yet; ask again for up to ~50 ms (the daemon keeps the expectation 200 ms), then report the real address */
-    long waited = 0, step = 25;
-    for (;;) {
-        if (ax_request(&q, &p, &nfd) < 0)
-            return 0; /* daemon away: report the real peer, ask again next time */
-        if (p.status != AX_ST_PENDING || waited >= 50000)
-            break;
-        sleep_us(step);
-        waited += step;
-        step = step * 2 > 500 ? 500 : step * 2;
     }
-    if (p.status == AX_ST_OK && p.a.family) {
-        snap->vpeer_len = ax_to_sa(&p.a, snap->family, &snap->vpeer);
+    struct ax_addr ra, va;
+    if (sa_to_ax((struct sockaddr *)&pe, pl, &ra) == 0 && ident_peer(&ra, &va)) {
+        snap->vpeer_len = ax_to_sa(&va, snap->family, &snap->vpeer);
     } else {
-        memcpy(&snap->vpeer, &pe, sizeof pe);
+        memcpy(&snap->vpeer, &pe, pl);
         snap->vpeer_len = pl;
     }
     snap->has_vpeer = 1;
@@ -535,7 +724,7 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags,
     GUARD_ENTER;
     int e = errno;
     struct meta snap;
-    if (!tbl_snapshot(lfd, &snap, 0) || snap.state != ST_LISTEN || !snap.has_vlocal) {
+    if (!snapshot_or_learn(lfd, &snap, 0) || snap.state != ST_LISTEN || !snap.has_vlocal) {
         tbl_forget(fd);
         goto out;
     }
@@ -570,7 +759,16 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags,
     tbl_unlock();
     if (ci.send)
         send_close(ci.sock);
-    if (m && addr && alen && accepted_peer(fd, &acc)) {
+    if (m && addr && alen && *alen <= sizeof(struct sockaddr_storage) && *alen <= inlen) {
+        /* the kernel wrote the whole real peer address: translate it in place */
+        struct sockaddr_storage real;
+        socklen_t rlen = *alen;
+        memcpy(&real, addr, rlen);
+        if (accepted_peer(fd, &acc, &real, rlen)) {
+            *alen = inlen;
+            copy_out(&acc.vpeer, acc.vpeer_len, addr, alen);
+        }
+    } else if (m && addr && alen && accepted_peer(fd, &acc, NULL, 0)) {
         *alen = inlen;
         copy_out(&acc.vpeer, acc.vpeer_len, addr, alen);
     }
@@ -595,10 +793,12 @@ static socklen_t virtual_name(int fd, int peer, const struct sockaddr_storage *r
                               struct sockaddr_storage *out)
 {
     struct meta snap;
-    if (!tbl_snapshot(fd, &snap, 1))
+    int inet = real->ss_family == AF_INET || real->ss_family == AF_INET6;
+    if (!(inet ? snapshot_or_learn(fd, &snap, 1) : tbl_snapshot(fd, &snap, 1)))
         return 0;
     if (peer) {
-        if ((snap.state == ST_CONN && snap.has_vpeer) || (snap.state == ST_ACCEPTED && accepted_peer(fd, &snap))) {
+        if ((snap.state == ST_CONN && snap.has_vpeer) ||
+            (snap.state == ST_ACCEPTED && accepted_peer(fd, &snap, real, rl))) {
             memcpy(out, &snap.vpeer, snap.vpeer_len);
             return snap.vpeer_len;
         }
@@ -718,4 +918,51 @@ int h_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
     errno = e;
     GUARD_LEAVE;
     return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* sendto / sendmsg                                                          */
+
+#ifndef MSG_FASTOPEN
+#define MSG_FASTOPEN 0x20000000
+#endif
+
+/* MSG_FASTOPEN with a destination on a TCP socket that is not connected yet is
+ * a connect (then the data): it takes the connect path, so a virtual address
+ * never reaches the kernel.  A non-blocking socket gets EINPROGRESS, as from the
+ * kernel's own Fast Open without a cookie.  1: handled (*r set), 0: pass through. */
+static int fastopen_connect(int fd, const struct sockaddr *addr, socklen_t alen, int *r)
+{
+    struct meta snap;
+    if (!addr || alen < sizeof(sa_family_t) || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) ||
+        !tbl_snapshot(fd, &snap, 0) || (snap.state != ST_FRESH && snap.state != ST_BOUND))
+        return 0;
+    *r = h_connect(fd, addr, alen);
+    return 1;
+}
+
+ssize_t h_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen)
+{
+    NEED(sendto);
+    int r;
+    if (__builtin_expect(!(flags & MSG_FASTOPEN), 1) || !hook_on() || !fastopen_connect(fd, addr, alen, &r))
+        return R.sendto(fd, buf, n, flags, addr, alen);
+    if (r < 0)
+        return -1;
+    return R.sendto(fd, buf, n, flags & ~MSG_FASTOPEN, NULL, 0);
+}
+
+ssize_t h_sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+    NEED(sendmsg);
+    int r;
+    if (__builtin_expect(!(flags & MSG_FASTOPEN), 1) || !hook_on() || !msg ||
+        !fastopen_connect(fd, msg->msg_name, msg->msg_namelen, &r))
+        return R.sendmsg(fd, msg, flags);
+    if (r < 0)
+        return -1;
+    struct msghdr m = *msg;
+    m.msg_name = NULL;
+    m.msg_namelen = 0;
+    return R.sendmsg(fd, &m, flags & ~MSG_FASTOPEN);
 }

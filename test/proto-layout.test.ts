@@ -21,6 +21,8 @@ import {
   Env,
   HelloFlag,
   Layout,
+  Lookup,
+  MapConst,
   Op,
   ReplyFlag,
   Status,
@@ -60,6 +62,8 @@ function tsLayout(): Pick<CLayout, 'sizeof' | 'fields' | 'constants'> {
     ['AX_OP_', Op],
     ['AX_ST_', Status],
     ['AX_RF_', ReplyFlag],
+    ['AX_LK_', Lookup],
+    ['AX_MAP_', MapConst],
     ['AX_HF_', HelloFlag],
     ['AX_BF_', BindFlag],
     ['AX_CF_', ConnectFlag],
@@ -151,6 +155,7 @@ t.test('the codec decodes messages built with the C structs and re-encodes them 
       { family: AF_INET, ip: '127.0.0.1', port: 40001 },
       { family: AF_INET6, ip: '::ffff:127.0.0.2', port: 40002 },
     ],
+    localMask: 0x5,
   });
   t.equal(encode(m).toString('hex'), c.samples.cache_reply, 'cache reply re-encoded identically');
 

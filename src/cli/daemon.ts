@@ -20,6 +20,8 @@ flags:
   --hook-socket PATH  hook socket (default: beside --socket, ax-hook.sock)
   --ports A-B         host port pool for virtual listeners (default 40000-60000)
   --vip-range CIDR    virtual IPs for apps without --ip (default 10.240.0.0/16)
+  --source-range CIDR loopback addresses, one per app, that carry a client's identity to
+                      servers on this host (default 127.77.0.0/16; must lie in 127.0.0.0/8)
   --host-ip IP        real IP listeners are bound on (default 127.0.0.1)
   --node-name NAME    this node's name (default: host name)
   --lb MODE           load balancing over a pool: round-robin (default) or random
@@ -47,6 +49,7 @@ const SPECS: FlagSpec[] = [
   { name: 'hook-socket', kind: 'string' },
   { name: 'ports', kind: 'string' },
   { name: 'vip-range', kind: 'string' },
+  { name: 'source-range', kind: 'string' },
   { name: 'host-ip', kind: 'string' },
   { name: 'node-name', kind: 'string' },
   { name: 'lb', kind: 'string' },
@@ -138,6 +141,10 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
   if (v('hook-socket')) c.hookSocket = v('hook-socket')!;
   if (v('ports')) c.ports = wrap('ports', () => parsePortRange(v('ports')!));
   if (v('vip-range')) c.vipRange = wrap('vip-range', () => parseCidr(v('vip-range')!));
+  if (v('source-range')) {
+    c.sourceRange = wrap('source-range', () => parseCidr(v('source-range')!));
+    if (c.sourceRange.base >>> 24 !== 127) throw new UsageError(`--source-range ${v('source-range')}: must lie in 127.0.0.0/8 (loopback)`);
+  }
   if (v('host-ip')) c.hostIp = v('host-ip')!;
   if (v('node-name')) c.nodeName = v('node-name')!;
   if (v('lb')) {

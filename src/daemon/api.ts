@@ -120,7 +120,6 @@ export class ApiServer {
         uptime_seconds: (Date.now() - d.startedAt) / 1000,
         handoff: d.hooks.handoffMode,
         direct_handoffs: d.hooks.directHandoffs,
-        cached_handoffs: d.hooks.cachedHandoffs,
       })),
       RunApp: (call: grpc.ServerWritableStream<Obj, Obj>) => this.runApp(call),
       ListApps: unary(() => ({

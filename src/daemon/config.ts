@@ -21,6 +21,10 @@ export interface DaemonConfig {
   /** Virtual IPs for apps started without --ip. Default 10.240.0.0/16. Connects to
    *  unregistered addresses in this range fail with ENETUNREACH, never leave the host. */
   vipRange: Cidr;
+  /** Loopback addresses, one per local app (127.x.y.z), bound as the source of its
+   *  connections so servers on this host learn the client's VIP from the peer address.
+   *  Default 127.77.0.0/16. */
+  sourceRange: Cidr;
   /** Real IP the daemon binds listeners on (the address other hosts reach). Default 127.0.0.1. */
   hostIp: string;
   /** This node's name in the cluster. Default: the host name. */
@@ -50,6 +54,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     hookSocket: hookSocketFor(socket),
     ports: parsePortRange('40000-60000'),
     vipRange: parseCidr('10.240.0.0/16'),
+    sourceRange: parseCidr('127.77.0.0/16'),
     hostIp: '127.0.0.1',
     nodeName: hostname(),
     lb: 'round-robin',

@@ -1,9 +1,13 @@
 // The daemon: wires the store, the service table, the hook server and the API
 // together, restores state at start and reaps what dead processes left behind.
-import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:net';
+import { dirname } from 'node:path';
+import { intToIpv4 } from '../common/addr';
 import { makeLogger, type Logger } from '../common/log';
+import { IdentityMap } from '../hookserver/identmap';
 import { HookServer } from '../hookserver/server';
+import { SockDiag } from '../hookserver/sockdiag';
 import { Store } from '../store/store';
 import { PortPool } from '../table/ports';
 import { ServiceTable, type App, type Sock } from '../table/table';
@@ -49,7 +53,8 @@ export class Daemon {
   private hookServer!: HookServer;
   private api!: ApiServer;
   private sweeper: NodeJS.Timeout | null = null;
-  private genFd = -1;
+  private map: IdentityMap | null = null;
+  private readonly diag = new SockDiag();
   /** app id -> number of open RunApp streams, and when the last one closed */
   private readonly attached = new Map<string, { streams: number; since: number }>();
   readonly startedAt = Date.now();
@@ -79,9 +84,18 @@ export class Daemon {
       }
     });
     if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster);
-    const genFile = this.openGenerationFile(`${c.hookSocket}.gen`);
-    this.hooks = new HookDispatcher({ table: this.table, pool: this.pool, hostIp: c.hostIp, log: this.log, alive: this.cluster?.alive, handoff: c.handoff, genFile });
-    this.hooks.adoptRestored(this.table.listSocks().map((s) => s.id));
+    this.map = this.openIdentityMap(`${c.hookSocket}.map`);
+    this.hooks = new HookDispatcher({
+      table: this.table,
+      pool: this.pool,
+      hostIp: c.hostIp,
+      log: this.log,
+      alive: this.cluster?.alive,
+      handoff: c.handoff,
+      map: this.map ?? undefined,
+      diag: this.diag,
+    });
+    this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
     if (this.cluster) await this.cluster.start();
@@ -96,28 +110,32 @@ export class Daemon {
   }
 
   /**
-   * The table generation, published in a small file every hook maps read-only:
-   * a cached connect answer is used only while the generation it came with is
-   * still there. Written in place on every change (changes are rare).
+   * The identity map every hook maps read-only (src/hookserver/identmap.ts): the
+   * table generation (cached answers are used while it holds) and each local
+   * app's source address -> VIP. Its directory is made first, so caching works
+   * from a daemon's very first start.
    */
-  private openGenerationFile(path: string): string | undefined {
+  private openIdentityMap(path: string): IdentityMap | null {
+    const c = this.config;
     try {
-      // Reuse the file (and its inode) a previous daemon left: hooks that mapped
-      // it keep seeing changes. Generations start at a random value, so an answer
-      // cached under the previous daemon does not match by accident.
-      this.genFd = openSync(path, existsSync(path) ? 'r+' : 'w+', 0o644);
-      const page = Buffer.alloc(4096);
-      page.writeUInt32LE(this.table.generation, 0);
-      writeSync(this.genFd, page, 0, page.length, 0);
-      const word = Buffer.alloc(4);
-      this.table.onGeneration((g) => {
-        word.writeUInt32LE(g, 0);
-        writeSync(this.genFd, word, 0, 4, 0);
+      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+      const count = Math.min(2 ** (32 - c.sourceRange.bits), 1 << 20);
+      const map = new IdentityMap(path, intToIpv4(c.sourceRange.base), count);
+      this.table.sourceCount = count;
+      for (const a of this.table.localApps()) {
+        if (!a.srcIndex || a.srcIndex >= count) a.srcIndex = undefined;
+        else map.set(a.srcIndex, a.vip);
+      }
+      map.setGeneration(this.table.generation);
+      this.table.onGeneration((g) => map.setGeneration(g));
+      this.table.onChange((ch) => {
+        if (ch.kind !== 'app' || ch.app.node !== c.nodeName || !ch.app.srcIndex) return;
+        map.set(ch.app.srcIndex, ch.deleted ? '' : ch.app.vip);
       });
-      return path;
+      return map;
     } catch (e) {
-      this.log.warn(`no generation file (${(e as Error).message}): hooks will ask for every connect`);
-      return undefined;
+      this.log.warn(`no identity map (${(e as Error).message}): hooks ask for every connect and servers see clients' real addresses`);
+      return null;
     }
   }
 
@@ -131,8 +149,16 @@ export class Daemon {
       this.attached.set(a.id, { streams: 0, since: now });
     }
     let dropped = 0;
+    let live: Set<bigint> | null = null;
+    try {
+      live = this.diag.liveCookies();
+    } catch {
+      live = null;
+    }
     for (const s of socks) {
-      if (!this.table.getApp(s.appId) || !pidAlive(s.pid)) {
+      // A socket lives on after its process while anyone holds it: ask the kernel.
+      const gone = live && s.cookie ? !live.has(BigInt(s.cookie)) : !pidAlive(s.pid);
+      if (!this.table.getApp(s.appId) || gone) {
         dropped++;
         await this.store.del('sock', String(s.id));
         continue;
@@ -140,7 +166,7 @@ export class Daemon {
       this.table.addSock(s);
       this.pool.reserve(s.hostPort);
     }
-    if (dropped > 0) this.log.info(`restore: dropped ${dropped} sockets whose process is gone`);
+    if (dropped > 0) this.log.info(`restore: dropped ${dropped} sockets the kernel no longer has`);
   }
 
   // ---- apps (used by the API) ------------------------------------------
@@ -158,27 +184,21 @@ export class Daemon {
     a.since = Date.now();
   }
 
-  /** Removes what dead processes left: orphaned sockets and apps nobody runs any more. */
+  /** Removes what ended: sockets the kernel no longer has, then apps nobody runs any more. */
   sweep(): void {
-    for (const id of [...this.hooks.orphans]) {
-      const s = this.table.getSock(id);
-      if (!s) {
-        this.hooks.orphans.delete(id);
-        continue;
-      }
-      if (!pidAlive(s.pid)) {
-        this.log.debug(`process ${s.pid} is gone: removing ${s.vip}:${s.vport}`);
-        this.hooks.release(s);
-      }
-    }
+    this.hooks.reapDead();
+    this.sweepApps();
+  }
+
+  private sweepApps(): void {
     const now = Date.now();
     for (const app of this.table.localApps()) {
       const a = this.attached.get(app.id);
       if (a && a.streams > 0) continue;
       const since = a?.since ?? 0;
       const runAlive = pidAlive(app.runPid);
-      // A detached app lives on while its processes do (ax run was killed, or the
-      // daemon restarted and ax run has not re-attached yet).
+      // A detached app lives on while its processes or its sockets do (ax run was
+      // killed, or the daemon restarted and ax run has not re-attached yet).
       if (this.hooks.hasSession(app.id)) continue;
       if (this.table.listSocks().some((s) => s.appId === app.id)) continue;
       if (runAlive && now - since < 10_000) continue;
@@ -197,11 +217,9 @@ export class Daemon {
       await this.cluster?.stop().catch((e: Error) => this.log.warn(`cluster stop: ${e.message}`));
       await this.hookServer?.close();
       this.hooks?.close();
-      if (this.genFd >= 0) {
-        // 0 never matches: hooks stop using cached answers and ask (and reconnect).
-        writeSync(this.genFd, Buffer.alloc(4), 0, 4, 0);
-        closeSync(this.genFd);
-      }
+      // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
+      this.map?.close();
+      this.diag.close();
       await this.store?.close();
       this.log.info('stopped');
     })();

@@ -7,22 +7,27 @@
 // no enforcement. For such sessions (and `--handoff auto`, the default) CONNECT
 // is answered DIRECT: policy and load balancing are decided here as always, but
 // the hook connects the app's own socket to the picked address and reports the
-// real local address back (one-way CONNECTED) for client-IP preservation.
-import { statSync } from 'node:fs';
+// socket's own source address first (one per app, see identmap.ts), so the
+// server side learns the client's VIP from the peer address, with no message.
+//
+// Sockets are keyed by the kernel socket (SO_COOKIE), not by process: a socket
+// the daemon bound stays in the table exactly while the kernel still has it
+// (sock_diag), whoever holds it now; a hook that meets a socket it has no
+// record of (after exec, received over SCM_RIGHTS) asks LOOKUP once.
+import { readFileSync, statSync } from 'node:fs';
 import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/addr';
+import type { IdentityMap } from '../hookserver/identmap';
+import { socketCookie, type SockDiag } from '../hookserver/sockdiag';
 import { rateLimited, type Logger } from '../common/log';
 import { formatLabels } from '../policy/labels';
 import * as libc from '../hookserver/libc';
-import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
+import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
-import type { App, ClientInfo, ServiceTable, Sock } from '../table/table';
+import type { App, ServiceTable, Sock } from '../table/table';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
-
-/** How long a DIRECT answer waits for its CONNECTED note before PEER stops answering PENDING. */
-const DIRECT_CONFIRM_MS = 200;
 
 const EPERM = 1;
 const EBADF = 9;
@@ -30,7 +35,6 @@ const EACCES = 13;
 const EADDRINUSE = 98;
 const EADDRNOTAVAIL = 99;
 const ENETUNREACH = 101;
-const EINPROGRESS = 115;
 const EAFNOSUPPORT = 97;
 
 export interface HookDeps {
@@ -42,9 +46,12 @@ export interface HookDeps {
   alive?: (s: Sock) => boolean;
   /** Default 'fd' (always correct); the daemon passes its config's mode. */
   handoff?: HandoffMode;
-  /** The file holding the table generation (u32 LE at offset 0); hooks map it to validate cached answers. */
-  genFile?: string;
+  /** The identity map (generation word + per-app source addresses) hooks map read-only. */
+  map?: IdentityMap;
+  /** sock_diag, to learn when the kernel's last reference to a socket is gone (absent: by process). */
+  diag?: SockDiag;
 }
+
 
 /** Inode of a process's network namespace, or 0 when it cannot be read. */
 export function netnsInode(pid: number | 'self'): number {
@@ -58,25 +65,20 @@ export function netnsInode(pid: number | 'self'): number {
 
 export class HookDispatcher implements Dispatcher {
   handoffs = 0;
-  /** of which direct (no socket created here) */
+  /** of which direct (no socket created here; connects made from cached answers are not seen) */
   directHandoffs = 0;
-  /** of which made by the hook from a cached answer (announced by CONNECTING) */
-  cachedHandoffs = 0;
   readonly handoffMode: HandoffMode;
   private readonly selfNetns = netnsInode('self');
-  /** backend host port -> DIRECT answers not yet confirmed by CONNECTED: ticket -> expiry (ms, monotonic order) */
-  private readonly unconfirmed = new Map<number, Map<number, number>>();
-  private nextTicket = 1;
-  /** one ClientInfo per app, reused by every recorded connection */
-  private readonly clientInfo = new WeakMap<App, ClientInfo>();
-  /** socket id -> session id currently responsible for it */
-  private readonly owner = new Map<number, number>();
-  /** sockets whose session ended while the pid may live on (exec) */
-  readonly orphans = new Set<number>();
   private readonly refuseFd: number;
   private readonly refuseAddr: Addr;
   private readonly warn: (m: string) => void;
   private readonly liveSessions = new Map<number, Session>();
+  /** SO_COOKIE (decimal) -> local socket id */
+  private readonly byCookie = new Map<string, number>();
+  private reapQueued = false;
+  private diagBroken = false;
+  /** Called after sockets were found gone (the daemon frees apps that have nothing left). */
+  onReaped: (n: number) => void = () => {};
 
   constructor(private readonly d: HookDeps) {
     this.warn = rateLimited(d.log);
@@ -86,6 +88,7 @@ export class HookDispatcher implements Dispatcher {
     this.refuseFd = libc.tcpSocket(AF_INET);
     libc.bind(this.refuseFd, { family: AF_INET, ip: '127.0.0.1', port: 0 }, AF_INET);
     this.refuseAddr = libc.getsockname(this.refuseFd)!;
+    for (const s of d.table.listSocks()) if (s.cookie) this.byCookie.set(s.cookie, s.id);
   }
 
   close(): void {
@@ -102,7 +105,7 @@ export class HookDispatcher implements Dispatcher {
     if (!app) {
       // One-way notes are sent without the hook's lock and can race a reconnect
       // (reaching the new session before its HELLO): ignore, never drop.
-      if (m.op === Op.CONNECTED || m.op === Op.CONNECTING || m.op === Op.CLOSE) return null;
+      if (m.op === Op.CLOSE) return null;
       if (s.appId) return { status: Status.ERR, err: EPERM }; // app removed under it
       throw new ProtocolError(`${m.op} before HELLO`);
     }
@@ -113,21 +116,19 @@ export class HookDispatcher implements Dispatcher {
         return this.listen(s, m);
       case Op.CONNECT:
         return this.connect(s, app, m);
-      case Op.CONNECTED:
-        this.connected(s, app, m);
-        return null;
-      case Op.CONNECTING:
-        this.connecting(s, m);
-        return null;
       case Op.CLOSE:
-        this.closeSock(s, m.sock);
+        // A hint only: some process closed its last copy. Whether the socket is
+        // gone is the kernel's to say.
+        this.scheduleReap();
         return null;
       case Op.RESOLVE: {
+        // arg: the generation the answer holds for (hooks keep it until the table changes)
+        const generation = this.d.table.generation;
         const vip = this.d.table.resolve(m.name);
-        return vip ? { status: Status.OK, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE };
+        return vip ? { status: Status.OK, arg: generation, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE, arg: generation };
       }
-      case Op.PEER:
-        return this.peer(m);
+      case Op.LOOKUP:
+        return this.lookup(app, m);
       case Op.REVERSE: {
         const name = m.a ? this.d.table.nameOf(unmapV4(m.a.ip)) : undefined;
         return name ? { status: Status.OK, name } : { status: Status.NATIVE };
@@ -149,15 +150,20 @@ export class HookDispatcher implements Dispatcher {
     const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && this.sameNetns(s.pid);
     s.data.direct = direct;
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
-    // A process that reconnects (daemon restart, exec) takes its sockets back.
-    for (const sock of this.d.table.listSocks()) {
-      if (sock.pid === s.pid && sock.node === this.d.table.node && !this.owner.has(sock.id)) {
-        this.owner.set(sock.id, s.id);
-        this.orphans.delete(sock.id);
-      }
-    }
-    const name = direct ? (this.d.genFile ?? '') : '';
-    return { status: Status.OK, sock: s.id, arg: direct ? HelloFlag.DIRECT : 0, a: { family: AF_INET, ip: app.vip, port: 0 }, name };
+    const src = this.sourceOf(app);
+    return {
+      status: Status.OK,
+      sock: s.id,
+      arg: direct ? HelloFlag.DIRECT : 0,
+      a: { family: AF_INET, ip: app.vip, port: 0 },
+      b: direct && src ? { family: AF_INET, ip: src, port: 0 } : null,
+      name: this.d.map?.path ?? '',
+    };
+  }
+
+  /** The app's own source address (dotted), or '' when it has none. */
+  private sourceOf(app: App): string {
+    return this.d.map && app.srcIndex ? this.d.map.sourceIp(app.srcIndex) : '';
   }
 
   /** The process is in the daemon's network namespace (same nsfs inode). */
@@ -179,9 +185,7 @@ export class HookDispatcher implements Dispatcher {
     const family = a.family;
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
-    if (a.port !== 0 && this.d.table.conflicting(app.id, app.vip, a.port, reusePort, family, v6only)) {
-      return { status: Status.ERR, err: EADDRINUSE };
-    }
+    if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only)) return { status: Status.ERR, err: EADDRINUSE };
     const rule = a.port !== 0 ? app.expose.find((r) => r.port === a.port) : undefined;
     let fd = -1;
     let hostIp = this.d.hostIp;
@@ -228,12 +232,14 @@ export class HookDispatcher implements Dispatcher {
       throw e;
     }
     const vport = a.port !== 0 ? a.port : hostPort;
-    if (a.port === 0 && this.d.table.conflicting(app.id, app.vip, vport, reusePort, family, v6only)) {
+    if (a.port === 0 && this.conflict(app, vport, reusePort, family, v6only)) {
       // The pool gave a port some socket of this app already uses as a virtual port.
       libc.close(fd);
       this.d.pool.release(hostPort);
       return { status: Status.ERR, err: EADDRINUSE };
     }
+    const seen = wildcard ? a.ip : family === AF_INET6 ? `::ffff:${app.vip}` : app.vip;
+    const cookie = socketCookie(fd);
     const sock: Sock = {
       id: this.d.table.newSockId(),
       appId: app.id,
@@ -250,12 +256,23 @@ export class HookDispatcher implements Dispatcher {
       reusePort,
       v6only: family === AF_INET6 && v6only,
       createdAt: Date.now(),
+      cookie: cookie ? cookie.toString() : undefined,
+      bindIp: seen,
     };
     this.d.table.addSock(sock);
-    this.owner.set(sock.id, s.id);
+    if (sock.cookie) this.byCookie.set(sock.cookie, sock.id);
     this.handoffs++;
-    const seen = wildcard ? a.ip : family === AF_INET6 ? `::ffff:${app.vip}` : app.vip;
     return { status: Status.OK, fd, sock: sock.id, a: { family, ip: seen, port: vport } };
+  }
+
+  /**
+   * Whether vip:port is taken for this bind, as the kernel would say. A socket
+   * the table still lists may have been closed by its last holder an instant
+   * ago (a server restarted at once): the kernel is asked before refusing.
+   */
+  private conflict(app: App, port: number, reusePort: boolean, family: number, v6only: boolean): boolean {
+    if (!this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only)) return false;
+    return this.reapDead() === 0 || this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only) !== undefined;
   }
 
   private listen(s: Session, m: Msg): Reply {
@@ -282,45 +299,60 @@ export class HookDispatcher implements Dispatcher {
         return { status: Status.ERR, err: EACCES };
       case 'waiting':
         if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
-        if (s.data.direct === true) return this.direct(s, dest, family, this.refuseAddr, false);
-        return this.handoff(app, dest, family, this.refuseAddr);
+        return this.refuse(s, app, dest, family);
+      case 'closed':
+        return this.refuse(s, app, dest, family);
       case 'backend': {
         const b = pick.sock;
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
+        const local = b.node === this.d.table.node;
         if (s.data.direct === true) {
-          const r = this.direct(s, dest, family, target, b.node === this.d.table.node);
+          const r = this.direct(dest, family, target, local);
           this.cacheable(r, pick.all, family);
           return r;
         }
-        return this.handoff(app, dest, family, target);
+        return this.handoff(app, dest, family, target, local);
       }
     }
   }
 
-  private handoff(app: App, dest: Addr, family: number, target: Addr): Reply {
-    const fd = libc.tcpSocket(family);
-    const err = libc.connect(fd, target, family);
-    if (err === 0 || err === EINPROGRESS) {
-      const local = libc.getsockname(fd);
-      if (local) this.d.table.recordConn(connKey(local), this.client(app));
+  /** A connect the kernel itself refuses (a bound socket that never listens). */
+  private refuse(s: Session, app: App, dest: Addr, family: number): Reply {
+    if (s.data.direct === true) return this.direct(dest, family, this.refuseAddr, true);
+    return this.handoff(app, dest, family, this.refuseAddr, true);
+  }
+
+  /** fd handoff: the socket is created, given the app's source address and connected here. */
+  private handoff(app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
+    let fd: number;
+    try {
+      fd = libc.tcpSocket(family);
+    } catch (e) {
+      if (e instanceof libc.SysError) return { status: Status.ERR, err: e.errno };
+      throw e;
     }
+    const src = local ? this.sourceOf(app) : '';
+    if (src) {
+      try {
+        libc.bindNoPort(fd, { family: AF_INET, ip: src, port: 0 }, family);
+      } catch (e) {
+        this.warn(`source address ${src} for app ${app.id}: ${(e as Error).message}`);
+      }
+    }
+    const err = libc.connect(fd, target, family);
     this.handoffs++;
     return { status: Status.OK, fd, err, a: dest, b: realDest(target, family) };
   }
 
   /**
-   * DIRECT answer: no socket here; the hook connects the app's socket to `target`.
-   * `track`: a local backend, whose accept side may ask PEER before the
-   * client's CONNECTED note arrives (answered PENDING meanwhile).
+   * DIRECT answer: no socket here; the hook binds its app's source address (for
+   * a backend on this host) and connects the app's socket to `target`.
    */
-  private direct(s: Session, dest: Addr, family: number, target: Addr, track: boolean): Reply {
-    const ticket = this.nextTicket;
-    this.nextTicket = this.nextTicket >= 0x7fffffff ? 1 : this.nextTicket + 1;
-    if (track) this.expectConfirm(s, target.port, ticket);
+  private direct(dest: Addr, family: number, target: Addr, local: boolean): Reply {
     this.handoffs++;
     this.directHandoffs++;
-    return { status: Status.DIRECT, sock: ticket, a: dest, b: realDest(target, family) };
+    return { status: Status.DIRECT, a: dest, b: realDest(target, family), flags: local ? ReplyFlag.LOCAL : 0 };
   }
 
   /**
@@ -331,115 +363,109 @@ export class HookDispatcher implements Dispatcher {
   private cacheable(r: Reply, all: Sock[], family: number): void {
     if (all.length > CACHE_MAX) return;
     const addrs: Addr[] = [];
+    let mask = 0;
     for (const b of all) {
       const v6 = b.hostIp.includes(':');
       if (family === AF_INET && v6) return; // not every backend reachable from this socket family
+      if (b.node === this.d.table.node) mask |= 1 << addrs.length;
       addrs.push(realDest({ family: v6 ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort }, family));
     }
-    r.flags = ReplyFlag.CACHE;
-    r.cache = { generation: this.d.table.generation, backends: addrs };
+    r.cache = { generation: this.d.table.generation, backends: addrs, localMask: mask };
   }
 
-  /** PEER answers PENDING for this backend port until the CONNECTED with this ticket arrives. */
-  private expectConfirm(s: Session, port: number, ticket: number): void {
-    let t = this.unconfirmed.get(port);
-    if (!t) this.unconfirmed.set(port, (t = new Map()));
-    const now = performance.now();
-    pruneExpired(t, now);
-    t.set(s.id * 0x100000000 + ticket, now + DIRECT_CONFIRM_MS);
-  }
-
-  /** One-way note before a connect made from a cached answer. */
-  private connecting(s: Session, m: Msg): void {
-    if (s.data.direct !== true || !m.b) return;
-    this.handoffs++;
-    this.directHandoffs++;
-    this.cachedHandoffs++;
-    this.expectConfirm(s, m.b.port, m.sock);
-  }
-
-  /** One-way note after a DIRECT answer: the connection's real local address. */
-  private connected(s: Session, app: App, m: Msg): void {
-    if (s.data.direct !== true) {
-      this.warn(`hook session ${s.id} (pid ${s.pid}): CONNECTED in a session without direct handoff, ignored`);
-      return;
+  /**
+   * LOOKUP: the virtual view of a socket a hook has no record of (inherited
+   * across exec, received over SCM_RIGHTS), from the kernel's identity of the
+   * socket (cookie) or, for connected sockets, from its real addresses.
+   */
+  private lookup(app: App, m: Msg): Reply {
+    const cookie = m.cookie ? m.cookie.toString() : '';
+    const id = cookie ? this.byCookie.get(cookie) : undefined;
+    const sock = id !== undefined ? this.d.table.getSock(id) : undefined;
+    if (sock && sock.cookie === cookie) {
+      const ip = sock.bindIp ?? (sock.family === AF_INET6 ? `::ffff:${sock.vip}` : sock.vip);
+      const state = sock.state === 'listening' ? Lookup.LISTEN : Lookup.BOUND;
+      return { status: Status.OK, sock: sock.id, arg: state, a: { family: sock.family, ip, port: sock.vport } };
     }
-    if (m.b) {
-      const t = this.unconfirmed.get(m.b.port);
-      if (t && t.delete(s.id * 0x100000000 + m.sock) && t.size === 0) this.unconfirmed.delete(m.b.port);
+    const local = m.a;
+    const peer = m.b;
+    if (!local || !peer) return { status: Status.NATIVE };
+    const lip = unmapV4(local.ip);
+    const pip = unmapV4(peer.ip);
+    // The server end of an accepted connection: the local address is a service's host address.
+    for (const s of this.d.table.localServices()) {
+      if (s.hostPort !== local.port || unmapV4(s.hostIp) !== lip) continue;
+      const client = this.d.map ? this.d.table.appBySource(this.d.map.indexOf(pip)) : undefined;
+      return {
+        status: Status.OK,
+        sock: 0,
+        arg: Lookup.ACCEPTED,
+        a: { family: AF_INET, ip: s.vip, port: s.vport },
+        b: client ? { family: AF_INET, ip: client.vip, port: peer.port } : { family: AF_INET, ip: pip, port: peer.port },
+      };
     }
-    if (m.arg === 0 && m.a && m.a.port !== 0) this.d.table.recordConn(connKey(m.a), this.client(app));
-  }
-
-  private client(app: App): ClientInfo {
-    let c = this.clientInfo.get(app);
-    if (!c || c.vip !== app.vip || c.labels !== app.labels) {
-      c = { appId: app.id, vip: app.vip, labels: app.labels };
-      this.clientInfo.set(app, c);
+    // The client end: the peer is a service's host address (here or on another node).
+    for (const s of this.d.table.services()) {
+      if (s.hostPort !== peer.port || unmapV4(s.hostIp) !== pip) continue;
+      return {
+        status: Status.OK,
+        sock: 0,
+        arg: Lookup.CONN,
+        a: { family: AF_INET, ip: app.vip, port: local.port },
+        b: { family: AF_INET, ip: s.vip, port: s.vport },
+      };
     }
-    return c;
+    return { status: Status.NATIVE };
   }
 
-  /** Some DIRECT answer toward this local backend port is still unconfirmed. */
-  private awaitingConfirm(port: number): boolean {
-    const t = this.unconfirmed.get(port);
-    if (!t) return false;
-    pruneExpired(t, performance.now());
-    if (t.size > 0) return true;
-    this.unconfirmed.delete(port);
-    return false;
+  private scheduleReap(): void {
+    if (this.reapQueued) return;
+    this.reapQueued = true;
+    setImmediate(() => {
+      this.reapQueued = false;
+      this.reapDead();
+    });
   }
 
-  private peer(m: Msg): Reply | Promise<Reply> {
-    if (!m.a) throw new ProtocolError('PEER without an address');
-    const known = this.peerAnswer(m);
-    if (known) return known;
-    // Not known yet: the client's CONNECTING/CONNECTED note may be queued on its
-    // own session, unread. Let the event loop read everything pending (two turns)
-    // before answering that the peer is not an ax client.
-    return new Promise((resolve) =>
-      setImmediate(() => setImmediate(() => resolve(this.peerAnswer(m) ?? { status: Status.NATIVE }))),
-    );
-  }
-
-  /** OK with the client's VIP, PENDING while a handoff to this port awaits confirmation, or null. */
-  private peerAnswer(m: Msg): Reply | null {
-    const a = m.a!;
-    const who = this.d.table.connOwner(connKey(a));
-    if (who) {
-      const ip = a.family === AF_INET6 ? `::ffff:${who.vip}` : who.vip;
-      return { status: Status.OK, a: { family: a.family, ip, port: a.port }, name: who.appId };
+  /**
+   * Removes this node's sockets the kernel no longer has (their last holder
+   * closed them or died). Returns how many were removed. Without sock_diag
+   * (not permitted here), a socket ends with the process that bound it.
+   */
+  reapDead(): number {
+    const mine = this.d.table.listSocks().filter((s) => s.node === this.d.table.node);
+    if (mine.length === 0) return 0;
+    let live: Set<bigint> | null = null;
+    if (this.d.diag && !this.diagBroken) {
+      try {
+        live = this.d.diag.liveCookies();
+      } catch (e) {
+        this.diagBroken = true;
+        this.d.log.warn(`sock_diag unavailable (${(e as Error).message}): a service now ends with the process that bound it`);
+      }
     }
-    // A directly handed-off client may not have sent CONNECTED yet: ask to retry.
-    if (m.b && this.awaitingConfirm(m.b.port)) return { status: Status.PENDING };
-    return null;
-  }
-
-  private closeSock(s: Session, id: number): void {
-    const sock = this.d.table.getSock(id);
-    if (!sock || sock.appId !== s.appId) return;
-    this.release(sock);
+    let n = 0;
+    for (const s of mine) {
+      const gone = live && s.cookie ? !live.has(BigInt(s.cookie)) : !pidAlive(s.pid);
+      if (!gone) continue;
+      this.d.log.debug(`socket gone: ${s.name || s.appId} ${s.vip}:${s.vport} (host port ${s.hostPort})`);
+      this.release(s);
+      n++;
+    }
+    if (n > 0) this.onReaped(n);
+    return n;
   }
 
   release(sock: Sock): void {
     this.d.table.removeSock(sock.id);
-    this.owner.delete(sock.id);
-    this.orphans.delete(sock.id);
+    if (sock.cookie && this.byCookie.get(sock.cookie) === sock.id) this.byCookie.delete(sock.cookie);
     if (sock.node === this.d.table.node) this.d.pool.release(sock.hostPort);
   }
 
   closed(s: Session): void {
     this.liveSessions.delete(s.id);
-    for (const [sockId, sessId] of this.owner) {
-      if (sessId !== s.id) continue;
-      this.owner.delete(sockId);
-      this.orphans.add(sockId);
-    }
-  }
-
-  /** Sockets known from the store whose process has no session (after a restart). */
-  adoptRestored(ids: number[]): void {
-    for (const id of ids) if (!this.owner.has(id)) this.orphans.add(id);
+    // The process may have exited holding the last copy of a socket.
+    if (s.appId) this.scheduleReap();
   }
 
   hasSession(appId: string): boolean {
@@ -454,20 +480,19 @@ export class HookDispatcher implements Dispatcher {
   }
 }
 
-/** Key of a connection end in the table's connection map: "ip:port", IPv4 unmapped. */
-function connKey(a: Addr): string {
-  return `${unmapV4(a.ip)}:${a.port}`;
+/** True while the process exists and is not a zombie. */
+function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const state = st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return false;
+  }
 }
 
 /** The real address in the app socket's family (IPv4 v4-mapped for AF_INET6). */
 function realDest(target: Addr, family: number): Addr {
   return family === AF_INET6 && target.family === AF_INET ? { family, ip: `::ffff:${target.ip}`, port: target.port } : target;
-}
-
-/** Drops expired entries from the front (expiries are in insertion order). */
-function pruneExpired(t: Map<number, number>, now: number): void {
-  for (const [k, exp] of t) {
-    if (exp > now) break;
-    t.delete(k);
-  }
 }

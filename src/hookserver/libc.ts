@@ -13,6 +13,8 @@ const SOL_SOCKET = 1;
 const SO_REUSEADDR = 2;
 const SO_REUSEPORT = 15;
 const SO_PEERCRED = 17;
+const IPPROTO_IP = 0;
+const IP_BIND_ADDRESS_NO_PORT = 24;
 const IPPROTO_IPV6 = 41;
 const IPV6_V6ONLY = 26;
 const SCM_RIGHTS = 1;
@@ -96,6 +98,17 @@ export function setV6Only(fd: number, on: boolean): void {
 export function bind(fd: number, a: Addr, family: number): void {
   const sa = sockaddr(a, family);
   check('bind', c_bind(fd, sa, sa.length));
+}
+
+/**
+ * Binds a client socket to a source address, leaving the port to connect()
+ * (IP_BIND_ADDRESS_NO_PORT, so ports are shared across destinations).
+ */
+export function bindNoPort(fd: number, a: Addr, family: number): void {
+  const one = Buffer.alloc(4);
+  one.writeInt32LE(1);
+  c_setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, one, 4);
+  bind(fd, a, family);
 }
 
 export function listen(fd: number, backlog: number): void {

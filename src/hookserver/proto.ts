@@ -15,10 +15,8 @@ export const Op = {
   CONNECT: 4,
   CLOSE: 5,
   RESOLVE: 6,
-  PEER: 7,
   REVERSE: 8,
-  CONNECTED: 9,
-  CONNECTING: 10,
+  LOOKUP: 11,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]));
@@ -31,7 +29,11 @@ export const Status = { OK: 0, NATIVE: 1, PENDING: 2, ERR: 3, DIRECT: 4 } as con
 export const HelloFlag = { DIRECT: 0x1 } as const;
 
 /** reply.flags */
-export const ReplyFlag = { CACHE: 0x1 } as const;
+export const ReplyFlag = { CACHE: 0x1, LOCAL: 0x2 } as const;
+/** LOOKUP reply.arg (AX_LK_*): what the socket is to ax. */
+export const Lookup = { BOUND: 1, LISTEN: 2, CONN: 3, ACCEPTED: 4 } as const;
+/** The identity map file (struct ax_map_hdr, ax_map_ent). */
+export const MapConst = { MAGIC: 0x504d5841, VERSION: 1 } as const;
 /** Backends in one cacheable DIRECT answer (struct ax_cache_answer). */
 export const CACHE_MAX = 10;
 
@@ -56,7 +58,7 @@ export interface Field {
 }
 
 const ADDR_SIZE_ = 24;
-const CACHE_ANSWER_SIZE_ = 8 + ADDR_SIZE_ * CACHE_MAX;
+const CACHE_ANSWER_SIZE_ = 16 + ADDR_SIZE_ * CACHE_MAX;
 
 /**
  * The byte layout of the wire structs (little endian), exactly as in
@@ -77,7 +79,33 @@ export const Layout = {
     fields: {
       generation: { off: 0, size: 4 },
       n_backends: { off: 4, size: 4 },
-      backends: { off: 8, size: ADDR_SIZE_ * CACHE_MAX },
+      local_mask: { off: 8, size: 4 },
+      reserved: { off: 12, size: 4 },
+      backends: { off: 16, size: ADDR_SIZE_ * CACHE_MAX },
+    },
+  },
+  ax_lookup: {
+    size: 8,
+    fields: {
+      cookie: { off: 0, size: 8 },
+    },
+  },
+  ax_map_hdr: {
+    size: 64,
+    fields: {
+      generation: { off: 0, size: 4 },
+      magic: { off: 4, size: 4 },
+      version: { off: 8, size: 4 },
+      src_base: { off: 12, size: 4 },
+      src_count: { off: 16, size: 4 },
+      reserved: { off: 20, size: 44 },
+    },
+  },
+  ax_map_ent: {
+    size: 8,
+    fields: {
+      vip: { off: 0, size: 4 },
+      reserved: { off: 4, size: 4 },
     },
   },
   ax_msg: {
@@ -96,6 +124,7 @@ export const Layout = {
       b: { off: 56, size: ADDR_SIZE_ },
       name: { off: 80, size: AX_NAME_MAX, union: true },
       cache: { off: 80, size: CACHE_ANSWER_SIZE_, union: true },
+      lookup: { off: 80, size: 8, union: true },
       payload: { off: 80, size: AX_MSG_SIZE - 80, union: true },
     },
   },
@@ -104,6 +133,7 @@ export const Layout = {
 const M = Layout.ax_msg.fields;
 const A = Layout.ax_addr.fields;
 const C = Layout.ax_cache_answer.fields;
+const L = Layout.ax_lookup.fields;
 
 /** Byte offsets of struct ax_msg fields (from Layout). */
 export const Off = Object.fromEntries(Object.entries(M).map(([k, f]) => [k, f.off])) as {
@@ -120,6 +150,8 @@ export interface CacheAnswer {
   generation: number;
   /** every backend the client may use (1..CACHE_MAX), taken round robin */
   backends: Addr[];
+  /** bit i: backends[i] is on this host (the hook binds the app's source address first) */
+  localMask?: number;
 }
 
 export interface Msg {
@@ -138,6 +170,8 @@ export interface Msg {
   flags?: number;
   /** the payload of a cacheable DIRECT answer (flags ReplyFlag.CACHE) */
   cache?: CacheAnswer;
+  /** LOOKUP request: the socket's SO_COOKIE */
+  cookie?: bigint;
 }
 
 export class ProtocolError extends Error {}
@@ -242,7 +276,10 @@ function readCache(buf: Buffer): CacheAnswer {
     if (!a) throw new ProtocolError(`cache answer backend ${i} has no address`);
     backends.push(a);
   }
-  return { generation: buf.readUInt32LE(base + C.generation.off), backends };
+  const localMask = buf.readUInt32LE(base + C.local_mask.off);
+  const c: CacheAnswer = { generation: buf.readUInt32LE(base + C.generation.off), backends };
+  if (localMask !== 0) c.localMask = localMask;
+  return c;
 }
 
 function writeCache(out: Buffer, c: CacheAnswer): void {
@@ -252,6 +289,7 @@ function writeCache(out: Buffer, c: CacheAnswer): void {
   }
   out.writeUInt32LE(c.generation >>> 0, base + C.generation.off);
   out.writeUInt32LE(c.backends.length, base + C.n_backends.off);
+  out.writeUInt32LE((c.localMask ?? 0) >>> 0, base + C.local_mask.off);
   c.backends.forEach((a, i) => writeAddr(out, base + C.backends.off + i * ADDR_SIZE, a));
 }
 
@@ -278,6 +316,8 @@ export function decode(buf: Buffer): Msg {
   if (flags !== 0) m.flags = flags;
   if (flags & ReplyFlag.CACHE) {
     m.cache = readCache(buf);
+  } else if (op === Op.LOOKUP) {
+    m.cookie = buf.readBigUInt64LE(M.lookup.off + L.cookie.off);
   } else {
     const nameEnd = buf.indexOf(0, M.name.off);
     if (nameEnd < 0 || nameEnd >= M.name.off + M.name.size) throw new ProtocolError('name is not NUL terminated');
@@ -305,6 +345,8 @@ export function encode(m: Partial<Msg> & { op: number }, out: Buffer = Buffer.al
     writeCache(out, m.cache);
   } else if (flags & ReplyFlag.CACHE) {
     throw new ProtocolError('flag CACHE without a cache answer');
+  } else if (m.cookie !== undefined) {
+    out.writeBigUInt64LE(m.cookie, M.lookup.off + L.cookie.off);
   } else if (m.name) {
     const n = Buffer.from(m.name, 'utf8');
     if (n.length >= AX_NAME_MAX) throw new ProtocolError('name too long');

@@ -20,6 +20,10 @@ export interface App {
   runPid: number; // pid of `ax run`
   node: string;
   createdAt: number;
+  /** This node's apps: index of the app's own source address in the identity map
+   *  (src/hookserver/identmap.ts); 0 = none. Servers map a peer address back to the
+   *  client's VIP through it, with no message. */
+  srcIndex?: number;
 }
 
 export type SocketState = 'bound' | 'listening';
@@ -42,6 +46,11 @@ export interface Sock {
    *  never conflicts with an IPv4 bind of the same port and is never picked as a backend. */
   v6only?: boolean;
   createdAt: number;
+  /** The kernel socket's identity (SO_COOKIE, decimal): a local socket is in the table
+   *  exactly while the kernel still has it (src/hookserver/sockdiag.ts). */
+  cookie?: string;
+  /** The address the app bound, as it must see it: the wildcard it asked for or its VIP. */
+  bindIp?: string;
 }
 
 export type LbMode = 'round-robin' | 'random';
@@ -49,20 +58,14 @@ export type LbMode = 'round-robin' | 'random';
 export type Pick =
   | { kind: 'backend'; sock: Sock; all: Sock[] } // all: every backend the client may use
   | { kind: 'denied' } // listeners exist, policy refuses every one
-  | { kind: 'waiting' } // the address is registered, nothing listens yet
+  | { kind: 'waiting' } // the address is registered, its app has not listened on any port yet
+  | { kind: 'closed' } // the app is up (has listened since it started), nothing listens on this port
   | { kind: 'unknown' }; // not a virtual address
 
 export type Change =
   | { kind: 'app'; app: App; deleted: boolean }
   | { kind: 'sock'; sock: Sock; deleted: boolean };
 
-export interface ClientInfo {
-  appId: string;
-  vip: string;
-  labels: Labels;
-}
-
-const CONN_MAP_MAX = 65536;
 const VIRT_CACHE_MAX = 4096;
 
 export class ServiceTable {
@@ -75,7 +78,8 @@ export class ServiceTable {
   private remoteSocks: Sock[] = [];
   private readonly remoteNames = new Map<string, string>();
   private readonly rr = new Map<string, number>();
-  private readonly conns = new Map<string, ClientInfo>(); // real client "ip:port" -> identity
+  /** app id -> virtual ports it has listened on since it started (connect-wait ends with the first) */
+  private readonly listened = new Map<string, Set<number>>();
   private readonly inRange = new Map<string, boolean>(); // ip -> inside vipRange (hot path cache)
   private nextSock = 1;
   private listeners: Array<(c: Change) => void> = [];
@@ -164,6 +168,7 @@ export class ServiceTable {
   }
 
   addApp(app: App): void {
+    if (app.node === this.node && !app.srcIndex && this.sourceCount > 1) app.srcIndex = this.allocSource();
     this.apps.set(app.id, app);
     if (app.name) this.names.set(app.name, app.vip);
     this.emit({ kind: 'app', app, deleted: false });
@@ -188,6 +193,7 @@ export class ServiceTable {
     if (!app) return;
     for (const s of [...this.socks.values()]) if (s.appId === id) this.removeSock(s.id);
     this.apps.delete(id);
+    this.listened.delete(id);
     if (app.name && ![...this.apps.values()].some((a) => a.name === app.name)) this.names.delete(app.name);
     this.emit({ kind: 'app', app, deleted: true });
   }
@@ -259,6 +265,11 @@ export class ServiceTable {
 
   addSock(s: Sock): void {
     this.socks.set(s.id, s);
+    if (s.state === 'listening' && s.node === this.node) {
+      let ports = this.listened.get(s.appId);
+      if (!ports) this.listened.set(s.appId, (ports = new Set()));
+      ports.add(s.vport);
+    }
     if (s.id >= this.nextSock) this.nextSock = s.id + 1;
     if (s.state === 'listening') this.index(s);
     this.emit({ kind: 'sock', sock: s, deleted: false });
@@ -276,6 +287,9 @@ export class ServiceTable {
   setListening(id: number): Sock | undefined {
     const s = this.socks.get(id);
     if (!s) return undefined;
+    let ports = this.listened.get(s.appId);
+    if (!ports) this.listened.set(s.appId, (ports = new Set()));
+    ports.add(s.vport);
     if (s.state !== 'listening') {
       s.state = 'listening';
       this.index(s);
@@ -323,8 +337,11 @@ export class ServiceTable {
     const listening: Sock[] = [];
     if (set) for (const s of set) if (s.vport === vport && !s.v6only && alive(s)) listening.push(s);
     if (listening.length === 0) {
-      if (this.isRegistered(vip)) return { kind: 'waiting' };
-      return { kind: 'unknown' };
+      if (!this.isRegistered(vip)) return { kind: 'unknown' };
+      // connect-wait covers a service's start: once the app has listened on any
+      // port since it started, a closed port refuses at once, as the kernel does.
+      for (const a of this.apps.values()) if (a.vip === vip && (this.listened.get(a.id)?.size ?? 0) > 0) return { kind: 'closed' };
+      return { kind: 'waiting' };
     }
     const allowed = listening.filter((s) => mayConnect(client, s.labels));
     if (allowed.length === 0) return { kind: 'denied' };
@@ -341,18 +358,29 @@ export class ServiceTable {
     return { kind: 'backend', sock: allowed[i], all: allowed };
   }
 
-  /** Remembers who owns the client end of a connection the daemon made. */
-  recordConn(realLocal: string, who: ClientInfo): void {
-    // Insertion order is age order: a reused key moves to the end, the oldest goes first.
-    if (!this.conns.delete(realLocal) && this.conns.size >= CONN_MAP_MAX) {
-      const oldest = this.conns.keys().next().value;
-      if (oldest !== undefined) this.conns.delete(oldest);
+  /** Entries in the identity map (source addresses); 0 = apps get no source address. */
+  sourceCount = 0;
+  private sourceCursor = 0;
+
+  /**
+   * A free source index (1 .. sourceCount-1). Indexes are taken round robin, so a
+   * freed one is reused as late as possible (a connection of an app that ended
+   * is not mistaken for a new app's).
+   */
+  private allocSource(): number {
+    const used = new Set<number>();
+    for (const a of this.apps.values()) if (a.srcIndex) used.add(a.srcIndex);
+    for (let k = 0; k < this.sourceCount - 1; k++) {
+      this.sourceCursor = (this.sourceCursor % (this.sourceCount - 1)) + 1;
+      if (!used.has(this.sourceCursor)) return this.sourceCursor;
     }
-    this.conns.set(realLocal, who);
+    return 0;
   }
 
-  connOwner(realPeer: string): ClientInfo | undefined {
-    return this.conns.get(realPeer);
+  /** This node's app using source index `i` (see App.srcIndex). */
+  appBySource(i: number): App | undefined {
+    for (const a of this.apps.values()) if (a.srcIndex === i) return a;
+    return undefined;
   }
 
   get vipRangeText(): string {
