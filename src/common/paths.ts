@@ -1,5 +1,5 @@
 // Default locations: state in $XDG_STATE_HOME/ax (or ~/.local/state/ax; /var/lib/ax
-// for root), sockets in $XDG_RUNTIME_DIR/ax (or /run/ax for root, /tmp/ax-$UID else).
+// for root), sockets in /run/ax for root, else $XDG_RUNTIME_DIR/ax (or /tmp/ax-$UID).
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 
@@ -12,10 +12,17 @@ export function defaultStateDir(env = process.env): string {
   return join(homedir(), '.local', 'state', 'ax');
 }
 
+/**
+ * Where the sockets live. A root daemon serves apps that drop privileges (nginx
+ * and memcached workers, postgres): their hook must reach the hook socket as
+ * `nobody`, so root uses /run/ax (world-traversable) even when XDG_RUNTIME_DIR
+ * (mode 0700) is set. Other users cannot switch uids, so their private runtime
+ * directory is right.
+ */
 export function defaultRunDir(env = process.env): string {
   if (env.AX_RUN_DIR) return env.AX_RUN_DIR;
-  if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'ax');
   if (isRoot()) return '/run/ax';
+  if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'ax');
   return `/tmp/ax-${process.getuid?.() ?? 'user'}`;
 }
 
