@@ -171,7 +171,9 @@ _Static_assert(AX_MSG_SIZE % 8 == 0 && AX_MSG_SIZE <= 512, "message size");
                                          answering in time -> calls that need it fail
                                          with ECONNREFUSED (connect) / EADDRNOTAVAIL
                                          (bind) / EADDRINUSE (listen); "open": they pass
-                                         through natively. */
+                                         through natively.  Either way a bind to a
+                                         specific address other than the app's VIP
+                                         (a real address) is done natively. */
 #define AX_ENV_DEBUG "AX_HOOK_DEBUG"  /* path of a log file for the hook (never stderr) */
 #define AX_ENV_DAEMON_WAIT "AX_DAEMON_WAIT_MS" /* bound, in ms (1..3600000), on every wait of
                                          one hook call for the daemon (its turn on the

@@ -1,10 +1,11 @@
 // The hook's fail mode: a daemon that is alive but not answering (SIGSTOP) costs
 // each hook call at most AX_DAEMON_WAIT_MS (default 1 s), then the call fails
 // closed with a legal errno (or passes through with --fail-open), and the hook
-// recovers when the daemon answers again. test/c/failmode.c makes one timed call
-// per line.
+// recovers when the daemon answers again; with the daemon gone, a bind to a real
+// address is done natively (a real address never needs the daemon) while the
+// virtual ones fail closed. test/c/failmode.c makes one timed call per line.
 import t from 'tap';
-import { cbin as bin, TestDaemon, type Proc } from './helpers';
+import { AX, cbin as bin, start, TestDaemon, type Proc } from './helpers';
 
 /** Sends one command line and returns the answer line (the n-th of its kind). */
 async function ask(p: Proc, line: string): Promise<Record<string, string>> {
@@ -72,4 +73,35 @@ t.test('a stopped daemon costs a hook call at most AX_DAEMON_WAIT_MS, then the f
     t.match(r, { r: '0' }, `${name}: connects again once the daemon answers`);
   }
   for (const p of [session, fresh, short, open]) p.child.stdin!.end();
+});
+
+t.test('daemon gone: a real address binds natively, virtual ones fail closed', async (t) => {
+  const d = await TestDaemon.start(t);
+  // A real non-loopback address of this host (192.0.2.1, added to lo), in a
+  // network namespace of the app's own (the hook reaches the daemon's unix socket anyway).
+  const setup = 'ip link set lo up && ip addr add 192.0.2.1/32 dev lo && exec "$@"';
+  const app = start(
+    'unshare',
+    ['-n', '--', 'sh', '-c', setup, 'sh', process.execPath, AX, 'run', '--socket', d.socket, '--no-start', '--ip', '10.3.0.1', '--', bin('failmode')],
+    PIPE,
+    t,
+  );
+  await app.waitFor(/ready/, 15_000);
+  const up = await ask(app, 'bind 0.0.0.0 0');
+  const [lo, hi] = d.ports.split('-').map(Number);
+  const port = Number(/^0\.0\.0\.0:(\d+)$/.exec(up.name)?.[1]);
+  t.ok(up.r === '0' && port >= lo && port <= hi, `daemon up: a wildcard bind is virtual (port ${port} from the daemon's pool)`);
+  t.match(await ask(app, 'bind 192.0.2.1 0'), { r: '0', name: /^192\.0\.2\.1:\d+$/ }, 'daemon up: a real address binds natively');
+
+  d.proc.kill('SIGKILL');
+  await d.proc.exited;
+  const real = await ask(app, 'bind 192.0.2.1 0');
+  t.match(real, { r: '0', name: /^192\.0\.2\.1:\d+$/ }, 'daemon gone: a real address still binds natively');
+  t.ok(Number(real.ms) < 500, `at once (${real.ms} ms)`);
+  t.match(await ask(app, 'bind 192.0.2.77 0'), { r: '-1', errno: 'EADDRNOTAVAIL' }, 'a non-local address: the kernel refuses');
+  t.match(await ask(app, 'bind 0.0.0.0 0'), { r: '-1', errno: 'EADDRNOTAVAIL' }, 'the wildcard (virtual) fails closed');
+  t.match(await ask(app, 'bind 10.3.0.1 0'), { r: '-1', errno: 'EADDRNOTAVAIL' }, 'the app VIP fails closed');
+  t.match(await ask(app, 'connect 10.2.0.1 7'), { r: '-1', errno: 'ECONNREFUSED' }, 'a virtual connect fails closed');
+  t.match(await ask(app, 'bind 127.0.0.1 0'), { r: '0', name: /^127\.0\.0\.1:\d+$/ }, 'loopback binds natively');
+  app.child.stdin!.end();
 });
