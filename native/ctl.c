@@ -41,16 +41,23 @@ static void map_generation(const char *path)
 }
 static TLS int tl_atfork_locked;
 
+/* The lowest fd number the control channel may take (F_DUPFD_CLOEXEC: the
+ * lowest free one at or above it).  Clear of the low numbers programs use
+ * (0-2, and the first sockets and files they open), but inside the fd table
+ * every process starts with (64 entries, NR_OPEN_DEFAULT), so opening the
+ * session never grows the table: growing a table shared by running threads
+ * waits for an RCU grace period (the first connect of a process with 8
+ * threads took 7-20 ms when the channel went to fd 900). */
+#define CTL_FD_BASE 48
+
 static int ctl_base(void)
 {
     struct rlimit rl;
     long lim = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         lim = (long)rl.rlim_cur;
-    if (lim > 1000)
-        return 900;
-    if (lim > 64)
-        return (int)lim - 32;
+    if (lim > CTL_FD_BASE + 16)
+        return CTL_FD_BASE;
     return lim > 8 ? (int)lim - 4 : 3;
 }
 
