@@ -335,8 +335,8 @@ int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
  * is full the sender waits for room (bounded by the channel's SO_SNDTIMEO,
  * AX_DAEMON_WAIT_MS): that is the back-pressure that keeps connects made from
  * cached answers from outrunning the daemon.  A daemon that has not made room
- * within that bound is stalled: later notes are dropped without waiting until
- * a request is answered again. */
+ * within that bound is stalled: notes that find the channel full are dropped
+ * without waiting until it makes room again (or answers a request). */
 static void send_note(struct ax_msg *m)
 {
     int e = errno;
@@ -349,10 +349,11 @@ static void send_note(struct ax_msg *m)
             n = send(fd, m, sizeof *m, MSG_NOSIGNAL); /* blocking: wait for the daemon */
             if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
                 atomic_store(&notes_stalled, 1);
-                dbg("daemon stalled: one-way notes dropped until it answers again");
+                dbg("daemon stalled: one-way notes dropped until it drains the channel");
             }
+        } else if (n > 0 && atomic_load_explicit(&notes_stalled, memory_order_relaxed)) {
+            atomic_store(&notes_stalled, 0); /* it made room again */
         }
-        (void)n;
     }
     errno = e;
 }

@@ -75,6 +75,37 @@ t.test('a stopped daemon costs a hook call at most AX_DAEMON_WAIT_MS, then the f
   for (const p of [session, fresh, short, open]) p.child.stdin!.end();
 });
 
+t.test('a stopped daemon: connects from cached answers wait for the one-way notes at most once', async (t) => {
+  const d = await TestDaemon.start(t);
+  const srv = d.run(['--name', 'sink', '--ip', '10.5.0.1'], [bin('failmode')], PIPE);
+  await srv.waitFor(/ready/);
+  t.match(await ask(srv, 'serve 0.0.0.0 7'), { r: '0' });
+  const cli = d.run([], [bin('failmode')], PIPE);
+  await cli.waitFor(/ready/);
+  t.match(await ask(cli, 'connect 10.5.0.1 7'), { r: '0' }, 'the first connect asks the daemon and caches its answer');
+  process.kill(d.proc.pid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(d.proc.pid, 'SIGCONT');
+    } catch {
+      // already gone
+    }
+  });
+  let r: Record<string, string>;
+  try {
+    // 3000 cached connects send 6000 notes (2.3 MB), far more than the channel holds
+    r = await ask(cli, 'connectn 10.5.0.1 7 3000');
+  } finally {
+    process.kill(d.proc.pid, 'SIGCONT');
+  }
+  t.equal(r.ok, '3000', 'every cached connect succeeded while the daemon was stopped');
+  t.ok(Number(r.ms) < 4000, `one wait of AX_DAEMON_WAIT_MS for the full channel, not one per note (${r.ms} ms)`);
+  t.match(await ask(cli, 'connect 10.5.0.1 8'), { r: '-1', errno: 'ECONNREFUSED' }, 'the daemon answers again (refused: no listener on 8)');
+  t.match(await ask(cli, 'connectn 10.5.0.1 7 10'), { ok: '10' }, 'cached connects go on');
+  cli.child.stdin!.end();
+  srv.child.stdin!.end();
+});
+
 t.test('daemon gone: a real address binds natively, virtual ones fail closed', async (t) => {
   const d = await TestDaemon.start(t);
   // A real non-loopback address of this host (192.0.2.1, added to lo), in a

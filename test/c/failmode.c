@@ -3,9 +3,25 @@
  *   connect IP PORT  -> "connect ms=N r=R errno=NAME"      (blocking connect)
  *   bind IP PORT     -> "bind ms=N r=R errno=NAME name=ADDR" (then listen, kept open)
  *   resolve NAME     -> "resolve ms=N rc=RC"                (getaddrinfo)
- * Numeric addresses only for connect/bind (no resolver involved). */
+ *   connectn IP PORT N -> "connectn ms=N ok=K"  (N connect+close in a row)
+ *   serve IP PORT    -> "serve r=R"  (listen; a thread accepts with no address
+ *                       and closes, so the hook never asks for the peer)
+ * Numeric addresses only (no resolver involved). */
 #include "common.h"
+#include <pthread.h>
 #include <time.h>
+
+static void *sink(void *arg)
+{
+    int lfd = (int)(long)arg;
+    for (;;) {
+        int c = accept(lfd, NULL, NULL);
+        if (c >= 0)
+            close(c);
+        else if (errno != EINTR && errno != ECONNABORTED)
+            return NULL;
+    }
+}
 
 static long long now_ms(void)
 {
@@ -70,6 +86,32 @@ int main(void)
                     close(fd);
                 out("bind ms=%lld r=%d errno=%s name=%s", ms, r, ename(r, e), name);
             }
+        } else if (strcmp(cmd, "connectn") == 0 || strcmp(cmd, "serve") == 0) {
+            char a3[32] = "1";
+            sscanf(line, "%*s %*s %*s %31s", a3);
+            struct sockaddr_storage ss;
+            socklen_t len = numeric(a1, a2, &ss);
+            if (cmd[0] == 's') {
+                int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+                int one = 1;
+                setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+                int r = bind(fd, (struct sockaddr *)&ss, len) == 0 && listen(fd, 4096) == 0 ? 0 : -1;
+                pthread_t th;
+                if (r == 0)
+                    pthread_create(&th, NULL, sink, (void *)(long)fd);
+                out("serve r=%d", r);
+                continue;
+            }
+            int n = atoi(a3), ok = 0;
+            long long t0 = now_ms();
+            for (int i = 0; i < n; i++) {
+                int fd = socket(ss.ss_family, SOCK_STREAM, 0);
+                if (fd >= 0 && connect(fd, (struct sockaddr *)&ss, len) == 0)
+                    ok++;
+                if (fd >= 0)
+                    close(fd);
+            }
+            out("connectn ms=%lld ok=%d", now_ms() - t0, ok);
         } else if (strcmp(cmd, "resolve") == 0) {
             struct addrinfo h, *res = NULL;
             memset(&h, 0, sizeof h);
