@@ -133,11 +133,12 @@ struct real_syms {
 extern struct real_syms R;
 
 /* configuration (read once at init) */
-#define N_SAVED_ENV 5
+#define N_SAVED_ENV 6
 struct ax_cfg {
     int enabled;                 /* AX_HOOK_SOCK set: the hook is active */
     int fail_open;               /* AX_FAIL_MODE=open */
     long wait_ms;                /* AX_CONNECT_WAIT_MS */
+    long daemon_wait_ms;         /* AX_DAEMON_WAIT_MS: bound on every wait for the daemon */
     char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     char app[AX_NAME_MAX];
     char *debug_path;

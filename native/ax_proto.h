@@ -211,9 +211,18 @@ _Static_assert(sizeof(struct ax_map_hdr) == 64 && sizeof(struct ax_map_ent) == 8
 #define AX_ENV_APP   "AX_APP"         /* "<app id>:<token>" */
 #define AX_ENV_WAIT  "AX_CONNECT_WAIT_MS" /* bound for a blocking connect to a service
                                             that is registered but not listening yet */
-#define AX_ENV_FAIL  "AX_FAIL_MODE"   /* "closed" (default): daemon unreachable ->
-                                         socket calls to virtual addresses fail with
-                                         ECONNREFUSED/EADDRNOTAVAIL; "open": pass through */
+#define AX_ENV_FAIL  "AX_FAIL_MODE"   /* "closed" (default): daemon unreachable or not
+                                         answering in time -> calls that need it fail
+                                         with ECONNREFUSED (connect) / EADDRNOTAVAIL
+                                         (bind) / EADDRINUSE (listen); "open": they pass
+                                         through natively.  Either way a bind to a
+                                         specific address other than the app's VIP
+                                         (a real address) is done natively. */
 #define AX_ENV_DEBUG "AX_HOOK_DEBUG"  /* path of a log file for the hook (never stderr) */
+#define AX_ENV_DAEMON_WAIT "AX_DAEMON_WAIT_MS" /* bound, in ms (1..3600000), on every wait of
+                                         one hook call for the daemon (its turn on the
+                                         channel, connect, reply); then the fail mode
+                                         applies.  Default AX_DAEMON_WAIT_DEFAULT_MS. */
+#define AX_DAEMON_WAIT_DEFAULT_MS 1000
 
 #endif

@@ -15,7 +15,7 @@ struct real_syms R;
 struct ax_cfg cfg;
 
 const char *const saved_env_names[N_SAVED_ENV] = {
-    AX_ENV_SOCK, AX_ENV_APP, AX_ENV_WAIT, AX_ENV_FAIL, AX_ENV_DEBUG,
+    AX_ENV_SOCK, AX_ENV_APP, AX_ENV_WAIT, AX_ENV_FAIL, AX_ENV_DEBUG, AX_ENV_DAEMON_WAIT,
 };
 
 atomic_int inited;
@@ -118,6 +118,14 @@ static void do_init(void)
         if (*end == 0 && v >= 0)
             cfg.wait_ms = v;
     }
+    cfg.daemon_wait_ms = AX_DAEMON_WAIT_DEFAULT_MS;
+    s = getenv(AX_ENV_DAEMON_WAIT);
+    if (s && *s) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (*end == 0 && v >= 1 && v <= 3600000)
+            cfg.daemon_wait_ms = v;
+    }
     s = getenv(AX_ENV_DEBUG);
     if (s && *s)
         cfg.debug_path = strdup(s);
@@ -153,8 +161,8 @@ static void do_init(void)
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     atomic_store(&inited, 1);
     if (cfg.enabled)
-        dbg("init sock=%s app=%s fail_open=%d wait_ms=%ld self=%s", cfg.sock_path, cfg.app,
-            cfg.fail_open, cfg.wait_ms, cfg.self_path ? cfg.self_path : "?");
+        dbg("init sock=%s app=%s fail_open=%d wait_ms=%ld daemon_wait_ms=%ld self=%s", cfg.sock_path, cfg.app,
+            cfg.fail_open, cfg.wait_ms, cfg.daemon_wait_ms, cfg.self_path ? cfg.self_path : "?");
     errno = e;
 }
 

@@ -19,10 +19,20 @@ atomic_int ctl_ok;        /* connection is live and HELLO done */
 static atomic_int ctl_pid;
 static ino_t ctl_ino;
 static uint32_t ctl_seq;
+static atomic_int notes_stalled; /* a note waited AX_DAEMON_WAIT_MS in vain */
 struct ax_addr app_vip;   /* from HELLO */
 int have_vip;
 
 static TLS int tl_atfork_locked;
+
+/* The lowest fd number the control channel may take (F_DUPFD_CLOEXEC: the
+ * lowest free one at or above it).  Clear of the low numbers programs use
+ * (0-2, and the first sockets and files they open), but inside the fd table
+ * every process starts with (64 entries, NR_OPEN_DEFAULT), so opening the
+ * session never grows the table: growing a table shared by running threads
+ * waits for an RCU grace period (the first connect of a process with 8
+ * threads took 7-20 ms when the channel went to fd 900). */
+#define CTL_FD_BASE 48
 
 static int ctl_base(void)
 {
@@ -30,10 +40,8 @@ static int ctl_base(void)
     long lim = 1024;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
         lim = (long)rl.rlim_cur;
-    if (lim > 1000)
-        return 900;
-    if (lim > 64)
-        return (int)lim - 32;
+    if (lim > CTL_FD_BASE + 16)
+        return CTL_FD_BASE;
     return lim > 8 ? (int)lim - 4 : 3;
 }
 
@@ -44,18 +52,54 @@ static inline long long mono_ns(void)
     return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-/* Send one request, read its reply (and maybe one fd).  0 ok, -1 broken. */
-static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
+/* Every wait on the daemon ends at a deadline: AX_DAEMON_WAIT_MS (default
+ * 1 s) after the call started.  A daemon that is alive but not answering
+ * (SIGSTOP, overload) then gets the fail mode, not a hang. */
+static long long daemon_deadline(void) { return mono_ns() + cfg.daemon_wait_ms * 1000000LL; }
+
+/* Wait until fd is ready for ev or the deadline passes: 1 ready, 0 timed out,
+ * -1 error.  EINTR is retried with the time left. */
+static int wait_fd(int fd, short ev, long long deadline)
+{
+    for (;;) {
+        long long left = deadline - mono_ns();
+        if (left <= 0)
+            return 0;
+        struct pollfd p = {fd, ev, 0};
+        int n = poll(&p, 1, (int)((left + 999999) / 1000000));
+        if (n > 0)
+            return 1;
+        if (n == 0)
+            continue; /* recheck the clock: poll rounds */
+        if (errno != EINTR)
+            return -1;
+    }
+}
+
+#define XFER_OK      0
+#define XFER_BROKEN  (-1) /* the connection is unusable: reopen it */
+#define XFER_TIMEOUT (-2) /* no answer by the deadline; the stream is still in step
+                             (a late reply is skipped by its seq) */
+
+/* Send one request, read its reply (and maybe one fd) by the deadline. */
+static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd, long long deadline)
 {
     *rfd = -1;
     long long spin_until = spin_budget_ns > 0 ? mono_ns() + spin_budget_ns : 0;
     size_t off = 0;
     while (off < sizeof *req) {
-        ssize_t n = send(fd, (char *)req + off, sizeof *req - off, MSG_NOSIGNAL);
+        ssize_t n = send(fd, (char *)req + off, sizeof *req - off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return -1;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                int w = wait_fd(fd, POLLOUT, deadline);
+                if (w > 0)
+                    continue;
+                if (w == 0)
+                    return off == 0 ? XFER_TIMEOUT : XFER_BROKEN;
+            }
+            return XFER_BROKEN;
         }
         off += (size_t)n;
     }
@@ -74,27 +118,31 @@ static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
             mh.msg_iovlen = 1;
             mh.msg_control = cb.buf;
             mh.msg_controllen = sizeof cb.buf;
-            ssize_t n;
-            if (spin_until) { /* see spin_budget_ns */
-                n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
-                if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                if (spin_until) { /* see spin_budget_ns */
                     if (mono_ns() < spin_until) {
                         if (spin_yield)
                             sched_yield();
                         continue;
                     }
-                    spin_until = 0; /* the daemon is busy: block */
-                    continue;
+                    spin_until = 0; /* the daemon is busy: block (until the deadline) */
                 }
-            } else {
-                n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+                int w = wait_fd(fd, POLLIN, deadline);
+                if (w > 0)
+                    continue;
+                if (got >= 0)
+                    R.close(got);
+                if (w == 0)
+                    return off == 0 ? XFER_TIMEOUT : XFER_BROKEN;
+                return XFER_BROKEN;
             }
             if (n < 0 && errno == EINTR)
                 continue;
             if (n <= 0) {
                 if (got >= 0)
                     R.close(got);
-                return -1;
+                return XFER_BROKEN;
             }
             for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
                 if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
@@ -116,7 +164,7 @@ static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
         if (rep->magic != AX_MAGIC) {
             if (got >= 0)
                 R.close(got);
-            return -1;
+            return XFER_BROKEN;
         }
         if (rep->seq != req->seq) { /* stale reply to an abandoned request */
             if (got >= 0)
@@ -124,12 +172,12 @@ static int ctl_xfer(int fd, struct ax_msg *req, struct ax_msg *rep, int *rfd)
             continue;
         }
         *rfd = got;
-        return 0;
+        return XFER_OK;
     }
 }
 
 /* with ctl_mu held */
-static int ctl_ensure_locked(void)
+static int ctl_ensure_locked(long long deadline)
 {
     pid_t pid = ax_getpid();
     int fd = atomic_load(&ctl_fd);
@@ -157,13 +205,20 @@ static int ctl_ensure_locked(void)
     memset(&sun, 0, sizeof sun);
     sun.sun_family = AF_UNIX;
     strcpy(sun.sun_path, cfg.sock_path);
+    /* SO_SNDTIMEO bounds a connect() that waits for room in the listen backlog
+     * (a stopped daemon), then the blocking send of one-way notes */
+    long long left = deadline - mono_ns();
+    if (left < 1000)
+        left = 1000;
+    struct timeval tv = {(time_t)(left / 1000000000LL), (suseconds_t)(left % 1000000000LL / 1000)};
+    R.setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (R.connect(s, (struct sockaddr *)&sun, sizeof sun) < 0) {
         dbg("cannot reach daemon at %s: %s", cfg.sock_path, strerror(errno));
         R.close(s);
         return -1;
     }
-    struct timeval tv = {10, 0};
-    R.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    tv.tv_sec = (time_t)(cfg.daemon_wait_ms / 1000);
+    tv.tv_usec = (suseconds_t)(cfg.daemon_wait_ms % 1000 * 1000);
     R.setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     int nfd;
     if (fd >= 0) { /* keep the number: replace the dead connection atomically */
@@ -188,9 +243,11 @@ static int ctl_ensure_locked(void)
     h.pid = (uint32_t)pid;
     h.arg = AX_HF_DIRECT; /* this hook can connect its own sockets (AX_ST_DIRECT) */
     snprintf(h.name, sizeof h.name, "%s", cfg.app);
-    int rfd;
-    if (ctl_xfer(nfd, &h, &r, &rfd) < 0)
+    int rfd, x = ctl_xfer(nfd, &h, &r, &rfd, deadline);
+    if (x != XFER_OK) {
+        dbg("HELLO: %s", x == XFER_TIMEOUT ? "no answer in time" : "connection broken");
         return -1;
+    }
     if (rfd >= 0)
         R.close(rfd);
     if (r.status != AX_ST_OK) {
@@ -210,20 +267,42 @@ static int ctl_ensure_locked(void)
     return 0;
 }
 
-/* One request/reply.  0: *rep valid (and *rfd maybe a socket); -1: daemon unreachable. */
+/* One request/reply, answered by the deadline (AX_DAEMON_WAIT_MS from now,
+ * waiting for the channel included).  0: *rep valid (and *rfd maybe a
+ * socket); -1: daemon unreachable or not answering in time. */
 int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
 {
     *rfd = -1;
     int rc = -1;
-    pthread_mutex_lock(&ctl_mu);
+    long long deadline = daemon_deadline();
+    if (pthread_mutex_trylock(&ctl_mu) != 0) { /* another thread is talking to the daemon */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        long long ns = ts.tv_nsec + cfg.daemon_wait_ms % 1000 * 1000000LL;
+        ts.tv_sec += (time_t)(cfg.daemon_wait_ms / 1000 + ns / 1000000000LL);
+        ts.tv_nsec = (long)(ns % 1000000000LL);
+        int e;
+        while ((e = pthread_mutex_timedlock(&ctl_mu, &ts)) == EINTR)
+            ;
+        if (e != 0) {
+            dbg("daemon busy: no turn on the control channel in %ld ms", cfg.daemon_wait_ms);
+            return -1;
+        }
+    }
     for (int attempt = 0; attempt < 2; attempt++) {
-        if (ctl_ensure_locked() < 0)
+        if (ctl_ensure_locked(deadline) < 0)
             break;
         req->magic = AX_MAGIC;
         req->seq = ++ctl_seq;
         req->pid = (uint32_t)ax_getpid();
-        if (ctl_xfer(atomic_load(&ctl_fd), req, rep, rfd) == 0) {
+        int x = ctl_xfer(atomic_load(&ctl_fd), req, rep, rfd, deadline);
+        if (x == XFER_OK) {
+            atomic_store(&notes_stalled, 0);
             rc = 0;
+            break;
+        }
+        if (x == XFER_TIMEOUT) {
+            dbg("daemon did not answer in %ld ms", cfg.daemon_wait_ms);
             break;
         }
         dbg("control connection broken (%s), reconnecting", strerror(errno));
@@ -239,7 +318,11 @@ int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
 
 /* One-way note (CLOSE), async-signal-safe: no lock, no allocation, one send of
  * one whole message.  When the daemon's receive buffer is full the sender waits
- * for room (bounded by the channel's SO_SNDTIMEO). */
+ * for room (bounded by the channel's SO_SNDTIMEO, AX_DAEMON_WAIT_MS).  A daemon
+ * that has not made room within that bound is stalled: notes that find the
+ * channel full are dropped without waiting until it makes room again (or
+ * answers a request); a dropped CLOSE hint only delays a reap to the daemon's
+ * next sweep. */
 static void send_note(struct ax_msg *m)
 {
     int e = errno;
@@ -248,9 +331,15 @@ static void send_note(struct ax_msg *m)
         m->magic = AX_MAGIC;
         m->pid = (uint32_t)ax_getpid();
         ssize_t n = send(fd, m, sizeof *m, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n < 0 && errno == EAGAIN)
+        if (n < 0 && errno == EAGAIN && !atomic_load(&notes_stalled)) {
             n = send(fd, m, sizeof *m, MSG_NOSIGNAL); /* blocking: wait for the daemon */
-        (void)n;
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                atomic_store(&notes_stalled, 1);
+                dbg("daemon stalled: one-way notes dropped until it drains the channel");
+            }
+        } else if (n > 0 && atomic_load_explicit(&notes_stalled, memory_order_relaxed)) {
+            atomic_store(&notes_stalled, 0); /* it made room again */
+        }
     }
     errno = e;
 }

@@ -139,6 +139,8 @@ int main(void)
     S(AX_ENV_WAIT);
     S(AX_ENV_FAIL);
     S(AX_ENV_DEBUG);
+    S(AX_ENV_DAEMON_WAIT);
+    N(AX_DAEMON_WAIT_DEFAULT_MS);
 
     /* Two messages built with the structs, for the codec to decode and re-encode
      * byte for byte (the values are the ones test/proto-layout.test.ts expects). */

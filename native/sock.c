@@ -197,7 +197,26 @@ static void bind_flags(const struct meta *m, struct ax_msg *q)
     q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0);
 }
 
-/* BIND round trip + swap.  Returns 0, -1 (errno), or 1 = "do it natively". */
+/* Does a bind to a need the daemon?  Only the wildcard and the app's own VIP
+ * are virtual; any other address is real (the daemon answers NATIVE) or
+ * another app's VIP (refused), and the kernel refuses a non-local one itself. */
+static int bind_needs_daemon(const struct ax_addr *a)
+{
+    static const uint8_t zero[16];
+    struct ax_addr u = *a;
+    ax_unmap(&u);
+    if (memcmp(u.ip, zero, u.family == AF_INET ? 4 : 16) == 0)
+        return 1;
+    if (!have_vip)
+        return 0;
+    struct ax_addr v = app_vip;
+    ax_unmap(&v);
+    return u.family == v.family && memcmp(u.ip, v.ip, u.family == AF_INET ? 4 : 16) == 0;
+}
+
+/* BIND round trip + swap.  Returns 0, -1 (errno), or 1 = "do it natively".
+ * Daemon unreachable: fail closed with fail_errno (or natively with
+ * AX_FAIL_MODE=open), except for a real address, which never needs it. */
 static int virtual_bind(int fd, const struct meta *snap, const struct ax_addr *a, int flags, int fail_errno)
 {
     struct ax_msg q, p;
@@ -208,7 +227,7 @@ static int virtual_bind(int fd, const struct meta *snap, const struct ax_addr *a
     bind_flags(snap, &q);
     int nfd;
     if (ax_request(&q, &p, &nfd) < 0) {
-        if (cfg.fail_open)
+        if (cfg.fail_open || !bind_needs_daemon(a))
             return 1;
         errno = fail_errno;
         return -1;

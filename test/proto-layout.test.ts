@@ -16,6 +16,7 @@ import {
   BindFlag,
   CACHE_MAX,
   ConnectFlag,
+  DAEMON_WAIT_DEFAULT_MS,
   decode,
   encode,
   Env,
@@ -57,6 +58,7 @@ function tsLayout(): Pick<CLayout, 'sizeof' | 'fields' | 'constants'> {
     AX_CACHE_MAX: CACHE_MAX,
     AX_PAYLOAD_OFF: Layout.ax_msg.fields.payload.off,
     AX_PAYLOAD_SIZE: Layout.ax_msg.fields.payload.size,
+    AX_DAEMON_WAIT_DEFAULT_MS: DAEMON_WAIT_DEFAULT_MS,
   };
   const groups: [string, Record<string, number | string>][] = [
     ['AX_OP_', Op],

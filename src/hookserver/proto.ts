@@ -47,7 +47,11 @@ export const Env = {
   WAIT: 'AX_CONNECT_WAIT_MS',
   FAIL: 'AX_FAIL_MODE',
   DEBUG: 'AX_HOOK_DEBUG',
+  /** bound in ms on every wait of one hook call for the daemon, then the fail mode applies */
+  DAEMON_WAIT: 'AX_DAEMON_WAIT_MS',
 } as const;
+/** The hook's bound on waiting for the daemon when AX_DAEMON_WAIT_MS is not set. */
+export const DAEMON_WAIT_DEFAULT_MS = 1000;
 
 /** One field of a wire struct: byte offset within its struct and size in bytes. */
 export interface Field {
