@@ -8,6 +8,7 @@
 // is answered DIRECT: policy and load balancing are decided here as always, but
 // the hook connects the app's own socket to the picked address and reports the
 // real local address back (one-way CONNECTED) for client-IP preservation.
+import { timingSafeEqual } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/addr';
 import { rateLimited, type Logger } from '../common/log';
@@ -17,6 +18,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Op, ProtocolError, ReplyFl
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, ClientInfo, ServiceTable, Sock } from '../table/table';
+import { AppTrust } from './trust';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -32,6 +34,19 @@ const EADDRNOTAVAIL = 99;
 const ENETUNREACH = 101;
 const EINPROGRESS = 115;
 const EAFNOSUPPORT = 97;
+const ENOBUFS = 105;
+
+/**
+ * The errno an app's bind() or connect() gets when the daemon's own socket call
+ * failed: the kernel's bind/connect errnos pass through; the daemon running out
+ * of fds or memory (EMFILE, ENFILE, ENOMEM, ...) is ENOBUFS, "insufficient
+ * resources" in POSIX bind() and connect(), never EMFILE (the app's own fd
+ * table is fine).
+ */
+export function sysErrno(e: libc.SysError, call: 'bind' | 'connect'): number {
+  const passthrough = call === 'bind' ? [EACCES, EADDRINUSE, EADDRNOTAVAIL] : [EADDRNOTAVAIL, ENETUNREACH];
+  return passthrough.includes(e.errno) ? e.errno : ENOBUFS;
+}
 
 export interface HookDeps {
   table: ServiceTable;
@@ -77,9 +92,18 @@ export class HookDispatcher implements Dispatcher {
   private readonly refuseAddr: Addr;
   private readonly warn: (m: string) => void;
   private readonly liveSessions = new Map<number, Session>();
+  /** Which processes may open sessions for which app (SO_PEERCRED against the launch record). */
+  readonly trust = new AppTrust();
 
   constructor(private readonly d: HookDeps) {
     this.warn = rateLimited(d.log);
+    for (const app of d.table.localApps()) this.trust.addApp(app);
+    for (const sock of d.table.listSocks()) if (sock.node === d.table.node) this.trust.addSock(sock);
+    d.table.onChange((ch) => {
+      if (ch.kind !== 'app' || ch.app.node !== d.table.node) return;
+      if (ch.deleted) this.trust.removeApp(ch.app.id);
+      else this.trust.addApp(ch.app);
+    });
     this.handoffMode = d.handoff ?? 'fd';
     // A bound, never-listening socket: connecting to it is refused by the kernel
     // itself, which gives apps the exact ECONNREFUSED semantics, blocking or not.
@@ -137,18 +161,30 @@ export class HookDispatcher implements Dispatcher {
     }
   }
 
+  /**
+   * HELLO: the token names the app; the kernel's word on the peer (SO_PEERCRED
+   * pid and uid) decides whether this process belongs to it. A refused session
+   * gets EACCES and is closed.
+   */
   private hello(s: Session, m: Msg): Reply {
     const [appId, token] = m.name.split(':');
     const app = appId ? this.d.table.getApp(appId) : undefined;
-    if (!app || app.token !== token) {
-      this.warn(`hook session ${s.id} (pid ${s.pid}): unknown app or wrong token "${appId ?? ''}"`);
-      return { status: Status.ERR, err: EACCES };
+    if (!app || !sameToken(app.token, token ?? '')) {
+      this.warn(`hook session ${s.id} (pid ${s.pid}, uid ${s.uid}): unknown app or wrong token "${appId ?? ''}"`);
+      return { status: Status.ERR, err: EACCES, end: true };
+    }
+    if (s.appId && s.appId !== app.id) throw new ProtocolError(`HELLO for app ${app.id} in a session of app ${s.appId}`);
+    const verdict = this.trust.verify(app, s.pid, s.uid);
+    if (!verdict.ok) {
+      this.warn(`hook session ${s.id} (pid ${s.pid}, uid ${s.uid}) refused for app ${app.id}: ${verdict.why}`);
+      return { status: Status.ERR, err: EACCES, end: true };
     }
     s.appId = app.id;
     this.liveSessions.set(s.id, s);
     const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && this.sameNetns(s.pid);
     s.data.direct = direct;
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
+    this.d.log.debug(`hook session ${s.id}: uid ${s.uid} admitted through ${verdict.via}`);
     // A process that reconnects (daemon restart, exec) takes its sockets back.
     for (const sock of this.d.table.listSocks()) {
       if (sock.pid === s.pid && sock.node === this.d.table.node && !this.owner.has(sock.id)) {
@@ -223,7 +259,7 @@ export class HookDispatcher implements Dispatcher {
     } catch (e) {
       if (e instanceof libc.SysError) {
         this.warn(`bind for app ${app.id} on ${hostIp}: ${e.message}`);
-        return { status: Status.ERR, err: e.errno };
+        return { status: Status.ERR, err: sysErrno(e, 'bind') };
       }
       throw e;
     }
@@ -299,11 +335,22 @@ export class HookDispatcher implements Dispatcher {
   }
 
   private handoff(app: App, dest: Addr, family: number, target: Addr): Reply {
-    const fd = libc.tcpSocket(family);
+    let fd: number;
+    try {
+      fd = libc.tcpSocket(family);
+    } catch (e) {
+      if (!(e instanceof libc.SysError)) throw e;
+      this.warn(`connect for app ${app.id}: ${e.message}`);
+      return { status: Status.ERR, err: sysErrno(e, 'connect') };
+    }
     const err = libc.connect(fd, target, family);
     if (err === 0 || err === EINPROGRESS) {
-      const local = libc.getsockname(fd);
-      if (local) this.d.table.recordConn(connKey(local), this.client(app));
+      try {
+        const local = libc.getsockname(fd);
+        if (local) this.d.table.recordConn(connKey(local), this.client(app));
+      } catch {
+        // The connection works without it; only PEER on the server side loses the client's VIP.
+      }
     }
     this.handoffs++;
     return { status: Status.OK, fd, err, a: dest, b: realDest(target, family) };
@@ -454,6 +501,13 @@ export class HookDispatcher implements Dispatcher {
     for (const s of this.liveSessions.values()) if (s.appId === appId) pids.add(s.pid);
     return pids.size;
   }
+}
+
+/** Compares tokens in constant time. */
+function sameToken(want: string, got: string): boolean {
+  const a = Buffer.from(want);
+  const b = Buffer.from(got);
+  return a.length > 0 && a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** Key of a connection end in the table's connection map: "ip:port", IPv4 unmapped. */
