@@ -75,7 +75,6 @@ export function defaultLimits(nofile = libc.nofileLimit()): HookServerLimits {
 // (out of fds or memory): values the kernel (or POSIX) allows for the call the
 // hook is answering, never a hint that the app itself did something wrong.
 const ENOBUFS = 105;
-const EADDRINUSE = 98;
 const ECONNREFUSED = 111;
 const EAGAIN = 11;
 
