@@ -2,7 +2,7 @@
 // daemon: processes outside an app cannot join it even with its token; the
 // daemon out of fds (fd handoff) answers legal errnos and lives on; bounded
 // random input leaves it serving, with fds and RSS back near their baseline.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { ROOT, run, sleep, TestDaemon, type Proc } from './helpers';
@@ -25,7 +25,12 @@ async function pidOf(marker: string): Promise<number> {
 const ready = (p: Proc, re: RegExp) => p.waitFor(re, 15_000);
 
 t.test('a process outside the app cannot join it, even with its token; descendants and dropped privileges can', async (t) => {
-  const d = await TestDaemon.start(t);
+  // A state directory that exists already, readable by all: the daemon makes it private (tokens live there).
+  const d = new TestDaemon(t);
+  mkdirSync(d.stateDir, { mode: 0o755 });
+  chmodSync(d.stateDir, 0o755);
+  await d.launch();
+  t.equal(statSync(d.stateDir).mode & 0o777, 0o700, 'the state directory (app tokens) is private to the daemon');
   const web = d.run(['--name', 'web'], ['node', '-e', SERVE]);
   await ready(web, /up/);
   // An app process that sleeps, so its environment can be read.
