@@ -112,6 +112,10 @@ squeezed = collections.Counter()
 ts = [threading.Thread(target=lambda: [one(squeezed) for _ in range(100)]) for _ in range(4)]
 [x.start() for x in ts]; [x.join() for x in ts]
 print("squeezed " + " ".join("%s=%d" % kv for kv in sorted(squeezed.items())), flush=True)
+try:
+    socket.socket().bind(("0.0.0.0", 8080)); print("bind ok", flush=True)
+except OSError as e:
+    print("bind " + errno.errorcode.get(e.errno, str(e.errno)), flush=True)
 wait("${phase(2)}")
 after = collections.Counter(); [one(after) for _ in range(10)]
 print("after " + " ".join("%s=%d" % kv for kv in sorted(after.items())), flush=True)
@@ -137,6 +141,8 @@ print("after " + " ".join("%s=%d" % kv for kv in sorted(after.items())), flush=T
   }
   writeFileSync(phase(1), '');
   const squeezed = await Promise.all(clients.map((c) => c.waitFor(/^squeezed (.*)$/m, 60_000)));
+  const binds = await Promise.all(clients.map((c) => c.waitFor(/^bind (\w+)$/m, 10_000)));
+  t.same(binds.map((m) => m[1]), ['ENOBUFS', 'ENOBUFS', 'ENOBUFS'], 'a virtual bind under the squeeze fails with ENOBUFS (any handoff mode)');
   const raised = await run('prlimit', [`--pid=${dpid}`, '--nofile=4096:']);
   t.equal(raised.code, 0, 'fd limit raised again');
   writeFileSync(phase(2), '');

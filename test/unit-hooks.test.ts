@@ -10,6 +10,7 @@ import t from 'tap';
 import { AF_INET, AF_INET6, parseCidr } from '../src/common/addr';
 import type { Logger } from '../src/common/log';
 import { HookDispatcher, sysErrno } from '../src/daemon/hooks';
+import { procInfo, startWallMs } from '../src/daemon/trust';
 import * as libc from '../src/hookserver/libc';
 import { AX_MSG_SIZE, BindFlag, ConnectFlag, decode, encode, Op, ProtocolError, Status, type Msg } from '../src/hookserver/proto';
 import { HookServer, internalErrno, type Dispatcher, type Reply, type Session } from '../src/hookserver/server';
@@ -293,4 +294,17 @@ t.test('server: HELLO deadline, per-uid limits, refused HELLO ends the session',
   t.match(await again.next(), { status: Status.OK, seq: 9 }, 'a freed slot is usable again');
   t.ok(log.lines.some((l) => /refused: uid \d+ has 4 sessions open \(limit 4\)/.test(l)), 'the limit is logged');
   for (const c of [b, p1, p2, again]) c.sock.destroy();
+});
+
+t.test('trust: /proc/PID/stat parsing survives odd process names; gone processes are null', async (t) => {
+  const title = process.title;
+  t.teardown(() => void (process.title = title));
+  process.title = 'a) b (c'; // comm with spaces and parentheses
+  const me = procInfo(process.pid);
+  t.equal(me?.ppid, process.ppid, 'ppid read after the last )');
+  const startedMsAgo = Date.now() - startWallMs(me!.start);
+  t.ok(startedMsAgo >= -2000 && startedMsAgo < process.uptime() * 1000 + 5000, `start time matches this process (${startedMsAgo} ms ago, up ${process.uptime()} s)`);
+  t.equal(procInfo(0), null);
+  t.equal(procInfo(-1), null);
+  t.equal(procInfo(2 ** 22 + 1), null, 'no such pid');
 });
