@@ -2,7 +2,7 @@
 // ServiceTable and PortPool, and of the hook server's framing and limits
 // (src/hookserver/server.ts) over a real unix socket. No daemon subprocess: the
 // sessions below are this test process (pid, uid), or pid 1 for an outsider.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -307,4 +307,40 @@ t.test('trust: /proc/PID/stat parsing survives odd process names; gone processes
   t.equal(procInfo(0), null);
   t.equal(procInfo(-1), null);
   t.equal(procInfo(2 ** 22 + 1), null, 'no such pid');
+});
+
+t.test('server: a session with too many unanswered requests is dropped; late answers close their fds', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ax-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const resolvers: Array<(r: Reply) => void> = [];
+  const d: Dispatcher = {
+    handle(_s, m) {
+      if (m.op === Op.HELLO) return { status: Status.OK };
+      return new Promise<Reply>((r) => resolvers.push(r)); // answered later, or never
+    },
+    closed: () => undefined,
+  };
+  const path = join(dir, 'hook.sock');
+  const srv = new HookServer(path, d, memLog(), { maxInFlight: 4 });
+  await srv.listen();
+  t.teardown(() => srv.close());
+  const c = await client(path);
+  c.send({ op: Op.HELLO });
+  t.match(await c.next(), { status: Status.OK });
+  for (let i = 0; i < 5; i++) c.send({ op: Op.PEER, seq: 10 + i, a: { family: AF_INET, ip: '127.0.0.1', port: 1 } });
+  t.equal(await c.next(), null, 'the fifth unanswered request drops the session');
+  // Answers arriving after the drop must not leak the sockets they carry.
+  const fd = libc.tcpSocket(AF_INET);
+  const link = () => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      return 'closed';
+    }
+  };
+  const before = link();
+  t.match(before, /^socket:\[\d+\]$/);
+  resolvers[0]({ status: Status.OK, fd });
+  await new Promise((r) => setTimeout(r, 20));
+  t.not(link(), before, 'the fd of a late answer was closed (gone, or the number reused by something else)');
 });
