@@ -14,6 +14,7 @@ const NODE_ECHO = `
 const net = require('net');
 const port = Number(process.argv[1]);
 const srv = net.createServer((c) => {
+  console.log('accepted');
   c.write('peer ' + c.remoteAddress + '\\n');
   c.on('data', (d) => c.write(d));
 });
@@ -87,8 +88,9 @@ t.test('node TCP server and client; client IP preservation; pool round robin', a
   t.equal(services.length, 2, 'two backends');
   // Round robin: 4 connections over 2 backends hit both, twice each. Each server
   // answers from its own host port, which the client cannot see; count server side.
-  const hits = await Promise.all([a, b].map(async (p) => p.stdout));
-  t.ok(hits.length === 2);
+  const accepted = (p: typeof a) => p.stdout.split('\n').filter((l) => l === 'accepted').length;
+  await d.until('both servers to log their connections', async () => accepted(a) + accepted(b) >= 4, 5000);
+  t.same([accepted(a), accepted(b)], [2, 2], 'round robin: each backend took 2 of the 4 connections');
   const again = await d.run([], ['node', '-e', NODE_CLIENT, `${vip}`, '7000', '2']).result();
   t.equal(again.code, 0, 'by VIP too');
 });
@@ -460,4 +462,9 @@ t.test('--expose binds a virtual port on a fixed host port; --lb random balances
   const lines = got.stdout.trim().split('\n');
   t.equal(lines.length, 24);
   t.ok(lines.includes('A') && lines.includes('B'), `random over the pool reaches both backends (${lines.join('')})`);
+  // Round robin strictly alternates (ABAB...: no two neighbours equal) for these
+  // 24 one-connection processes. Random picks repeat a backend with probability
+  // 1/2 per step: no repeat in 23 steps has probability 2^-23 (about 1e-7).
+  const repeats = lines.slice(1).filter((l, i) => l === lines[i]).length;
+  t.ok(repeats > 0, `random, not round robin: ${repeats} repeated picks in a row (round robin would have none)`);
 });

@@ -2,6 +2,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { checkVirtualIp } from '../common/addr';
 import { defaultApiSocket } from '../common/paths';
@@ -209,7 +210,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
       if (signal) {
         // Die the same way, so shells see the signal.
         process.kill(process.pid, signal);
-        setTimeout(() => resolve(128 + (require('node:os').constants.signals[signal] ?? 0)), 100);
+        setTimeout(() => resolve(128 + (osConstants.signals[signal] ?? 0)), 100);
         return;
       }
       resolve(code);

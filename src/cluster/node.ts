@@ -255,7 +255,7 @@ export class ClusterNode extends EventEmitter {
   override on(ev: 'change', fn: (e: ChangeEventView) => void): this;
   override on(ev: 'member', fn: (e: MemberEventView) => void): this;
   override on(ev: 'persist', fn: (s: ClusterState) => void): this;
-  override on(ev: string, fn: (...a: any[]) => void): this { return super.on(ev, fn); }
+  override on(ev: string, fn: Parameters<EventEmitter['on']>[1]): this { return super.on(ev, fn); }
 
   // ================================================================ internals: events
 

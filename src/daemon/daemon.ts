@@ -25,8 +25,10 @@ export function pidAlive(pid: number): boolean {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
     return state !== 'Z' && state !== 'X';
-  } catch {
-    return false;
+  } catch (e) {
+    // Only "no such process" is an answer; out of fds (EMFILE) is not a death.
+    const code = (e as NodeJS.ErrnoException).code;
+    return code !== 'ENOENT' && code !== 'ESRCH';
   }
 }
 

@@ -14,7 +14,8 @@
 // the daemon bound stays in the table exactly while the kernel still has it
 // (sock_diag), whoever holds it now; a hook that meets a socket it has no
 // record of (after exec, received over SCM_RIGHTS) asks LOOKUP once.
-import { readFileSync, statSync } from 'node:fs';
+import { timingSafeEqual } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/addr';
 import type { IdentityMap } from '../hookserver/identmap';
 import { socketCookie, type SockDiag } from '../hookserver/sockdiag';
@@ -25,6 +26,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError,
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, ServiceTable, Sock } from '../table/table';
+import { AppTrust, procInfo } from './trust';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -36,6 +38,19 @@ const EADDRINUSE = 98;
 const EADDRNOTAVAIL = 99;
 const ENETUNREACH = 101;
 const EAFNOSUPPORT = 97;
+const ENOBUFS = 105;
+
+/**
+ * The errno an app's bind() or connect() gets when the daemon's own socket call
+ * failed: the kernel's bind/connect errnos pass through; the daemon running out
+ * of fds or memory (EMFILE, ENFILE, ENOMEM, ...) is ENOBUFS, "insufficient
+ * resources" in POSIX bind() and connect(), never EMFILE (the app's own fd
+ * table is fine).
+ */
+export function sysErrno(e: libc.SysError, call: 'bind' | 'connect'): number {
+  const passthrough = call === 'bind' ? [EACCES, EADDRINUSE, EADDRNOTAVAIL] : [EADDRNOTAVAIL, ENETUNREACH];
+  return passthrough.includes(e.errno) ? e.errno : ENOBUFS;
+}
 
 export interface HookDeps {
   table: ServiceTable;
@@ -79,9 +94,18 @@ export class HookDispatcher implements Dispatcher {
   private diagBroken = false;
   /** Called after sockets were found gone (the daemon frees apps that have nothing left). */
   onReaped: (n: number) => void = () => {};
+  /** Which processes may open sessions for which app (SO_PEERCRED against the launch record). */
+  readonly trust = new AppTrust();
 
   constructor(private readonly d: HookDeps) {
     this.warn = rateLimited(d.log);
+    for (const app of d.table.localApps()) this.trust.addApp(app);
+    for (const sock of d.table.listSocks()) if (sock.node === d.table.node) this.trust.addSock(sock);
+    d.table.onChange((ch) => {
+      if (ch.kind !== 'app' || ch.app.node !== d.table.node) return;
+      if (ch.deleted) this.trust.removeApp(ch.app.id);
+      else this.trust.addApp(ch.app);
+    });
     this.handoffMode = d.handoff ?? 'fd';
     // A bound, never-listening socket: connecting to it is refused by the kernel
     // itself, which gives apps the exact ECONNREFUSED semantics, blocking or not.
@@ -138,18 +162,30 @@ export class HookDispatcher implements Dispatcher {
     }
   }
 
+  /**
+   * HELLO: the token names the app; the kernel's word on the peer (SO_PEERCRED
+   * pid and uid) decides whether this process belongs to it. A refused session
+   * gets EACCES and is closed.
+   */
   private hello(s: Session, m: Msg): Reply {
     const [appId, token] = m.name.split(':');
     const app = appId ? this.d.table.getApp(appId) : undefined;
-    if (!app || app.token !== token) {
-      this.warn(`hook session ${s.id} (pid ${s.pid}): unknown app or wrong token "${appId ?? ''}"`);
-      return { status: Status.ERR, err: EACCES };
+    if (!app || !sameToken(app.token, token ?? '')) {
+      this.warn(`hook session ${s.id} (pid ${s.pid}, uid ${s.uid}): unknown app or wrong token "${appId ?? ''}"`);
+      return { status: Status.ERR, err: EACCES, end: true };
+    }
+    if (s.appId && s.appId !== app.id) throw new ProtocolError(`HELLO for app ${app.id} in a session of app ${s.appId}`);
+    const verdict = this.trust.verify(app, s.pid, s.uid);
+    if (!verdict.ok) {
+      this.warn(`hook session ${s.id} (pid ${s.pid}, uid ${s.uid}) refused for app ${app.id}: ${verdict.why}`);
+      return { status: Status.ERR, err: EACCES, end: true };
     }
     s.appId = app.id;
     this.liveSessions.set(s.id, s);
     const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && this.sameNetns(s.pid);
     s.data.direct = direct;
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
+    this.d.log.debug(`hook session ${s.id}: uid ${s.uid} admitted through ${verdict.via}`);
     const src = this.sourceOf(app);
     return {
       status: Status.OK,
@@ -227,7 +263,7 @@ export class HookDispatcher implements Dispatcher {
     } catch (e) {
       if (e instanceof libc.SysError) {
         this.warn(`bind for app ${app.id} on ${hostIp}: ${e.message}`);
-        return { status: Status.ERR, err: e.errno };
+        return { status: Status.ERR, err: sysErrno(e, 'bind') };
       }
       throw e;
     }
@@ -329,8 +365,9 @@ export class HookDispatcher implements Dispatcher {
     try {
       fd = libc.tcpSocket(family);
     } catch (e) {
-      if (e instanceof libc.SysError) return { status: Status.ERR, err: e.errno };
-      throw e;
+      if (!(e instanceof libc.SysError)) throw e;
+      this.warn(`connect for app ${app.id}: ${e.message}`);
+      return { status: Status.ERR, err: sysErrno(e, 'connect') };
     }
     const src = local ? this.sourceOf(app) : '';
     if (src) {
@@ -480,16 +517,20 @@ export class HookDispatcher implements Dispatcher {
   }
 }
 
-/** True while the process exists and is not a zombie. */
+/** True while the process exists and is not a zombie (unreadable /proc is no verdict: alive). */
 function pidAlive(pid: number): boolean {
-  if (pid <= 0) return false;
   try {
-    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = st.slice(st.lastIndexOf(')') + 2, st.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
+    return procInfo(pid) !== null;
   } catch {
-    return false;
+    return true;
   }
+}
+
+/** Compares tokens in constant time. */
+function sameToken(want: string, got: string): boolean {
+  const x = Buffer.from(want);
+  const y = Buffer.from(got);
+  return x.length > 0 && x.length === y.length && timingSafeEqual(x, y);
 }
 
 /** The real address in the app socket's family (IPv4 v4-mapped for AF_INET6). */

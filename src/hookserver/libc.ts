@@ -32,7 +32,12 @@ const c_getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inou
 const c_sendmsg = lib.func('intptr_t sendmsg(int, const void *, int)');
 const c_send = lib.func('intptr_t send(int, const void *, size_t, int)');
 const c_strerror = lib.func('const char *strerror(int)');
+const c_getrlimit = lib.func('int getrlimit(int, _Out_ void *)');
+const RLIMIT_NOFILE = 7;
+const c_sysconf = lib.func('long sysconf(int)');
+const SC_CLK_TCK = 2;
 
+/** A failed libc call: which call and its errno. */
 export class SysError extends Error {
   constructor(
     readonly call: string,
@@ -42,6 +47,25 @@ export class SysError extends Error {
   }
 }
 
+/** The process's soft RLIMIT_NOFILE (Infinity when unlimited, 1024 if it cannot be read). */
+export function nofileLimit(): number {
+  const b = Buffer.alloc(16);
+  if (Number(c_getrlimit(RLIMIT_NOFILE, b)) !== 0) return 1024;
+  const cur = b.readBigUInt64LE(0);
+  return cur >= 0xffffffffn ? Infinity : Number(cur);
+}
+
+let clkTck = 0;
+/** Clock ticks per second (sysconf(_SC_CLK_TCK)), the unit of /proc/PID/stat start times. */
+export function clockTicks(): number {
+  if (clkTck === 0) {
+    const n = Number(c_sysconf(SC_CLK_TCK));
+    clkTck = n > 0 ? n : 100;
+  }
+  return clkTck;
+}
+
+/** The text of an errno (libc's strerror). */
 export function strerror(errno: number): string {
   return c_strerror(errno) as string;
 }
@@ -64,6 +88,7 @@ export function sockaddr(a: Addr, family: number = a.family): Buffer {
   return b;
 }
 
+/** Decodes struct sockaddr_in / sockaddr_in6; null for other families. */
 export function parseSockaddr(b: Buffer): Addr | null {
   const family = b.readUInt16LE(0);
   if (family === AF_INET) return { family, port: b.readUInt16BE(2), ip: `${b[4]}.${b[5]}.${b[6]}.${b[7]}` };
@@ -82,6 +107,7 @@ export function tcpSocket(family: number): number {
   return check('socket', c_socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 }
 
+/** SO_REUSEADDR, and SO_REUSEPORT when the app asked for it. */
 export function setReuse(fd: number, reusePort: boolean): void {
   const one = Buffer.alloc(4);
   one.writeInt32LE(1);
@@ -89,12 +115,14 @@ export function setReuse(fd: number, reusePort: boolean): void {
   if (reusePort) check('setsockopt(SO_REUSEPORT)', c_setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, one, 4));
 }
 
+/** IPV6_V6ONLY on or off (explicitly: the host's default may differ). */
 export function setV6Only(fd: number, on: boolean): void {
   const v = Buffer.alloc(4);
   v.writeInt32LE(on ? 1 : 0);
   check('setsockopt(IPV6_V6ONLY)', c_setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, v, 4));
 }
 
+/** bind() to `a`, encoded in `family` (IPv4 v4-mapped for AF_INET6); throws SysError. */
 export function bind(fd: number, a: Addr, family: number): void {
   const sa = sockaddr(a, family);
   check('bind', c_bind(fd, sa, sa.length));
@@ -111,6 +139,7 @@ export function bindNoPort(fd: number, a: Addr, family: number): void {
   bind(fd, a, family);
 }
 
+/** listen(); throws SysError. */
 export function listen(fd: number, backlog: number): void {
   check('listen', c_listen(fd, backlog));
 }
@@ -122,6 +151,7 @@ export function connect(fd: number, a: Addr, family: number): number {
   return rc === 0 ? 0 : koffi.errno();
 }
 
+/** The socket's local address; throws SysError. */
 export function getsockname(fd: number): Addr | null {
   const b = Buffer.alloc(28);
   const len = [28];
@@ -129,6 +159,7 @@ export function getsockname(fd: number): Addr | null {
   return parseSockaddr(b);
 }
 
+/** close(); errors ignored (the fd is gone either way on Linux). */
 export function close(fd: number): void {
   c_close(fd);
 }

@@ -1,7 +1,7 @@
 // Persistent daemon state in LevelDB. Keys are "<kind>/<id>", values JSON.
 // Writes are queued in order and applied in batches, so the hot path never
 // waits on the disk; flush() waits for everything queued so far.
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { Level } from 'level';
 
 export type Kind = 'app' | 'sock' | 'meta' | 'cluster';
@@ -22,6 +22,8 @@ export class Store {
 
   static async open(dir: string, clean: boolean): Promise<Store> {
     mkdirSync(dir, { recursive: true, mode: 0o700 });
+    // App tokens live here: an existing directory is made private too.
+    chmodSync(dir, 0o700);
     const s = new Store(dir);
     try {
       await s.db.open();

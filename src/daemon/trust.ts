@@ -1,0 +1,166 @@
+// Who may open a hook session for an app: the kernel says, not the bearer token.
+//
+// A session's pid and uid come from SO_PEERCRED. The process must descend from
+// the `ax run` that registered the app (its `runPid`), or from a process that
+// already holds (or held) an authenticated session of that app while it still
+// runs — a double-forking server reparented to init keeps working when its
+// parent said HELLO first. Ancestry is read from /proc/PID/stat (ppid and start
+// time); every link is checked with start times (a parent starts no later than
+// its child; an anchor is the same process only if its start time matches), so
+// a recycled pid never passes. A process of another uid can only be in the tree
+// when the tree switched to it (a privileged setuid, e.g. a worker dropping to
+// `nobody`, or a setuid program it ran), so ancestry also decides the uid.
+import { readFileSync } from 'node:fs';
+import * as libc from '../hookserver/libc';
+import type { App, Sock } from '../table/table';
+
+/** What /proc says about a process: parent, start time (clock ticks after boot), real uid. */
+export interface ProcInfo {
+  pid: number;
+  ppid: number;
+  start: number;
+}
+
+/**
+ * Reads /proc/PID/stat; null when the process is gone (or a zombie). Throws when
+ * /proc cannot be read for another reason (the daemon out of fds): that is no
+ * verdict on the process.
+ */
+export function procInfo(pid: number): ProcInfo | null {
+  if (!Number.isInteger(pid) || pid <= 0) return null;
+  let stat: string;
+  try {
+    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ESRCH') return null;
+    throw e;
+  }
+  // "pid (comm) S ppid ..." — comm may hold spaces and parentheses: split after the last ')'.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (f[0] === 'Z' || f[0] === 'X') return null;
+  const ppid = Number(f[1]);
+  const start = Number(f[19]);
+  if (!Number.isFinite(ppid) || !Number.isFinite(start)) return null;
+  return { pid, ppid, start };
+}
+
+/** Real uid of a process (from /proc/PID/status), or -1. */
+export function procUid(pid: number): number {
+  try {
+    const m = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'latin1'));
+    return m ? Number(m[1]) : -1;
+  } catch {
+    return -1;
+  }
+}
+
+let bootMs = -1;
+/** Wall-clock time (ms) a process started, from its start ticks; btime is whole seconds, so this may be up to 1 s early. */
+export function startWallMs(startTicks: number): number {
+  if (bootMs < 0) {
+    const m = /^btime\s+(\d+)/m.exec(readFileSync('/proc/stat', 'latin1'));
+    bootMs = m ? Number(m[1]) * 1000 : 0;
+  }
+  return bootMs + (startTicks * 1000) / libc.clockTicks();
+}
+
+/** Slack for comparing a start time derived from ticks with a Date.now() stamp. */
+const CLOCK_SLACK_MS = 2000;
+/** Ancestry walks stop here (pid_max chains are far shorter in practice). */
+const MAX_DEPTH = 512;
+/** Anchors kept per app before dead ones are pruned. */
+const MAX_ANCHORS = 4096;
+
+/** The verdict on a session: allowed (and how), or refused (and why). */
+export type Verdict = { ok: true; via: string } | { ok: false; why: string };
+
+/** Per-app sets of processes (pid + start time) known to belong to the app. */
+export class AppTrust {
+  private readonly anchors = new Map<string, Map<number, number>>();
+  /** app id -> uid of the `ax run` that registered it */
+  private readonly owners = new Map<string, number>();
+
+  /**
+   * Anchors an app at its `ax run` process, if that process still is the one that
+   * registered the app: it must have started before the app was created (a pid
+   * recycled later has a later start time).
+   */
+  addApp(app: App): void {
+    try {
+      this.anchorRun(app);
+    } catch {
+      // /proc unreadable right now (out of fds): tried again at the app's first HELLO.
+    }
+  }
+
+  private anchorRun(app: App): void {
+    const p = procInfo(app.runPid);
+    if (!p || startWallMs(p.start) > app.createdAt + CLOCK_SLACK_MS) return;
+    this.add(app.id, p);
+    this.owners.set(app.id, procUid(app.runPid));
+  }
+
+  /** Anchors a restored socket's process (after a daemon restart), with the same start-time check. */
+  addSock(s: Sock): void {
+    let p: ProcInfo | null;
+    try {
+      p = procInfo(s.pid);
+    } catch {
+      return;
+    }
+    if (!p || startWallMs(p.start) > s.createdAt + CLOCK_SLACK_MS) return;
+    this.add(s.appId, p);
+  }
+
+  /** Forgets a removed app. */
+  removeApp(appId: string): void {
+    this.anchors.delete(appId);
+    this.owners.delete(appId);
+  }
+
+  /** The uid of the app's `ax run` (-1 if unknown). */
+  owner(appId: string): number {
+    return this.owners.get(appId) ?? -1;
+  }
+
+  /**
+   * Decides whether process `pid` (uid `uid`, from SO_PEERCRED) may join `app`;
+   * on success it becomes an anchor. Throws when /proc cannot be read (no verdict).
+   */
+  verify(app: App, pid: number, uid: number): Verdict {
+    const appId = app.id;
+    if (!this.anchors.has(appId)) this.anchorRun(app); // its registration found /proc unreadable
+    const set = this.anchors.get(appId);
+    if (!set || set.size === 0) return { ok: false, why: 'the app has no live process that registered it' };
+    let cur = procInfo(pid);
+    if (!cur) return { ok: false, why: `process ${pid} is gone` };
+    const chain: ProcInfo[] = [];
+    for (let depth = 0; depth < MAX_DEPTH; depth++) {
+      chain.push(cur);
+      if (set.get(cur.pid) === cur.start) {
+        // Everything between the anchor and the session belongs to the app too.
+        for (const p of chain) this.add(appId, p);
+        const owner = this.owners.get(appId);
+        const via = cur.pid === pid ? `process ${pid} itself` : `ancestor ${cur.pid}`;
+        return { ok: true, via: owner !== undefined && owner >= 0 && owner !== uid ? `${via}, uid ${owner} -> ${uid}` : via };
+      }
+      if (cur.ppid <= 0) break;
+      const parent = procInfo(cur.ppid);
+      // A parent never starts after its child: a later start means the pid was recycled.
+      if (!parent || parent.start > cur.start) break;
+      cur = parent;
+    }
+    return { ok: false, why: `process ${pid} (uid ${uid}) does not descend from the app's ax run or its processes` };
+  }
+
+  private add(appId: string, p: ProcInfo): void {
+    let set = this.anchors.get(appId);
+    if (!set) this.anchors.set(appId, (set = new Map()));
+    if (set.size >= MAX_ANCHORS && !set.has(p.pid)) {
+      for (const [pid, start] of set) if (procInfo(pid)?.start !== start) set.delete(pid);
+      if (set.size >= MAX_ANCHORS) return;
+    }
+    set.set(p.pid, p.start);
+  }
+}
