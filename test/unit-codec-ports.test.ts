@@ -99,7 +99,7 @@ t.test('codec: random frames decode or throw ProtocolError, nothing else', async
     for (let k = 0; k < AX_MSG_SIZE; k += 4) b.writeUInt32LE(rnd(), k);
     if (i % 2 === 0) {
       b.writeUInt32LE(AX_MAGIC, 0);
-      b.writeUInt16LE(1 + (rnd() % 11), Off.op);
+      b.writeUInt16LE(Object.values(Op)[rnd() % Object.values(Op).length], Off.op);
       b[Off.name + (rnd() % 200)] = 0;
       if (i % 4 === 0) b.writeUInt16LE([0, AF_INET, AF_INET6][rnd() % 3], Off.a);
       if (i % 4 === 0) b.writeUInt16LE([0, AF_INET, AF_INET6][rnd() % 3], Off.b);
