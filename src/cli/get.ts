@@ -29,7 +29,7 @@ const KINDS: Record<string, { method: string; field: string; columns: Array<[str
       ['NODE', (r) => r.node],
       ['APPIP', (r) => r.vip],
       ['USER', (r) => r.user || String(r.uid ?? '-')],
-      ['LABELS', (r) => formatLabels(r.labels ?? {}, false)],
+      ['LABELS', (r) => formatLabels(r.labels ?? {})],
       ['PROCESSES', (r) => String(r.processes)],
       ['SERVICES', (r) => String(r.services)],
     ],
@@ -44,7 +44,7 @@ const KINDS: Record<string, { method: string; field: string; columns: Array<[str
       ['PROTO', (r) => r.proto],
       ['APPID', (r) => r.app_id],
       ['NODE', (r) => r.node],
-      ['LABELS', (r) => formatLabels(r.labels ?? {}, false)],
+      ['LABELS', (r) => formatLabels(r.labels ?? {})],
     ],
   },
   sockets: {

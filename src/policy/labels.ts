@@ -41,8 +41,8 @@ export function parseLabels(text: string): Labels {
   return out;
 }
 
-/** "k=v,k2=v2", sorted by key; `withReserved: false` leaves out the ax.* labels ax sets. */
-export function formatLabels(l: Labels, withReserved = true): string {
+/** "k=v,k2=v2", sorted by key; leaves out the ax.* labels ax sets unless `withReserved`. */
+export function formatLabels(l: Labels, withReserved = false): string {
   return Object.keys(l)
     .filter((k) => withReserved || !k.startsWith('ax.'))
     .sort()
