@@ -44,6 +44,8 @@ export function unreachableMessage(socket: string, err: { code?: number; details
 }
 
 export class AxClient {
+  /** pid of the daemon connectOrStart started for this client (it is our child, and must outlive us) */
+  startedDaemon = 0;
   readonly raw: grpc.Client & Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
   constructor(readonly socket: string) {
@@ -114,6 +116,7 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
     env: process.env,
   });
   closeSync(out);
+  client.startedDaemon = child.pid ?? 0;
   let exited: number | null = null;
   child.on('exit', (code) => (exited = code ?? 1));
   child.unref();

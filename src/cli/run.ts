@@ -295,7 +295,8 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   // Orphans of the command (its background children whose parent exited) come to us, not to init.
   becomeSubreaper();
   const child = spawn(spec.command[0], spec.command.slice(1), { stdio: 'inherit', env });
-  const spawned = new Set<number>([child.pid ?? -1]);
+  // Pids not to reap or end here: the command (libuv reaps it) and a daemon we started (it stays).
+  const spawned = new Set<number>([child.pid ?? -1, client.startedDaemon]);
   const forward = (sig: NodeJS.Signals) => () => {
     if (TTY_GROUP_SIGNALS.has(sig) && process.stdin.isTTY) return;
     try {
