@@ -15,14 +15,17 @@ import { becomeSubreaper, childrenOfSelf, reap } from './proc';
 export const RUN_USAGE = `usage: ax run [flags] -- CMD [ARGS...]
 
 Runs CMD with the ax hook preloaded; its children and exec'd programs inherit it.
-Exit status and SIGINT/SIGTERM are passed through.
+The exit status passes through, and so does every signal a shell would send (HUP, INT,
+QUIT, TERM, USR1, USR2, WINCH, ALRM, CONT, TTIN, TTOU). What CMD leaves running in the
+background is ended when it exits. If the daemon refuses the app, ax run says why and exits 1.
 
 flags:
-  --name NAME             service name (resolves as NAME and NAME.ax); apps sharing a name form a pool
-  --ip VIP                virtual IPv4 address (default: the name's, or one from the daemon's range)
-  --labels k=v,...        labels for access policy (default zone=default)
+  --name NAME             service name (resolves as NAME and NAME.ax); apps of one user sharing a name form a pool
+  --ip VIP                virtual IPv4 address in the daemon's --vip-range (default: the name's, or one from the range)
+  --labels k=v,...        labels for access policy (default zone=default; ax.* keys are reserved)
   --expose PORT:HOSTPORT  bind virtual PORT on this host port (also PORT:HOSTIP:HOSTPORT); repeatable
-  --connect-wait DUR      how long a blocking connect waits for a registered service to listen (default 5s)
+  --connect-wait DUR      how long a blocking connect waits for a registered service to listen (default 5s;
+                          durations take a unit: 250ms, 5s, 1m)
   --fail-open             if the daemon goes away, let socket calls pass through natively (default: fail closed)
   --socket PATH           daemon API socket (default $XDG_RUNTIME_DIR/ax/ax.sock); a daemon is started if none runs
   --no-start              do not start a daemon when none runs
