@@ -53,6 +53,11 @@ t.test('nobody against a root daemon: every refusal says why; root may', async (
   const web = d.run(['--name', 'web', '--ip', '10.1.0.1'], ['sh', '-c', 'echo "app=$AX_APP"; exec sleep 60']);
   const rootApp = (await web.waitFor(/app=(\S+)/))[1];
 
+  // The refusal that used to hang ax run forever: a name already bound to another VIP.
+  const other = await d.run(['--name', 'web', '--ip', '10.1.0.2'], ['true']).result();
+  t.equal(other.code, 1, 'ax run exits 1 when the daemon refuses');
+  t.match(other.stderr, /^ax run: the daemon refused the app: name "web" already has virtual IP 10\.1\.0\.1; use --ip 10\.1\.0\.1 or another name\n$/);
+
   const join = await axAsNobody(d, ['run', '--no-start', '--name', 'web', '--', 'true']);
   t.equal(join.code, 1, 'nobody cannot join root\'s name pool');
   t.match(join.stderr, /the daemon refused the app: name "web" belongs to uid 0 \(root\); uid 65534 \(nobody\) cannot join its pool/);
@@ -97,14 +102,16 @@ t.test('nobody against a root daemon: every refusal says why; root may', async (
 
   const apps = await d.get('apps');
   t.match(apps.find((a) => a.name === 'web'), { uid: 0, user: 'root', labels: { 'ax.user': 'root', 'ax.name': 'web', zone: 'default' } }, 'owner and ax.* labels recorded');
+  t.ok(apps.every((a) => !('token' in a)), 'the API never returns an app\'s token');
+  t.match(apps.find((a) => a.uid === 65534), { user: 'nobody', labels: { 'ax.user': 'nobody' } }, 'nobody\'s app is owned by nobody');
 
   // Reads: allowed for the --api-group, refused to others, with the reason.
   const member = await axAsNobody(d, ['status', '-o', 'json']);
   t.equal(member.code, 0, `a member of the api group reads (${member.stderr})`);
   t.match(JSON.parse(member.stdout), { caller_uid: 65534, caller_user: 'nobody', api_group: 'nogroup', daemon_uid: 0 });
-  const other = await run('setpriv', ['--reuid=nobody', '--regid=daemon', '--clear-groups', ...PLAIN, process.execPath, AX, 'get', 'apps', '--socket', d.socket], { env: PLAIN_ENV });
-  t.equal(other.code, 1, 'a non-member cannot read');
-  t.match(other.stderr, /^ax: permission denied: uid 65534 \(nobody\) may not read this daemon's table: allowed are root and members of group nogroup\n$/);
+  const outsider = await run('setpriv', ['--reuid=nobody', '--regid=daemon', '--clear-groups', ...PLAIN, process.execPath, AX, 'get', 'apps', '--socket', d.socket], { env: PLAIN_ENV });
+  t.equal(outsider.code, 1, 'a non-member cannot read');
+  t.match(outsider.stderr, /^ax: permission denied: uid 65534 \(nobody\) may not read this daemon's table: allowed are root and members of group nogroup\n$/);
 
   // Each call is tied to its own connection's credentials, with both users calling at once.
   const [asNobody, asRoot] = await Promise.all([rawClient(true, [d.socket, 'status-many', '20']), rawClient(false, [d.socket, 'status-many', '20'])]);

@@ -138,6 +138,7 @@ function clusterFromArgs(p: Parsed, c: DaemonConfig): void {
   if (v('host-ip') === undefined) c.hostIp = advertise;
 }
 
+/** Parses `ax daemon` flags into a DaemonConfig; null for --help. Throws UsageError naming the flag. */
 export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
   const p = parseFlags(argv, SPECS);
   if (bool(p, 'help')) return null;

@@ -45,6 +45,7 @@ export function formatStatus(s: Obj): string {
   return out;
 }
 
+/** `ax status [-o table|json] [--socket PATH]`: returns the exit code (UsageError, DaemonUnreachable and ApiError propagate). */
 export async function statusMain(argv: string[]): Promise<number> {
   const p = parseFlags(argv, [SOCKET, { name: 'output', short: 'o', kind: 'string' }, HELP]);
   if (bool(p, 'help')) {
@@ -74,6 +75,10 @@ function alive(pid: number): boolean {
   }
 }
 
+/**
+ * `ax daemon stop` / `ax stop`: asks the daemon to shut down and waits (up to 10 s) until its pid is
+ * gone. 0 when stopped or when none runs; ApiError (PERMISSION_DENIED) when this user may not.
+ */
 export async function stopMain(argv: string[]): Promise<number> {
   const p = parseFlags(argv, [SOCKET, HELP]);
   if (bool(p, 'help')) {
@@ -134,6 +139,10 @@ function copyFrom(file: string, from: number): number {
   }
 }
 
+/**
+ * `ax logs [-f]`: prints the daemon's log file (from Status; without a daemon, the file an
+ * autostarted one used); -f polls for growth every 250 ms until SIGINT/SIGTERM (exit 0).
+ */
 export async function logsMain(argv: string[]): Promise<number> {
   const p = parseFlags(argv, [SOCKET, { name: 'follow', short: 'f', kind: 'bool' }, HELP]);
   if (bool(p, 'help')) {

@@ -67,6 +67,7 @@ export function parseExpose(text: string): { port: number; host_ip: string; host
   throw new Error(`--expose "${text}": expected PORT:HOSTPORT or PORT:HOSTIP:HOSTPORT`);
 }
 
+/** Parses `ax run` flags; null for --help. Throws UsageError with the flag and the reason. */
 export function parseRunArgs(argv: string[]): RunSpec | null {
   const p = parseFlags(argv, SPECS, { stopAtPositional: true });
   if (bool(p, 'help')) return null;
@@ -262,6 +263,10 @@ export const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGHUP', 'SIGINT', 'SIGQUIT
 /** Signals a terminal already sends to the whole foreground process group (the command too). */
 const TTY_GROUP_SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGQUIT', 'SIGWINCH']);
 
+/**
+ * `ax run [flags] -- CMD`: registers the app, runs CMD under the hook and resolves with CMD's exit
+ * status (or 128+signal). Throws UsageError (bad flags), DaemonUnreachable or RunRefused before CMD starts.
+ */
 export async function runMain(argv: string[], entry: string): Promise<number> {
   const spec = parseRunArgs(argv);
   if (!spec) {
