@@ -70,6 +70,8 @@ t.test('daemon flags: ranges, group, policy', async (t) => {
   t.throws(() => daemonConfigFromArgs(['--label-policy', f]), /user "no-such-user-ax" does not exist/);
   writeFileSync(f, '{"groups": {"nogroup": ["zone"]}}');
   t.throws(() => daemonConfigFromArgs(['--label-policy', f]), /groups\.nogroup\.0: a pattern is "\*", "key=\*" or "key=value"/);
+  writeFileSync(f, '{"default": ["ax.user=*"]}');
+  t.throws(() => daemonConfigFromArgs(['--label-policy', f]), /--label-policy: .*p\.json: default\.0: ax\.\* labels are reserved/);
   writeFileSync(f, 'not json');
   t.throws(() => daemonConfigFromArgs(['--label-policy', f]), /--label-policy: cannot read .*p\.json: /);
   t.throws(() => daemonConfigFromArgs(['--label-policy', join(dir, 'missing.json')]), /cannot read .*missing\.json: ENOENT/);

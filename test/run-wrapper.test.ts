@@ -40,7 +40,7 @@ const gone = (pid: number) => {
   }
 };
 
-t.test('every signal a shell would send reaches the command; the exit status passes through', async (t) => {
+t.test('every signal a shell would send reaches the command; exit status passes through; no orphans', async (t) => {
   const d = await TestDaemon.start(t);
   const w = d.run([], ['python3', '-u', '-c', TRAP]);
   await w.waitFor(/ready \d+/);
@@ -50,17 +50,14 @@ t.test('every signal a shell would send reaches the command; the exit status pas
     t.pass(`${sig} reached the command`);
     if (sig === 'SIGTTIN' || sig === 'SIGTTOU') t.not(state(w.pid), 'T', `${sig} did not stop the wrapper`);
   }
-  const r = await w.result();
-  t.equal(r.code, 42, 'the command\'s exit status is ax run\'s');
-});
+  const r0 = await w.result();
+  t.equal(r0.code, 42, 'the command\'s exit status is ax run\'s');
 
-t.test('no orphans: what the command leaves running is ended with it', async (t) => {
-  const d = await TestDaemon.start(t);
-  // sh starts a background sleep and exits: the sleep is re-parented to ax run (a subreaper).
-  const w = d.run([], ['sh', '-c', 'sleep 300 & echo "bg=$!"; exit 3']);
-  const bg = Number((await w.waitFor(/bg=(\d+)/))[1]);
-  const r = await w.result();
-  t.equal(r.code, 3);
+  // No orphans: sh starts a background sleep and exits: the sleep is re-parented to ax run (a subreaper).
+  const w1 = d.run([], ['sh', '-c', 'sleep 300 & echo "bg=$!"; exit 3']);
+  const bg = Number((await w1.waitFor(/bg=(\d+)/))[1]);
+  const r1 = await w1.result();
+  t.equal(r1.code, 3);
   await d.until('the background child ended', async () => gone(bg), 5000);
   t.ok(gone(bg), `background child ${bg} was ended and reaped`);
 
