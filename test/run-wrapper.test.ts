@@ -67,6 +67,14 @@ t.test('every signal a shell would send reaches the command; exit status passes 
   w2.kill('SIGTERM');
   const r2 = await w2.result();
   t.equal(r2.signal, 'SIGTERM');
+
+  // ax run itself SIGKILLed (nothing it can do then): the command is not left behind.
+  const w3 = d.run([], ['sh', '-c', 'echo "pid=$$"; exec sleep 300']);
+  const cmdPid = Number((await w3.waitFor(/pid=(\d+)/))[1]);
+  t.notOk(gone(cmdPid), 'the command runs');
+  w3.kill('SIGKILL');
+  await d.until('the command ended with ax run', async () => gone(cmdPid), 5000);
+  t.ok(gone(cmdPid), 'SIGKILL of ax run ends the command too (parent-death signal)');
 });
 
 /** Resident memory of a process in KiB. */

@@ -1,7 +1,7 @@
 // `ax run`: registers an app with the daemon and runs a command under the hook.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { checkVirtualIp } from '../common/addr';
@@ -302,7 +302,12 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
 
   // Orphans of the command (its background children whose parent exited) come to us, not to init.
   becomeSubreaper();
-  const child = spawn(spec.command[0], spec.command.slice(1), { stdio: 'inherit', env });
+  // If ax run itself is killed (SIGKILL, OOM), the command gets SIGKILL too (PR_SET_PDEATHSIG, set
+  // by setpriv, which then execs the command in place: same pid). A missing command is reported here.
+  const found = findInPath(spec.command[0], env.PATH);
+  const setpriv = found ? findInPath('setpriv', env.PATH) : null;
+  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command[0], ...spec.command.slice(1)]] : [spec.command[0], spec.command.slice(1)];
+  const child = spawn(file, args, { stdio: 'inherit', env });
   // Pids not to reap or end here: the command (libuv reaps it) and a daemon we started (it stays).
   const spawned = new Set<number>([child.pid ?? -1, client.startedDaemon]);
   const forward = (sig: NodeJS.Signals) => () => {
@@ -351,6 +356,30 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     });
     child.on('exit', (code, signal) => void finish(code ?? 0, signal));
   });
+}
+
+/** The executable `cmd` resolves to as execvp would find it (PATH unless it has a '/'), or null. */
+export function findInPath(cmd: string, path = '/usr/local/bin:/usr/bin:/bin'): string | null {
+  const ok = (f: string) => {
+    try {
+      return statSync(f).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (cmd.includes('/')) return ok(cmd) ? cmd : null;
+  for (const dir of path.split(':')) {
+    const f = join(dir || '.', cmd);
+    if (ok(f)) {
+      try {
+        accessSync(f, fsConstants.X_OK);
+        return f;
+      } catch {
+        /* not executable here: keep looking, as execvp does */
+      }
+    }
+  }
+  return null;
 }
 
 /**
