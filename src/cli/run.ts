@@ -17,7 +17,7 @@ export const RUN_USAGE = `usage: ax run [flags] -- CMD [ARGS...]
 Runs CMD with the ax hook preloaded; its children and exec'd programs inherit it.
 The exit status passes through, and so does every signal a shell would send (HUP, INT,
 QUIT, TERM, USR1, USR2, WINCH, ALRM, CONT, TTIN, TTOU). What CMD leaves running in the
-background is ended when it exits. If the daemon refuses the app, ax run says why and exits 1.
+background is ended when it exits; CMD gets SIGKILL if ax run itself is killed. If the daemon refuses the app, ax run says why and exits 1.
 
 flags:
   --name NAME             service name (resolves as NAME and NAME.ax); apps of one user sharing a name form a pool
