@@ -114,11 +114,7 @@ export class ApiServer {
     this.capWarn = rateLimited(d.log, 5);
   }
 
-  /** Open API connections (for tests and status). */
-  get connections(): number {
-    return this.conns.size;
-  }
-
+  /** Serves the API on unix socket `path` (mode 0666: every call is authorized by its caller's credentials). */
   async listen(path: string): Promise<void> {
     this.path = path;
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
@@ -213,6 +209,7 @@ export class ApiServer {
     };
   }
 
+  /** Stops accepting, lets calls in flight finish for up to 0.5 s, then closes every connection. */
   async close(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
     const s = this.server;
