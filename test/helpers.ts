@@ -134,7 +134,9 @@ export class TestDaemon {
   }
 
   async launch(more: string[] = []): Promise<void> {
-    this.proc = start(process.execPath, [AX, 'daemon', '--socket', this.socket, '--state-dir', this.stateDir, '--ports', this.ports, '--log-level', 'debug', ...this.extraArgs, ...more]);
+    this.proc = start(process.execPath, [AX, 'daemon', '--socket', this.socket, '--state-dir', this.stateDir, '--ports', this.ports, '--log-level', 'debug',
+      // VIPs are allocated from 10.240/16; tests also pick --ip in 10.0-10.127 (an --ip must lie in a range).
+      '--vip-range', '10.240.0.0/16', '--vip-range', '10.0.0.0/9', ...this.extraArgs, ...more]);
     await this.proc.waitFor(/ready: api/, 15_000);
   }
 

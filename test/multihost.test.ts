@@ -140,7 +140,7 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   // --- labels registered on b are visible on every host.
   for (const h of [a, c]) {
     const app = (await h.get('apps')).find((x) => x.name === 'web');
-    t.same(app?.labels, { team: 'blue', zone: 'default' }, `labels of b's app seen on ${h.name}`);
+    t.same(app?.labels, { team: 'blue', zone: 'default', 'ax.user': 'root', 'ax.node': 'b', 'ax.name': 'web' }, `labels of b's app (and the ax.* ones b set) seen on ${h.name}`);
     t.equal(app?.node, 'b');
   }
   // Policy across hosts: a client on a without a shared label is refused.

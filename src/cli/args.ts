@@ -88,11 +88,17 @@ export function list(p: Parsed, name: string): string[] {
   return Array.isArray(v) ? v : [];
 }
 
-/** "250ms", "5s", "2m" or plain milliseconds → milliseconds. */
+/**
+ * A duration with its unit: "250ms", "5s", "1.5s", "2m" → milliseconds. A bare number
+ * is refused (is "5" five seconds or five milliseconds?), as is anything else: UsageError
+ * naming the flag (`what`, e.g. "--connect-wait").
+ */
 export function parseDuration(text: string, what: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+  const t = text.trim();
+  if (/^\d+(\.\d+)?$/.test(t)) throw new UsageError(`${what} "${text}" needs a unit: ${t}ms, ${t}s or ${t}m`);
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m)$/.exec(t);
   if (!m) throw new UsageError(`${what} "${text}" is not a duration (e.g. 500ms, 5s, 1m)`);
   const n = Number(m[1]);
-  const unit = m[2] ?? 'ms';
+  const unit = m[2];
   return Math.round(unit === 'ms' ? n : unit === 's' ? n * 1000 : n * 60_000);
 }

@@ -1,16 +1,51 @@
 // The CLI's side of the gRPC API, and starting a daemon when none runs.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProto } from '../common/protos';
 import { defaultStateDir } from '../common/paths';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
+/** No daemon answers at the socket. The message is one line: what, where, what to do. */
 export class DaemonUnreachable extends Error {}
 
+/** The daemon answered with an error status (a refusal, with its reason). */
+export class ApiError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * One line saying why no daemon answers at `socket`, from the gRPC error and the
+ * socket file, and what to do (without raw gRPC text).
+ */
+export function unreachableMessage(socket: string, err: { code?: number; details?: string; message?: string }): string {
+  const text = `${err.details ?? ''} ${err.message ?? ''}`;
+  const start = `start one with: ax daemon --socket ${socket} (ax run starts one by itself)`;
+  let isSock = false;
+  try {
+    isSock = statSync(socket).isSocket();
+  } catch {
+    /* missing */
+  }
+  const at = `cannot reach the ax daemon at ${socket}`;
+  if (!existsSync(socket) || /ENOENT/.test(text)) return `${at}: none is running (no socket there); ${start}`;
+  if (/EACCES|EPERM/.test(text)) return `${at}: permission denied on the socket; ask its owner, or run your own daemon with --socket`;
+  if (!isSock) return `${at}: it is not a socket; ${start}`;
+  if (/ECONNREFUSED/.test(text)) return `${at}: none is running (the socket is left over, nothing listens); ${start}`;
+  if (err.code === grpc.status.DEADLINE_EXCEEDED) return `${at}: it does not answer (stopped or overloaded?); see ax logs, or restart it`;
+  return `${at}; ${start}`;
+}
+
 export class AxClient {
+  /** pid of the daemon connectOrStart started for this client (it is our child, and must outlive us) */
+  startedDaemon = 0;
   readonly raw: grpc.Client & Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
   constructor(readonly socket: string) {
@@ -22,13 +57,17 @@ export class AxClient {
     }) as grpc.Client & Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
   }
 
+  /**
+   * A unary call. Rejects with DaemonUnreachable (no daemon, or no answer within
+   * `timeoutMs`) or ApiError (the daemon refused, e.g. PERMISSION_DENIED, with its reason).
+   */
   call(method: string, req: Obj = {}, timeoutMs = 5000): Promise<Obj> {
     return new Promise((resolve, reject) => {
       this.raw[method](req, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: Obj) => {
         if (!err) return resolve(res);
         if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
-          reject(new DaemonUnreachable(`cannot reach the ax daemon at ${this.socket}: ${err.details || err.message}`));
-        } else reject(new Error(err.details || err.message));
+          reject(new DaemonUnreachable(unreachableMessage(this.socket, err)));
+        } else reject(new ApiError(err.code, err.details || err.message));
       });
     });
   }
@@ -38,34 +77,46 @@ export class AxClient {
   }
 }
 
+/** Where a daemon that `ax run` starts by itself logs. */
+export function autostartLogFile(): string {
+  return join(defaultStateDir(), 'daemon.log');
+}
+
 /**
  * Returns a client for a running daemon, starting one in the background (with
- * the embedded defaults, or the given socket) when none answers.
+ * the embedded defaults, or the given socket) when none answers. A daemon that
+ * answers but refuses Status to this user (PERMISSION_DENIED) is running: it is used.
  */
 export async function connectOrStart(socket: string, autostart: boolean, entry: string): Promise<AxClient> {
   const client = new AxClient(socket);
+  const up = async (ms: number): Promise<boolean> => {
+    try {
+      await client.call('Status', {}, ms);
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError) return true; // it answers; what this user may do is decided per call
+      throw e;
+    }
+  };
   try {
-    await client.call('Status', {}, 1500);
-    return client;
+    if (await up(1500)) return client;
   } catch (e) {
     if (!(e instanceof DaemonUnreachable) || !autostart) {
       client.close();
-      if (e instanceof DaemonUnreachable) {
-        throw new DaemonUnreachable(`${e.message}\n  start one with: ax daemon --socket ${socket}`);
-      }
       throw e;
     }
   }
   const stateDir = defaultStateDir();
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const logFile = join(stateDir, 'daemon.log');
+  const logFile = autostartLogFile();
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [entry, 'daemon', '--socket', socket, '--log-file', logFile], {
+  const child = spawn(process.execPath, [entry, 'daemon', '--socket', socket, '--log-file', logFile, '--autostarted-by', String(process.pid)], {
     detached: true,
     stdio: ['ignore', out, out],
     env: process.env,
   });
   closeSync(out);
+  client.startedDaemon = child.pid ?? 0;
   let exited: number | null = null;
   child.on('exit', (code) => (exited = code ?? 1));
   child.unref();
@@ -74,15 +125,13 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
     if (exited !== null) {
       // Another `ax run` may have won the race to start it.
       try {
-        await client.call('Status', {}, 1000);
-        return client;
+        if (await up(1000)) return client;
       } catch {
         break;
       }
     }
     try {
-      await client.call('Status', {}, 500);
-      return client;
+      if (await up(500)) return client;
     } catch {
       await new Promise((r) => setTimeout(r, 50));
     }
@@ -91,6 +140,6 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
   throw new DaemonUnreachable(
     `no ax daemon answered at ${socket}, and the one started for you did not come up` +
       (exited !== null ? ` (it exited with status ${exited})` : '') +
-      `.\n  see ${logFile}, or run one in the foreground: ax daemon --socket ${socket}`,
+      `; see ${logFile}, or run one in the foreground: ax daemon --socket ${socket}`,
   );
 }

@@ -1,5 +1,7 @@
 // `ax daemon`: runs the daemon in the foreground.
-import { parseCidr } from '../common/addr';
+import { cidrOverlap, parseCidr } from '../common/addr';
+import { loadLabelPolicy } from '../policy/claims';
+import { resolveGroup } from '../daemon/peer';
 import type { Level } from '../common/log';
 import { hookSocketFor } from '../common/paths';
 import { defaultConfig, validateConfig, type DaemonConfig } from '../daemon/config';
@@ -19,7 +21,8 @@ flags:
   --socket PATH       gRPC API socket (default $XDG_RUNTIME_DIR/ax/ax.sock, /run/ax/ax.sock for root)
   --hook-socket PATH  hook socket (default: beside --socket, ax-hook.sock)
   --ports A-B         host port pool for virtual listeners (default 40000-60000)
-  --vip-range CIDR    virtual IPs for apps without --ip (default 10.240.0.0/16)
+  --vip-range CIDR    virtual range (default 10.240.0.0/16); repeatable. Apps without --ip get a VIP
+                      from the first; an --ip must lie in one of them (a real address never does)
   --source-range CIDR loopback addresses, one per app, that carry a client's identity to
                       servers on this host (default 127.77.0.0/16; must lie in 127.0.0.0/8)
   --host-ip IP        real IP listeners are bound on (default 127.0.0.1)
@@ -30,6 +33,17 @@ flags:
   --log-file FILE     log here instead of stderr
   --handoff MODE      auto (default): apps in the daemon's network namespace connect their own
                       sockets to the backend the daemon picks; fd: always pass connected sockets
+
+who may do what (the API knows each caller's uid from the kernel, SO_PEERCRED):
+  --api-group GROUP   members may read status and tables (root and the daemon's user always may)
+  --label-policy FILE JSON: which labels each user may claim, e.g.
+                      {"default": ["zone=default"], "users": {"alice": ["team=*"]}, "groups": {"ops": ["*"]}}
+                      (default: any label; ax.* labels are reserved for ax in every case)
+  --api-handshake-timeout D  close API connections that make no call within D (default 5s)
+  --api-idle-timeout D       close API connections with no call in progress for D (default 2m)
+  --api-max-conns N   open API connections per user (default 256; root and the daemon's user: no limit)
+
+  ax daemon stop [--socket PATH]   stops the daemon (root or the daemon's user); also: ax stop
 
 cluster (gossip with the daemons of other hosts):
   --advertise IP      this host's address other hosts reach; listeners are bound on it (unless --host-ip)
@@ -48,7 +62,7 @@ const SPECS: FlagSpec[] = [
   { name: 'socket', kind: 'string' },
   { name: 'hook-socket', kind: 'string' },
   { name: 'ports', kind: 'string' },
-  { name: 'vip-range', kind: 'string' },
+  { name: 'vip-range', kind: 'list' },
   { name: 'source-range', kind: 'string' },
   { name: 'host-ip', kind: 'string' },
   { name: 'node-name', kind: 'string' },
@@ -67,6 +81,13 @@ const SPECS: FlagSpec[] = [
   { name: 'tls-ca', kind: 'string' },
   { name: 'probe-interval', kind: 'string' },
   { name: 'sync-interval', kind: 'string' },
+  { name: 'api-group', kind: 'string' },
+  { name: 'label-policy', kind: 'string' },
+  { name: 'api-handshake-timeout', kind: 'string' },
+  { name: 'api-idle-timeout', kind: 'string' },
+  { name: 'api-max-conns', kind: 'string' },
+  // set by `ax run` when it starts a daemon by itself (its own pid), shown by ax status
+  { name: 'autostarted-by', kind: 'string' },
   { name: 'help', short: 'h', kind: 'bool' },
 ];
 
@@ -120,6 +141,7 @@ function clusterFromArgs(p: Parsed, c: DaemonConfig): void {
   if (v('host-ip') === undefined) c.hostIp = advertise;
 }
 
+/** Parses `ax daemon` flags into a DaemonConfig; null for --help. Throws UsageError naming the flag. */
 export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
   const p = parseFlags(argv, SPECS);
   if (bool(p, 'help')) return null;
@@ -140,10 +162,41 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
   }
   if (v('hook-socket')) c.hookSocket = v('hook-socket')!;
   if (v('ports')) c.ports = wrap('ports', () => parsePortRange(v('ports')!));
-  if (v('vip-range')) c.vipRange = wrap('vip-range', () => parseCidr(v('vip-range')!));
   if (v('source-range')) {
     c.sourceRange = wrap('source-range', () => parseCidr(v('source-range')!));
     if (c.sourceRange.base >>> 24 !== 127) throw new UsageError(`--source-range ${v('source-range')}: must lie in 127.0.0.0/8 (loopback)`);
+  }
+  const ranges = list(p, 'vip-range');
+  if (ranges.length > 0) {
+    c.vipRanges = ranges.map((r) => wrap('vip-range', () => parseCidr(r)));
+    for (let i = 0; i < c.vipRanges.length; i++) {
+      for (let j = i + 1; j < c.vipRanges.length; j++) {
+        if (cidrOverlap(c.vipRanges[i], c.vipRanges[j])) throw new UsageError(`--vip-range: ${ranges[i]} and ${ranges[j]} overlap`);
+      }
+    }
+  }
+  if (v('api-group')) {
+    const g = v('api-group')!;
+    c.apiGroup = { name: g, gid: wrap('api-group', () => resolveGroup(g)) };
+  }
+  if (v('label-policy')) c.labelPolicy = wrap('label-policy', () => loadLabelPolicy(v('label-policy')!));
+  if (v('api-handshake-timeout')) {
+    c.apiHandshakeMs = parseDuration(v('api-handshake-timeout')!, '--api-handshake-timeout');
+    if (c.apiHandshakeMs < 100 || c.apiHandshakeMs > 600_000) throw new UsageError('--api-handshake-timeout must be between 100ms and 10m');
+  }
+  if (v('api-idle-timeout')) {
+    c.apiIdleMs = parseDuration(v('api-idle-timeout')!, '--api-idle-timeout');
+    if (c.apiIdleMs < 100 || c.apiIdleMs > 86_400_000) throw new UsageError('--api-idle-timeout must be between 100ms and 1440m');
+  }
+  if (v('api-max-conns')) {
+    const n = v('api-max-conns')!;
+    if (!/^\d{1,6}$/.test(n) || Number(n) < 1) throw new UsageError(`--api-max-conns "${n}" is not a positive number`);
+    c.apiMaxConnsPerUid = Number(n);
+  }
+  if (v('autostarted-by')) {
+    const n = v('autostarted-by')!;
+    if (!/^\d{1,10}$/.test(n)) throw new UsageError(`--autostarted-by "${n}" is not a pid`);
+    c.autostartedBy = Number(n);
   }
   if (v('host-ip')) c.hostIp = v('host-ip')!;
   if (v('node-name')) c.nodeName = v('node-name')!;

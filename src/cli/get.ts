@@ -6,6 +6,9 @@ import { parseFlags, str, bool, UsageError, type FlagSpec } from './args';
 import { AxClient } from './client';
 
 export const GET_USAGE = `usage: ax get apps|services|sockets|members [-o table|json] [--socket PATH]
+
+Tables leave out the ax.* labels ax sets itself (ax.user, ax.node, ax.name); -o json has them.
+Reading the table needs root, the daemon's user or its --api-group.
 `;
 
 const SPECS: FlagSpec[] = [
@@ -25,6 +28,7 @@ const KINDS: Record<string, { method: string; field: string; columns: Array<[str
       ['APPID', (r) => r.id],
       ['NODE', (r) => r.node],
       ['APPIP', (r) => r.vip],
+      ['USER', (r) => r.user || String(r.uid ?? '-')],
       ['LABELS', (r) => formatLabels(r.labels ?? {})],
       ['PROCESSES', (r) => String(r.processes)],
       ['SERVICES', (r) => String(r.services)],

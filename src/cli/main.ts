@@ -1,50 +1,44 @@
 // The `ax` command: one binary, two roles (daemon and run) plus queries.
 import { UsageError } from './args';
-import { DaemonUnreachable, AxClient } from './client';
+import { ApiError, DaemonUnreachable } from './client';
 import { DAEMON_USAGE, daemonMain } from './daemon';
 import { GET_USAGE, getMain } from './get';
-import { RUN_USAGE, runMain } from './run';
+import { LOGS_USAGE, logsMain, STATUS_USAGE, statusMain, STOP_USAGE, stopMain } from './manage';
+import { RUN_USAGE, RunRefused, runMain } from './run';
 import { VERSION } from '../daemon/daemon';
-import { defaultApiSocket } from '../common/paths';
 
 export const USAGE = `usage: ax <command> [flags]
 
 commands:
   run [flags] -- CMD   run CMD with virtual IPs and names (starts a daemon if none runs)
   daemon [flags]       run the daemon in the foreground
+  daemon stop          stop the daemon (also: ax stop)
   get KIND             list apps, services, sockets or members (-o json)
-  status               show the daemon's status
+  status               show the daemon's status, log file and who you are to it (-o json)
+  logs [-f]            print (and follow) the daemon's log
   version              print the version
 
 Run 'ax <command> --help' for a command's flags.
 `;
 
-async function statusMain(argv: string[]): Promise<number> {
-  const socket = argv[0] === '--socket' && argv[1] ? argv[1] : defaultApiSocket();
-  if (argv.length > 0 && !(argv[0] === '--socket' && argv.length === 2)) throw new UsageError(`unexpected argument "${argv[0]}"`);
-  const c = new AxClient(socket);
-  try {
-    const s = await c.call('Status');
-    for (const [k, v] of Object.entries(s)) process.stdout.write(`${k.padEnd(15)} ${String(v)}\n`);
-    return 0;
-  } finally {
-    c.close();
-  }
-}
-
 export async function main(argv: string[], entry: string): Promise<number> {
   const [cmd, ...rest] = argv;
-  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: DAEMON_USAGE, get: GET_USAGE };
+  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE };
   try {
     switch (cmd) {
       case 'run':
         return await runMain(rest, entry);
       case 'daemon':
+        if (rest[0] === 'stop') return await stopMain(rest.slice(1));
         return await daemonMain(rest);
+      case 'stop':
+        return await stopMain(rest);
       case 'get':
         return await getMain(rest);
       case 'status':
         return await statusMain(rest);
+      case 'logs':
+        return await logsMain(rest);
       case 'version':
       case '--version':
         process.stdout.write(`ax ${VERSION}\n`);
@@ -64,6 +58,14 @@ export async function main(argv: string[], entry: string): Promise<number> {
       process.stderr.write(`ax: ${e.message.replace(/^ax run: /, '')}\n\n${usageFor[cmd ?? ''] ?? USAGE}`);
       return 2;
     }
+    if (e instanceof RunRefused) {
+      process.stderr.write(`ax run: the daemon refused the app: ${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof ApiError) {
+      process.stderr.write(`ax: ${e.code === 7 ? 'permission denied: ' : ''}${e.message}\n`);
+      return 1;
+    }
     if (e instanceof DaemonUnreachable) {
       process.stderr.write(`ax: ${e.message}\n`);
       return 1;
@@ -76,8 +78,9 @@ export async function main(argv: string[], entry: string): Promise<number> {
 if (require.main === module) {
   main(process.argv.slice(2), __filename).then(
     (code) => {
-      if (code !== 0 || process.argv[2] !== 'daemon') process.exitCode = code;
-      if (process.argv[2] !== 'daemon') setImmediate(() => process.exit(code));
+      const daemon = process.argv[2] === 'daemon' && process.argv[3] !== 'stop';
+      if (code !== 0 || !daemon) process.exitCode = code;
+      if (!daemon) setImmediate(() => process.exit(code));
     },
     (e) => {
       process.stderr.write(`ax: ${(e as Error).stack}\n`);

@@ -1,7 +1,7 @@
 // `ax run`: registers an app with the daemon and runs a command under the hook.
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { checkVirtualIp } from '../common/addr';
@@ -9,19 +9,23 @@ import { defaultApiSocket } from '../common/paths';
 import { LabelError, parseLabels } from '../policy/labels';
 import { parsePort } from '../table/ports';
 import { list, parseDuration, parseFlags, str, bool, UsageError, type FlagSpec } from './args';
-import { connectOrStart, type AxClient } from './client';
+import { connectOrStart, DaemonUnreachable, unreachableMessage, type AxClient } from './client';
+import { becomeSubreaper, childrenOfSelf, reap } from './proc';
 
 export const RUN_USAGE = `usage: ax run [flags] -- CMD [ARGS...]
 
 Runs CMD with the ax hook preloaded; its children and exec'd programs inherit it.
-Exit status and SIGINT/SIGTERM are passed through.
+The exit status passes through, and so does every signal a shell would send (HUP, INT,
+QUIT, TERM, USR1, USR2, WINCH, ALRM, CONT, TTIN, TTOU). What CMD leaves running in the
+background is ended when it exits; CMD gets SIGKILL if ax run itself is killed. If the daemon refuses the app, ax run says why and exits 1.
 
 flags:
-  --name NAME             service name (resolves as NAME and NAME.ax); apps sharing a name form a pool
-  --ip VIP                virtual IPv4 address (default: the name's, or one from the daemon's range)
-  --labels k=v,...        labels for access policy (default zone=default)
+  --name NAME             service name (resolves as NAME and NAME.ax); apps of one user sharing a name form a pool
+  --ip VIP                virtual IPv4 address in the daemon's --vip-range (default: the name's, or one from the range)
+  --labels k=v,...        labels for access policy (default zone=default; ax.* keys are reserved)
   --expose PORT:HOSTPORT  bind virtual PORT on this host port (also PORT:HOSTIP:HOSTPORT); repeatable
-  --connect-wait DUR      how long a blocking connect waits for a registered service to listen (default 5s)
+  --connect-wait DUR      how long a blocking connect waits for a registered service to listen (default 5s;
+                          durations take a unit: 250ms, 5s, 1m)
   --fail-open             if the daemon goes away, let socket calls pass through natively (default: fail closed)
   --socket PATH           daemon API socket (default $XDG_RUNTIME_DIR/ax/ax.sock); a daemon is started if none runs
   --no-start              do not start a daemon when none runs
@@ -63,6 +67,7 @@ export function parseExpose(text: string): { port: number; host_ip: string; host
   throw new Error(`--expose "${text}": expected PORT:HOSTPORT or PORT:HOSTIP:HOSTPORT`);
 }
 
+/** Parses `ax run` flags; null for --help. Throws UsageError with the flag and the reason. */
 export function parseRunArgs(argv: string[]): RunSpec | null {
   const p = parseFlags(argv, SPECS, { stopAtPositional: true });
   if (bool(p, 'help')) return null;
@@ -124,29 +129,144 @@ interface Registration {
   hook_socket: string;
 }
 
-/** Opens the RunApp stream; resolves with the first event. Calls onLost if the stream breaks later. */
-function register(client: AxClient, req: Record<string, unknown>, onLost: (e: Error) => void): Promise<{ reg: Registration; stream: grpc.ClientReadableStream<unknown> }> {
+/** The daemon refused the app (the reason is the message); `ax run` exits 1 with it. */
+export class RunRefused extends Error {}
+
+/**
+ * Opens the RunApp stream; resolves with the first event and the stream. Rejects
+ * with RunRefused (the daemon's reason) or DaemonUnreachable. After the first
+ * event, `onGone` is called at most once, when the stream ends for any reason.
+ */
+function register(
+  client: AxClient,
+  req: Record<string, unknown>,
+  onGone: (stream: grpc.ClientReadableStream<Registration>, e: grpc.ServiceError | null) => void,
+): Promise<{ reg: Registration; stream: grpc.ClientReadableStream<Registration> }> {
   return new Promise((resolve, reject) => {
     const stream = client.raw.RunApp(req) as grpc.ClientReadableStream<Registration>;
     let first = true;
+    let gone = false;
+    const end = (e: grpc.ServiceError | null) => {
+      if (first) {
+        first = false;
+        const err = e ?? ({ code: grpc.status.UNAVAILABLE, details: 'the daemon closed the stream' } as grpc.ServiceError);
+        if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) reject(new DaemonUnreachable(unreachableMessage(client.socket, err)));
+        else reject(new RunRefused(err.details || err.message));
+        return;
+      }
+      if (gone) return;
+      gone = true;
+      onGone(stream, e);
+    };
     stream.on('data', (ev: Registration) => {
       if (first) {
         first = false;
         resolve({ reg: ev, stream });
       }
     });
-    stream.on('error', (e: grpc.ServiceError) => {
-      if (first) {
-        first = false;
-        reject(new Error(e.details || e.message));
-      } else if (e.code !== 1 /* CANCELLED by us */) onLost(e);
-    });
-    stream.on('end', () => {
-      if (!first) onLost(new Error('stream ended'));
-    });
+    // A failed stream emits 'error' and may emit 'end' too: both lead to one end().
+    stream.on('error', (e: grpc.ServiceError) => end(e));
+    stream.on('end', () => end(null));
   });
 }
 
+/** Re-attach delays while the daemon is away: 100 ms doubling to at most 2 s. */
+export function backoffMs(attempt: number): number {
+  return Math.min(2000, 100 * 2 ** Math.min(attempt, 5));
+}
+
+/**
+ * Keeps an app attached to the daemon: when the RunApp stream breaks (daemon
+ * stopped or restarted) it re-attaches with the app's id and token, as ONE retry
+ * chain (one timer, one stream at a time) with bounded backoff, until stopped.
+ */
+export class Attachment {
+  private stream: grpc.ClientReadableStream<Registration> | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private stopped = false;
+  private warned = false;
+  /** re-attach attempts made (for tests and logs) */
+  attempts = 0;
+
+  constructor(
+    private readonly client: AxClient,
+    private readonly req: Record<string, unknown>,
+    private readonly warn: (msg: string) => void,
+  ) {}
+
+  /** Registers the app; rejects with RunRefused or DaemonUnreachable. */
+  async start(): Promise<Registration> {
+    const { reg, stream } = await register(this.client, this.req, (st, e) => this.lost(st, e));
+    this.stream = stream;
+    this.req.app_id = reg.app_id;
+    this.req.token = reg.token;
+    return reg;
+  }
+
+  private lost(from: grpc.ClientReadableStream<Registration>, e: grpc.ServiceError | null): void {
+    if (this.stopped || from !== this.stream) return;
+    this.stream = null;
+    if (e && e.code !== grpc.status.UNAVAILABLE && e.code !== grpc.status.CANCELLED && e.code !== grpc.status.DEADLINE_EXCEEDED && e.code !== grpc.status.INTERNAL) {
+      this.warn(`ax run: the daemon ended the app's registration: ${e.details || e.message}`);
+    }
+    this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.retry();
+    }, backoffMs(this.attempt++));
+  }
+
+  private retry(): void {
+    if (this.stopped) return;
+    this.attempts++;
+    register(this.client, this.req, (st, e) => this.lost(st, e)).then(
+      ({ stream }) => {
+        if (this.stopped) {
+          stream.cancel();
+          return;
+        }
+        this.stream = stream;
+        this.attempt = 0;
+        if (this.warned) this.warn('ax run: re-attached to the daemon');
+        this.warned = false;
+      },
+      (e: Error) => {
+        if (e instanceof RunRefused) {
+          // The daemon answers but will not take the app back (e.g. restarted with --clean).
+          this.warn(`ax run: the daemon refused to re-attach the app: ${e.message}; its processes keep running, without new registrations`);
+          return;
+        }
+        if (!this.warned) this.warn(`ax run: the daemon is away; re-attaching (${e.message})`);
+        this.warned = true;
+        this.schedule();
+      },
+    );
+  }
+
+  /** Stops re-attaching and closes the stream. */
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.stream?.cancel();
+    this.stream = null;
+  }
+}
+
+/** Signals `ax run` passes to its command, as a shell would. */
+export const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTTIN', 'SIGTTOU', 'SIGCONT', 'SIGALRM'];
+/** Signals a terminal already sends to the whole foreground process group (the command too). */
+const TTY_GROUP_SIGNALS = new Set<NodeJS.Signals>(['SIGINT', 'SIGQUIT', 'SIGWINCH']);
+
+/**
+ * `ax run [flags] -- CMD`: registers the app, runs CMD under the hook and resolves with CMD's exit
+ * status (or 128+signal). Throws UsageError (bad flags), DaemonUnreachable or RunRefused before CMD starts.
+ */
 export async function runMain(argv: string[], entry: string): Promise<number> {
   const spec = parseRunArgs(argv);
   if (!spec) {
@@ -155,7 +275,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   }
   const lib = hookLibrary();
   const client = await connectOrStart(spec.socket, spec.autostart, entry);
-  const req = {
+  const req: Record<string, unknown> = {
     name: spec.name,
     ip: spec.ip,
     labels: spec.labels,
@@ -163,22 +283,14 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     run_pid: process.pid,
     command: spec.command.join(' '),
   };
-  let childDone = false;
-  let stream: grpc.ClientReadableStream<unknown> | null = null;
-  let reattachTimer: NodeJS.Timeout | null = null;
-  const { reg, stream: s } = await register(client, req, function lost() {
-    if (childDone) return;
-    // The daemon went away (restart): re-attach to the same app until it answers.
-    reattachTimer = setTimeout(function retry() {
-      if (childDone) return;
-      register(client, { ...req, app_id: reg.app_id, token: reg.token }, lost)
-        .then((r) => (stream = r.stream))
-        .catch(() => (reattachTimer = setTimeout(retry, 200)));
-    }, 100);
-  }).catch((e: Error) => {
-    throw new UsageError(`ax run: ${e.message}`);
-  });
-  stream = s;
+  const attachment = new Attachment(client, req, (m) => process.stderr.write(`${m}\n`));
+  let reg: Registration;
+  try {
+    reg = await attachment.start();
+  } catch (e) {
+    client.close();
+    throw e;
+  }
 
   const env = { ...process.env };
   env.LD_PRELOAD = env.LD_PRELOAD ? `${lib} ${env.LD_PRELOAD}` : lib;
@@ -188,25 +300,47 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   if (spec.failOpen) env.AX_FAIL_MODE = 'open';
   else delete env.AX_FAIL_MODE;
 
-  const child = spawn(spec.command[0], spec.command.slice(1), { stdio: 'inherit', env });
+  // Orphans of the command (its background children whose parent exited) come to us, not to init.
+  becomeSubreaper();
+  // If ax run itself is killed (SIGKILL, OOM), the command gets SIGKILL too (PR_SET_PDEATHSIG, set
+  // by setpriv, which then execs the command in place: same pid). A missing command is reported here.
+  const found = findInPath(spec.command[0], env.PATH);
+  const setpriv = found ? findInPath('setpriv', env.PATH) : null;
+  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command[0], ...spec.command.slice(1)]] : [spec.command[0], spec.command.slice(1)];
+  const child = spawn(file, args, { stdio: 'inherit', env });
+  // Pids not to reap or end here: the command (libuv reaps it) and a daemon we started (it stays).
+  const spawned = new Set<number>([child.pid ?? -1, client.startedDaemon]);
   const forward = (sig: NodeJS.Signals) => () => {
-    // A terminal already delivers SIGINT to the whole foreground group.
-    if (sig === 'SIGINT' && process.stdin.isTTY) return;
-    child.kill(sig);
+    if (TTY_GROUP_SIGNALS.has(sig) && process.stdin.isTTY) return;
+    try {
+      child.kill(sig);
+    } catch {
+      /* gone */
+    }
   };
-  const sigs: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2'];
-  const handlers = sigs.map((sig) => {
+  const handlers = FORWARDED_SIGNALS.map((sig) => {
     const h = forward(sig);
     process.on(sig, h);
     return [sig, h] as const;
   });
+  // Adopted orphans are reaped as they exit (libuv only reaps the child it spawned).
+  const reaper = setInterval(() => {
+    for (const pid of childrenOfSelf()) if (!spawned.has(pid)) reap(pid);
+  }, 500);
+  reaper.unref();
+  // If ax run itself dies of an uncaught error, the command does not live on unseen.
+  const killOnExit = () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  };
+  process.on('exit', killOnExit);
   return new Promise<number>((resolve) => {
-    const finish = (code: number, signal: NodeJS.Signals | null) => {
-      childDone = true;
-      if (reattachTimer) clearTimeout(reattachTimer);
-      stream?.cancel();
+    const finish = async (code: number, signal: NodeJS.Signals | null) => {
+      clearInterval(reaper);
+      await endOrphans(spawned);
+      attachment.stop();
       client.close();
       for (const [sig, h] of handlers) process.off(sig, h);
+      process.off('exit', killOnExit);
       if (signal) {
         // Die the same way, so shells see the signal.
         process.kill(process.pid, signal);
@@ -216,11 +350,62 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
       resolve(code);
     };
     child.on('error', (e: NodeJS.ErrnoException) => {
-      childDone = true;
       const msg = e.code === 'ENOENT' ? 'command not found' : e.code === 'EACCES' ? 'permission denied' : e.message;
       process.stderr.write(`ax run: ${spec.command[0]}: ${msg}\n`);
-      finish(e.code === 'ENOENT' ? 127 : 126, null);
+      void finish(e.code === 'ENOENT' ? 127 : 126, null);
     });
-    child.on('exit', (code, signal) => finish(code ?? 0, signal));
+    child.on('exit', (code, signal) => void finish(code ?? 0, signal));
   });
+}
+
+/** The executable `cmd` resolves to as execvp would find it (PATH unless it has a '/'), or null. */
+export function findInPath(cmd: string, path = '/usr/local/bin:/usr/bin:/bin'): string | null {
+  const ok = (f: string) => {
+    try {
+      return statSync(f).isFile();
+    } catch {
+      return false;
+    }
+  };
+  if (cmd.includes('/')) return ok(cmd) ? cmd : null;
+  for (const dir of path.split(':')) {
+    const f = join(dir || '.', cmd);
+    if (ok(f)) {
+      try {
+        accessSync(f, fsConstants.X_OK);
+        return f;
+      } catch {
+        /* not executable here: keep looking, as execvp does */
+      }
+    }
+  }
+  return null;
+}
+
+/**
+ * Ends what the command left running in the background (orphans re-parented to
+ * us): SIGTERM, then SIGKILL after 2 s; reaps them. `skip`: pids libuv reaps itself.
+ */
+async function endOrphans(skip: Set<number>): Promise<void> {
+  const left = () => childrenOfSelf().filter((p) => !skip.has(p) && !reap(p));
+  let pids = left();
+  if (pids.length === 0) return;
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  }
+  const deadline = Date.now() + 2000;
+  while ((pids = left()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  for (const p of pids) {
+    try {
+      process.kill(p, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  const end = Date.now() + 1000;
+  while (left().length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
 }

@@ -1,5 +1,6 @@
 // IP address helpers shared by the CLI, the daemon and the hook server.
 import { isIPv4, isIPv6 } from 'node:net';
+import { networkInterfaces } from 'node:os';
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
@@ -67,6 +68,44 @@ export function checkVirtualIp(ip: string): string | null {
   if (first === 127) return `"${ip}" is a loopback address; loopback is never virtualized`;
   if (first === 0) return `"${ip}" is a wildcard/"this network" address`;
   if (first >= 224) return `"${ip}" is a multicast or reserved address`;
+  return null;
+}
+
+/** "10.240.0.0/16" */
+export function formatCidr(c: Cidr): string {
+  return `${intToIpv4(c.base)}/${c.bits}`;
+}
+
+/** True when two ranges share any address. */
+export function cidrOverlap(a: Cidr, b: Cidr): boolean {
+  const bits = Math.min(a.bits, b.bits);
+  const mask = (~0 << (32 - bits)) >>> 0;
+  return ((a.base & mask) >>> 0) === ((b.base & mask) >>> 0);
+}
+
+/** Every address assigned to this host's interfaces, with the interface's name. */
+export function localAddresses(): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const [name, addrs] of Object.entries(networkInterfaces())) {
+    for (const a of addrs ?? []) out.set(unmapV4(a.address), name);
+  }
+  return out;
+}
+
+/**
+ * Checks an address an app asks for as its VIP (ax run --ip) against the daemon's virtual
+ * ranges. Returns an error message, or null. A real address (outside every range, or
+ * assigned to one of this host's interfaces) is never a VIP.
+ */
+export function checkVipInRanges(ip: string, ranges: Cidr[]): string | null {
+  const bad = checkVirtualIp(ip);
+  if (bad) return bad;
+  const where = ranges.map(formatCidr).join(', ');
+  if (!ranges.some((r) => cidrContains(r, ip))) {
+    return `${ip} is not in this daemon's virtual range${ranges.length > 1 ? 's' : ''} (${where}); a real address can never be a virtual IP. Pick one in the range, or start the daemon with --vip-range`;
+  }
+  const dev = localAddresses().get(ip);
+  if (dev !== undefined) return `${ip} is a real address of this host (${dev}); a real address can never be a virtual IP`;
   return null;
 }
 

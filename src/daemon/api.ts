@@ -2,13 +2,17 @@
 import * as grpc from '@grpc/grpc-js';
 import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server, type Socket } from 'node:net';
 import { dirname } from 'node:path';
-import { AF_INET6, checkVirtualIp, formatAddr } from '../common/addr';
+import { AF_INET6, checkVipInRanges, checkVirtualIp, formatAddr, formatCidr } from '../common/addr';
+import { rateLimited } from '../common/log';
 import { loadProto } from '../common/protos';
-import { DEFAULT_LABELS, LabelError, parseLabels, type Labels } from '../policy/labels';
+import { checkClaims } from '../policy/claims';
+import { DEFAULT_LABELS, parseLabels, type Labels } from '../policy/labels';
 import type { App, ExposeRule, Sock } from '../table/table';
 import type { Daemon } from './daemon';
 import { VERSION } from './daemon';
+import { ApiAccess, peerCredOf, socketFd, userName, type PeerCred } from './peer';
 
 type Obj = Record<string, unknown>;
 
@@ -23,7 +27,11 @@ function fail(code: grpc.status, details: string): grpc.ServiceError {
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
-/** Validates a RunRequest; returns the normalized pieces or throws a message. */
+/**
+ * Validates a RunRequest (name, ip syntax, labels syntax, expose rules); returns the
+ * normalized pieces or throws an Error with the message. Ownership, ranges and label
+ * claims are checked by the server with the caller's credentials.
+ */
 export function checkRunRequest(req: Obj): { name: string; ip: string; labels: Labels; expose: ExposeRule[] } {
   const name = String(req.name ?? '');
   const ip = String(req.ip ?? '');
@@ -57,54 +65,196 @@ export function checkRunRequest(req: Obj): { name: string; ip: string; labels: L
   return { name, ip, labels, expose };
 }
 
+/** A refusal with its gRPC status code. */
+export class Refused extends Error {
+  constructor(
+    readonly code: grpc.status,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** One accepted API connection and who is at the other end. */
+interface Conn {
+  id: number;
+  sock: Socket;
+  cred: PeerCred;
+  acceptedAt: number;
+  /** calls started on it, and calls in progress */
+  calls: number;
+  active: number;
+  lastActive: number;
+}
+
+const PEER_PREFIX = 'ax-api-conn-';
+
+/**
+ * The API server. Connections are accepted here (a net.Server on the unix
+ * socket) so that the kernel's credentials of each peer (SO_PEERCRED) are read
+ * before any byte of HTTP/2, then handed to grpc-js with a connection injector.
+ * Each connection carries a unique tag as its remoteAddress, which grpc-js
+ * returns as the call's getPeer(): that ties every call to the credentials of
+ * the connection it arrived on. Connections are bounded: a handshake deadline
+ * (no call soon after connecting), an idle timeout, and a per-uid cap.
+ */
 export class ApiServer {
   private server: grpc.Server | null = null;
+  private net: Server | null = null;
   private path = '';
+  private readonly conns = new Map<number, Conn>();
+  private readonly perUid = new Map<number, number>();
+  private nextConn = 1;
+  private reaper: NodeJS.Timeout | null = null;
+  private readonly access: ApiAccess;
+  private readonly capWarn: (msg: string) => void;
 
-  constructor(private readonly d: Daemon) {}
+  constructor(private readonly d: Daemon) {
+    this.access = new ApiAccess(process.getuid?.() ?? 0, d.config.apiGroup);
+    this.capWarn = rateLimited(d.log, 5);
+  }
 
+  /** Serves the API on unix socket `path` (mode 0666: every call is authorized by its caller's credentials). */
   async listen(path: string): Promise<void> {
     this.path = path;
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     rmSync(path, { force: true });
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 1 << 20 });
     server.addService(axService(), this.handlers() as unknown as grpc.UntypedServiceImplementation);
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix://${path}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
-    chmodSync(path, 0o666);
-    this.server = server;
-  }
-
-  async close(): Promise<void> {
-    const s = this.server;
-    if (!s) return;
-    await new Promise<void>((r) => {
-      const t = setTimeout(() => {
-        s.forceShutdown();
-        r();
-      }, 500);
-      s.tryShutdown(() => {
-        clearTimeout(t);
-        r();
+    const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
+    const ns = createServer((sock) => this.accept(sock, injector));
+    ns.on('error', (e) => this.d.log.error(`api socket: ${e.message}`));
+    await new Promise<void>((resolve, reject) => {
+      ns.once('error', reject);
+      ns.listen(path, () => {
+        ns.off('error', reject);
+        resolve();
       });
     });
+    // Anyone may connect; what each caller may do is decided per call by its credentials.
+    chmodSync(path, 0o666);
+    this.server = server;
+    this.net = ns;
+    this.reaper = setInterval(() => this.reap(), Math.min(1000, Math.max(100, this.d.config.apiHandshakeMs / 4)));
+    this.reaper.unref();
+  }
+
+  private accept(sock: Socket, injector: grpc.ConnectionInjector): void {
+    let cred: PeerCred;
+    try {
+      cred = peerCredOf(socketFd(sock));
+    } catch (e) {
+      this.d.log.warn(`api: dropping a connection whose peer cannot be identified: ${(e as Error).message}`);
+      sock.destroy();
+      return;
+    }
+    const limited = cred.uid !== 0 && cred.uid !== this.access.daemonUid;
+    const n = this.perUid.get(cred.uid) ?? 0;
+    if (limited && n >= this.d.config.apiMaxConnsPerUid) {
+      this.capWarn(`api: uid ${cred.uid} (pid ${cred.pid}) has ${n} connections open, the most one user may (--api-max-conns); refusing another`);
+      sock.destroy();
+      return;
+    }
+    this.perUid.set(cred.uid, n + 1);
+    const id = this.nextConn++;
+    const now = Date.now();
+    const conn: Conn = { id, sock, cred, acceptedAt: now, calls: 0, active: 0, lastActive: now };
+    this.conns.set(id, conn);
+    // grpc-js reports this as each call's peer (ServerCall.getPeer()).
+    Object.defineProperty(sock, 'remoteAddress', { value: `${PEER_PREFIX}${id}`, configurable: true });
+    sock.on('error', () => {});
+    sock.once('close', () => this.forget(conn));
+    injector.injectConnection(sock);
+  }
+
+  private forget(conn: Conn): void {
+    if (!this.conns.delete(conn.id)) return;
+    const n = (this.perUid.get(conn.cred.uid) ?? 1) - 1;
+    if (n <= 0) this.perUid.delete(conn.cred.uid);
+    else this.perUid.set(conn.cred.uid, n);
+  }
+
+  /** Closes connections that made no call in time, or sat idle too long. */
+  private reap(): void {
+    const now = Date.now();
+    const c = this.d.config;
+    for (const conn of this.conns.values()) {
+      const silent = conn.calls === 0 && now - conn.acceptedAt > c.apiHandshakeMs;
+      const idle = conn.calls > 0 && conn.active === 0 && now - conn.lastActive > c.apiIdleMs;
+      if (silent || idle) {
+        this.d.log.debug(`api: closing ${silent ? 'a connection that made no call' : 'an idle connection'} of uid ${conn.cred.uid} (pid ${conn.cred.pid})`);
+        conn.sock.destroy();
+        this.forget(conn);
+      }
+    }
+  }
+
+  /** The connection a call arrived on; throws Refused when it cannot be told. */
+  private connOf(call: { getPeer(): string }): Conn {
+    const peer = call.getPeer();
+    const conn = peer.startsWith(PEER_PREFIX) ? this.conns.get(Number(peer.slice(PEER_PREFIX.length))) : undefined;
+    if (!conn) throw new Refused(grpc.status.UNAUTHENTICATED, 'the caller cannot be identified (its connection is gone)');
+    return conn;
+  }
+
+  private begin(conn: Conn): () => void {
+    conn.calls++;
+    conn.active++;
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      conn.active--;
+      conn.lastActive = Date.now();
+    };
+  }
+
+  /** Stops accepting, lets calls in flight finish for up to 0.5 s, then closes every connection. */
+  async close(): Promise<void> {
+    if (this.reaper) clearInterval(this.reaper);
+    const s = this.server;
+    this.net?.close();
+    if (s) {
+      await new Promise<void>((r) => {
+        const t = setTimeout(() => {
+          s.forceShutdown();
+          r();
+        }, 500);
+        s.tryShutdown(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+    for (const conn of this.conns.values()) conn.sock.destroy();
+    this.conns.clear();
+    this.perUid.clear();
     rmSync(this.path, { force: true });
   }
 
   private handlers() {
     const d = this.d;
+    const access = this.access;
+    type Check = (p: PeerCred) => string | null;
+    const read: Check = (p) => access.read(p);
     const unary =
-      (fn: (req: Obj) => Obj) =>
+      (check: Check, fn: (req: Obj, who: PeerCred) => Obj) =>
       (call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
+        let done = () => {};
         try {
-          cb(null, fn(call.request));
+          const conn = this.connOf(call);
+          done = this.begin(conn);
+          const why = check(conn.cred);
+          if (why) throw new Refused(grpc.status.PERMISSION_DENIED, why);
+          cb(null, fn(call.request, conn.cred));
         } catch (e) {
-          cb(fail(grpc.status.INTERNAL, (e as Error).message));
+          cb(e instanceof Refused ? fail(e.code, e.message) : fail(grpc.status.INTERNAL, (e as Error).message));
+        } finally {
+          done();
         }
       };
     return {
-      Status: unary(() => ({
+      Status: unary(read, (_req, who) => ({
         node_name: d.config.nodeName,
         version: VERSION,
         pid: process.pid,
@@ -120,9 +270,18 @@ export class ApiServer {
         uptime_seconds: (Date.now() - d.startedAt) / 1000,
         handoff: d.hooks.handoffMode,
         direct_handoffs: d.hooks.directHandoffs,
+        api_socket: d.config.socket,
+        log_file: d.config.logFile ?? '',
+        autostarted_by: d.config.autostartedBy ?? 0,
+        vip_ranges: d.config.vipRanges.map(formatCidr),
+        daemon_uid: access.daemonUid,
+        caller_uid: who.uid,
+        caller_user: userName(who.uid),
+        api_group: d.config.apiGroup?.name ?? '',
+        label_policy: d.config.labelPolicy?.file ?? '',
       })),
       RunApp: (call: grpc.ServerWritableStream<Obj, Obj>) => this.runApp(call),
-      ListApps: unary(() => ({
+      ListApps: unary(read, () => ({
         apps: d.table.listApps().map((a) => ({
           id: a.id,
           name: a.name,
@@ -133,10 +292,12 @@ export class ApiServer {
           processes: d.hooks.processCount(a.id),
           services: d.table.services().filter((s) => s.appId === a.id).length,
           expose: a.expose.map((e) => ({ port: e.port, host_ip: e.hostIp, host_port: e.hostPort })),
+          uid: a.uid ?? 0,
+          user: a.uid === undefined ? '' : a.node === d.config.nodeName ? userName(a.uid) : String(a.uid),
         })),
       })),
-      ListServices: unary(() => ({ services: d.table.services().map(serviceOut) })),
-      ListSockets: unary(() => ({
+      ListServices: unary(read, () => ({ services: d.table.services().map(serviceOut) })),
+      ListSockets: unary(read, () => ({
         sockets: d.table.listSocks().map((s) => ({
           id: s.id,
           app_id: s.appId,
@@ -148,15 +309,82 @@ export class ApiServer {
           family: s.family === AF_INET6 ? 'inet6' : 'inet',
         })),
       })),
-      ListMembers: unary(() => ({
+      ListMembers: unary(read, () => ({
         members: d.cluster
           ? d.cluster.members().map((m) => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation, services: d.table.services().filter((s) => s.node === m.name).length }))
           : [{ name: d.config.nodeName, address: d.config.hostIp, state: 'alive', incarnation: 0, services: d.table.localServices().length }],
       })),
-      Shutdown: unary(() => {
-        setImmediate(() => void d.stop().then(() => process.exit(0)));
-        return {};
-      }),
+      Shutdown: unary(
+        (p) => access.daemonWide(p, 'stop the daemon'),
+        (_req, who) => {
+          d.log.info(`shutdown requested by uid ${who.uid} (pid ${who.pid})`);
+          setImmediate(() => void d.stop().then(() => process.exit(0)));
+          return {};
+        },
+      ),
+    };
+  }
+
+  /** The uid that owns a name or VIP on this node (the first local app holding it), if any. */
+  private ownerOf(match: (a: App) => boolean): { uid: number; app: App } | undefined {
+    const a = this.d.table.localApps().find(match);
+    return a ? { uid: a.uid ?? this.access.daemonUid, app: a } : undefined;
+  }
+
+  /**
+   * Validates a new app's request for caller `who`; returns the app to add or
+   * throws Refused with the status and the reason.
+   */
+  private newApp(req: Obj, who: PeerCred): App {
+    const d = this.d;
+    let spec: ReturnType<typeof checkRunRequest>;
+    try {
+      spec = checkRunRequest(req);
+    } catch (e) {
+      throw new Refused(grpc.status.INVALID_ARGUMENT, (e as Error).message);
+    }
+    const privileged = who.uid === 0 || who.uid === this.access.daemonUid;
+    const asked = Object.keys((req.labels ?? {}) as Obj).length > 0 ? spec.labels : {};
+    const claim = checkClaims(asked, who, privileged, d.config.labelPolicy);
+    if (claim) throw new Refused(grpc.status.PERMISSION_DENIED, claim);
+    if (spec.ip) {
+      const bad = checkVipInRanges(spec.ip, d.config.vipRanges);
+      if (bad) throw new Refused(grpc.status.INVALID_ARGUMENT, `--ip ${bad}`);
+    }
+    const user = `uid ${who.uid} (${userName(who.uid)})`;
+    if (spec.name) {
+      const o = this.ownerOf((a) => a.name === spec.name);
+      if (o && o.uid !== who.uid) {
+        throw new Refused(grpc.status.PERMISSION_DENIED, `name "${spec.name}" belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot join its pool. Choose another --name`);
+      }
+    }
+    if (spec.ip) {
+      const o = this.ownerOf((a) => a.vip === spec.ip);
+      if (o && o.uid !== who.uid) {
+        throw new Refused(grpc.status.PERMISSION_DENIED, `virtual IP ${spec.ip} belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot use it. Choose another --ip`);
+      }
+    }
+    const conflict = d.table.checkApp(spec.name, spec.ip);
+    if (conflict) throw new Refused(grpc.status.ALREADY_EXISTS, conflict);
+    let vip: string;
+    try {
+      vip = d.table.vipFor(spec.name, spec.ip);
+    } catch (e) {
+      throw new Refused(grpc.status.RESOURCE_EXHAUSTED, (e as Error).message);
+    }
+    const labels: Labels = { ...spec.labels, 'ax.user': labelValue(userName(who.uid), who.uid), 'ax.node': labelValue(d.config.nodeName, 0) };
+    if (spec.name) labels['ax.name'] = spec.name;
+    return {
+      id: randomBytes(4).toString('hex'),
+      name: spec.name,
+      vip,
+      labels,
+      expose: spec.expose,
+      token: randomBytes(12).toString('hex'),
+      runPid: Number(req.run_pid) || 0,
+      uid: who.uid,
+      node: d.config.nodeName,
+      createdAt: Date.now(),
     };
   }
 
@@ -164,46 +392,46 @@ export class ApiServer {
     const d = this.d;
     const req = call.request;
     let app: App | undefined;
+    let done = () => {};
     try {
+      const conn = this.connOf(call);
+      done = this.begin(conn);
+      const who = conn.cred;
       if (req.app_id) {
         app = d.table.getApp(String(req.app_id));
-        if (!app || app.token !== req.token) throw new Error(`app ${String(req.app_id)} is not known to this daemon any more`);
+        if (!app || app.token !== req.token) throw new Refused(grpc.status.NOT_FOUND, `app ${String(req.app_id)} is not known to this daemon any more`);
+        const why = this.access.changeApp(who, app.id, app.uid);
+        if (why) throw new Refused(grpc.status.PERMISSION_DENIED, why);
       } else {
-        const spec = checkRunRequest(req);
-        const conflict = d.table.checkApp(spec.name, spec.ip);
-        if (conflict) throw new Error(conflict);
-        app = {
-          id: randomBytes(4).toString('hex'),
-          name: spec.name,
-          vip: d.table.vipFor(spec.name, spec.ip),
-          labels: spec.labels,
-          expose: spec.expose,
-          token: randomBytes(12).toString('hex'),
-          runPid: Number(req.run_pid) || 0,
-          node: d.config.nodeName,
-          createdAt: Date.now(),
-        };
+        app = this.newApp(req, who);
         d.table.addApp(app);
-        d.log.debug(`app ${app.id} ${app.name || '-'} ${app.vip} started: ${String(req.command ?? '')}`);
+        d.log.debug(`app ${app.id} ${app.name || '-'} ${app.vip} started by uid ${who.uid}: ${String(req.command ?? '')}`);
       }
     } catch (e) {
-      const code = e instanceof LabelError ? grpc.status.INVALID_ARGUMENT : grpc.status.INVALID_ARGUMENT;
-      call.destroy(fail(code, (e as Error).message));
+      done();
+      // emit('error') (not destroy) makes grpc-js send the status: the client sees the reason.
+      call.emit('error', e instanceof Refused ? fail(e.code, e.message) : fail(grpc.status.INTERNAL, (e as Error).message));
       return;
     }
     const id = app.id;
     d.attach(id);
     call.write({ app_id: app.id, token: app.token, vip: app.vip, hook_socket: d.config.hookSocket, name: app.name });
-    let done = false;
+    let ended = false;
     const end = () => {
-      if (done) return;
-      done = true;
+      if (ended) return;
+      ended = true;
+      done();
       d.detach(id);
     };
     call.on('cancelled', end);
     call.on('close', end);
     call.on('error', end);
   }
+}
+
+/** A label value ax sets: the text when it is a valid label value, else the fallback number. */
+function labelValue(text: string, fallback: number): string {
+  return /^[A-Za-z0-9._-]{1,63}$/.test(text) ? text : String(fallback);
 }
 
 function serviceOut(s: Sock): Obj {

@@ -2,6 +2,7 @@
 // `ax daemon` flag of the same name (see src/cli/daemon.ts).
 import { hostname } from 'node:os';
 import { checkVirtualIp, parseCidr, type Cidr } from '../common/addr';
+import type { LabelPolicy } from '../policy/claims';
 import type { Level } from '../common/log';
 import { defaultApiSocket, defaultStateDir, hookSocketFor } from '../common/paths';
 import type { LbMode } from '../table/table';
@@ -18,9 +19,10 @@ export interface DaemonConfig {
   hookSocket: string;
   /** Host ports handed out for virtual listeners. Default 40000-60000. */
   ports: PortRange;
-  /** Virtual IPs for apps started without --ip. Default 10.240.0.0/16. Connects to
-   *  unregistered addresses in this range fail with ENETUNREACH, never leave the host. */
-  vipRange: Cidr;
+  /** Virtual ranges (--vip-range, repeatable). The first is where apps started without --ip
+   *  get their VIP; an --ip must lie in one of them. Default 10.240.0.0/16. Connects to
+   *  unregistered addresses in them fail with ENETUNREACH, never leave the host. */
+  vipRanges: Cidr[];
   /** Loopback addresses, one per local app (127.x.y.z), bound as the source of its
    *  connections so servers on this host learn the client's VIP from the peer address.
    *  Default 127.77.0.0/16. */
@@ -44,6 +46,18 @@ export interface DaemonConfig {
   handoff: HandoffMode;
   /** Gossip with other daemons (absent: this host only). */
   cluster?: ClusterOptions;
+  /** --api-group: members may read the daemon's status and tables (root and the daemon's user always may). */
+  apiGroup?: { name: string; gid: number };
+  /** --label-policy FILE: which labels each user may claim (absent: any but the reserved ax.*). */
+  labelPolicy?: LabelPolicy;
+  /** An API connection that has made no call this long after connecting is closed (ms). Default 5 s. */
+  apiHandshakeMs: number;
+  /** An API connection with no call in progress for this long is closed (ms). Default 2 min. */
+  apiIdleMs: number;
+  /** Open API connections per uid (root and the daemon's user are not limited). Default 256. */
+  apiMaxConnsPerUid: number;
+  /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
+  autostartedBy?: number;
 }
 
 export function defaultConfig(env = process.env): DaemonConfig {
@@ -53,7 +67,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     socket,
     hookSocket: hookSocketFor(socket),
     ports: parsePortRange('40000-60000'),
-    vipRange: parseCidr('10.240.0.0/16'),
+    vipRanges: [parseCidr('10.240.0.0/16')],
     sourceRange: parseCidr('127.77.0.0/16'),
     hostIp: '127.0.0.1',
     nodeName: hostname(),
@@ -62,9 +76,13 @@ export function defaultConfig(env = process.env): DaemonConfig {
     logLevel: 'info',
     orphanCheckMs: 250,
     handoff: 'auto',
+    apiHandshakeMs: 5000,
+    apiIdleMs: 120_000,
+    apiMaxConnsPerUid: 256,
   };
 }
 
+/** Checks what the flag parser cannot check alone; throws an Error with the reason. */
 export function validateConfig(c: DaemonConfig): void {
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(c.nodeName)) {
     throw new Error(`node name "${c.nodeName}" must be 1-63 letters, digits, '.', '_' or '-'`);

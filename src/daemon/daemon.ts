@@ -64,7 +64,7 @@ export class Daemon {
 
   constructor(readonly config: DaemonConfig) {
     this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
-    this.table = new ServiceTable(config.nodeName, config.vipRange, config.lb);
+    this.table = new ServiceTable(config.nodeName, config.vipRanges, config.lb);
     this.pool = new PortPool(config.ports);
   }
 

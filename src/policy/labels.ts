@@ -41,16 +41,23 @@ export function parseLabels(text: string): Labels {
   return out;
 }
 
-export function formatLabels(l: Labels): string {
+/** "k=v,k2=v2", sorted by key; leaves out the ax.* labels ax sets unless `withReserved`. */
+export function formatLabels(l: Labels, withReserved = false): string {
   return Object.keys(l)
+    .filter((k) => withReserved || !k.startsWith('ax.'))
     .sort()
     .map((k) => `${k}=${l[k]}`)
     .join(',');
 }
 
-/** The access rule: true when client and server share at least one key=value label. */
+/**
+ * The access rule: true when client and server share at least one key=value label.
+ * The ax.* labels ax sets itself (ax.user, ax.node, ax.name) describe identity and do
+ * not count: otherwise every two apps of one node (or one user) would share one.
+ */
 export function mayConnect(client: Labels, server: Labels): boolean {
   for (const k of Object.keys(client)) {
+    if (k.startsWith('ax.')) continue;
     if (Object.prototype.hasOwnProperty.call(server, k) && server[k] === client[k]) return true;
   }
   return false;

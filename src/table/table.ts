@@ -18,6 +18,8 @@ export interface App {
   expose: ExposeRule[];
   token: string;
   runPid: number; // pid of `ax run`
+  /** owner: uid of the user whose `ax run` registered it (SO_PEERCRED); unset in state from older versions */
+  uid?: number;
   node: string;
   createdAt: number;
   /** This node's apps: index of the app's own source address in the identity map
@@ -86,9 +88,16 @@ export class ServiceTable {
 
   constructor(
     readonly node: string,
-    private readonly vipRange: Cidr,
+    vipRanges: Cidr | Cidr[],
     private readonly lb: LbMode = 'round-robin',
-  ) {}
+  ) {
+    this.vipRanges = Array.isArray(vipRanges) ? vipRanges : [vipRanges];
+    this.vipRange = this.vipRanges[0];
+  }
+
+  /** every virtual range; VIPs are allocated from the first */
+  private readonly vipRanges: Cidr[];
+  private readonly vipRange: Cidr;
 
   onChange(fn: (c: Change) => void): void {
     this.listeners.push(fn);
@@ -213,7 +222,7 @@ export class ServiceTable {
   isVirtual(ip: string): boolean {
     let r = this.inRange.get(ip);
     if (r === undefined) {
-      r = cidrContains(this.vipRange, ip);
+      r = this.vipRanges.some((c) => cidrContains(c, ip));
       if (this.inRange.size >= VIRT_CACHE_MAX) this.inRange.clear();
       this.inRange.set(ip, r);
     }
@@ -384,6 +393,6 @@ export class ServiceTable {
   }
 
   get vipRangeText(): string {
-    return `${intToIpv4(this.vipRange.base)}/${this.vipRange.bits}`;
+    return this.vipRanges.map((c) => `${intToIpv4(c.base)}/${c.bits}`).join(',');
   }
 }

@@ -1,0 +1,142 @@
+// `ax run` as a wrapper: every signal a shell would send reaches the command,
+// TTIN/TTOU do not stop the wrapper, no orphans, exit status passes through,
+// and while the daemon is away it re-attaches with one retry chain (flat memory).
+// Also the daemon's management: autostart note in status, ax logs -f, ax stop.
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { AX, run, sleep, start, TestDaemon } from './helpers';
+
+const SIGNALS = ['SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTTIN', 'SIGTTOU', 'SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGALRM', 'SIGTERM'] as const;
+
+// Prints each signal it gets; exits 42 on SIGTERM.
+const TRAP = `
+import os, signal, sys, time
+names = ${JSON.stringify(SIGNALS)}
+def on(sig, frame):
+    print('got ' + signal.Signals(sig).name, flush=True)
+    if sig == signal.SIGTERM:
+        sys.exit(42)
+for n in names:
+    signal.signal(getattr(signal, n), on)
+print('ready', os.getpid(), flush=True)
+while True:
+    time.sleep(0.05)
+`;
+
+/** The process state letter from /proc/PID/stat (R, S, T = stopped, Z...). */
+function state(pid: number): string {
+  const s = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return s.slice(s.lastIndexOf(')') + 2, s.lastIndexOf(')') + 3);
+}
+
+const gone = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return state(pid) === 'Z';
+  } catch {
+    return true;
+  }
+};
+
+t.test('every signal a shell would send reaches the command; exit status passes through; no orphans', async (t) => {
+  const d = await TestDaemon.start(t);
+  const w = d.run([], ['python3', '-u', '-c', TRAP]);
+  await w.waitFor(/ready \d+/);
+  for (const sig of SIGNALS) {
+    process.kill(w.pid, sig);
+    await w.waitFor(new RegExp(`got ${sig}\\b`), 5000);
+    t.pass(`${sig} reached the command`);
+    if (sig === 'SIGTTIN' || sig === 'SIGTTOU') t.not(state(w.pid), 'T', `${sig} did not stop the wrapper`);
+  }
+  const r0 = await w.result();
+  t.equal(r0.code, 42, 'the command\'s exit status is ax run\'s');
+
+  // No orphans: sh starts a background sleep and exits: the sleep is re-parented to ax run (a subreaper).
+  const w1 = d.run([], ['sh', '-c', 'sleep 300 & echo "bg=$!"; exit 3']);
+  const bg = Number((await w1.waitFor(/bg=(\d+)/))[1]);
+  const r1 = await w1.result();
+  t.equal(r1.code, 3);
+  await d.until('the background child ended', async () => gone(bg), 5000);
+  t.ok(gone(bg), `background child ${bg} was ended and reaped`);
+
+  // ax run killed by SIGTERM: the command gets it and the wrapper dies the same way.
+  const w2 = d.run([], ['sh', '-c', 'echo up; exec sleep 300']);
+  await w2.waitFor(/up/);
+  w2.kill('SIGTERM');
+  const r2 = await w2.result();
+  t.equal(r2.signal, 'SIGTERM');
+
+  // ax run itself SIGKILLed (nothing it can do then): the command is not left behind.
+  const w3 = d.run([], ['sh', '-c', 'echo "pid=$$"; exec sleep 300']);
+  const cmdPid = Number((await w3.waitFor(/pid=(\d+)/))[1]);
+  t.notOk(gone(cmdPid), 'the command runs');
+  w3.kill('SIGKILL');
+  await d.until('the command ended with ax run', async () => gone(cmdPid), 5000);
+  t.ok(gone(cmdPid), 'SIGKILL of ax run ends the command too (parent-death signal)');
+});
+
+/** Resident memory of a process in KiB. */
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : 0;
+}
+
+t.test('the daemon stopped and restarted while ax run waits: one retry chain, flat memory, re-attached', async (t) => {
+  const d = await TestDaemon.start(t);
+  const w = d.run(['--name', 'keeper'], ['sh', '-c', 'echo up; exec sleep 300']);
+  await w.waitFor(/up/);
+  const before = (await d.get('apps')).find((a) => a.name === 'keeper');
+  t.ok(before, 'registered');
+  await d.stop();
+  await w.waitFor(/the daemon is away; re-attaching/, 5000);
+  await sleep(1000);
+  const early = rssKiB(w.pid);
+  await sleep(4000);
+  const late = rssKiB(w.pid);
+  t.ok(late - early < 16 * 1024, `wrapper memory flat while the daemon is down (${early} KiB -> ${late} KiB)`);
+  const away = (w.stderr.match(/re-attaching/g) ?? []).length;
+  t.equal(away, 1, 'one message, not one per attempt');
+  await d.launch();
+  await w.waitFor(/re-attached to the daemon/, 10_000);
+  const after = (await d.get('apps')).find((a) => a.name === 'keeper');
+  t.equal(after?.id, before?.id, 'the same app, re-attached');
+  t.equal(w.child.exitCode, null, 'the wrapper and its command kept running');
+  w.kill('SIGTERM');
+  await w.result();
+});
+
+t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ax-auto-'));
+  const socket = join(dir, 'ax.sock');
+  const env = { ...process.env, AX_STATE_DIR: join(dir, 'state') };
+  t.teardown(() => run(process.execPath, [AX, 'stop', '--socket', socket], { env }));
+  const r = await run(process.execPath, [AX, 'run', '--socket', socket, '--', 'true'], { env });
+  t.equal(r.code, 0, `ax run started a daemon (${r.stderr})`);
+  const st = await run(process.execPath, [AX, 'status', '--socket', socket], { env });
+  t.equal(st.code, 0);
+  const log = join(dir, 'state', 'daemon.log');
+  t.match(st.stdout, new RegExp(`log_file\\s+${log.replace(/[.]/g, '\\.')}`));
+  t.match(st.stdout, /This daemon was started by `ax run` \(pid \d+\) because none was running/);
+  t.match(st.stdout, new RegExp(`Stop it with: ax daemon stop --socket ${socket}`));
+  const json = JSON.parse((await run(process.execPath, [AX, 'status', '-o', 'json', '--socket', socket], { env })).stdout);
+  t.ok(json.autostarted_by > 0 && json.log_file === log, 'status -o json has it too');
+
+  const logs = await run(process.execPath, [AX, 'logs', '--socket', socket], { env });
+  t.equal(logs.code, 0);
+  t.match(logs.stdout, /info ready: api /);
+
+  const follow = start(process.execPath, [AX, 'logs', '-f', '--socket', socket], { env }, t);
+  await follow.waitFor(/ready: api/);
+  t.equal((await run(process.execPath, [AX, 'run', '--socket', socket, '--name', 'followed', '--', 'true'], { env })).code, 0);
+  // The daemon logs at info: a refused app is logged? Use stop, which is.
+  const stop = await run(process.execPath, [AX, 'stop', '--socket', socket], { env });
+  t.equal(stop.code, 0);
+  t.match(stop.stdout, /stopped the ax daemon \(pid \d+\)/);
+  await follow.waitFor(/shutdown requested by uid 0/, 5000);
+  t.pass('ax logs -f shows what is logged after it started');
+  follow.kill('SIGINT');
+  t.equal((await follow.result()).code, 0, 'ax logs -f ends on SIGINT with 0');
+  t.notOk(existsSync(socket), 'the socket is gone with the daemon');
+});
