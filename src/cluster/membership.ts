@@ -83,7 +83,7 @@ export class Membership {
   private liveCount = 1;
   readonly self: Member;
   private leaving = false;
-  readonly stats = { probes: 0, probeFailures: 0, suspicionsRaised: 0, deadDeclared: 0, refutations: 0 };
+  readonly stats = { probes: 0, probeFailures: 0, suspicionsRaised: 0, deadDeclared: 0, refutations: 0, nacksMissed: 0 };
 
   constructor(
     private readonly cfg: ClusterConfig,
@@ -340,6 +340,7 @@ export class Membership {
       this.acks.delete(seq);
       if (!this.running) return;
       this.stats.probeFailures++;
+      if (expectedNacks > nacks) this.stats.nacksMissed += expectedNacks - nacks;
       if (round && expectedNacks > 0 && nacks < expectedNacks) {
         this.awareness = Math.min(this.cfg.awarenessMaxMultiplier - 1, this.awareness + (expectedNacks - nacks));
       }
@@ -420,22 +421,36 @@ export class Membership {
     if (!this.running || this.leaving) return;
     const seq = this.nextSeq();
     let done = false;
+    let nackTimer: TimerHandle | null = null;
     const waiter: AckWaiter = {
       onAck: () => {
         if (done) return; done = true;
         if (waiter.timer) this.clock.clearTimeout(waiter.timer);
+        if (nackTimer) this.clock.clearTimeout(nackTimer);
         this.acks.delete(seq);
         this.host.send(r.fromAddr, [encodeMsg({ t: MsgType.Ack, seq: r.seq, from: this.self.name })]);
       },
       timer: null,
     };
     this.acks.set(seq, waiter);
-    waiter.timer = this.clock.setTimeout(() => {
-      if (done) return; done = true;
-      this.acks.delete(seq);
+    // The asker listens for indirect answers during (probeInterval - probeTimeout) after sending the
+    // ping-req (at least that long: its local health only stretches it). The nack must arrive inside
+    // that window, so it is sent after 80 % of it (memberlist sends it at 80 % of the probe timeout for
+    // the same reason). Sending it after probeTimeout (= the whole window with the defaults) made every
+    // nack arrive late and penalised healthy askers (issue 11). A late ack is still forwarded until
+    // probeTimeout has passed.
+    const nackAfter = nackDelayMs(this.cfg.probeIntervalMs, this.cfg.probeTimeoutMs);
+    nackTimer = this.clock.setTimeout(() => {
+      nackTimer = null;
+      if (done) return;
       const nack: NackMsg = { t: MsgType.Nack, seq: r.seq, from: this.self.name };
       this.host.send(r.fromAddr, [encodeMsg(nack)]);
-    }, this.cfg.probeTimeoutMs);
+    }, nackAfter);
+    waiter.timer = this.clock.setTimeout(() => {
+      if (done) return; done = true;
+      if (nackTimer) this.clock.clearTimeout(nackTimer);
+      this.acks.delete(seq);
+    }, Math.max(this.cfg.probeTimeoutMs, nackAfter + 1));
     this.host.send(r.targetAddr, [encodeMsg({ t: MsgType.Ping, seq, target: r.target, from: this.self.name, fromAddr: this.self.addr })]);
   }
 
@@ -446,6 +461,14 @@ export class Membership {
 
   get(name: string): Member | undefined { return this.members.get(name); }
   isSuspected(name: string): boolean { return this.suspicions.has(name); }
+}
+
+/**
+ * When a helper sends its nack for an indirect probe, in ms after receiving the ping-req:
+ * 80 % of the asker's minimum listening window (probeInterval - probeTimeout), at least 1 ms.
+ */
+export function nackDelayMs(probeIntervalMs: number, probeTimeoutMs: number): number {
+  return Math.max(1, Math.floor(0.8 * (probeIntervalMs - probeTimeoutMs)));
 }
 
 export function shuffle<T>(a: T[], rand: () => number): void {
