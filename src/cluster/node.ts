@@ -104,6 +104,7 @@ export class ClusterNode extends EventEmitter {
     });
     this.membership = new Membership(this.config, clock, log, {
       send: (addr, msgs) => this.sendWithPiggyback(addr, msgs),
+      sendDirect: (addr, msgs) => this.sendRaw(addr, msgs),
       broadcast: (key, msg, done) => this.queue.enqueue(key, msg, done ? () => done() : undefined),
       streamPing: (addr, target) => this.streamPing(addr, target),
       memberChanged: (m, prev, prevInc) => this.onMemberChanged(m, prev, prevInc),
@@ -370,8 +371,11 @@ export class ClusterNode extends EventEmitter {
   private gossipTick(): void {
     if (this.stopped || this.queue.size === 0) return;
     const now = this.clock.now();
+    // Calm membership does not gossip to removed (quarantined) members: their observers' probation
+    // probes tell them they were removed, and extra traffic to a sick member only feeds its flapping.
+    const toTheDead = this.config.calmMembership ? 0 : this.config.gossipToTheDeadMs;
     const targets = this.membership.randomMembers(this.config.gossipNodes, (m) =>
-      m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && now - m.since < this.config.gossipToTheDeadMs));
+      m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && now - m.since < toTheDead));
     const budget = this.budget();
     const limit = this.limit();
     for (const t of targets) {
@@ -418,6 +422,7 @@ export class ClusterNode extends EventEmitter {
       case MsgType.Alive: ms.onAlive(m); return;
       case MsgType.Suspect: ms.onSuspect(m); return;
       case MsgType.Dead: ms.onDead(m); return;
+      case MsgType.Vouch: ms.onVouch(m); return;
       case MsgType.Entry: this.onEntry(from, m); return;
       case MsgType.Head: this.onHead(from, m); return;
       default: this.rl.warn('unexpected', 'unexpected message type on packet channel', { from, type: m.t });
@@ -432,7 +437,7 @@ export class ClusterNode extends EventEmitter {
       this.queue.enqueue('e:' + m.owner + '/' + m.key, encodeMsg(m));
     } else if (r === 'gap') {
       this.queue.enqueue('e:' + m.owner + '/' + m.key, encodeMsg(m));
-      this.schedulePull(m.owner, from, m.epoch, m.counter, GAP_PULL_DELAY_MS);
+      this.schedulePull(m.owner, this.pullSource(m.owner, from), m.epoch, m.counter, GAP_PULL_DELAY_MS);
     }
   }
 
@@ -441,7 +446,17 @@ export class ClusterNode extends EventEmitter {
     const d = this.table.digest(m.owner);
     if (m.epoch < d.epoch || (m.epoch === d.epoch && m.counter <= d.counter)) return;
     this.queue.enqueue('h:' + m.owner, encodeMsg(m));
-    this.schedulePull(m.owner, from, m.epoch, m.counter, 0);
+    this.schedulePull(m.owner, this.pullSource(m.owner, from), m.epoch, m.counter, 0);
+  }
+
+  /**
+   * Where to pull an owner's missing entries from: the owner itself while it is alive (it has all of
+   * them and answers for itself), else the peer whose gossip showed the gap. Pulling from the relay
+   * made one sick relay delay updates for everyone it gossiped to (issue 11, p99 of table updates).
+   */
+  private pullSource(owner: string, from: string): string {
+    const m = this.membership.get(owner);
+    return m && m.state === 'alive' ? m.addr : from;
   }
 
   /** Pull the delta of `owner` from `addr` unless the gap closes by itself within `delay`. */
@@ -677,6 +692,8 @@ export class ClusterNode extends EventEmitter {
     for (const d of ds) {
       const state = CODE_STATE[d.state]!;
       if (d.name === this.config.name) {
+        // (calm membership: a removal is not refuted, the observers readmit us after the probation)
+        if (state === 'dead' && this.config.calmMembership) continue;
         if (state !== 'alive' || d.inc > ms.self.inc || d.epoch > ms.self.epoch) {
           if (state === 'alive') ms.onAlive({ t: MsgType.Alive, name: d.name, addr: d.addr, inc: d.inc, epoch: d.epoch });
           else ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' });
@@ -695,7 +712,11 @@ export class ClusterNode extends EventEmitter {
         case 'alive': ms.onAlive(alive, true); break;
         case 'suspect': ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true); break;
         case 'left': ms.onDead({ t: MsgType.Dead, name: d.name, inc: d.inc, from: d.name }, true); break;
-        case 'dead': ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true); break;
+        case 'dead':
+          // Stock SWIM: a stale "dead" only raises a local suspicion so that the member refutes. Calm
+          // membership ignores it: removals are decided by accusers, readmissions by observers.
+          if (!this.config.calmMembership) ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true);
+          break;
       }
     }
   }
