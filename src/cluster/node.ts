@@ -19,6 +19,7 @@ import {
 import { ReplicatedTable, type OwnerDelta, type Version, type ChangeEvent } from './table';
 import { BroadcastQueue, retransmitLimit } from './broadcast';
 import { Membership, STATE_CODE, CODE_STATE, type Member, type MemberState } from './membership';
+import { messageProblem } from './validate';
 import { RateLimitedLog, type Clock, type Logger, type Transport, type TimerHandle } from './transport';
 
 export type { MemberState } from './membership';
@@ -404,6 +405,15 @@ export class ClusterNode extends EventEmitter {
       this.rl.warn('malformed', 'dropped malformed packet', { from, error: e instanceof CodecError ? e.message : String(e) });
       return;
     }
+    // Validate everything before anything changes: one nonsense message drops the whole packet.
+    for (const m of msgs) {
+      const problem = messageProblem(m);
+      if (problem) {
+        this.stats.malformed++;
+        this.rl.warn('invalid', 'dropped authenticated packet with invalid content', { from, type: m.t, problem });
+        return;
+      }
+    }
     for (const m of msgs) {
       try { this.handleMsg(from, m); } catch (e) {
         this.stats.malformed++;
@@ -497,6 +507,8 @@ export class ClusterNode extends EventEmitter {
     if (resp.length > this.config.maxStreamMessageSize) throw new CodecError('response too large');
     const out = decodeFrame(resp, this.limits);
     if (out.t === MsgType.Error) throw new Error(`peer error: ${out.message}`);
+    const problem = messageProblem(out);
+    if (problem) { this.stats.malformed++; throw new CodecError(`invalid response content: ${problem}`); }
     return out;
   }
 
@@ -514,6 +526,8 @@ export class ClusterNode extends EventEmitter {
     try {
       if (data.length > this.config.maxStreamMessageSize) throw new CodecError('request too large');
       m = decodeFrame(data, this.limits);
+      const problem = messageProblem(m);
+      if (problem) throw new CodecError(`invalid content: ${problem}`);
     } catch (e) {
       this.stats.malformed++;
       this.rl.warn('malformed-stream', 'dropped malformed stream request', { from, error: (e as Error).message });
