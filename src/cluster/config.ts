@@ -140,8 +140,8 @@ export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'ran
   probationMaxProbes: 320,
   probationMemoryProbes: 1200,
   probationProbeEvery: 1,
-  viewSettleMs: 400,
-  viewMaxDelayMs: 3000,
+  viewSettleMs: 700,
+  viewMaxDelayMs: 5000,
 
   gossipIntervalMs: 200,
   gossipNodes: 3,

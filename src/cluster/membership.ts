@@ -31,7 +31,7 @@
 //   readmitted once `probationVouches` distinct observers vouched. The probation doubles with every
 //   removal within the probation memory (bounded by probationMaxProbes).
 // * Batched view changes: removals and readmissions enter a pending cut that is applied in one step
-//   once no change arrived for viewSettleMs and no other member is half-way (>= 2 accusers but not
+//   once no change arrived for viewSettleMs and no other member is half-way (suspected but not
 //   ready), at most viewMaxDelayMs after the first (Rapid's multi-process cut detection, sec. 4.2,
 //   without its consensus step: each side of a partition still moves on by itself).
 // Papers: SWIM (Das, Gupta, Motivala, DSN 2002); Lifeguard (Dadgar, Phillips, Currey, 2018,
@@ -512,10 +512,14 @@ export class Membership {
     return Math.min(this.cfg.probationMaxProbes * this.cfg.probeIntervalMs, base * 2 ** Math.max(0, k - 1));
   }
 
-  /** A member is "half-way": enough evidence to matter (>= 2 accusers) but not ready to be removed. */
+  /**
+   * Some member is "half-way": suspected by a real (witnessed) accuser but not ready to be removed.
+   * Rapid blocks a cut while any member has between L and H alerts; witnessed accusations of healthy
+   * members are rare enough that one accuser is our L.
+   */
   private unstable(): boolean {
     for (const [name, sp] of this.suspicions) {
-      if (sp.accusers() >= 2 && !this.cutDead.has(name)) return true;
+      if (sp.accusers() >= 1 && !this.cutDead.has(name)) return true;
     }
     return false;
   }
@@ -615,9 +619,10 @@ export class Membership {
   /** Observer duty: probe the removed members we observe; vouch for those that passed their probation. */
   private probationTick(): void {
     if (!this.running || this.leaving) return;
-    for (const m of this.members.values()) {
-      if (m.state !== 'dead') continue;
-      const g = this.grayOf(m.name);
+    // every removed member has a gray record (applyDead), so only those are looked at
+    for (const [name, g] of this.gray) {
+      const m = this.members.get(name);
+      if (!m || m.state !== 'dead') continue;
       if (g.probing || g.vouched) continue;
       if (!this.observersOf(m.name).includes(this.self.name)) { g.cleanSince = null; continue; }
       this.probationProbe(m, g);
