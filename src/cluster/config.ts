@@ -141,7 +141,7 @@ export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'ran
   probationMemoryProbes: 1200,
   probationProbeEvery: 1,
   viewSettleMs: 700,
-  viewMaxDelayMs: 5000,
+  viewMaxDelayMs: 3000,
 
   gossipIntervalMs: 200,
   gossipNodes: 3,

@@ -153,6 +153,8 @@ export class Membership {
   private readonly cutAlive = new Map<string, AliveMsg>();
   private cutTimer: TimerHandle | null = null;
   private cutFirst = 0;
+  /** the pending cut holds a removal decided by another node (it waited for stability already) */
+  private remoteCut = false;
   private probationTimer: TimerHandle | null = null;
   /** K hash rings over all known members (observer topology); rebuilt lazily */
   private rings: Array<{ keys: Float64Array; names: string[] }> | null = null;
@@ -347,9 +349,12 @@ export class Membership {
       return false;
     }
     if (this.cfg.calmMembership && !left) {
-      // A removal decided elsewhere joins the pending cut and is applied with the others (batched).
+      // A removal decided elsewhere joins the pending cut and is applied with the others of its batch
+      // (same settle period); its sender already waited for the cut to be stable, so we do not wait
+      // for our own half-way suspicions again.
       const cur = this.cutDead.get(m.name);
       if (!cur || d.inc > cur.inc) this.cutDead.set(m.name, { ...d });
+      this.remoteCut = true;
       this.scheduleCut();
       return true;
     }
@@ -521,6 +526,11 @@ export class Membership {
     for (const [name, sp] of this.suspicions) {
       if (sp.accusers() >= 1 && !this.cutDead.has(name)) return true;
     }
+    // a damped member that is not removed yet is on its way out (it flaps between suspect and alive)
+    for (const name of this.gray.keys()) {
+      const m = this.members.get(name);
+      if (m && m.state === 'alive' && !this.cutDead.has(name) && this.isDamped(name)) return true;
+    }
     return false;
   }
 
@@ -539,13 +549,14 @@ export class Membership {
   private commitCut(): void {
     this.cutTimer = null;
     if (!this.running) return;
-    if (this.unstable() && this.clock.now() - this.cutFirst < this.cfg.viewMaxDelayMs) {
+    if (!this.remoteCut && this.unstable() && this.clock.now() - this.cutFirst < this.cfg.viewMaxDelayMs) {
       this.cutTimer = this.clock.setTimeout(() => this.commitCut(), this.cfg.viewSettleMs);
       return;
     }
     const dead = [...this.cutDead.values()];
     const alive = [...this.cutAlive.values()];
     this.cutDead.clear(); this.cutAlive.clear();
+    this.remoteCut = false;
     let changed = 0;
     for (const d of dead) {
       const m = this.members.get(d.name);
