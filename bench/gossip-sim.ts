@@ -5,6 +5,7 @@
 // Options: --n=100,1000  --seed=1  --fp-seconds=600,180  --quick
 //          --gray-only (only the gray-failure table)  --gray-n=1000  --gray-seconds=160  --no-gray
 //          --rules=both|stock|calm (which membership rules the gray table runs; default both)
+//          --scenarios=none,crash,loss80,blink,inflap (default all)
 //
 // Prints a markdown table: update -> 99.9 % / 100 % of nodes, failure -> withdrawn everywhere,
 // false "dead" at 10 % loss, steady-state bytes per node per second, sustained updates/s.
@@ -204,7 +205,9 @@ async function grayTable(n: number, seconds: number): Promise<void> {
   console.log('Healthy flips = healthy member alive -> suspect / -> dead, summed over healthy observers. Views = distinct sets of visible members among healthy nodes / samples (1 per s) in full agreement.\n');
   console.log('| scenario | rules | healthy flips suspect / dead | distinct views / agreeing samples | faulty removed everywhere | recovered back after | KB/s per node | table update p99 | wall |');
   console.log('|---|---|---|---|---|---|---|---|---|');
+  const only = args.get('scenarios')?.split(',');
   for (const s of SCENARIOS) {
+    if (only && !only.includes(s.kind)) continue;
     const rules = args.get('rules') ?? 'both';
     for (const calm of [false, true]) {
       if ((rules === 'stock' && calm) || (rules === 'calm' && !calm)) continue;
