@@ -676,8 +676,29 @@ export class Membership {
     }, 2 * gap + this.cfg.probeTimeoutMs);
   }
 
+  /**
+   * Anti-entropy repair for missed vouches: a peer (`peer`, its name or address; '' = unknown) shows `a.name` alive
+   * above the incarnation we removed it at. Once the member's probation has elapsed in our view too,
+   * such a peer counts as a vouch (not relayed); probationVouches distinct peers readmit it. Before
+   * that, or when the claim comes from the member itself or an unknown peer, it is only remembered.
+   */
+  onSyncAlive(a: AliveMsg, peer: string): void {
+    const m = this.members.get(a.name);
+    if (!m || m.state !== 'dead') { this.onAlive(a, true); return; }
+    if (a.inc <= m.inc) return;
+    const self = peer === '' || peer === m.name || peer === m.addr; // unknown peer, or the member's own claim
+    if (self || this.clock.now() - m.since < this.probationMs(m.name)) {
+      // third-party news, not the member's own refutation: remember it, but do not answer it with a
+      // removal at that incarnation (that would undo a readmission that is under way elsewhere)
+      const g = this.grayOf(m.name);
+      if (!g.pending || a.inc > g.pending.inc) g.pending = { ...a };
+      return;
+    }
+    this.onVouch({ t: MsgType.Vouch, name: a.name, addr: a.addr, inc: a.inc, epoch: a.epoch, from: 'sync/' + peer }, false);
+  }
+
   /** A vouch from an observer: readmit `name` once probationVouches distinct observers vouched (batched). */
-  onVouch(v: VouchMsg): void {
+  onVouch(v: VouchMsg, relay = true): void {
     if (v.name === this.self.name) {
       // Being readmitted at v.inc: adopt it quietly (a refutation now would look like a new
       // incarnation to the nodes that have not readmitted us yet and be answered by a removal).
@@ -692,7 +713,7 @@ export class Membership {
     }
     if (g.vouchers.has(v.from)) return;
     g.vouchers.add(v.from);
-    this.host.broadcast('v:' + v.name + ':' + v.from, encodeMsg(v));
+    if (relay) this.host.broadcast('v:' + v.name + ':' + v.from, encodeMsg(v));
     const need = Math.max(1, Math.min(this.cfg.probationVouches, this.observersOf(m.name).length));
     if (g.vouchers.size >= need) {
       this.cutAlive.set(m.name, g.pending);

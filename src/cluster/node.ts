@@ -629,7 +629,7 @@ export class ClusterNode extends EventEmitter {
       const r1 = await this.requestFrame(addr, summary);
       if (r1.t !== MsgType.SyncDigests) throw new CodecError('unexpected sync reply');
       if (r1.mismatched.length === 0) return;
-      this.mergeDigests(r1.digests);
+      this.mergeDigests(r1.digests, false, addr);
       const theirs = new Map(r1.digests.map((d) => [d.name, d]));
       const mine = this.ownersInBuckets(r1.nb, r1.mismatched);
       const deltas = this.deltasFor(theirs, mine);
@@ -650,7 +650,7 @@ export class ClusterNode extends EventEmitter {
   private onSyncSummary(m: SyncSummaryMsg): SyncDigestsMsg {
     const nb = m.buckets.length / 2;
     if (!Number.isInteger(nb) || nb < 1 || nb > FINE_BUCKETS) throw new CodecError('bad bucket count');
-    this.mergeDigests([m.from], true);
+    this.mergeDigests([m.from], true, m.from.name);
     const mine = this.foldBuckets(nb);
     const mismatched: number[] = [];
     for (let j = 0; j < nb; j++) if (mine[2 * j] !== m.buckets[2 * j] || mine[2 * j + 1] !== m.buckets[2 * j + 1]) mismatched.push(j);
@@ -701,7 +701,7 @@ export class ClusterNode extends EventEmitter {
    * Merge remote member records (anti-entropy). Only `news` (the initiator's own record) is
    * re-gossiped; stale "dead" records only raise a local suspicion (as memberlist does).
    */
-  private mergeDigests(ds: OwnerDigest[], news = false): void {
+  private mergeDigests(ds: OwnerDigest[], news = false, peer = ''): void {
     const ms = this.membership;
     for (const d of ds) {
       const state = CODE_STATE[d.state]!;
@@ -723,7 +723,12 @@ export class ClusterNode extends EventEmitter {
       }
       // a state change of a known member is news: gossip it so that the member can refute
       switch (state) {
-        case 'alive': ms.onAlive(alive, true); break;
+        case 'alive':
+          // calm membership: a peer that readmitted a member we still hold removed is a repair
+          // path for missed vouches (Membership.onSyncAlive); otherwise the usual merge
+          if (this.config.calmMembership && cur.state === 'dead') ms.onSyncAlive(alive, peer);
+          else ms.onAlive(alive, true);
+          break;
         case 'suspect': ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true); break;
         case 'left': ms.onDead({ t: MsgType.Dead, name: d.name, inc: d.inc, from: d.name }, true); break;
         case 'dead':
