@@ -3,12 +3,16 @@
 //   npx esbuild bench/gossip-sim.ts --bundle --platform=node --outfile=/tmp/gossip-sim.js && node /tmp/gossip-sim.js
 //   (or: npx tsx bench/gossip-sim.ts  if tsx is available)
 // Options: --n=100,1000  --seed=1  --fp-seconds=600,180  --quick
+//          --gray-only (only the gray-failure table)  --gray-n=1000  --gray-seconds=160  --no-gray
+//          --rules=both|stock|calm (which membership rules the gray table runs; default both)
+//          --scenarios=none,crash,loss80,blink,inflap (default all)
 //
 // Prints a markdown table: update -> 99.9 % / 100 % of nodes, failure -> withdrawn everywhere,
 // false "dead" at 10 % loss, steady-state bytes per node per second, sustained updates/s.
 
 import { SimCluster } from '../src/cluster/simcluster';
 import { DEFAULT_CONFIG } from '../src/cluster/config';
+import { runScenario, SCENARIOS, type ScenarioResult } from '../src/cluster/scenarios';
 
 const args = new Map<string, string>();
 for (const a of process.argv.slice(2)) { const [k, v] = a.replace(/^--/, '').split('='); args.set(k!, v ?? 'true'); }
@@ -183,7 +187,41 @@ async function runSize(n: number, fpSeconds: number): Promise<Row> {
   };
 }
 
+/**
+ * Issue 11: the gray-failure scenarios (1 % of the nodes faulty), stock SWIM + Lifeguard rules
+ * (calmMembership: false) next to the calm membership rules, same seed and network.
+ */
+async function grayTable(n: number, seconds: number): Promise<void> {
+  const f1 = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '–');
+  const cell = (r: ScenarioResult): string[] => [
+    `${r.healthySuspected} / ${r.healthyRemoved} (${r.healthyRefuted} refuted)`,
+    `${r.distinctViews} / ${(r.agreement * 100).toFixed(0)} %`,
+    r.kind === 'none' ? '–' : Number.isFinite(r.removedEverywhereMs) ? `${sec(r.removedEverywhereMs)}${r.shownAfterRemoval > 0 ? `, then shown ${(r.shownAfterRemoval * 100).toFixed(1)} %` : ', kept out'}` : 'never',
+    r.kind === 'none' || r.kind === 'crash' ? '–' : Number.isFinite(r.returnedMs) ? sec(r.returnedMs) : 'not within 60 s',
+    f1(r.bytesPerNodeSec / 1000),
+    `${sec(r.updateP99Ms)}${r.updatesUndelivered ? ` (${r.updatesUndelivered} undelivered)` : ''}`,
+  ];
+  console.log(`\nGray failures: N = ${n}, 1 % faulty, ${seconds} s of fault, then 60 s of recovery; seed ${SEED}; one table update every 2 s.`);
+  console.log('Healthy flips = healthy member alive -> suspect / -> dead, summed over healthy observers. Views = distinct sets of visible members among healthy nodes / samples (1 per s) in full agreement.\n');
+  console.log('| scenario | rules | healthy flips suspect / dead | distinct views / agreeing samples | faulty removed everywhere | recovered back after | KB/s per node | table update p99 | wall |');
+  console.log('|---|---|---|---|---|---|---|---|---|');
+  const only = args.get('scenarios')?.split(',');
+  for (const s of SCENARIOS) {
+    if (only && !only.includes(s.kind)) continue;
+    const rules = args.get('rules') ?? 'both';
+    for (const calm of [false, true]) {
+      if ((rules === 'stock' && calm) || (rules === 'calm' && !calm)) continue;
+      const w0 = wall();
+      process.stderr.write(`gray: N=${n} ${s.kind} ${calm ? 'calm' : 'stock'}...\n`);
+      const r = await runScenario({ kind: s.kind, n, seed: SEED, faulty: 0.01, faultMs: seconds * 1000, config: { calmMembership: calm } });
+      console.log(`| ${s.label} | ${calm ? 'calm' : 'stock'} | ${cell(r).join(' | ')} | ${((wall() - w0) / 1000).toFixed(0)} s |`);
+    }
+  }
+}
+
 async function main(): Promise<void> {
+  if (!args.has('no-gray')) await grayTable(Number(args.get('gray-n') ?? (quick ? 200 : 1000)), Number(args.get('gray-seconds') ?? 160));
+  if (args.has('gray-only')) return;
   const rows: Row[] = [];
   for (let k = 0; k < SIZES.length; k++) rows.push(await runSize(SIZES[k]!, FP_SECONDS[k] ?? FP_SECONDS[FP_SECONDS.length - 1]!));
   const d = DEFAULT_CONFIG;

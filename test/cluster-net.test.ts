@@ -5,6 +5,7 @@ import { UdpTransport } from '../src/cluster/udp';
 import { GrpcTransport } from '../src/cluster/grpc';
 import { ClusterNode, createNetworkTransport, systemClock } from '../src/cluster/index';
 import type { Logger } from '../src/cluster/transport';
+import { encodeMsg, encodePacket } from '../src/cluster/codec';
 
 const KEY = 'correct horse battery staple 0123';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -104,4 +105,59 @@ t.test('two real nodes on 127.0.0.1: join, gossip, anti-entropy exchanges only d
   await b.leave(2000);
   t.ok(await waitFor(() => a.memberState('b') === 'left', 3000), 'graceful leave seen');
   await a.stop(); await b.stop();
+});
+
+t.test('UDP: a datagram captured before a restart is refused after it (replay across restarts)', async (t) => {
+  const [pa, pb] = [await freePort(), await freePort()];
+  const b = new UdpTransport({ bindAddr: `127.0.0.1:${pb}`, key: KEY });
+  await b.start();
+  // capture a valid datagram from b meant for a
+  let captured: Buffer | null = null;
+  const spy = dgram.createSocket('udp4');
+  await new Promise<void>((r) => spy.bind(0, '127.0.0.1', () => r()));
+  spy.on('message', (m) => { captured = m; });
+  b.sendPacket(`127.0.0.1:${spy.address().port}`, Buffer.from('captured before the restart'));
+  await waitFor(() => captured !== null, 2000);
+  await sleep(5); // the restart happens strictly after the capture
+  // a "restarts": a fresh transport (empty nonce cache) on the same port
+  const a = new UdpTransport({ bindAddr: `127.0.0.1:${pa}`, key: KEY });
+  await a.start();
+  const got: string[] = [];
+  a.onPacket((_f, d) => got.push(Buffer.from(d).toString()));
+  const raw = dgram.createSocket('udp4');
+  raw.send(captured!, pa, '127.0.0.1');
+  b.sendPacket(`127.0.0.1:${pa}`, Buffer.from('fresh'));
+  await waitFor(() => got.length >= 1 && a.stats.rejectedReplay >= 1, 2000);
+  t.same(got, ['fresh'], 'only the fresh datagram is delivered');
+  t.equal(a.stats.rejectedReplay, 1, 'the pre-restart datagram is refused as stale');
+  raw.close(); spy.close();
+  await a.close(); await b.close();
+});
+
+t.test('datagrams with a valid MAC but nonsense content change nothing and are counted', async (t) => {
+
+  const [pa, pe] = [await freePort(), await freePort()];
+  const la = capture();
+  const a = new ClusterNode({ name: 'a', advertiseAddr: `127.0.0.1:${pa}` }, createNetworkTransport({ bindAddr: `127.0.0.1:${pa}`, key: KEY }), systemClock, la);
+  await a.start();
+  const evil = new UdpTransport({ bindAddr: `127.0.0.1:${pe}`, key: KEY }); // holds the key, sends garbage
+  await evil.start();
+  const bogus = [
+    { t: 5, name: 'x\u0000y', addr: '127.0.0.1:9', inc: 0, epoch: 1 }, // control character in the name
+    { t: 5, name: 'ghost1', addr: 'not an address', inc: 0, epoch: 1 }, // address does not parse
+    { t: 5, name: 'ghost2', addr: '127.0.0.1:9', inc: 2 ** 40, epoch: 1 }, // incarnation beyond 2^32
+    { t: 5, name: '', addr: '127.0.0.1:9', inc: 0, epoch: 1 }, // empty name
+    { t: 10, name: 'ghost3', addr: '127.0.0.1:99999', inc: 1, epoch: 1, from: 'a' }, // port out of range
+  ];
+  for (const m of bogus) evil.sendPacket(`127.0.0.1:${pa}`, encodePacket([encodeMsg(m as never)]));
+  // a valid message next to a bogus one: the whole packet is dropped
+  evil.sendPacket(`127.0.0.1:${pa}`, encodePacket([encodeMsg({ t: 5, name: 'ok', addr: '127.0.0.1:9', inc: 0, epoch: 1 } as never), encodeMsg(bogus[1] as never)]));
+  await waitFor(() => a.metrics().malformed >= 6, 3000);
+  t.equal(a.metrics().malformed, 6, 'every nonsense packet counted');
+  t.same(a.members().map((m) => m.name), ['a'], 'no bogus member was created');
+  t.ok(la.lines.some((l) => l.includes('invalid content')), 'refusal logged');
+  // a sane one still works: the node keeps serving
+  evil.sendPacket(`127.0.0.1:${pa}`, encodePacket([encodeMsg({ t: 5, name: 'real', addr: '127.0.0.1:9', inc: 0, epoch: 1 } as never)]));
+  t.ok(await waitFor(() => a.memberState('real') === 'alive', 2000), 'valid content still accepted');
+  await evil.close(); await a.stop();
 });

@@ -37,6 +37,22 @@ t.test('failure detected, services withdrawn everywhere within bound; leave is g
   await c.stopAll();
 });
 
+t.test('nacks from indirect-probe helpers arrive while the asker listens (no health penalty for probing a crashed peer)', async (t) => {
+  const c = new SimCluster({ n: 12, seed: 31 });
+  await c.startSeeded();
+  await c.clock.advance(2000);
+  await c.crash(4);
+  let maxHealth = 0;
+  for (let s = 0; s < 40; s++) {
+    await c.clock.advance(250);
+    for (const i of c.liveIdx()) maxHealth = Math.max(maxHealth, c.nodes[i]!.health);
+  }
+  t.ok(c.totalMetric('suspicionsRaised') > 0, 'the crashed peer was probed and suspected');
+  t.equal(c.totalMetric('nacksMissed'), 0, 'every helper nack arrived in time');
+  t.equal(maxHealth, 0, 'no healthy node was penalised (Lifeguard local health stayed 0)');
+  await c.stopAll();
+});
+
 t.test('false suspicion refuted by the owner restores its services without re-registration', async (t) => {
   const c = new SimCluster({ n: 20, seed: 11 });
   await c.startSeeded();

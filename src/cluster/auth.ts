@@ -38,17 +38,30 @@ export class ClusterKeys {
   }
 }
 
-/** Timestamp window + nonce cache against replays. */
+/**
+ * Timestamp window + nonce cache against replays.
+ *
+ * The nonce cache lives in memory, so it is empty after a restart. To keep a restarted daemon from
+ * accepting what was captured before, the guard also refuses anything stamped before it was created
+ * (`notBeforeMs`, wall clock): every earlier message is stale for this life of the process, the way a
+ * new epoch makes old entries stale. Cost: during the first moments after a start, messages from a
+ * peer whose clock lags ours are refused for as long as the lag (they are retried by the protocol).
+ * Exposure left: a replay of a message captured in the last (peer clock lead) ms before the restart.
+ */
 export class ReplayGuard {
   private cur = new Set<string>();
   private prev = new Set<string>();
   private rotatedAt = Date.now();
-  constructor(readonly windowMs = 30_000, private readonly maxEntries = 200_000) {}
+  readonly notBeforeMs: number;
+  constructor(readonly windowMs = 30_000, private readonly maxEntries = 200_000, notBeforeMs = Date.now()) {
+    this.notBeforeMs = notBeforeMs;
+  }
 
-  /** true if fresh (and remembers it), false if too old/new or already seen. */
+  /** true if fresh (and remembers it), false if too old/new, stamped before this guard existed, or already seen. */
   check(tsMs: number, nonce: Uint8Array): boolean {
     const now = Date.now();
     if (Math.abs(now - tsMs) > this.windowMs) return false;
+    if (tsMs < this.notBeforeMs) return false;
     if (now - this.rotatedAt > this.windowMs || this.cur.size > this.maxEntries) {
       this.prev = this.cur; this.cur = new Set(); this.rotatedAt = now;
     }

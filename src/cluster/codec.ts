@@ -18,7 +18,7 @@ export const VERSION = 1;
 export const MAX_STR = 1024;
 
 export const enum MsgType {
-  Ping = 1, PingReq = 2, Ack = 3, Nack = 4, Alive = 5, Suspect = 6, Dead = 7, Entry = 8, Head = 9,
+  Ping = 1, PingReq = 2, Ack = 3, Nack = 4, Alive = 5, Suspect = 6, Dead = 7, Entry = 8, Head = 9, Vouch = 10,
   SyncSummary = 20, SyncDigests = 21, SyncPush = 22, SyncDeltas = 23, Pull = 24, Error = 26,
 }
 
@@ -31,6 +31,12 @@ export interface NackMsg { t: MsgType.Nack; seq: number; from: string }
 export interface AliveMsg { t: MsgType.Alive; name: string; addr: string; inc: number; epoch: number }
 export interface SuspectMsg { t: MsgType.Suspect; name: string; inc: number; from: string }
 export interface DeadMsg { t: MsgType.Dead; name: string; inc: number; from: string }
+/**
+ * An observer of a removed member vouches that it answered every probation probe for the whole
+ * probation: `name` may be readmitted at incarnation `inc` (its refutation) once enough distinct
+ * observers (`from`) vouched. See Membership.onVouch.
+ */
+export interface VouchMsg { t: MsgType.Vouch; name: string; addr: string; inc: number; epoch: number; from: string }
 export interface EntryMsg { t: MsgType.Entry; owner: string; epoch: number; counter: number; key: string; value: Uint8Array | null }
 export interface HeadMsg { t: MsgType.Head; owner: string; epoch: number; counter: number }
 
@@ -45,7 +51,7 @@ export interface SyncDeltasMsg { t: MsgType.SyncDeltas; members: OwnerDigest[]; 
 export interface PullMsg { t: MsgType.Pull; owner: string; epoch: number; head: number }
 export interface ErrorMsg { t: MsgType.Error; message: string }
 
-export type PacketMsg = PingMsg | PingReqMsg | AckMsg | NackMsg | AliveMsg | SuspectMsg | DeadMsg | EntryMsg | HeadMsg;
+export type PacketMsg = PingMsg | PingReqMsg | AckMsg | NackMsg | AliveMsg | SuspectMsg | DeadMsg | VouchMsg | EntryMsg | HeadMsg;
 export type StreamMsg = SyncSummaryMsg | SyncDigestsMsg | SyncPushMsg | SyncDeltasMsg | PullMsg | ErrorMsg | PingMsg | AckMsg;
 export type Msg = PacketMsg | StreamMsg;
 
@@ -217,6 +223,7 @@ function writeBody(w: Writer, m: Msg): void {
     case MsgType.Ack: case MsgType.Nack: w.u32(m.seq); w.str(m.from); return;
     case MsgType.Alive: w.str(m.name); w.str(m.addr); w.varint(m.inc); w.varint(m.epoch); return;
     case MsgType.Suspect: case MsgType.Dead: w.str(m.name); w.varint(m.inc); w.str(m.from); return;
+    case MsgType.Vouch: w.str(m.name); w.str(m.addr); w.varint(m.inc); w.varint(m.epoch); w.str(m.from); return;
     case MsgType.Entry:
       w.str(m.owner); w.varint(m.epoch); w.varint(m.counter); w.str(m.key);
       if (m.value === null) w.u8(1); else { w.u8(0); w.bytes(m.value); }
@@ -243,6 +250,7 @@ function readBody(t: number, r: Reader, lim: Limits): Msg {
     case MsgType.Alive: return { t, name: r.str(), addr: r.str(), inc: r.varint(), epoch: r.varint() };
     case MsgType.Suspect: return { t, name: r.str(), inc: r.varint(), from: r.str() };
     case MsgType.Dead: return { t, name: r.str(), inc: r.varint(), from: r.str() };
+    case MsgType.Vouch: return { t, name: r.str(), addr: r.str(), inc: r.varint(), epoch: r.varint(), from: r.str() };
     case MsgType.Entry: {
       const owner = r.str(); const epoch = r.varint(); const counter = r.varint(); const key = r.str();
       if (key.length > lim.maxKeyBytes) throw new CodecError('key too long');

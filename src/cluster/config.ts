@@ -36,6 +36,42 @@ export interface ClusterConfig {
   /** Lifeguard local health: max multiplier applied to probe interval/timeout when this node is slow. */
   awarenessMaxMultiplier: number;
 
+  // ---- gray-failure handling ("calm membership", issue 11) ------------------------------
+  /**
+   * true (default): the rules of docs/cluster.md "Gray failures": accusations need a witness, "dead"
+   * needs `deadAccusers` distinct accusers, flapping members are damped, removals and readmissions are
+   * batched and a removed member returns only after a probation vouched for by its observers.
+   * false: the plain SWIM + Lifeguard rules of ax 0.1 (kept for comparison in bench/gossip-sim.ts).
+   */
+  calmMembership: boolean;
+  /** Distinct accusers (each with a witness) needed before a suspect is declared dead; capped at N-2, at least 1. */
+  deadAccusers: number;
+  /** Refuted suspicions (each with >= 2 distinct accusers) within flapWindowMs after which refutations are damped. */
+  flapThreshold: number;
+  /** Window of the flap count, in probe intervals. */
+  flapWindowProbes: number;
+  /**
+   * Guard against uniform loss: if more than max(3, flapGuardFraction * N) members are flapping at once
+   * the problem is the network, not those members, and nobody is damped.
+   */
+  flapGuardFraction: number;
+  /** Observers per member (Rapid's K): the members that probe a removed member during its probation. */
+  observers: number;
+  /** Distinct observers that must vouch for a removed member before it is readmitted (capped at the observers available). */
+  probationVouches: number;
+  /**
+   * Probation of a removed member, in probe intervals: it must answer every probation probe for this long.
+   * Doubles with each removal within probationMemoryProbes, capped at probationMaxProbes.
+   */
+  probationProbes: number;
+  probationMaxProbes: number;
+  probationMemoryProbes: number;
+  /** Period of the probation probes an observer sends to a removed member, in probe intervals. */
+  probationProbeEvery: number;
+  /** View changes are batched: applied once no new one arrived for viewSettleMs (bounded by viewMaxDelayMs). */
+  viewSettleMs: number;
+  viewMaxDelayMs: number;
+
   // ---- dissemination -------------------------------------------------------------------
   /** Gossip tick: piggyback queue is flushed to `gossipNodes` random peers every tick (only if non-empty). */
   gossipIntervalMs: number;
@@ -92,6 +128,20 @@ export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'ran
   suspicionConfirmations: 3,
   suspicionVerifiers: 3,
   awarenessMaxMultiplier: 8,
+
+  calmMembership: true,
+  deadAccusers: 3,
+  flapThreshold: 1,
+  flapWindowProbes: 240,
+  flapGuardFraction: 0.05,
+  observers: 5,
+  probationVouches: 2,
+  probationProbes: 60,
+  probationMaxProbes: 320,
+  probationMemoryProbes: 1200,
+  probationProbeEvery: 1,
+  viewSettleMs: 700,
+  viewMaxDelayMs: 3000,
 
   gossipIntervalMs: 200,
   gossipNodes: 3,
@@ -159,13 +209,14 @@ export function validateConfig(cfg: ClusterConfig): void {
     'retransmitMult', 'pushPullIntervalMs', 'pushPullScaleThreshold', 'streamTimeoutMs', 'reapAfterMs',
     'tombstoneTtlMs', 'deadMemberRetainMs', 'maxPacketSize', 'maxStreamMessageSize', 'maxKeyBytes',
     'maxValueBytes', 'awarenessMaxMultiplier', 'maxBroadcastQueue', 'gossipMaxPacketsPerTarget',
-    'suspicionConfirmations',
+    'suspicionConfirmations', 'deadAccusers', 'flapThreshold', 'flapWindowProbes', 'observers', 'probationVouches',
+    'probationProbes', 'probationMaxProbes', 'probationMemoryProbes', 'probationProbeEvery',
   ];
   for (const f of positive) {
     const v = cfg[f];
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ConfigError(f, `must be a positive number, got ${String(v)}`);
   }
-  const nonNeg: Array<keyof ClusterConfig> = ['indirectChecks', 'gossipNodes', 'gossipToTheDeadMs', 'suspicionVerifiers', 'maxPendingPerOwner'];
+  const nonNeg: Array<keyof ClusterConfig> = ['flapGuardFraction', 'viewSettleMs', 'viewMaxDelayMs', 'indirectChecks', 'gossipNodes', 'gossipToTheDeadMs', 'suspicionVerifiers', 'maxPendingPerOwner'];
   for (const f of nonNeg) {
     const v = cfg[f];
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError(f, `must be a number >= 0, got ${String(v)}`);
@@ -175,5 +226,9 @@ export function validateConfig(cfg: ClusterConfig): void {
   if (cfg.maxPacketSize < 512 || cfg.maxPacketSize > 65000) throw new ConfigError('maxPacketSize', 'must be within 512..65000');
   if (cfg.maxValueBytes + cfg.maxKeyBytes + 200 > cfg.maxStreamMessageSize) throw new ConfigError('maxValueBytes', 'entries must fit in maxStreamMessageSize');
   if (cfg.tombstoneTtlMs < cfg.reapAfterMs) throw new ConfigError('tombstoneTtlMs', 'must be >= reapAfterMs (otherwise a partitioned peer could resurrect deletes)');
+  if (typeof cfg.calmMembership !== 'boolean') throw new ConfigError('calmMembership', 'must be true or false');
+  if (cfg.viewMaxDelayMs < cfg.viewSettleMs) throw new ConfigError('viewMaxDelayMs', 'must be >= viewSettleMs');
+  if (0.9 * cfg.probationProbeEvery * cfg.probeIntervalMs <= 1.5 * cfg.probeTimeoutMs) throw new ConfigError('probationProbeEvery', 'a probation round (1.5 * probeTimeoutMs) must fit in 0.9 * probationProbeEvery * probeIntervalMs');
+  if (cfg.probationMaxProbes < cfg.probationProbes) throw new ConfigError('probationMaxProbes', 'must be >= probationProbes');
   if (cfg.random !== undefined && typeof cfg.random !== 'function') throw new ConfigError('random', 'must be a function returning [0,1)');
 }

@@ -161,11 +161,26 @@ export class GrpcTransport implements Pick<Transport, 'request' | 'onRequest' | 
     });
   }
 
-  async close(): Promise<void> {
+  /**
+   * Close clients and the server. The graceful shutdown waits for open sessions, which never end when
+   * a peer is unreachable (link down: its HTTP/2 session cannot be closed cleanly), so it gets
+   * `deadlineMs` (default 800 ms) and the server is then force-closed (issue 9: bounded shutdown).
+   */
+  async close(deadlineMs = 800): Promise<void> {
     for (const c of this.clients.values()) c.close();
     this.clients.clear();
     const s = this.server;
     this.server = null;
-    if (s) await new Promise<void>((r) => s.tryShutdown(() => r()));
+    if (!s) return;
+    await new Promise<void>((resolve) => {
+      let done = false;
+      const finish = () => { if (!done) { done = true; clearTimeout(timer); resolve(); } };
+      const timer = setTimeout(() => {
+        this.rl.warn('grpc-force-close', 'graceful shutdown of the peer server timed out; forcing it', { deadlineMs });
+        s.forceShutdown();
+        finish();
+      }, deadlineMs);
+      s.tryShutdown(() => finish());
+    });
   }
 }

@@ -11,11 +11,37 @@
 //   dead beats both at equal i. Left is a dead declared by the node itself (graceful leave).
 // * Local health multiplier (Lifeguard LHM): missed nacks / refutations slow our own probing
 //   so that a slow node does not accuse healthy ones.
+//
+// Gray failures (cfg.calmMembership, issue 11; docs/cluster.md "Gray failures"):
+// * Witness: a failed probe accuses the target only if at least one indirect-probe helper answered
+//   with a nack (the helper reached us and could not reach the target either). A prober that hears
+//   from no helper is the likely culprit: it blames itself (Lifeguard, Dadgar et al. 2018, sec. IV-A
+//   "nack" messages) instead of the target.
+// * Distinct accusers: a suspicion becomes "dead" only after `deadAccusers` distinct accusers, in the
+//   spirit of Rapid's H-of-K alerts (Suresh et al., ATC'18, sec. 4.2); a lone (possibly sick) accuser
+//   never gets anyone removed.
+// * Flap damping per incarnation: a member that refuted `flapThreshold` suspicions raised by real
+//   (witnessed) accusers within the flap window no longer clears a suspicion by refuting: its new
+//   incarnation is accepted but the suspicion (and its accusers) carries over, so it is removed. Guard:
+//   when more than max(3, flapGuardFraction * N) members flap at once the loss is network-wide and
+//   nobody is damped, so uniform loss never hides healthy members.
+// * Quarantine and probation: a removed member is no longer probed by SWIM nor gossiped to. Its K
+//   observers (successors on K hash rings, Rapid's expander-like monitoring topology, sec. 4.1) send it
+//   probation probes; one that answered every probe for the probation vouches for it, and it is
+//   readmitted once `probationVouches` distinct observers vouched. The probation doubles with every
+//   removal within the probation memory (bounded by probationMaxProbes).
+// * Batched view changes: removals and readmissions enter a pending cut that is applied in one step
+//   once no change arrived for viewSettleMs and no other member is half-way (suspected but not
+//   ready), at most viewMaxDelayMs after the first (Rapid's multi-process cut detection, sec. 4.2,
+//   without its consensus step: each side of a partition still moves on by itself).
+// Papers: SWIM (Das, Gupta, Motivala, DSN 2002); Lifeguard (Dadgar, Phillips, Currey, 2018,
+// arXiv:1707.00788); Rapid (Suresh et al., USENIX ATC 2018).
 
 import type { ClusterConfig } from './config';
 import {
   MsgType, MemberStateCode, encodeMsg,
   type AliveMsg, type SuspectMsg, type DeadMsg, type PingMsg, type PingReqMsg, type AckMsg, type NackMsg,
+  type VouchMsg, hash2,
 } from './codec';
 import type { Clock, Logger, TimerHandle } from './transport';
 
@@ -43,6 +69,8 @@ export interface MembershipHost {
   send(addr: string, msgs: Uint8Array[]): void;
   /** Queue a message for gossip dissemination under an invalidation key. */
   broadcast(key: string, msg: Uint8Array, done?: () => void): void;
+  /** Send a packet made of exactly `msgs` (no piggybacked gossip): probation probes of removed members. */
+  sendDirect(addr: string, msgs: Uint8Array[]): void;
   /** Probe over the reliable stream; resolves true on ack. */
   streamPing(addr: string, target: string): Promise<boolean>;
   /** A member changed state (or appeared). prev undefined = new member. */
@@ -51,11 +79,16 @@ export interface MembershipHost {
 
 interface AckWaiter { onAck: () => void; onNack?: () => void; timer: TimerHandle | null }
 
+/** Accuser name used for suspicions that come from an anti-entropy digest (not a real accuser). */
+const SYNC_ACCUSER = 'sync';
+
 class Suspicion {
   readonly confirmers = new Set<string>();
   timer: TimerHandle | null = null;
   readonly start: number;
-  constructor(readonly inc: number, readonly k: number, readonly min: number, readonly max: number, now: number, from: string) {
+  /** the timer ran out while there were fewer than deadAccusers distinct accusers (calm mode) */
+  expired = false;
+  constructor(public inc: number, readonly k: number, readonly min: number, readonly max: number, now: number, from: string) {
     this.start = now;
     this.confirmers.add(from);
   }
@@ -65,6 +98,26 @@ class Suspicion {
     const frac = Math.log(n + 1) / Math.log(this.k + 1);
     return Math.max(this.min, Math.floor(this.max - (this.max - this.min) * frac));
   }
+  /** Distinct real accusers (anti-entropy "sync" suspicions do not count). */
+  accusers(): number { return this.confirmers.size - (this.confirmers.has(SYNC_ACCUSER) ? 1 : 0); }
+}
+
+/** Gray-failure bookkeeping of one member (calm mode). Times are clock ms. */
+interface GrayRecord {
+  /** when suspicions of this member with a real (witnessed) accuser were refuted, and when it was removed */
+  flaps: number[];
+  /** when this member was removed (dead applied) */
+  removals: number[];
+  /** newest alive record heard from/about the member while it is removed */
+  pending: AliveMsg | null;
+  /** observers that vouched for it since its last removal */
+  vouchers: Set<string>;
+  /** observer side: start of the current run of answered probation probes (null = last probe failed) */
+  cleanSince: number | null;
+  /** observer side: a probation probe is in flight */
+  probing: boolean;
+  /** observer side: we already vouched since the last removal */
+  vouched: boolean;
 }
 
 export class Membership {
@@ -83,7 +136,28 @@ export class Membership {
   private liveCount = 1;
   readonly self: Member;
   private leaving = false;
-  readonly stats = { probes: 0, probeFailures: 0, suspicionsRaised: 0, deadDeclared: 0, refutations: 0 };
+  readonly stats = {
+    probes: 0, probeFailures: 0, suspicionsRaised: 0, deadDeclared: 0, refutations: 0, nacksMissed: 0,
+    /** failed probes that accused nobody because no helper witnessed the failure (calm mode) */
+    unwitnessed: 0,
+    /** refutations that did not clear a suspicion because the member was damped (calm mode) */
+    damped: 0,
+    /** members removed / readmitted by this node's view (calm mode) */
+    removed: 0, readmitted: 0,
+    /** batched view changes applied and vouches sent (calm mode) */
+    viewChanges: 0, vouchesSent: 0,
+  };
+  private readonly gray = new Map<string, GrayRecord>();
+  /** pending cut: removals and readmissions waiting to be applied together */
+  private readonly cutDead = new Map<string, DeadMsg>();
+  private readonly cutAlive = new Map<string, AliveMsg>();
+  private cutTimer: TimerHandle | null = null;
+  private cutFirst = 0;
+  /** the pending cut holds a removal decided by another node (it waited for stability already) */
+  private remoteCut = false;
+  private probationTimer: TimerHandle | null = null;
+  /** K hash rings over all known members (observer topology); rebuilt lazily */
+  private rings: Array<{ keys: Float64Array; names: string[] }> | null = null;
 
   constructor(
     private readonly cfg: ClusterConfig,
@@ -108,12 +182,16 @@ export class Membership {
     this.running = true;
     this.broadcastAlive();
     this.scheduleProbe(this.rand() * this.cfg.probeIntervalMs);
+    if (this.cfg.calmMembership) this.scheduleProbation();
   }
 
   stop(): void {
     this.running = false;
     if (this.probeTimer) this.clock.clearTimeout(this.probeTimer);
     this.probeTimer = null;
+    for (const t of [this.cutTimer, this.probationTimer]) if (t) this.clock.clearTimeout(t);
+    this.cutTimer = null; this.probationTimer = null;
+    this.cutDead.clear(); this.cutAlive.clear();
     for (const s of this.suspicions.values()) if (s.timer) this.clock.clearTimeout(s.timer);
     this.suspicions.clear();
     for (const a of this.acks.values()) if (a.timer) this.clock.clearTimeout(a.timer);
@@ -166,6 +244,7 @@ export class Membership {
       m = { name: a.name, addr: a.addr, inc: a.inc, state: 'alive', epoch: a.epoch, since: this.clock.now() };
       this.members.set(m.name, m);
       this.liveCount++;
+      this.rings = null;
       // insert at a random position of the probe list
       const pl = this.probeList;
       pl.push(m.name);
@@ -177,6 +256,43 @@ export class Membership {
     }
     const newer = a.inc > m.inc || (a.inc === m.inc && a.epoch > m.epoch && m.state === 'alive');
     if (!newer) return false;
+    if (this.cfg.calmMembership) {
+      if (m.state === 'dead') {
+        // Quarantined: a refutation does not bring a removed member back, its observers do (probation).
+        // The removal moves to the refuted incarnation, so that nodes that accepted the refutation
+        // before hearing of the removal (their copy is newer than ours) still apply it.
+        const g = this.grayOf(m.name);
+        if (!g.pending || a.inc > g.pending.inc || (a.inc === g.pending.inc && a.epoch > g.pending.epoch)) {
+          g.pending = { ...a, addr: a.addr || m.addr };
+        }
+        if (a.inc > m.inc && g.vouchers.size === 0) {
+          const prevInc = m.inc;
+          m.inc = a.inc;
+          m.epoch = Math.max(m.epoch, a.epoch);
+          this.host.broadcast('m:' + m.name, encodeMsg({ t: MsgType.Dead, name: m.name, inc: m.inc, from: this.self.name }));
+          this.host.memberChanged(m, 'dead', prevInc);
+        }
+        return false;
+      }
+      const sp = this.suspicions.get(m.name);
+      const cut = this.cutDead.get(m.name);
+      if ((sp || cut) && this.isDamped(m.name)) {
+        // Damped: accept the new incarnation but keep the suspicion (and its accusers) or the pending
+        // removal, now at that incarnation, so that "dead" still applies everywhere.
+        const prevInc = m.inc;
+        m.inc = a.inc;
+        if (a.addr) m.addr = a.addr;
+        m.epoch = Math.max(m.epoch, a.epoch);
+        if (sp) sp.inc = a.inc;
+        if (cut) cut.inc = a.inc;
+        this.stats.damped++;
+        if (gossip) this.host.broadcast('m:' + a.name, encodeMsg(a));
+        this.host.memberChanged(m, m.state, prevInc);
+        return true;
+      }
+      if (cut) this.cutDead.delete(m.name);
+      if (sp && sp.accusers() >= 1) this.grayOf(m.name).flaps.push(this.clock.now());
+    }
     const prev = m.state; const prevInc = m.inc;
     m.inc = a.inc;
     if (a.addr) m.addr = a.addr;
@@ -197,9 +313,9 @@ export class Membership {
     if (!m || s.inc < m.inc || m.state === 'dead' || m.state === 'left') return false;
     if (m.state === 'suspect' && s.inc === m.inc) {
       const sp = this.suspicions.get(m.name);
-      if (sp && !sp.confirmers.has(s.from) && sp.confirmers.size <= sp.k) {
+      if (sp && !sp.confirmers.has(s.from) && sp.confirmers.size <= Math.max(sp.k, this.cfg.deadAccusers)) {
         sp.confirmers.add(s.from);
-        this.rescheduleSuspicion(m.name, sp);
+        if (sp.expired) this.suspicionExpired(m.name, sp); else this.rescheduleSuspicion(m.name, sp);
         this.host.broadcast('s:' + m.name + ':' + s.from, encodeMsg(s)); // re-gossip confirmations
         return true;
       }
@@ -220,20 +336,47 @@ export class Membership {
 
   onDead(d: DeadMsg, gossip = true): boolean {
     if (d.name === this.self.name) {
-      if (!this.leaving && d.inc >= this.self.inc) this.refute(d.inc);
+      // Calm membership: refuting a removal cannot bring us back (our observers do, after the
+      // probation), it would only feed flapping; a suspicion is still refuted (onSuspect).
+      if (!this.leaving && d.inc >= this.self.inc && !this.cfg.calmMembership) this.refute(d.inc);
       return false;
     }
     const m = this.members.get(d.name);
     if (!m || d.inc < m.inc) return false;
     const left = d.from === d.name;
-    if (m.state === 'left' || (m.state === 'dead' && !left)) return false;
+    if (m.state === 'left' || (m.state === 'dead' && !left)) {
+      if (m.state === 'dead' && d.inc > m.inc) m.inc = d.inc; // removed again at a newer incarnation
+      return false;
+    }
+    if (this.cfg.calmMembership && !left) {
+      // A removal decided elsewhere joins the pending cut and is applied with the others of its batch
+      // (same settle period); its sender already waited for the cut to be stable, so we do not wait
+      // for our own half-way suspicions again.
+      const cur = this.cutDead.get(m.name);
+      if (!cur || d.inc > cur.inc) this.cutDead.set(m.name, { ...d });
+      this.remoteCut = true;
+      this.scheduleCut();
+      return true;
+    }
+    this.applyDead(m, d, gossip);
+    return true;
+  }
+
+  private applyDead(m: Member, d: DeadMsg, gossip: boolean): void {
+    const left = d.from === d.name;
     const prev = m.state; const prevInc = m.inc;
     m.inc = d.inc; m.state = left ? 'left' : 'dead'; m.since = this.clock.now();
     if (prev === 'alive' || prev === 'suspect') this.liveCount--;
     this.clearSuspicion(m.name);
+    if (this.cfg.calmMembership && !left) {
+      const g = this.grayOf(m.name);
+      const now = this.clock.now();
+      g.removals.push(now); g.flaps.push(now);
+      g.pending = null; g.vouchers.clear(); g.cleanSince = null; g.vouched = false;
+      this.stats.removed++;
+    }
     if (gossip) this.host.broadcast('m:' + m.name, encodeMsg(d));
     this.host.memberChanged(m, prev, prevInc);
-    return true;
   }
 
   /** Forget a dead member record (garbage collection). */
@@ -242,6 +385,9 @@ export class Membership {
     if (!m || m === this.self) return;
     if (m.state === 'alive' || m.state === 'suspect') this.liveCount--;
     this.members.delete(name);
+    this.gray.delete(name);
+    this.cutDead.delete(name); this.cutAlive.delete(name);
+    this.rings = null;
     this.clearSuspicion(name);
     const i = this.probeList.indexOf(name);
     if (i >= 0) { this.probeList.splice(i, 1); if (this.probeIdx > i) this.probeIdx--; }
@@ -280,12 +426,43 @@ export class Membership {
 
   private suspicionExpired(name: string, sp: Suspicion): void {
     if (this.suspicions.get(name) !== sp) return;
-    this.suspicions.delete(name);
     const m = this.members.get(name);
-    if (!m || m.state !== 'suspect' || m.inc !== sp.inc || !this.running) return;
+    if (!m || m.state !== 'suspect' || m.inc !== sp.inc || !this.running) { this.suspicions.delete(name); return; }
+    if (this.cfg.calmMembership) {
+      sp.timer = null;
+      if (sp.accusers() < this.accusersNeeded()) {
+        // Wait for more accusers (or a refutation), but not forever: a damped member cannot clear a
+        // suspicion by refuting, so one that nobody else confirms within another maximum suspicion
+        // timeout is given up (the member is alive again in our view).
+        if (!sp.expired) {
+          sp.expired = true;
+          sp.timer = this.clock.setTimeout(() => this.abandonSuspicion(name, sp), sp.max);
+        }
+        return;
+      }
+      this.suspicions.delete(name);
+      this.log.info('member ready to be declared dead', { member: name, inc: m.inc, accusers: sp.accusers() });
+      this.stats.deadDeclared++;
+      const d: DeadMsg = { t: MsgType.Dead, name, inc: m.inc, from: this.self.name };
+      const cur = this.cutDead.get(name);
+      if (!cur || d.inc > cur.inc) this.cutDead.set(name, d);
+      this.scheduleCut();
+      return;
+    }
+    this.suspicions.delete(name);
     this.log.info('member declared dead', { member: name, inc: m.inc, confirmations: sp.confirmers.size });
     this.stats.deadDeclared++;
     this.onDead({ t: MsgType.Dead, name, inc: m.inc, from: this.self.name });
+  }
+
+  private abandonSuspicion(name: string, sp: Suspicion): void {
+    if (this.suspicions.get(name) !== sp) return;
+    this.suspicions.delete(name);
+    const m = this.members.get(name);
+    if (!m || m.state !== 'suspect' || !this.running) return;
+    this.log.debug('suspicion abandoned: too few accusers', { member: name, accusers: sp.accusers() });
+    m.state = 'alive'; m.since = this.clock.now();
+    this.host.memberChanged(m, 'suspect', m.inc);
   }
 
   private clearSuspicion(name: string): void {
@@ -293,6 +470,255 @@ export class Membership {
     if (!sp) return;
     if (sp.timer) this.clock.clearTimeout(sp.timer);
     this.suspicions.delete(name);
+  }
+
+  // ---------------------------------------------------------------- gray failures (calm mode)
+
+  private grayOf(name: string): GrayRecord {
+    let g = this.gray.get(name);
+    if (!g) {
+      g = { flaps: [], removals: [], pending: null, vouchers: new Set(), cleanSince: null, probing: false, vouched: false };
+      this.gray.set(name, g);
+    }
+    return g;
+  }
+
+  /** Distinct accusers needed before "dead": deadAccusers, capped at N-2 (the others that can witness), >= 1. */
+  private accusersNeeded(): number {
+    return Math.max(1, Math.min(this.cfg.deadAccusers, this.liveCount - 2));
+  }
+
+  private recent(times: number[], windowMs: number): number {
+    const since = this.clock.now() - windowMs;
+    while (times.length > 0 && times[0]! < since) times.shift();
+    return times.length;
+  }
+
+  /**
+   * Whether refutations of `name` are damped: it flapped flapThreshold times within the flap window,
+   * and the guard holds (at most max(3, flapGuardFraction * N) members flap at once; beyond that the
+   * loss is network-wide and damping would hide healthy members).
+   */
+  isDamped(name: string): boolean {
+    if (!this.cfg.calmMembership) return false;
+    const g = this.gray.get(name);
+    const w = this.cfg.flapWindowProbes * this.cfg.probeIntervalMs;
+    if (!g || this.recent(g.flaps, w) < this.cfg.flapThreshold) return false;
+    let flapping = 0;
+    for (const r of this.gray.values()) if (this.recent(r.flaps, w) >= this.cfg.flapThreshold) flapping++;
+    return flapping <= Math.max(3, this.cfg.flapGuardFraction * this.liveCount);
+  }
+
+  /** Probation of a removed member in ms: probationProbes * probeInterval, doubled per earlier removal within the memory, capped. */
+  probationMs(name: string): number {
+    const g = this.gray.get(name);
+    const k = g ? this.recent(g.removals, this.cfg.probationMemoryProbes * this.cfg.probeIntervalMs) : 1;
+    const base = this.cfg.probationProbes * this.cfg.probeIntervalMs;
+    return Math.min(this.cfg.probationMaxProbes * this.cfg.probeIntervalMs, base * 2 ** Math.max(0, k - 1));
+  }
+
+  /**
+   * Some member is "half-way": suspected by a real (witnessed) accuser but not ready to be removed.
+   * Rapid blocks a cut while any member has between L and H alerts; witnessed accusations of healthy
+   * members are rare enough that one accuser is our L.
+   */
+  private unstable(): boolean {
+    for (const [name, sp] of this.suspicions) {
+      if (sp.accusers() >= 1 && !this.cutDead.has(name)) return true;
+    }
+    // a damped member that is not removed yet is on its way out (it flaps between suspect and alive)
+    for (const name of this.gray.keys()) {
+      const m = this.members.get(name);
+      if (m && m.state === 'alive' && !this.cutDead.has(name) && this.isDamped(name)) return true;
+    }
+    return false;
+  }
+
+  private scheduleCut(): void {
+    if (!this.running) return;
+    const now = this.clock.now();
+    if (!this.cutTimer) this.cutFirst = now;
+    else this.clock.clearTimeout(this.cutTimer);
+    this.cutTimer = this.clock.setTimeout(() => this.commitCut(), this.cfg.viewSettleMs);
+  }
+
+  /**
+   * Apply the pending cut (removals and readmissions) in one step, unless another member is half-way
+   * and the cut is younger than viewMaxDelayMs (then wait one more settle period). Rapid sec. 4.2.
+   */
+  private commitCut(): void {
+    this.cutTimer = null;
+    if (!this.running) return;
+    if (!this.remoteCut && this.unstable() && this.clock.now() - this.cutFirst < this.cfg.viewMaxDelayMs) {
+      this.cutTimer = this.clock.setTimeout(() => this.commitCut(), this.cfg.viewSettleMs);
+      return;
+    }
+    const dead = [...this.cutDead.values()];
+    const alive = [...this.cutAlive.values()];
+    this.cutDead.clear(); this.cutAlive.clear();
+    this.remoteCut = false;
+    let changed = 0;
+    for (const d of dead) {
+      const m = this.members.get(d.name);
+      if (!m || d.inc < m.inc || m.state === 'dead' || m.state === 'left') continue;
+      this.applyDead(m, d, true);
+      changed++;
+    }
+    for (const a of alive) {
+      const m = this.members.get(a.name);
+      if (!m || m.state !== 'dead') continue;
+      if (a.inc <= m.inc) a.inc = m.inc + 1; // alive(i) beats dead(j) only if i > j
+      const prevInc = m.inc;
+      m.inc = a.inc; if (a.addr) m.addr = a.addr; m.epoch = Math.max(m.epoch, a.epoch);
+      m.state = 'alive'; m.since = this.clock.now();
+      this.liveCount++;
+      const g = this.grayOf(m.name);
+      g.pending = null; g.vouchers.clear(); g.cleanSince = null; g.vouched = false;
+      this.stats.readmitted++;
+      this.log.info('member readmitted after probation', { member: m.name, inc: m.inc });
+      this.host.memberChanged(m, 'dead', prevInc);
+      changed++;
+    }
+    if (changed > 0) this.stats.viewChanges++;
+  }
+
+  /** The K hash rings over every known member (Rapid's monitoring topology), built on demand. */
+  private ringsNow(): Array<{ keys: Float64Array; names: string[] }> {
+    if (this.rings) return this.rings;
+    const names = [...this.members.keys()];
+    const rings: Array<{ keys: Float64Array; names: string[] }> = [];
+    for (let j = 0; j < this.cfg.observers; j++) {
+      const keyed = names.map((n) => { const h = hash2(j + '/' + n); return { n, k: h[0] * 4294967296 + h[1] }; });
+      keyed.sort((x, y) => x.k - y.k || (x.n < y.n ? -1 : 1));
+      rings.push({ keys: Float64Array.from(keyed, (x) => x.k), names: keyed.map((x) => x.n) });
+    }
+    this.rings = rings;
+    return rings;
+  }
+
+  /**
+   * Observers of `name`: on each of the K rings, the first member after it that is alive or suspect in
+   * our view (distinct, up to K). Every node computes the same set from the same view.
+   */
+  observersOf(name: string): string[] {
+    const out: string[] = [];
+    const rings = this.ringsNow();
+    for (let j = 0; j < rings.length; j++) {
+      const r = rings[j]!;
+      const h = hash2(j + '/' + name);
+      const key = h[0] * 4294967296 + h[1];
+      let lo = 0; let hi = r.keys.length;
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (r.keys[mid]! < key || (r.keys[mid] === key && r.names[mid]! <= name)) lo = mid + 1; else hi = mid; }
+      for (let step = 0; step < r.names.length; step++) {
+        const cand = r.names[(lo + step) % r.names.length]!;
+        if (cand === name) continue;
+        const cm = this.members.get(cand);
+        if (cm && (cm.state === 'alive' || cm.state === 'suspect')) { if (!out.includes(cand)) out.push(cand); break; }
+      }
+    }
+    return out;
+  }
+
+  private scheduleProbation(): void {
+    if (!this.running) return;
+    // +-10 % jitter only: the rounds must stay close enough together that a recurring outage (e.g. 1 s
+    // of every 5 s) always contains a whole round (see probationProbe).
+    const every = this.cfg.probationProbeEvery * this.cfg.probeIntervalMs;
+    this.probationTimer = this.clock.setTimeout(() => { this.probationTimer = null; this.probationTick(); this.scheduleProbation(); }, every * (0.9 + 0.2 * this.rand()));
+  }
+
+  /** Observer duty: probe the removed members we observe; vouch for those that passed their probation. */
+  private probationTick(): void {
+    if (!this.running || this.leaving) return;
+    // every removed member has a gray record (applyDead), so only those are looked at
+    for (const [name, g] of this.gray) {
+      const m = this.members.get(name);
+      if (!m || m.state !== 'dead') continue;
+      if (g.probing || g.vouched) continue;
+      if (!this.observersOf(m.name).includes(this.self.name)) { g.cleanSince = null; continue; }
+      this.probationProbe(m, g);
+    }
+  }
+
+  /**
+   * One probation probe: 3 pings, probeTimeout/4 apart, each carrying the member's removal (so that it
+   * learns it); answered if any ack arrives within probeTimeout of the last ping. A round lasts
+   * 1.5 * probeTimeout, less than the round period, so rounds never overlap. Under a uniform per-packet
+   * loss p a healthy member fails a round with (1-(1-p)^2)^3 (0.7 % at p = 10 %, 4.7 % at 20 %).
+   */
+  private probationProbe(m: Member, g: GrayRecord): void {
+    g.probing = true;
+    const seq = this.nextSeq();
+    const startedAt = this.clock.now();
+    let acked = false;
+    const waiter: AckWaiter = { onAck: () => { acked = true; }, timer: null };
+    this.acks.set(seq, waiter);
+    const ping = encodeMsg({ t: MsgType.Ping, seq, target: m.name, from: this.self.name, fromAddr: this.self.addr });
+    const dead = encodeMsg({ t: MsgType.Dead, name: m.name, inc: m.inc, from: this.self.name });
+    const gap = Math.max(1, Math.floor(this.cfg.probeTimeoutMs / 4));
+    for (let i = 0; i < 3; i++) {
+      const send = () => { if (this.running && !acked && m.state === 'dead') this.host.sendDirect(m.addr, [ping, dead]); };
+      if (i === 0) send(); else this.clock.setTimeout(send, i * gap);
+    }
+    waiter.timer = this.clock.setTimeout(() => {
+      this.acks.delete(seq);
+      g.probing = false;
+      if (!this.running || m.state !== 'dead' || this.members.get(m.name) !== m) return;
+      if (!acked) { g.cleanSince = null; return; }
+      if (g.cleanSince === null) { g.cleanSince = startedAt; return; }
+      if (this.clock.now() - g.cleanSince < this.probationMs(m.name)) return;
+      // passed: vouch at its own refutation if we heard one, else one above its removal
+      const p = g.pending && g.pending.inc > m.inc ? g.pending : null;
+      const v: VouchMsg = { t: MsgType.Vouch, name: m.name, addr: p?.addr || m.addr, inc: p ? p.inc : m.inc + 1, epoch: Math.max(m.epoch, p?.epoch ?? 0), from: this.self.name };
+      g.vouched = true;
+      this.stats.vouchesSent++;
+      this.onVouch(v);
+    }, 2 * gap + this.cfg.probeTimeoutMs);
+  }
+
+  /**
+   * Anti-entropy repair for missed vouches: a peer (`peer`, its name or address; '' = unknown) shows `a.name` alive
+   * above the incarnation we removed it at. Once the member's probation has elapsed in our view too,
+   * such a peer counts as a vouch (not relayed); probationVouches distinct peers readmit it. Before
+   * that, or when the claim comes from the member itself or an unknown peer, it is only remembered.
+   */
+  onSyncAlive(a: AliveMsg, peer: string): void {
+    const m = this.members.get(a.name);
+    if (!m || m.state !== 'dead') { this.onAlive(a, true); return; }
+    if (a.inc <= m.inc) return;
+    const self = peer === '' || peer === m.name || peer === m.addr; // unknown peer, or the member's own claim
+    if (self || this.clock.now() - m.since < this.probationMs(m.name)) {
+      // third-party news, not the member's own refutation: remember it, but do not answer it with a
+      // removal at that incarnation (that would undo a readmission that is under way elsewhere)
+      const g = this.grayOf(m.name);
+      if (!g.pending || a.inc > g.pending.inc) g.pending = { ...a };
+      return;
+    }
+    this.onVouch({ t: MsgType.Vouch, name: a.name, addr: a.addr, inc: a.inc, epoch: a.epoch, from: 'sync/' + peer }, false);
+  }
+
+  /** A vouch from an observer: readmit `name` once probationVouches distinct observers vouched (batched). */
+  onVouch(v: VouchMsg, relay = true): void {
+    if (v.name === this.self.name) {
+      // Being readmitted at v.inc: adopt it quietly (a refutation now would look like a new
+      // incarnation to the nodes that have not readmitted us yet and be answered by a removal).
+      if (v.inc > this.self.inc && !this.leaving) { this.self.inc = v.inc; this.host.memberChanged(this.self, this.self.state, v.inc); }
+      return;
+    }
+    const m = this.members.get(v.name);
+    if (!m || m.state !== 'dead' || v.inc <= m.inc) return;
+    const g = this.grayOf(m.name);
+    if (!g.pending || v.inc > g.pending.inc || (v.inc === g.pending.inc && v.epoch > g.pending.epoch)) {
+      g.pending = { t: MsgType.Alive, name: v.name, addr: v.addr || m.addr, inc: v.inc, epoch: v.epoch };
+    }
+    if (g.vouchers.has(v.from)) return;
+    g.vouchers.add(v.from);
+    if (relay) this.host.broadcast('v:' + v.name + ':' + v.from, encodeMsg(v));
+    const need = Math.max(1, Math.min(this.cfg.probationVouches, this.observersOf(m.name).length));
+    if (g.vouchers.size >= need) {
+      this.cutAlive.set(m.name, g.pending);
+      this.scheduleCut();
+    }
   }
 
   // ---------------------------------------------------------------- probing
@@ -340,11 +766,18 @@ export class Membership {
       this.acks.delete(seq);
       if (!this.running) return;
       this.stats.probeFailures++;
+      if (expectedNacks > nacks) this.stats.nacksMissed += expectedNacks - nacks;
       if (round && expectedNacks > 0 && nacks < expectedNacks) {
         this.awareness = Math.min(this.cfg.awarenessMaxMultiplier - 1, this.awareness + (expectedNacks - nacks));
       }
       const cur = this.members.get(m.name);
       if (!cur || cur.inc !== probeInc || (cur.state !== 'alive' && cur.state !== 'suspect')) return;
+      if (this.cfg.calmMembership && expectedNacks > 0 && nacks === 0) {
+        // No helper witnessed the failure: we cannot tell a dead target from our own bad link, and a
+        // sick node must not accuse healthy ones (issue 11). Local health already went up above.
+        this.stats.unwitnessed++;
+        return;
+      }
       this.stats.suspicionsRaised++;
       this.onSuspect({ t: MsgType.Suspect, name: m.name, inc: cur.inc, from: this.self.name });
     };
@@ -420,22 +853,36 @@ export class Membership {
     if (!this.running || this.leaving) return;
     const seq = this.nextSeq();
     let done = false;
+    let nackTimer: TimerHandle | null = null;
     const waiter: AckWaiter = {
       onAck: () => {
         if (done) return; done = true;
         if (waiter.timer) this.clock.clearTimeout(waiter.timer);
+        if (nackTimer) this.clock.clearTimeout(nackTimer);
         this.acks.delete(seq);
         this.host.send(r.fromAddr, [encodeMsg({ t: MsgType.Ack, seq: r.seq, from: this.self.name })]);
       },
       timer: null,
     };
     this.acks.set(seq, waiter);
-    waiter.timer = this.clock.setTimeout(() => {
-      if (done) return; done = true;
-      this.acks.delete(seq);
+    // The asker listens for indirect answers during (probeInterval - probeTimeout) after sending the
+    // ping-req (at least that long: its local health only stretches it). The nack must arrive inside
+    // that window, so it is sent after 80 % of it (memberlist sends it at 80 % of the probe timeout for
+    // the same reason). Sending it after probeTimeout (= the whole window with the defaults) made every
+    // nack arrive late and penalised healthy askers (issue 11). A late ack is still forwarded until
+    // probeTimeout has passed.
+    const nackAfter = nackDelayMs(this.cfg.probeIntervalMs, this.cfg.probeTimeoutMs);
+    nackTimer = this.clock.setTimeout(() => {
+      nackTimer = null;
+      if (done) return;
       const nack: NackMsg = { t: MsgType.Nack, seq: r.seq, from: this.self.name };
       this.host.send(r.fromAddr, [encodeMsg(nack)]);
-    }, this.cfg.probeTimeoutMs);
+    }, nackAfter);
+    waiter.timer = this.clock.setTimeout(() => {
+      if (done) return; done = true;
+      if (nackTimer) this.clock.clearTimeout(nackTimer);
+      this.acks.delete(seq);
+    }, Math.max(this.cfg.probeTimeoutMs, nackAfter + 1));
     this.host.send(r.targetAddr, [encodeMsg({ t: MsgType.Ping, seq, target: r.target, from: this.self.name, fromAddr: this.self.addr })]);
   }
 
@@ -446,6 +893,14 @@ export class Membership {
 
   get(name: string): Member | undefined { return this.members.get(name); }
   isSuspected(name: string): boolean { return this.suspicions.has(name); }
+}
+
+/**
+ * When a helper sends its nack for an indirect probe, in ms after receiving the ping-req:
+ * 80 % of the asker's minimum listening window (probeInterval - probeTimeout), at least 1 ms.
+ */
+export function nackDelayMs(probeIntervalMs: number, probeTimeoutMs: number): number {
+  return Math.max(1, Math.floor(0.8 * (probeIntervalMs - probeTimeoutMs)));
 }
 
 export function shuffle<T>(a: T[], rand: () => number): void {

@@ -19,6 +19,7 @@ import {
 import { ReplicatedTable, type OwnerDelta, type Version, type ChangeEvent } from './table';
 import { BroadcastQueue, retransmitLimit } from './broadcast';
 import { Membership, STATE_CODE, CODE_STATE, type Member, type MemberState } from './membership';
+import { messageProblem } from './validate';
 import { RateLimitedLog, type Clock, type Logger, type Transport, type TimerHandle } from './transport';
 
 export type { MemberState } from './membership';
@@ -104,6 +105,7 @@ export class ClusterNode extends EventEmitter {
     });
     this.membership = new Membership(this.config, clock, log, {
       send: (addr, msgs) => this.sendWithPiggyback(addr, msgs),
+      sendDirect: (addr, msgs) => this.sendRaw(addr, msgs),
       broadcast: (key, msg, done) => this.queue.enqueue(key, msg, done ? () => done() : undefined),
       streamPing: (addr, target) => this.streamPing(addr, target),
       memberChanged: (m, prev, prevInc) => this.onMemberChanged(m, prev, prevInc),
@@ -370,8 +372,11 @@ export class ClusterNode extends EventEmitter {
   private gossipTick(): void {
     if (this.stopped || this.queue.size === 0) return;
     const now = this.clock.now();
+    // Calm membership does not gossip to removed (quarantined) members: their observers' probation
+    // probes tell them they were removed, and extra traffic to a sick member only feeds its flapping.
+    const toTheDead = this.config.calmMembership ? 0 : this.config.gossipToTheDeadMs;
     const targets = this.membership.randomMembers(this.config.gossipNodes, (m) =>
-      m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && now - m.since < this.config.gossipToTheDeadMs));
+      m.state === 'alive' || m.state === 'suspect' || (m.state === 'dead' && now - m.since < toTheDead));
     const budget = this.budget();
     const limit = this.limit();
     for (const t of targets) {
@@ -400,6 +405,15 @@ export class ClusterNode extends EventEmitter {
       this.rl.warn('malformed', 'dropped malformed packet', { from, error: e instanceof CodecError ? e.message : String(e) });
       return;
     }
+    // Validate everything before anything changes: one nonsense message drops the whole packet.
+    for (const m of msgs) {
+      const problem = messageProblem(m);
+      if (problem) {
+        this.stats.malformed++;
+        this.rl.warn('invalid', 'dropped authenticated packet with invalid content', { from, type: m.t, problem });
+        return;
+      }
+    }
     for (const m of msgs) {
       try { this.handleMsg(from, m); } catch (e) {
         this.stats.malformed++;
@@ -418,6 +432,7 @@ export class ClusterNode extends EventEmitter {
       case MsgType.Alive: ms.onAlive(m); return;
       case MsgType.Suspect: ms.onSuspect(m); return;
       case MsgType.Dead: ms.onDead(m); return;
+      case MsgType.Vouch: ms.onVouch(m); return;
       case MsgType.Entry: this.onEntry(from, m); return;
       case MsgType.Head: this.onHead(from, m); return;
       default: this.rl.warn('unexpected', 'unexpected message type on packet channel', { from, type: m.t });
@@ -432,7 +447,7 @@ export class ClusterNode extends EventEmitter {
       this.queue.enqueue('e:' + m.owner + '/' + m.key, encodeMsg(m));
     } else if (r === 'gap') {
       this.queue.enqueue('e:' + m.owner + '/' + m.key, encodeMsg(m));
-      this.schedulePull(m.owner, from, m.epoch, m.counter, GAP_PULL_DELAY_MS);
+      this.schedulePull(m.owner, this.pullSource(m.owner, from), m.epoch, m.counter, GAP_PULL_DELAY_MS);
     }
   }
 
@@ -441,7 +456,17 @@ export class ClusterNode extends EventEmitter {
     const d = this.table.digest(m.owner);
     if (m.epoch < d.epoch || (m.epoch === d.epoch && m.counter <= d.counter)) return;
     this.queue.enqueue('h:' + m.owner, encodeMsg(m));
-    this.schedulePull(m.owner, from, m.epoch, m.counter, 0);
+    this.schedulePull(m.owner, this.pullSource(m.owner, from), m.epoch, m.counter, 0);
+  }
+
+  /**
+   * Where to pull an owner's missing entries from: the owner itself while it is alive (it has all of
+   * them and answers for itself), else the peer whose gossip showed the gap. Pulling from the relay
+   * made one sick relay delay updates for everyone it gossiped to (issue 11, p99 of table updates).
+   */
+  private pullSource(owner: string, from: string): string {
+    const m = this.membership.get(owner);
+    return m && m.state === 'alive' ? m.addr : from;
   }
 
   /** Pull the delta of `owner` from `addr` unless the gap closes by itself within `delay`. */
@@ -482,6 +507,8 @@ export class ClusterNode extends EventEmitter {
     if (resp.length > this.config.maxStreamMessageSize) throw new CodecError('response too large');
     const out = decodeFrame(resp, this.limits);
     if (out.t === MsgType.Error) throw new Error(`peer error: ${out.message}`);
+    const problem = messageProblem(out);
+    if (problem) { this.stats.malformed++; throw new CodecError(`invalid response content: ${problem}`); }
     return out;
   }
 
@@ -499,6 +526,8 @@ export class ClusterNode extends EventEmitter {
     try {
       if (data.length > this.config.maxStreamMessageSize) throw new CodecError('request too large');
       m = decodeFrame(data, this.limits);
+      const problem = messageProblem(m);
+      if (problem) throw new CodecError(`invalid content: ${problem}`);
     } catch (e) {
       this.stats.malformed++;
       this.rl.warn('malformed-stream', 'dropped malformed stream request', { from, error: (e as Error).message });
@@ -600,7 +629,7 @@ export class ClusterNode extends EventEmitter {
       const r1 = await this.requestFrame(addr, summary);
       if (r1.t !== MsgType.SyncDigests) throw new CodecError('unexpected sync reply');
       if (r1.mismatched.length === 0) return;
-      this.mergeDigests(r1.digests);
+      this.mergeDigests(r1.digests, false, addr);
       const theirs = new Map(r1.digests.map((d) => [d.name, d]));
       const mine = this.ownersInBuckets(r1.nb, r1.mismatched);
       const deltas = this.deltasFor(theirs, mine);
@@ -621,7 +650,7 @@ export class ClusterNode extends EventEmitter {
   private onSyncSummary(m: SyncSummaryMsg): SyncDigestsMsg {
     const nb = m.buckets.length / 2;
     if (!Number.isInteger(nb) || nb < 1 || nb > FINE_BUCKETS) throw new CodecError('bad bucket count');
-    this.mergeDigests([m.from], true);
+    this.mergeDigests([m.from], true, m.from.name);
     const mine = this.foldBuckets(nb);
     const mismatched: number[] = [];
     for (let j = 0; j < nb; j++) if (mine[2 * j] !== m.buckets[2 * j] || mine[2 * j + 1] !== m.buckets[2 * j + 1]) mismatched.push(j);
@@ -672,11 +701,13 @@ export class ClusterNode extends EventEmitter {
    * Merge remote member records (anti-entropy). Only `news` (the initiator's own record) is
    * re-gossiped; stale "dead" records only raise a local suspicion (as memberlist does).
    */
-  private mergeDigests(ds: OwnerDigest[], news = false): void {
+  private mergeDigests(ds: OwnerDigest[], news = false, peer = ''): void {
     const ms = this.membership;
     for (const d of ds) {
       const state = CODE_STATE[d.state]!;
       if (d.name === this.config.name) {
+        // (calm membership: a removal is not refuted, the observers readmit us after the probation)
+        if (state === 'dead' && this.config.calmMembership) continue;
         if (state !== 'alive' || d.inc > ms.self.inc || d.epoch > ms.self.epoch) {
           if (state === 'alive') ms.onAlive({ t: MsgType.Alive, name: d.name, addr: d.addr, inc: d.inc, epoch: d.epoch });
           else ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' });
@@ -692,10 +723,19 @@ export class ClusterNode extends EventEmitter {
       }
       // a state change of a known member is news: gossip it so that the member can refute
       switch (state) {
-        case 'alive': ms.onAlive(alive, true); break;
+        case 'alive':
+          // calm membership: a peer that readmitted a member we still hold removed is a repair
+          // path for missed vouches (Membership.onSyncAlive); otherwise the usual merge
+          if (this.config.calmMembership && cur.state === 'dead') ms.onSyncAlive(alive, peer);
+          else ms.onAlive(alive, true);
+          break;
         case 'suspect': ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true); break;
         case 'left': ms.onDead({ t: MsgType.Dead, name: d.name, inc: d.inc, from: d.name }, true); break;
-        case 'dead': ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true); break;
+        case 'dead':
+          // Stock SWIM: a stale "dead" only raises a local suspicion so that the member refutes. Calm
+          // membership ignores it: removals are decided by accusers, readmissions by observers.
+          if (!this.config.calmMembership) ms.onSuspect({ t: MsgType.Suspect, name: d.name, inc: d.inc, from: 'sync' }, true);
+          break;
       }
     }
   }

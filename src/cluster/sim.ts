@@ -122,6 +122,15 @@ export interface SimNetworkOptions {
   packetOverhead?: number;
 }
 
+/**
+ * Loss model of one direction of one node: drop probability in [0, 1] of a datagram (or of one TCP
+ * segment attempt) as a function of the virtual time in ms.
+ */
+export type LossFn = (tMs: number) => number;
+
+/** Per-node, per-direction loss: `in` applies to what the node receives, `out` to what it sends. */
+export interface NodeLoss { in?: LossFn; out?: LossFn }
+
 export const defaultDelay = (rand: () => number): number => Math.min(100, 1 + -Math.log(1 - rand()) * 4);
 
 export class SimNetwork {
@@ -134,6 +143,7 @@ export class SimNetwork {
   private readonly nodes = new Map<string, SimTransport>();
   private readonly down = new Set<string>();
   private group = new Map<string, number>();
+  private readonly nodeLoss = new Map<string, NodeLoss>();
   /** bytes sent per address (packets + stream, both directions counted at the sender) */
   readonly bytesSent = new Map<string, number>();
   packetsSent = 0;
@@ -158,6 +168,19 @@ export class SimNetwork {
   crash(addr: string): void { this.down.add(addr); }
   isDown(addr: string): boolean { return this.down.has(addr); }
 
+  /** Give one node (by address) its own loss model per direction; combines with the global `loss`. */
+  setNodeLoss(addr: string, loss: NodeLoss): void { this.nodeLoss.set(addr, loss); }
+  clearNodeLoss(addr: string): void { this.nodeLoss.delete(addr); }
+
+  /** Probability that a datagram/segment from -> to is lost now: 1 - (1-global)(1-out(from))(1-in(to)). */
+  dropProbability(from: string, to: string): number {
+    let keep = 1 - this.loss;
+    const t = this.clock.now();
+    const lf = this.nodeLoss.get(from)?.out; if (lf) keep *= 1 - Math.min(1, Math.max(0, lf(t)));
+    const lt = this.nodeLoss.get(to)?.in; if (lt) keep *= 1 - Math.min(1, Math.max(0, lt(t)));
+    return 1 - keep;
+  }
+
   /** Split addresses into groups; traffic between different groups is dropped. */
   partition(groups: string[][]): void {
     this.group = new Map();
@@ -177,7 +200,8 @@ export class SimNetwork {
   deliverPacket(from: string, to: string, data: Uint8Array): void {
     this.packetsSent++;
     this.account(from, data.length + this.packetOverhead);
-    if (!this.reachable(from, to) || (this.loss > 0 && this.rand() < this.loss)) { this.packetsDropped++; return; }
+    const p = this.dropProbability(from, to);
+    if (!this.reachable(from, to) || (p > 0 && this.rand() < p)) { this.packetsDropped++; return; }
     const d = this.delay(this.rand);
     this.clock.setTimeout(() => {
       if (!this.reachable(from, to)) return;
@@ -186,10 +210,11 @@ export class SimNetwork {
   }
 
   /** one-way TCP-ish latency with loss-driven retransmissions */
-  private tcpLatency(): number {
+  private tcpLatency(from: string, to: string): number {
     let t = this.delay(this.rand);
     let tries = 0;
-    while (this.loss > 0 && this.rand() < this.loss && tries < 6) { t += this.rtoMs * 2 ** tries; tries++; }
+    const p = this.dropProbability(from, to);
+    while (p > 0 && this.rand() < p && tries < 6) { t += this.rtoMs * 2 ** tries; tries++; }
     return t;
   }
 
@@ -212,9 +237,9 @@ export class SimNetwork {
             settled = true;
             this.clock.clearTimeout(timer);
             resolve(r);
-          }, this.tcpLatency(), true);
+          }, this.tcpLatency(to, from), true);
         }, () => {});
-      }, this.tcpLatency(), true);
+      }, this.tcpLatency(from, to), true);
     });
   }
 

@@ -96,7 +96,7 @@ export class SimCluster {
     return c;
   }
 
-  totalMetric(k: 'deadDeclared' | 'suspicionsRaised' | 'refutations' | 'queueDropped' | 'pulls' | 'syncs' | 'malformed'): number {
+  totalMetric(k: 'deadDeclared' | 'suspicionsRaised' | 'refutations' | 'queueDropped' | 'pulls' | 'syncs' | 'malformed' | 'nacksMissed' | 'damped' | 'removed'): number {
     let s = 0;
     for (const n of this.nodes) s += n.metrics()[k];
     return s;
