@@ -129,6 +129,14 @@ function register(client: AxClient, req: Record<string, unknown>, onLost: (e: Er
   return new Promise((resolve, reject) => {
     const stream = client.raw.RunApp(req) as grpc.ClientReadableStream<Registration>;
     let first = true;
+    // One report per stream: a broken stream fires both 'error' and 'end', and each
+    // report starts a retry chain (chains multiplied until the wrapper ran out of heap).
+    let reported = false;
+    const lost = (e: Error) => {
+      if (reported) return;
+      reported = true;
+      onLost(e);
+    };
     stream.on('data', (ev: Registration) => {
       if (first) {
         first = false;
@@ -138,11 +146,12 @@ function register(client: AxClient, req: Record<string, unknown>, onLost: (e: Er
     stream.on('error', (e: grpc.ServiceError) => {
       if (first) {
         first = false;
+        reported = true; // the caller hears of this one through the rejection
         reject(new Error(e.details || e.message));
-      } else if (e.code !== 1 /* CANCELLED by us */) onLost(e);
+      } else if (e.code !== 1 /* CANCELLED by us */) lost(e);
     });
     stream.on('end', () => {
-      if (!first) onLost(new Error('stream ended'));
+      if (!first) lost(new Error('stream ended'));
     });
   });
 }
