@@ -192,3 +192,24 @@ t.test('fuzz: bounded random input on the hook socket; the daemon serves on, fds
   t.ok(rss1 < rss0 + 40 * 1024, `RSS near baseline (${rss0} -> ${rss1} kB)`);
   t.match(d.proc.stderr, /dropped: bad magic/, 'garbage was seen and dropped');
 });
+
+t.test('ax run while its daemon is down: one retry chain, flat memory', async (t) => {
+  const d = await TestDaemon.start(t);
+  const app = d.run(['--name', 'patient'], ['sleep', '120.321']);
+  await d.until('the app', async () => (await d.get('apps')).some((a) => a.name === 'patient'));
+  const wrapper = app.pid;
+  const rss0 = rssKb(wrapper);
+  d.proc.kill('SIGKILL');
+  await d.proc.exited;
+  let peak = rss0;
+  for (let i = 0; i < 20; i++) {
+    await sleep(200);
+    peak = Math.max(peak, rssKb(wrapper));
+  }
+  t.comment(`ax run RSS ${rss0} kB, peak ${peak} kB over 4 s without a daemon`);
+  t.ok(peak < rss0 + 30 * 1024, `the wrapper's memory stays flat while the daemon is down (${rss0} -> ${peak} kB)`);
+  // (Before the fix each failed attempt started another chain: +200 MB in 4 s, then a V8 heap fatal.)
+  await d.launch();
+  t.equal(app.child.exitCode, null, 'ax run is still running');
+  app.kill();
+});

@@ -201,9 +201,12 @@ export class HookServer {
     const c: Conn = { s, sock, fd, authed: false, inFlight: 0, helloTimer: null };
     c.helloTimer = setTimeout(() => {
       c.helloTimer = null;
-      if (c.authed || sock.destroyed) return;
-      this.stats.helloTimeouts++;
-      this.drop(c, `no accepted HELLO within ${L.helloTimeoutMs} ms`);
+      // After the poll phase: a HELLO that arrived while the event loop was busy is read first.
+      setImmediate(() => {
+        if (c.authed || sock.destroyed) return;
+        this.stats.helloTimeouts++;
+        this.drop(c, `no accepted HELLO within ${L.helloTimeoutMs} ms`);
+      });
     }, L.helloTimeoutMs);
     c.helloTimer.unref();
     this.sessions.set(s.id, c);
