@@ -17,7 +17,7 @@ export const RUN_USAGE = `usage: ax run [flags] -- CMD [ARGS...]
 Runs CMD with the ax hook preloaded; its children and exec'd programs inherit it.
 The exit status passes through, and so does every signal a shell would send (HUP, INT,
 QUIT, TERM, USR1, USR2, WINCH, ALRM, CONT, TTIN, TTOU). What CMD leaves running in the
-background is ended when it exits; CMD gets SIGKILL if ax run itself is killed. If the daemon refuses the app, ax run says why and exits 1.
+background (a daemonized server) keeps running after CMD exits, as without ax; CMD gets SIGKILL if ax run itself is killed. If the daemon refuses the app, ax run says why and exits 1.
 
 flags:
   --name NAME             service name (resolves as NAME and NAME.ax); apps of one user sharing a name form a pool
@@ -336,7 +336,10 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   return new Promise<number>((resolve) => {
     const finish = async (code: number, signal: NodeJS.Signals | null) => {
       clearInterval(reaper);
-      await endOrphans(spawned);
+      // What the command left running in the background (a daemonized server)
+      // lives on, as it would without ax: it keeps its sockets, and the daemon
+      // keeps its services while the kernel has them.
+      for (const pid of childrenOfSelf()) if (!spawned.has(pid)) reap(pid);
       attachment.stop();
       client.close();
       for (const [sig, h] of handlers) process.off(sig, h);
@@ -382,30 +385,3 @@ export function findInPath(cmd: string, path = '/usr/local/bin:/usr/bin:/bin'): 
   return null;
 }
 
-/**
- * Ends what the command left running in the background (orphans re-parented to
- * us): SIGTERM, then SIGKILL after 2 s; reaps them. `skip`: pids libuv reaps itself.
- */
-async function endOrphans(skip: Set<number>): Promise<void> {
-  const left = () => childrenOfSelf().filter((p) => !skip.has(p) && !reap(p));
-  let pids = left();
-  if (pids.length === 0) return;
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGTERM');
-    } catch {
-      /* gone */
-    }
-  }
-  const deadline = Date.now() + 2000;
-  while ((pids = left()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-  for (const p of pids) {
-    try {
-      process.kill(p, 'SIGKILL');
-    } catch {
-      /* gone */
-    }
-  }
-  const end = Date.now() + 1000;
-  while (left().length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 20));
-}

@@ -15,7 +15,7 @@
 // (sock_diag), whoever holds it now; a hook that meets a socket it has no
 // record of (after exec, received over SCM_RIGHTS) asks LOOKUP once.
 import { timingSafeEqual } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { fstatSync, statSync } from 'node:fs';
 import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/addr';
 import type { IdentityMap } from '../hookserver/identmap';
 import { socketCookie, type SockDiag } from '../hookserver/sockdiag';
@@ -175,7 +175,10 @@ export class HookDispatcher implements Dispatcher {
       return { status: Status.ERR, err: EACCES, end: true };
     }
     if (s.appId && s.appId !== app.id) throw new ProtocolError(`HELLO for app ${app.id} in a session of app ${s.appId}`);
-    const verdict = this.trust.verify(app, s.pid, s.uid);
+    let verdict = this.trust.verify(app, s.pid, s.uid);
+    if (!verdict.ok && this.trust.adoptHolder(app.id, s.pid, this.socketInodes(app.id))) {
+      verdict = { ok: true, via: "a socket of the app it holds (inherited or received)" };
+    }
     if (!verdict.ok) {
       this.warn(`hook session ${s.id} (pid ${s.pid}, uid ${s.uid}) refused for app ${app.id}: ${verdict.why}`);
       return { status: Status.ERR, err: EACCES, end: true };
@@ -195,6 +198,13 @@ export class HookDispatcher implements Dispatcher {
       b: direct && src ? { family: AF_INET, ip: src, port: 0 } : null,
       name: this.d.map?.path ?? '',
     };
+  }
+
+  /** Inodes of this node's sockets of an app (the kernel files it was handed). */
+  private socketInodes(appId: string): Set<number> {
+    const out = new Set<number>();
+    for (const sock of this.d.table.listSocks()) if (sock.appId === appId && sock.inode) out.add(sock.inode);
+    return out;
   }
 
   /** The app's own source address (dotted), or '' when it has none. */
@@ -276,6 +286,12 @@ export class HookDispatcher implements Dispatcher {
     }
     const seen = wildcard ? a.ip : family === AF_INET6 ? `::ffff:${app.vip}` : app.vip;
     const cookie = socketCookie(fd);
+    let inode = 0;
+    try {
+      inode = fstatSync(fd).ino;
+    } catch {
+      /* no inode: the socket still works; only adoptHolder cannot use it */
+    }
     const sock: Sock = {
       id: this.d.table.newSockId(),
       appId: app.id,
@@ -293,6 +309,7 @@ export class HookDispatcher implements Dispatcher {
       v6only: family === AF_INET6 && v6only,
       createdAt: Date.now(),
       cookie: cookie ? cookie.toString() : undefined,
+      inode: inode || undefined,
       bindIp: seen,
     };
     this.d.table.addSock(sock);

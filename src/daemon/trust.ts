@@ -10,7 +10,7 @@
 // a recycled pid never passes. A process of another uid can only be in the tree
 // when the tree switched to it (a privileged setuid, e.g. a worker dropping to
 // `nobody`, or a setuid program it ran), so ancestry also decides the uid.
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import * as libc from '../hookserver/libc';
 import type { App, Sock } from '../table/table';
 
@@ -111,6 +111,39 @@ export class AppTrust {
     }
     if (!p || startWallMs(p.start) > s.createdAt + CLOCK_SLACK_MS) return;
     this.add(s.appId, p);
+  }
+
+  /**
+   * Admits `pid` to the app because it holds one of the app's kernel sockets:
+   * only inheritance or SCM_RIGHTS from the app can give it one. This keeps a
+   * daemonized server (reparented away from `ax run`, its parents gone) and a
+   * re-exec'd one (nginx binary upgrade) in their app. `inodes`: the app's
+   * socket inodes. Returns false when the process holds none or is gone.
+   * Reads /proc/PID/fd (root, or the daemon's own uid's processes).
+   */
+  adoptHolder(appId: string, pid: number, inodes: Set<number>): boolean {
+    if (inodes.size === 0) return false;
+    let names: string[];
+    try {
+      names = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      return false;
+    }
+    for (const n of names) {
+      let link: string;
+      try {
+        link = readlinkSync(`/proc/${pid}/fd/${n}`);
+      } catch {
+        continue;
+      }
+      const m = /^socket:\[(\d+)\]$/.exec(link);
+      if (!m || !inodes.has(Number(m[1]))) continue;
+      const p = procInfo(pid);
+      if (!p) return false;
+      this.add(appId, p);
+      return true;
+    }
+    return false;
   }
 
   /** Forgets a removed app. */

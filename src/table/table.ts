@@ -51,6 +51,8 @@ export interface Sock {
   /** The kernel socket's identity (SO_COOKIE, decimal): a local socket is in the table
    *  exactly while the kernel still has it (src/hookserver/sockdiag.ts). */
   cookie?: string;
+  /** The socket's inode: a process holding it belongs to the app (src/daemon/trust.ts). */
+  inode?: number;
   /** The address the app bound, as it must see it: the wildcard it asked for or its VIP. */
   bindIp?: string;
 }
