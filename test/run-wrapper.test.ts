@@ -109,7 +109,8 @@ t.test('the daemon stopped and restarted while ax run waits: one retry chain, fl
 
 t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ax-auto-'));
-  const socket = join(dir, 'ax.sock');
+  // The socket directory does not exist yet: a first start on a fresh machine.
+  const socket = join(dir, 'run', 'ax.sock');
   const env = { ...process.env, AX_STATE_DIR: join(dir, 'state') };
   t.teardown(() => run(process.execPath, [AX, 'stop', '--socket', socket], { env }));
   const r = await run(process.execPath, [AX, 'run', '--socket', socket, '--', 'true'], { env });
@@ -126,6 +127,8 @@ t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', asy
   const logs = await run(process.execPath, [AX, 'logs', '--socket', socket], { env });
   t.equal(logs.code, 0);
   t.match(logs.stdout, /info ready: api /);
+  t.notMatch(logs.stdout, /no generation file/, 'the generation file is made on a first start too');
+  t.ok(existsSync(join(dir, 'run', 'ax-hook.sock.gen')), 'generation file beside the hook socket');
 
   const follow = start(process.execPath, [AX, 'logs', '-f', '--socket', socket], { env }, t);
   await follow.waitFor(/ready: api/);

@@ -1,6 +1,7 @@
 // The daemon: wires the store, the service table, the hook server and the API
 // together, restores state at start and reaps what dead processes left behind.
-import { closeSync, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { connect } from 'node:net';
 import { makeLogger, type Logger } from '../common/log';
 import { HookServer } from '../hookserver/server';
@@ -102,6 +103,8 @@ export class Daemon {
    */
   private openGenerationFile(path: string): string | undefined {
     try {
+      // On a first start the socket directory may not exist yet (the hook server makes it later).
+      mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
       // Reuse the file (and its inode) a previous daemon left: hooks that mapped
       // it keep seeing changes. Generations start at a random value, so an answer
       // cached under the previous daemon does not match by accident.
