@@ -1,5 +1,6 @@
 // The CLI's parsers and messages, in-process (no daemon, no child processes).
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -113,6 +114,13 @@ t.test('no daemon: one line saying what, where and what to do', async (t) => {
   t.notMatch(missing, /Resolution note|\n/);
   writeFileSync(sock, '');
   t.match(unreachableMessage(sock, { code: 14, details: 'x' }), /it is not a socket/);
+  // A daemon that is there but does not answer (SIGSTOP, overload): the deadline passes.
+  const live = join(dir, 'live.sock');
+  const srv = createServer().listen(live);
+  await new Promise((r) => srv.once('listening', r));
+  t.equal(unreachableMessage(live, { code: 4, details: 'Deadline exceeded' }), `cannot reach the ax daemon at ${live}: it does not answer (stopped or overloaded?); see ax logs, or restart it`);
+  t.match(unreachableMessage(live, { code: 14, details: 'connect ECONNREFUSED' }), /none is running \(the socket is left over, nothing listens\)/);
+  srv.close();
   for (const cmd of [['status'], ['get', 'apps'], ['logs'], ['status', '-o', 'json']]) {
     const r = await ax([...cmd, '--socket', join(dir, 'none.sock')]);
     t.equal(r.code, 1, `ax ${cmd.join(' ')} exits 1`);

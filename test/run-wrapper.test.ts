@@ -118,7 +118,8 @@ t.test('the daemon stopped and restarted while ax run waits: one retry chain, fl
 
 t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ax-auto-'));
-  const socket = join(dir, 'ax.sock');
+  // The socket directory does not exist yet: a first start on a fresh machine.
+  const socket = join(dir, 'run', 'ax.sock');
   const env = { ...process.env, AX_STATE_DIR: join(dir, 'state') };
   t.teardown(() => run(process.execPath, [AX, 'stop', '--socket', socket], { env }));
   const r = await run(process.execPath, [AX, 'run', '--socket', socket, '--', 'true'], { env });
@@ -135,6 +136,8 @@ t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', asy
   const logs = await run(process.execPath, [AX, 'logs', '--socket', socket], { env });
   t.equal(logs.code, 0);
   t.match(logs.stdout, /info ready: api /);
+  t.notMatch(logs.stdout, /no identity map/, 'the identity map (generation word) is made on a first start too');
+  t.ok(existsSync(`${json.hook_socket}.map`), `identity map beside the hook socket (${json.hook_socket}.map)`);
 
   const follow = start(process.execPath, [AX, 'logs', '-f', '--socket', socket], { env }, t);
   await follow.waitFor(/ready: api/);

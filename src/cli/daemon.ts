@@ -236,7 +236,7 @@ export async function daemonMain(argv: string[]): Promise<number> {
     await d.stop().catch(() => {});
     return 1;
   }
-  const stop = () => void d.stop().then(() => process.exit(0));
+  const stop = () => d.stopAndExit(0);
   process.on('SIGINT', stop);
   process.on('SIGTERM', stop);
   return new Promise<number>(() => {}); // runs until stopped

@@ -318,7 +318,7 @@ export class ApiServer {
         (p) => access.daemonWide(p, 'stop the daemon'),
         (_req, who) => {
           d.log.info(`shutdown requested by uid ${who.uid} (pid ${who.pid})`);
-          setImmediate(() => void d.stop().then(() => process.exit(0)));
+          setImmediate(() => d.stopAndExit(0));
           return {};
         },
       ),

@@ -211,12 +211,39 @@ export class Daemon {
     }
   }
 
+  /**
+   * Stops the daemon and exits the process with `code`. Bounded: whatever is still
+   * pending after `deadlineMs` (a peer that does not answer, a stuck close), the
+   * process exits then.
+   */
+  stopAndExit(code = 0, deadlineMs = 2000): void {
+    const t = setTimeout(() => {
+      this.log.warn(`stop did not finish within ${deadlineMs} ms: exiting anyway`);
+      process.exit(code);
+    }, deadlineMs);
+    t.unref();
+    void this.stop().then(
+      () => process.exit(code),
+      (e: Error) => {
+        this.log.error(`stop: ${e.message}`);
+        process.exit(code);
+      },
+    );
+  }
+
   async stop(): Promise<void> {
     if (this.stopping) return this.stopping;
     this.stopping = (async () => {
       if (this.sweeper) clearInterval(this.sweeper);
       await this.api?.close();
-      await this.cluster?.stop().catch((e: Error) => this.log.warn(`cluster stop: ${e.message}`));
+      // The cluster says goodbye best-effort: a peer that does not answer cannot hold the stop up.
+      const cluster = this.cluster?.stop().catch((e: Error) => this.log.warn(`cluster stop: ${e.message}`));
+      if (cluster) {
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<'late'>((r) => (timer = setTimeout(() => r('late'), 1000)));
+        if ((await Promise.race([cluster, late])) === 'late') this.log.warn('cluster stop: peers did not answer within 1 s; going on');
+        clearTimeout(timer);
+      }
       await this.hookServer?.close();
       this.hooks?.close();
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
