@@ -3,6 +3,9 @@
 // name and IP: non-blocking connect with epoll registered before connect, dup2
 // onto a socket, fork then connect in the child, the getaddrinfo hint matrix,
 // getpeername truncation, close_range, threads, and an IPv6 listener.
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
 import { cbin as bin, clean, run, start, TestDaemon } from './helpers';
 
@@ -26,17 +29,36 @@ t.test('checklist programs natively and under ax', async (t) => {
   t.match(pn.stdout, /10\.2\.0\.1:7/, 'peer is the VIP');
 });
 
-t.test('non-blocking connect to a registered name with no listener: ECONNREFUSED like the kernel', async (t) => {
+t.test('non-blocking connect: refused at once by an app that is up, held until a starting app listens', async (t) => {
   const d = await TestDaemon.start(t);
   const closed = start(bin('echoserver'), ['127.0.0.1', '0'], {}, t);
   const port = (await closed.waitFor(/port=(\d+)/))[1];
   closed.kill('SIGKILL');
   await closed.exited;
   clean(t, 'native refused', await run(bin('nbconnect'), ['127.0.0.1', port, 'refused']));
-  const idle = d.run(['--name', 'idle'], ['sleep', '60']);
-  await d.until('idle registered', async () => (await d.get('apps')).some((a) => a.name === 'idle'));
-  clean(t, 'ax refused', await d.run([], [bin('nbconnect'), 'idle', '80', 'refused']).result());
-  idle.kill();
+  // An app that is up (listens on 7): a closed port refuses at once, as the kernel does.
+  const up = d.run(['--name', 'up'], [bin('echoserver'), '0.0.0.0', '7']);
+  await up.waitFor(/listening/);
+  clean(t, 'ax refused', await d.run([], [bin('nbconnect'), 'up', '80', 'refused']).result());
+  // Start in any order: a non-blocking client (nbconnect: EINPROGRESS, epoll, SO_ERROR) started before
+  // its server connects, and is served once the server listens.
+  const early = d.run(['--name', 'late', '--ip', '10.2.0.3'], ['sh', '-c', `sleep 1; exec ${bin('echoserver')} 0.0.0.0 7`]);
+  await d.until('late registered', async () => (await d.get('apps')).some((a) => a.name === 'late'));
+  const client = await d.run(['--ip', '10.2.0.4'], [bin('nbconnect'), 'late', '7']).result(20_000);
+  clean(t, 'a non-blocking connect before the server listens is served when it does', client);
+  await early.waitFor(/peer=10\.2\.0\.4:\d+/);
+  t.pass('the late server accepted the early client, and saw its VIP');
+  // curl (non-blocking connects) before python's http.server is up
+  const www = mkdtempSync(join(tmpdir(), 'ax-late-'));
+  chmodSync(www, 0o755);
+  writeFileSync(join(www, 'index.html'), 'late page\n');
+  const web = d.run(['--name', 'lateweb'], ['sh', '-c', 'sleep 1; exec python3 -m http.server 80'], { cwd: www });
+  await d.until('lateweb registered', async () => (await d.get('apps')).some((a) => a.name === 'lateweb'));
+  const curl = await d.run([], ['curl', '-sS', '--max-time', '10', 'http://lateweb/']).result(20_000);
+  t.equal(curl.stdout, 'late page\n', `curl started before the server got the page (${curl.stderr.trim()})`);
+  web.kill();
+  early.kill();
+  up.kill();
 });
 
 t.test('getaddrinfo hint matrix: ax names behave like a real name', async (t) => {

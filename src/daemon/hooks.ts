@@ -68,6 +68,18 @@ export interface HookDeps {
 }
 
 
+/** How long a placeholder listener waits for its app to bind the port (ms): the default connect-wait. */
+const PLACEHOLDER_MS = 5000;
+const PLACEHOLDER_BACKLOG = 128;
+
+/** A listener that holds non-blocking connects to an app that is starting (see HookDispatcher.placeholder). */
+interface Placeholder {
+  fd: number;
+  hostIp: string;
+  hostPort: number;
+  timer: NodeJS.Timeout;
+}
+
 /** Inode of a process's network namespace, or 0 when it cannot be read. */
 export function netnsInode(pid: number | 'self'): number {
   if (pid !== 'self' && pid <= 0) return 0;
@@ -92,6 +104,8 @@ export class HookDispatcher implements Dispatcher {
   private readonly byCookie = new Map<string, number>();
   private reapQueued = false;
   private diagBroken = false;
+  /** vip:vport -> placeholder listener of an app that has not listened there yet */
+  private readonly placeholders = new Map<string, Placeholder>();
   /** Called after sockets were found gone (the daemon frees apps that have nothing left). */
   onReaped: (n: number) => void = () => {};
   /** Which processes may open sessions for which app (SO_PEERCRED against the launch record). */
@@ -117,6 +131,7 @@ export class HookDispatcher implements Dispatcher {
 
   close(): void {
     libc.close(this.refuseFd);
+    for (const key of [...this.placeholders.keys()]) this.dropPlaceholder(key);
   }
 
   sessions(): Session[] {
@@ -249,8 +264,14 @@ export class HookDispatcher implements Dispatcher {
       }
     };
     let hostPort: number;
+    const ph = a.port !== 0 ? this.takePlaceholder(app.vip, a.port, family, reusePort || v6only || rule !== undefined) : undefined;
     try {
-      if (rule) {
+      if (ph) {
+        // Connections made while the app was starting wait in this socket's queue.
+        fd = ph.fd;
+        hostPort = ph.hostPort;
+        hostIp = ph.hostIp;
+      } else if (rule) {
         if (rule.hostIp) hostIp = rule.hostIp;
         fd = tryBind(hostIp, rule.hostPort);
         hostPort = rule.hostPort;
@@ -350,9 +371,17 @@ export class HookDispatcher implements Dispatcher {
       case 'denied':
         this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: no shared label`);
         return { status: Status.ERR, err: EACCES };
-      case 'waiting':
+      case 'waiting': {
         if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
-        return this.refuse(s, app, dest, family);
+        // A non-blocking connect cannot wait here: it connects to a placeholder
+        // listener on the host port the app's first bind of that port will get,
+        // and its connection is accepted once the app listens.
+        const ph = m.arg & ConnectFlag.NONBLOCK ? this.placeholder(ip, dest.port) : undefined;
+        if (!ph) return this.refuse(s, app, dest, family);
+        const target: Addr = { family: AF_INET, ip: ph.hostIp, port: ph.hostPort };
+        if (s.data.direct === true) return this.direct(dest, family, target, true);
+        return this.handoff(app, dest, family, target, true);
+      }
       case 'closed':
         return this.refuse(s, app, dest, family);
       case 'backend': {
@@ -470,6 +499,81 @@ export class HookDispatcher implements Dispatcher {
       };
     }
     return { status: Status.NATIVE };
+  }
+
+  /**
+   * The placeholder listener for vip:vport of a local app that has not listened
+   * yet (made on first use): a socket bound on a pool port of the host IP and
+   * listening, so non-blocking connects complete in the kernel and queue. The
+   * app's first AF_INET bind of vport gets this very socket (BIND), and accepts
+   * them. Closed after PLACEHOLDER_MS without a bind (the queued connections are
+   * reset). undefined when the address is not a local app's, or on any error.
+   */
+  private placeholder(vip: string, vport: number): Placeholder | undefined {
+    const key = `${vip}:${vport}`;
+    const have = this.placeholders.get(key);
+    if (have) return have;
+    if (!this.d.table.localApps().some((a) => a.vip === vip) || this.d.hostIp.includes(':')) return undefined;
+    let fd = -1;
+    try {
+      const hostPort = this.d.pool.allocate((port) => {
+        const sfd = libc.tcpSocket(AF_INET);
+        try {
+          libc.setReuse(sfd, false);
+          libc.bind(sfd, { family: AF_INET, ip: this.d.hostIp, port }, AF_INET);
+          libc.listen(sfd, PLACEHOLDER_BACKLOG);
+          fd = sfd;
+          return true;
+        } catch (e) {
+          libc.close(sfd);
+          if (e instanceof libc.SysError && e.errno === EADDRINUSE) return false;
+          throw e;
+        }
+      });
+      if (hostPort === 0) return undefined;
+      const ph: Placeholder = {
+        fd,
+        hostIp: this.d.hostIp,
+        hostPort,
+        timer: setTimeout(() => this.dropPlaceholder(key), PLACEHOLDER_MS),
+      };
+      ph.timer.unref();
+      this.placeholders.set(key, ph);
+      this.d.log.debug(`placeholder for ${key} on ${this.d.hostIp}:${hostPort}`);
+      return ph;
+    } catch (e) {
+      if (fd >= 0) libc.close(fd);
+      this.warn(`placeholder for ${key}: ${(e as Error).message}`);
+      return undefined;
+    }
+  }
+
+  /**
+   * The placeholder for vip:vport, handed to the app's bind: it is removed here
+   * and its socket goes to the app. A bind it cannot serve (IPv6, SO_REUSEPORT,
+   * an --expose'd port) drops it instead.
+   */
+  private takePlaceholder(vip: string, vport: number, family: number, unfit: boolean): Placeholder | undefined {
+    const key = `${vip}:${vport}`;
+    const ph = this.placeholders.get(key);
+    if (!ph) return undefined;
+    this.placeholders.delete(key);
+    clearTimeout(ph.timer);
+    if (family !== AF_INET || unfit) {
+      libc.close(ph.fd);
+      this.d.pool.release(ph.hostPort);
+      return undefined;
+    }
+    return ph;
+  }
+
+  private dropPlaceholder(key: string): void {
+    const ph = this.placeholders.get(key);
+    if (!ph) return;
+    this.placeholders.delete(key);
+    libc.close(ph.fd);
+    this.d.pool.release(ph.hostPort);
+    this.d.log.debug(`placeholder for ${key} closed: the app did not bind the port in time`);
   }
 
   private scheduleReap(): void {
