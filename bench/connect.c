@@ -11,8 +11,9 @@
  *   bench-connect spread HOST PORT NDEST N
  *        N rounds of connect+close, round robin over NDEST ports PORT..PORT+NDEST-1
  *   bench-connect first HOST PORT THREADS
- *        start THREADS busy threads, then time the process's first socket()+connect()
- *        to HOST:PORT (the hook's first request); prints "first_us=.."
+ *        start THREADS busy threads, then time the process's first socket() and
+ *        socket()+connect() to HOST:PORT (the hook's first requests: its session
+ *        with the daemon, then CONNECT); prints "first_us=.. socket_us=.."
  *
  * HOST may be a name (resolved once with getaddrinfo, as apps do). "fast" is the
  * share of connects under 16 µs: native connect latency on a 2-vCPU VM is bimodal
@@ -152,13 +153,14 @@ static int first(const char *host, const char *port, int threads)
     usleep(20000);
     double a = now_us();
     int s = socket(AF_INET, SOCK_STREAM, 0);
+    double sock_us = now_us() - a;
     int r = connect(s, res->ai_addr, res->ai_addrlen);
     double l = now_us() - a;
     close(s);
     atomic_store(&stop_spin, 1);
     for (int i = 0; i < threads; i++)
         pthread_join(th[i], NULL);
-    printf("first_us=%.1f r=%d\n", l, r);
+    printf("first_us=%.1f socket_us=%.1f r=%d\n", l, sock_us, r);
     return r == 0 ? 0 : 1;
 }
 

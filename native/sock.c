@@ -192,6 +192,15 @@ static int snapshot_or_learn(int fd, struct meta *out, int verify)
     return learn_socket(fd, out);
 }
 
+/* The snapshot for a call with address addr: an inet address may concern a
+ * socket this process has not seen yet (learned); any other family never does. */
+static int snapshot_for(int fd, const struct sockaddr *addr, struct meta *out)
+{
+    if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6)
+        return snapshot_or_learn(fd, out, 1);
+    return tbl_snapshot(fd, out, 1);
+}
+
 static void bind_flags(const struct meta *m, struct ax_msg *q)
 {
     q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0);
@@ -269,8 +278,7 @@ int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
     int e = errno, r;
     struct meta snap;
     struct ax_addr a;
-    int inet = addr->sa_family == AF_INET || addr->sa_family == AF_INET6;
-    if (!(inet ? snapshot_or_learn(fd, &snap, 1) : tbl_snapshot(fd, &snap, 1))) {
+    if (!snapshot_for(fd, addr, &snap)) {
         r = R.bind(fd, addr, len);
         goto native_done;
     }
@@ -563,8 +571,7 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     int e = errno, r;
     struct meta snap;
     struct ax_addr a;
-    int inet = addr->sa_family == AF_INET || addr->sa_family == AF_INET6;
-    if (!(inet ? snapshot_or_learn(fd, &snap, 1) : tbl_snapshot(fd, &snap, 1))) {
+    if (!snapshot_for(fd, addr, &snap)) {
         r = R.connect(fd, addr, len);
         goto out;
     }

@@ -63,11 +63,13 @@ for (const mode of ['direct', 'fd'] as const) {
     t.match(srv.stdout, /peer=10\.2\.0\.9:\d+/, 'server sees the client VIP');
     t.notMatch(srv.stdout, /peer=127\./, 'never the real loopback address');
 
-    // A registered name with no listener: the kernel's own ECONNREFUSED, blocking and not.
+    // A closed port of an app that is up: the kernel's own ECONNREFUSED, blocking and not.
+    clean(t, 'non-blocking connect refused', await d.run([], [bin('nbconnect'), 'echo', '81', 'refused']).result());
+    clean(t, 'blocking connect refused', await d.run([], [bin('handoff'), 'echo', '81', 'refused']).result());
+    // A registered app that never listens: a blocking connect waits --connect-wait, then is refused.
     const idle = d.run(['--name', 'idle'], ['sleep', '60']);
     await d.until('idle registered', async () => (await d.get('apps')).some((a) => a.name === 'idle'));
-    clean(t, 'non-blocking connect refused', await d.run([], [bin('nbconnect'), 'idle', '80', 'refused']).result());
-    clean(t, 'blocking connect refused', await d.run(['--connect-wait', '100ms'], [bin('handoff'), 'idle', '80', 'refused']).result());
+    clean(t, 'blocking connect to a starting app refused after the wait', await d.run(['--connect-wait', '100ms'], [bin('handoff'), 'idle', '80', 'refused']).result());
     idle.kill();
   });
 
