@@ -266,6 +266,7 @@ int tbl_snapshot(int fd, struct meta *out, int verify);
 void tbl_track(int fd, int family, int state);
 void tbl_forget(int fd);
 void tbl_share(int oldfd, int newfd);
+void tbl_preallocate(void);
 ino_t fd_ino(int fd);
 
 int h_close(int fd);

@@ -99,6 +99,8 @@ static void do_init(void)
     if (!R.fcntl64)
         R.fcntl64 = R.fcntl;
     pid_cache_init();
+    if (getenv(AX_ENV_SOCK))
+        tbl_preallocate();
 
     const char *s = getenv(AX_ENV_SOCK);
     if (s && *s && strlen(s) < sizeof cfg.sock_path) {

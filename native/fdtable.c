@@ -15,6 +15,25 @@ pthread_mutex_t tbl_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct meta *meta_pool;
 static uint64_t gen_ctr;
 
+/* Called once at library load (before main): the first chunk of the table and a
+ * few metadata records are allocated and touched then, so the program's first
+ * socket call (often made with threads already running) pays no allocation and
+ * no page faults. */
+void tbl_preallocate(void)
+{
+    tbl_lock();
+    slot_locked(0, 1);
+    for (int i = 0; i < 8; i++) {
+        struct meta *m = malloc(sizeof *m);
+        if (!m)
+            break;
+        memset(m, 0, sizeof *m);
+        m->next = meta_pool;
+        meta_pool = m;
+    }
+    tbl_unlock();
+}
+
 struct meta **slot_locked(int fd, int create)
 {
     if (fd < 0 || (unsigned)fd >= TOP_SIZE * CH_SIZE)
