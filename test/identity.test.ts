@@ -53,16 +53,19 @@ t.test('a listener kept by a child after the parent exits (double fork) stays re
       `
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('0.0.0.0', 80)); s.listen(16)
+r, w = os.pipe()
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        print('child pid', os.getpid(), flush=True)
+        os.write(w, str(os.getpid()).encode())
         null = os.open('/dev/null', os.O_RDWR)
         for f in (0, 1, 2): os.dup2(null, f)
         serve(s, 'child')
     os._exit(0)
 s.close()
 os.wait()
+os.close(w)
+print('child pid', os.read(r, 32).decode(), flush=True)
 print('parent exits', flush=True)
 `,
   );
@@ -402,4 +405,26 @@ t.test('kernel semantics: second bind EINVAL, reconnect after a refusal, MSG_FAS
   const first = (o: string) => /reconnect_first=(\d+)/.exec(o)?.[1];
   t.equal(first(ax.stdout), first(native.stdout), 'the connect after a refusal reports what the kernel reports natively');
   t.match(srv.stdout, /peer=10\.77\.3\.3:24002\b/, 'the server saw the chosen source port and the client VIP');
+});
+
+t.test('an app that ended does not hold its name: not across a daemon restart, not with a placeholder', async (t) => {
+  const d = await TestDaemon.start(t);
+  // Its command exited: a non-blocking client is refused at once, not held for the connect-wait.
+  const dead = await d.run(['--name', 'dead'], ['false']).result();
+  t.equal(dead.code, 1);
+  const t0 = Date.now();
+  const c = await d.run([], ['curl', '-sS', '--max-time', '10', 'http://dead/']).result(20_000);
+  const took = Date.now() - t0;
+  t.ok(c.code === 7 || c.code === 6, `refused or unknown (exit ${c.code}: ${c.stderr.trim()})`);
+  t.ok(took < 4000, `at once, not after a 5 s hold (${took} ms)`);
+  // ax run and the daemon both killed; the daemon restarts: the name is free at once.
+  const web = d.run(['--name', 'gone'], ['sleep', '60']);
+  await d.until('gone registered', async () => (await d.get('apps')).some((a) => a.name === 'gone'));
+  d.proc.kill('SIGKILL');
+  await d.proc.exited;
+  web.kill('SIGKILL');
+  await web.exited;
+  await d.launch();
+  const again = await d.run(['--name', 'gone', '--ip', '10.77.9.9'], ['true']).result();
+  t.equal(again.code, 0, `the name is free right after the restart (${again.stderr.trim()})`);
 });

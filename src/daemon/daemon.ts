@@ -96,6 +96,7 @@ export class Daemon {
       handoff: c.handoff,
       map: this.map ?? undefined,
       diag: this.diag,
+      starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
     });
     this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
@@ -169,6 +170,16 @@ export class Daemon {
       this.pool.reserve(s.hostPort);
     }
     if (dropped > 0) this.log.info(`restore: dropped ${dropped} sockets the kernel no longer has`);
+    // An app whose `ax run` is gone and that has no socket left has ended while the
+    // daemon was away: drop it now, so its name and VIP are free at once.
+    let ended = 0;
+    for (const a of this.table.localApps()) {
+      if (pidAlive(a.runPid) || this.table.listSocks().some((s) => s.appId === a.id)) continue;
+      this.attached.delete(a.id);
+      this.table.removeApp(a.id);
+      ended++;
+    }
+    if (ended > 0) this.log.info(`restore: ${ended} apps ended while the daemon was away`);
   }
 
   // ---- apps (used by the API) ------------------------------------------

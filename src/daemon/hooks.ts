@@ -65,6 +65,9 @@ export interface HookDeps {
   map?: IdentityMap;
   /** sock_diag, to learn when the kernel's last reference to a socket is gone (absent: by process). */
   diag?: SockDiag;
+  /** Whether an app's `ax run` is still attached (its command runs): only then may it still start
+   *  listening, and a placeholder hold connects for it. Absent: every registered app may. */
+  starting?: (appId: string) => boolean;
 }
 
 
@@ -513,7 +516,8 @@ export class HookDispatcher implements Dispatcher {
     const key = `${vip}:${vport}`;
     const have = this.placeholders.get(key);
     if (have) return have;
-    if (!this.d.table.localApps().some((a) => a.vip === vip) || this.d.hostIp.includes(':')) return undefined;
+    const starting = this.d.starting ?? (() => true);
+    if (!this.d.table.localApps().some((a) => a.vip === vip && starting(a.id)) || this.d.hostIp.includes(':')) return undefined;
     let fd = -1;
     try {
       const hostPort = this.d.pool.allocate((port) => {
