@@ -766,7 +766,8 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags,
         v.port = ntohs(port);
         acc.vlocal_len = ax_to_sa(&v, snap.family, &acc.vlocal);
     }
-    ino_t ino = fd_ino(fd);
+    /* The inode is read lazily by the first verified lookup, as for socket():
+     * an accept costs no extra system call. */
     tbl_lock();
     struct closeinfo ci = {0};
     tbl_drop_locked(fd, &ci);
@@ -775,7 +776,7 @@ static int do_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags,
     if (m) {
         m->family = acc.family;
         m->state = ST_ACCEPTED;
-        m->ino = ino;
+        m->ino = 0;
         m->vlocal = acc.vlocal;
         m->vlocal_len = acc.vlocal_len;
         m->has_vlocal = 1;

@@ -38,7 +38,8 @@ export interface DaemonConfig {
   logLevel: Level;
   /** Log file; default stderr. */
   logFile?: string;
-  /** How often sockets of processes whose session ended are checked (the pid may live on after exec). */
+  /** Period (ms) of the safety-net sweep: sockets the kernel no longer has, apps that ended. Reaping is
+   *  event-driven otherwise (CLOSE hints, ended sessions, a bind that finds its port taken). Default 1000. */
   orphanCheckMs: number;
   /** How connected sockets reach apps: 'auto' (default) lets processes in the daemon's own
    *  network namespace connect their own sockets to the address the daemon picks (policy and
@@ -74,7 +75,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     lb: 'round-robin',
     clean: false,
     logLevel: 'info',
-    orphanCheckMs: 250,
+    orphanCheckMs: 1000,
     handoff: 'auto',
     apiHandshakeMs: 5000,
     apiIdleMs: 120_000,
