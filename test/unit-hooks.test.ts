@@ -355,3 +355,15 @@ t.test('server: a session with too many unanswered requests is dropped; late ans
   await new Promise((r) => setTimeout(r, 20));
   t.not(link(), before, 'the fd of a late answer was closed (gone, or the number reused by something else)');
 });
+
+t.test('a session whose app was removed gets errnos its calls may return', async (t) => {
+  const { table, session, ask } = setup(t);
+  table.addApp(app('web', '10.240.0.5'));
+  const s = session();
+  t.match(ask(s, { op: Op.HELLO, name: 'web:tok-web' }), { status: Status.OK });
+  table.removeApp('web');
+  t.match(ask(s, { op: Op.BIND, a: { family: AF_INET, ip: '0.0.0.0', port: 80 } }), { status: Status.ERR, err: EADDRNOTAVAIL }, 'bind');
+  t.match(ask(s, { op: Op.LISTEN, sock: 1 }), { status: Status.ERR, err: EADDRINUSE }, 'listen');
+  t.match(ask(s, { op: Op.CONNECT, a: { family: AF_INET, ip: '10.240.0.9', port: 80 } }), { status: Status.ERR, err: 111 }, 'connect: ECONNREFUSED');
+  t.match(ask(s, { op: Op.RESOLVE, name: 'web' }), { status: Status.NATIVE }, 'names resolve natively');
+});

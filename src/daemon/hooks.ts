@@ -31,12 +31,12 @@ import { AppTrust, procInfo } from './trust';
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
 
-const EPERM = 1;
 const EBADF = 9;
 const EACCES = 13;
 const EADDRINUSE = 98;
 const EADDRNOTAVAIL = 99;
 const ENETUNREACH = 101;
+const ECONNREFUSED = 111;
 const EAFNOSUPPORT = 97;
 const ENOBUFS = 105;
 
@@ -148,7 +148,7 @@ export class HookDispatcher implements Dispatcher {
       // One-way notes are sent without the hook's lock and can race a reconnect
       // (reaching the new session before its HELLO): ignore, never drop.
       if (m.op === Op.CLOSE) return null;
-      if (s.appId) return { status: Status.ERR, err: EPERM }; // app removed under it
+      if (s.appId) return removedApp(m.op); // the app was removed under a live session
       throw new ProtocolError(`${m.op} before HELLO`);
     }
     switch (m.op) {
@@ -639,6 +639,24 @@ export class HookDispatcher implements Dispatcher {
     const pids = new Set<number>();
     for (const s of this.liveSessions.values()) if (s.appId === appId) pids.add(s.pid);
     return pids.size;
+  }
+}
+
+/**
+ * The answer to a request in a session whose app has been removed: an errno the
+ * call may return (bind: EADDRNOTAVAIL, listen: EADDRINUSE, connect:
+ * ECONNREFUSED), and NATIVE for lookups (the names are gone with the app).
+ */
+function removedApp(op: number): Reply {
+  switch (op) {
+    case Op.BIND:
+      return { status: Status.ERR, err: EADDRNOTAVAIL };
+    case Op.LISTEN:
+      return { status: Status.ERR, err: EADDRINUSE };
+    case Op.CONNECT:
+      return { status: Status.ERR, err: ECONNREFUSED };
+    default:
+      return { status: Status.NATIVE };
   }
 }
 
