@@ -104,6 +104,9 @@ t.test('VIPs must lie in a virtual range; real addresses never do', async (t) =>
   t.match(checkVipInRanges('192.0.2.10', ranges), /192\.0\.2\.10 is not in this daemon's virtual ranges \(10\.240\.0\.0\/16, 10\.1\.0\.0\/16\); a real address can never be a virtual IP/);
   t.match(checkVipInRanges('127.0.0.1', ranges), /loopback/);
   t.match(checkVipInRanges('127.0.0.1', [parseCidr('127.0.0.0/8')]), /loopback/);
+  t.match(checkVipInRanges('10.240.0.0', ranges), /network address of 10\.240\.0\.0\/16/);
+  t.match(checkVipInRanges('10.240.255.255', ranges), /broadcast address of 10\.240\.0\.0\/16/);
+  t.equal(checkVipInRanges('10.240.255.254', ranges), null, 'the last host address is fine');
 });
 
 t.test('no daemon: one line saying what, where and what to do', async (t) => {

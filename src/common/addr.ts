@@ -104,6 +104,12 @@ export function checkVipInRanges(ip: string, ranges: Cidr[]): string | null {
   if (!ranges.some((r) => cidrContains(r, ip))) {
     return `${ip} is not in this daemon's virtual range${ranges.length > 1 ? 's' : ''} (${where}); a real address can never be a virtual IP. Pick one in the range, or start the daemon with --vip-range`;
   }
+  const r = ranges.find((c) => cidrContains(c, ip))!;
+  const host = (ipv4ToInt(ip) - r.base) >>> 0;
+  const last = 2 ** (32 - r.bits) - 1;
+  if (host === 0 || host === last) {
+    return `${ip} is the ${host === 0 ? 'network' : 'broadcast'} address of ${formatCidr(r)}; pick an address inside the range`;
+  }
   const dev = localAddresses().get(ip);
   if (dev !== undefined) return `${ip} is a real address of this host (${dev}); a real address can never be a virtual IP`;
   return null;
