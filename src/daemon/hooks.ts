@@ -6,9 +6,9 @@
 // the host ports natively anyway, so creating its connected sockets here gains
 // no enforcement. For such sessions (and `--handoff auto`, the default) CONNECT
 // is answered DIRECT: policy and load balancing are decided here as always, but
-// the hook connects the app's own socket to the picked address and reports the
-// socket's own source address first (one per app, see identmap.ts), so the
-// server side learns the client's VIP from the peer address, with no message.
+// the hook binds the app's own source address (one per app, see identmap.ts)
+// and connects the app's own socket to the picked address, so the server side
+// learns the client's VIP from the peer address, with no message.
 //
 // Sockets are keyed by the kernel socket (SO_COOKIE), not by process: a socket
 // the daemon bound stays in the table exactly while the kernel still has it
