@@ -104,6 +104,7 @@ static int ax_resolve(const char *name, int family, uint8_t ip4[4])
     q.a.family = (uint16_t)family;
     snprintf(q.name, sizeof q.name, "%s", name);
     int nfd;
+    dbg("resolve %s: asking the daemon", name);
     if (ax_request(&q, &p, &nfd) < 0)
         return 0;
     static const uint8_t none[4];

@@ -428,3 +428,22 @@ t.test('an app that ended does not hold its name: not across a daemon restart, n
   const again = await d.run(['--name', 'gone', '--ip', '10.77.9.9'], ['true']).result();
   t.equal(again.code, 0, `the name is free right after the restart (${again.stderr.trim()})`);
 });
+
+t.test('name answers are kept per process until the table changes', async (t) => {
+  const d = await TestDaemon.start(t);
+  const srv = d.run(['--name', 'named'], [PY, '-u', '-m', 'http.server', '80'], { cwd: work });
+  await srv.waitFor(/Serving HTTP/);
+  const log = join(work, 'resolve.log');
+  const resolve = `
+import socket
+for i in range(50):
+    socket.getaddrinfo('named', 80)
+    socket.getaddrinfo('not-an-ax-name.invalid', 80) if False else None
+print(socket.getaddrinfo('named', 80, socket.AF_INET)[0][4][0])
+`;
+  const r = await d.run([], [PY, '-c', resolve], { env: { ...process.env, AX_HOOK_DEBUG: log } }).result();
+  t.match(r.stdout, /^10\.240\.\d+\.\d+$/m, `the name resolves (${r.stderr.trim()})`);
+  const asked = readFileSync(log, 'utf8').split('\n').filter((l) => /resolve named: asking the daemon/.test(l)).length;
+  t.ok(asked >= 1 && asked <= 2, `51 lookups, ${asked} asked the daemon (AF_UNSPEC and AF_INET are separate answers)`);
+  srv.kill();
+});
