@@ -4,7 +4,7 @@ import dgram from 'node:dgram';
 import { UdpTransport } from '../src/cluster/udp';
 import { GrpcTransport } from '../src/cluster/grpc';
 import { ClusterNode, createNetworkTransport, systemClock } from '../src/cluster/index';
-import type { Logger } from '../src/cluster/transport';
+import type { Logger } from '../src/common/log';
 import { encodeMsg, encodePacket } from '../src/cluster/codec';
 
 const KEY = 'correct horse battery staple 0123';

@@ -4,6 +4,8 @@
 // (RTT well under 50 ms) and were measured with bench/gossip-sim.ts at N = 100 and
 // N = 1 000 (see docs/cluster.md). Sizes are in bytes.
 
+import { z } from 'zod';
+
 export interface ClusterConfig {
   /** Unique node name (the owner id of every entry this node writes). 1..64 bytes UTF-8. */
   name: string;
@@ -174,15 +176,22 @@ export class ConfigError extends Error {
 
 const ADDR_RE = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
 
-/** Split "host:port" (or "[v6]:port"); throws ConfigError naming `field`. */
-export function parseAddr(addr: string, field = 'address'): { host: string; port: number } {
+/** Split "host:port" (or "[v6]:port"), or say what is wrong with it. */
+function splitAddr(addr: string): { host: string; port: number } | string {
   const m = ADDR_RE.exec(addr);
-  if (!m) throw new ConfigError(field, `expected "host:port", got ${JSON.stringify(addr)}`);
+  if (!m) return `expected "host:port", got ${JSON.stringify(addr)}`;
   const port = Number(m[2]);
-  if (port < 1 || port > 65535) throw new ConfigError(field, `port out of range in ${JSON.stringify(addr)}`);
+  if (port < 1 || port > 65535) return `port out of range in ${JSON.stringify(addr)}`;
   let host = m[1]!;
   if (host.startsWith('[')) host = host.slice(1, -1);
   return { host, port };
+}
+
+/** Split "host:port" (or "[v6]:port"); throws ConfigError naming `field`. */
+export function parseAddr(addr: string, field = 'address'): { host: string; port: number } {
+  const r = splitAddr(addr);
+  if (typeof r === 'string') throw new ConfigError(field, r);
+  return r;
 }
 
 /** Merge user input with defaults and validate. Throws ConfigError with the offending field. */
@@ -198,37 +207,101 @@ function stripUndefined<T extends object>(o: T): Partial<T> {
   return out;
 }
 
-export function validateConfig(cfg: ClusterConfig): void {
-  if (typeof cfg.name !== 'string' || cfg.name.length === 0) throw new ConfigError('name', 'must be a non-empty string');
-  if (Buffer.byteLength(cfg.name) > 64) throw new ConfigError('name', 'must be at most 64 bytes');
-  if (typeof cfg.advertiseAddr !== 'string') throw new ConfigError('advertiseAddr', 'must be "host:port"');
-  parseAddr(cfg.advertiseAddr, 'advertiseAddr');
+// ---- validation (zod, like the rest of ax) -----------------------------------------------
+// Every field has a rule (the `satisfies` below fails to compile when a ClusterConfig field is
+// added without one); rules that relate fields are in the superRefine. The first failing rule,
+// in the order of this schema, becomes the ConfigError.
 
-  const positive: Array<keyof ClusterConfig> = [
-    'probeIntervalMs', 'probeTimeoutMs', 'suspicionMult', 'suspicionMaxMult', 'gossipIntervalMs',
-    'retransmitMult', 'pushPullIntervalMs', 'pushPullScaleThreshold', 'streamTimeoutMs', 'reapAfterMs',
-    'tombstoneTtlMs', 'deadMemberRetainMs', 'maxPacketSize', 'maxStreamMessageSize', 'maxKeyBytes',
-    'maxValueBytes', 'awarenessMaxMultiplier', 'maxBroadcastQueue', 'gossipMaxPacketsPerTarget',
-    'suspicionConfirmations', 'deadAccusers', 'flapThreshold', 'flapWindowProbes', 'observers', 'probationVouches',
-    'probationProbes', 'probationMaxProbes', 'probationMemoryProbes', 'probationProbeEvery',
-  ];
-  for (const f of positive) {
-    const v = cfg[f];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ConfigError(f, `must be a positive number, got ${String(v)}`);
+/** A finite number > 0 (or >= 0); the message quotes the value. */
+function num(min: 'positive' | 'nonNegative') {
+  const rule = min === 'positive' ? 'a positive number' : 'a number >= 0';
+  const s = z.number({ errorMap: (_issue, ctx) => ({ message: `must be ${rule}, got ${String(ctx.data)}` }) }).finite();
+  return min === 'positive' ? s.positive() : s.nonnegative();
+}
+const positive = num('positive');
+const nonNegative = num('nonNegative');
+
+const CONFIG_SHAPE = {
+  name: z
+    .string({ errorMap: () => ({ message: 'must be a non-empty string' }) })
+    .min(1)
+    .refine((n) => Buffer.byteLength(n) <= 64, { message: 'must be at most 64 bytes' }),
+  advertiseAddr: z.string({ errorMap: () => ({ message: 'must be "host:port"' }) }).superRefine((a, ctx) => {
+    const r = splitAddr(a);
+    if (typeof r === 'string') ctx.addIssue({ code: z.ZodIssueCode.custom, message: r });
+  }),
+
+  probeIntervalMs: positive,
+  probeTimeoutMs: positive,
+  suspicionMult: positive,
+  suspicionMaxMult: positive.gte(1, { message: 'must be >= 1' }),
+  gossipIntervalMs: positive,
+  retransmitMult: positive,
+  pushPullIntervalMs: positive,
+  pushPullScaleThreshold: positive,
+  streamTimeoutMs: positive,
+  reapAfterMs: positive,
+  tombstoneTtlMs: positive,
+  deadMemberRetainMs: positive,
+  maxPacketSize: positive.gte(512, { message: 'must be within 512..65000' }).lte(65000, { message: 'must be within 512..65000' }),
+  maxStreamMessageSize: positive,
+  maxKeyBytes: positive,
+  maxValueBytes: positive,
+  awarenessMaxMultiplier: positive,
+  maxBroadcastQueue: positive,
+  gossipMaxPacketsPerTarget: positive,
+  suspicionConfirmations: positive,
+  deadAccusers: positive,
+  flapThreshold: positive,
+  flapWindowProbes: positive,
+  observers: positive,
+  probationVouches: positive,
+  probationProbes: positive,
+  probationMaxProbes: positive,
+  probationMemoryProbes: positive,
+  probationProbeEvery: positive,
+
+  flapGuardFraction: nonNegative,
+  viewSettleMs: nonNegative,
+  viewMaxDelayMs: nonNegative,
+  indirectChecks: nonNegative,
+  gossipNodes: nonNegative,
+  gossipToTheDeadMs: nonNegative,
+  suspicionVerifiers: nonNegative,
+  maxPendingPerOwner: nonNegative,
+
+  calmMembership: z.boolean({ errorMap: () => ({ message: 'must be true or false' }) }),
+  streamFallbackProbe: z.boolean({ errorMap: () => ({ message: 'must be true or false' }) }),
+  random: z
+    .custom<() => number>((v) => typeof v === 'function', { message: 'must be a function returning [0,1)' })
+    .optional(),
+} satisfies Record<keyof ClusterConfig, z.ZodTypeAny>;
+
+/** Rules between fields: [field named in the error, holds?, message]. */
+type CrossRule = [keyof ClusterConfig, (c: ClusterConfig) => boolean, string];
+const CROSS_RULES: CrossRule[] = [
+  ['probeTimeoutMs', (c) => c.probeTimeoutMs < c.probeIntervalMs, 'must be smaller than probeIntervalMs'],
+  ['maxValueBytes', (c) => c.maxValueBytes + c.maxKeyBytes + 200 <= c.maxStreamMessageSize, 'entries must fit in maxStreamMessageSize'],
+  ['tombstoneTtlMs', (c) => c.tombstoneTtlMs >= c.reapAfterMs, 'must be >= reapAfterMs (otherwise a partitioned peer could resurrect deletes)'],
+  ['viewMaxDelayMs', (c) => c.viewMaxDelayMs >= c.viewSettleMs, 'must be >= viewSettleMs'],
+  [
+    'probationProbeEvery',
+    (c) => 0.9 * c.probationProbeEvery * c.probeIntervalMs > 1.5 * c.probeTimeoutMs,
+    'a probation round (1.5 * probeTimeoutMs) must fit in 0.9 * probationProbeEvery * probeIntervalMs',
+  ],
+  ['probationMaxProbes', (c) => c.probationMaxProbes >= c.probationProbes, 'must be >= probationProbes'],
+];
+
+const CONFIG_SCHEMA = z.object(CONFIG_SHAPE).superRefine((c, ctx) => {
+  for (const [field, holds, message] of CROSS_RULES) {
+    if (!holds(c as ClusterConfig)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [field], message });
   }
-  const nonNeg: Array<keyof ClusterConfig> = ['flapGuardFraction', 'viewSettleMs', 'viewMaxDelayMs', 'indirectChecks', 'gossipNodes', 'gossipToTheDeadMs', 'suspicionVerifiers', 'maxPendingPerOwner'];
-  for (const f of nonNeg) {
-    const v = cfg[f];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError(f, `must be a number >= 0, got ${String(v)}`);
-  }
-  if (cfg.probeTimeoutMs >= cfg.probeIntervalMs) throw new ConfigError('probeTimeoutMs', 'must be smaller than probeIntervalMs');
-  if (cfg.suspicionMaxMult < 1) throw new ConfigError('suspicionMaxMult', 'must be >= 1');
-  if (cfg.maxPacketSize < 512 || cfg.maxPacketSize > 65000) throw new ConfigError('maxPacketSize', 'must be within 512..65000');
-  if (cfg.maxValueBytes + cfg.maxKeyBytes + 200 > cfg.maxStreamMessageSize) throw new ConfigError('maxValueBytes', 'entries must fit in maxStreamMessageSize');
-  if (cfg.tombstoneTtlMs < cfg.reapAfterMs) throw new ConfigError('tombstoneTtlMs', 'must be >= reapAfterMs (otherwise a partitioned peer could resurrect deletes)');
-  if (typeof cfg.calmMembership !== 'boolean') throw new ConfigError('calmMembership', 'must be true or false');
-  if (cfg.viewMaxDelayMs < cfg.viewSettleMs) throw new ConfigError('viewMaxDelayMs', 'must be >= viewSettleMs');
-  if (0.9 * cfg.probationProbeEvery * cfg.probeIntervalMs <= 1.5 * cfg.probeTimeoutMs) throw new ConfigError('probationProbeEvery', 'a probation round (1.5 * probeTimeoutMs) must fit in 0.9 * probationProbeEvery * probeIntervalMs');
-  if (cfg.probationMaxProbes < cfg.probationProbes) throw new ConfigError('probationMaxProbes', 'must be >= probationProbes');
-  if (cfg.random !== undefined && typeof cfg.random !== 'function') throw new ConfigError('random', 'must be a function returning [0,1)');
+});
+
+/** Validates a complete config. Throws ConfigError naming the first offending field. */
+export function validateConfig(cfg: ClusterConfig): void {
+  const r = CONFIG_SCHEMA.safeParse(cfg);
+  if (r.success) return;
+  const issue = r.error.issues[0]!;
+  throw new ConfigError(issue.path.length > 0 ? String(issue.path[0]) : 'config', issue.message);
 }

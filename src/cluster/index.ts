@@ -2,7 +2,7 @@
 export { ClusterNode, JoinError } from './node';
 export type { EntryView, MemberView, ChangeEventView, MemberEventView, ClusterState, NodeStats, MemberState, Version } from './node';
 export { resolveConfig, validateConfig, DEFAULT_CONFIG, ConfigError, type ClusterConfig, type ClusterConfigInput } from './config';
-export { systemClock, nullLogger, consoleLogger, combineTransports, type Clock, type Logger, type Transport } from './transport';
+export { systemClock, nullLogger, consoleLogger, combineTransports, type Clock, type Logger, type LogFields, type Transport } from './transport';
 export { UdpTransport, type UdpTransportOptions } from './udp';
 export { GrpcTransport, type GrpcTransportOptions, type TlsPaths } from './grpc';
 export { ReplicatedTable } from './table';

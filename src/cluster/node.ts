@@ -21,6 +21,7 @@ import { BroadcastQueue, retransmitLimit } from './broadcast';
 import { Membership, STATE_CODE, CODE_STATE, type Member, type MemberState } from './membership';
 import { messageProblem } from './validate';
 import { RateLimitedLog, type Clock, type Logger, type Transport, type TimerHandle } from './transport';
+import { withPrefix } from '../common/log';
 
 export type { MemberState } from './membership';
 export type { Version } from './table';
@@ -48,12 +49,6 @@ export class JoinError extends Error {
 
 const FINE_BUCKETS = 64;
 
-/** Adapt any logger with (msg) methods: fields are appended as JSON, the node name is prefixed. */
-function withFields(l: Logger, name: string): Logger {
-  const f = (fn: (m: string) => void) => (msg: string, fields?: Record<string, unknown>) =>
-    fn(`cluster[${name}] ${msg}${fields && Object.keys(fields).length ? ' ' + JSON.stringify(fields) : ''}`);
-  return { debug: f((m) => l.debug(m)), info: f((m) => l.info(m)), warn: f((m) => l.warn(m)), error: f((m) => l.error(m)) };
-}
 const GAP_PULL_DELAY_MS = 400;
 
 export interface NodeStats {
@@ -90,7 +85,7 @@ export class ClusterNode extends EventEmitter {
 
   constructor(config: ClusterConfigInput, private readonly transport: Transport, private readonly clock: Clock, logger: Logger) {
     super();
-    const log = withFields(logger, config.name);
+    const log = withPrefix(logger, `cluster[${config.name}] `);
     this.log = log;
     this.config = resolveConfig(config);
     this.rand = this.config.random ?? Math.random;

@@ -1,4 +1,5 @@
 // Narrow interfaces between the gossip core and the outside world.
+import { makeLogger, type Level, type LogFields, type Logger } from '../common/log';
 
 /** Opaque timer handle. */
 export type TimerHandle = unknown;
@@ -16,22 +17,13 @@ export const systemClock: Clock = {
   clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
-export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+// Logging: the cluster uses the daemon's one logger (src/common/log.ts); its methods take an
+// optional `fields` object, rendered as JSON on the line.
+export { nullLogger, type Logger, type LogFields } from '../common/log';
 
-export const nullLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
-
-export function consoleLogger(prefix = 'cluster', level: 'debug' | 'info' | 'warn' | 'error' = 'info'): Logger {
-  const order = { debug: 0, info: 1, warn: 2, error: 3 };
-  const mk = (l: keyof typeof order) => (msg: string, f?: Record<string, unknown>) => {
-    if (order[l] < order[level]) return;
-    console.error(`${new Date().toISOString()} ${l} [${prefix}] ${msg}${f ? ' ' + JSON.stringify(f) : ''}`);
-  };
-  return { debug: mk('debug'), info: mk('info'), warn: mk('warn'), error: mk('error') };
+/** A stderr logger for the cluster layer used on its own (a thin call of makeLogger). */
+export function consoleLogger(prefix = 'cluster', level: Level = 'info'): Logger {
+  return makeLogger(level, undefined, prefix);
 }
 
 export type PacketHandler = (from: string, data: Uint8Array) => void;
@@ -79,7 +71,7 @@ export function combineTransports(
 export class RateLimitedLog {
   private last = new Map<string, { at: number; suppressed: number }>();
   constructor(private readonly logger: Logger, private readonly intervalMs = 10_000, private readonly now: () => number = () => Date.now()) {}
-  warn(key: string, msg: string, fields: Record<string, unknown> = {}): void {
+  warn(key: string, msg: string, fields: LogFields = {}): void {
     const t = this.now();
     const s = this.last.get(key);
     if (s && t - s.at < this.intervalMs) { s.suppressed++; return; }

@@ -3,8 +3,8 @@
 // ("app/<id>", "svc/<id>", owner = this node); what other nodes publish is
 // folded back into the table as remote apps and services. Backends whose node
 // is not alive are skipped by load balancing.
-import { ClusterNode, createNetworkTransport, systemClock, type ClusterState, type Logger as ClusterLogger, type TlsPaths } from '../cluster';
-import type { Logger } from '../common/log';
+import { ClusterNode, createNetworkTransport, systemClock, type ClusterState, type TlsPaths } from '../cluster';
+import { withPrefix, type Logger } from '../common/log';
 import type { Store } from '../store/store';
 import type { App, ServiceTable, Sock } from '../table/table';
 
@@ -42,12 +42,8 @@ export class ClusterGlue {
     private readonly log: Logger,
     private readonly opts: ClusterOptions,
   ) {
-    const clog: ClusterLogger = {
-      debug: (m, f) => log.debug(`cluster: ${m}${f ? ' ' + JSON.stringify(f) : ''}`),
-      info: (m, f) => log.info(`cluster: ${m}${f ? ' ' + JSON.stringify(f) : ''}`),
-      warn: (m, f) => log.warn(`cluster: ${m}${f ? ' ' + JSON.stringify(f) : ''}`),
-      error: (m, f) => log.error(`cluster: ${m}${f ? ' ' + JSON.stringify(f) : ''}`),
-    };
+    // The cluster logs through the daemon's logger (same Logger type; fields rendered as JSON).
+    const clog = withPrefix(log, 'cluster: ');
     const addr = `${opts.advertise}:${opts.gossipPort}`;
     const transport = createNetworkTransport({ bindAddr: addr, key: opts.keys, ...(opts.tls ? { tls: opts.tls } : {}), logger: clog });
     this.node = new ClusterNode({ name: table.node, advertiseAddr: addr, ...(opts.timing ?? {}) }, transport, systemClock, clog);
