@@ -5,8 +5,28 @@ import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProto } from '../common/protos';
 import { defaultStateDir } from '../common/paths';
+import type { ProtoGrpcType } from '../gen/ax';
+import type { AppList__Output } from '../gen/ax/v1/AppList';
+import type { AxClient as AxStub } from '../gen/ax/v1/Ax';
+import type { ListRequest } from '../gen/ax/v1/ListRequest';
+import type { MemberList__Output } from '../gen/ax/v1/MemberList';
+import type { ServiceList__Output } from '../gen/ax/v1/ServiceList';
+import type { ShutdownReply__Output } from '../gen/ax/v1/ShutdownReply';
+import type { ShutdownRequest } from '../gen/ax/v1/ShutdownRequest';
+import type { SocketList__Output } from '../gen/ax/v1/SocketList';
+import type { StatusReply__Output } from '../gen/ax/v1/StatusReply';
+import type { StatusRequest } from '../gen/ax/v1/StatusRequest';
 
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** The unary calls of the Ax service: [what each takes, what it answers]. */
+interface Unary {
+  Status: [StatusRequest, StatusReply__Output];
+  ListApps: [ListRequest, AppList__Output];
+  ListServices: [ListRequest, ServiceList__Output];
+  ListSockets: [ListRequest, SocketList__Output];
+  ListMembers: [ListRequest, MemberList__Output];
+  Shutdown: [ShutdownRequest, ShutdownReply__Output];
+}
+type UnaryMethod = keyof Unary;
 
 /** No daemon answers at the socket. The message is one line: what, where, what to do. */
 export class DaemonUnreachable extends Error {}
@@ -46,25 +66,28 @@ export function unreachableMessage(socket: string, err: { code?: number; details
 export class AxClient {
   /** pid of the daemon connectOrStart started for this client (it is our child, and must outlive us) */
   startedDaemon = 0;
-  readonly raw: grpc.Client & Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  readonly raw: AxStub;
 
   constructor(readonly socket: string) {
-    const pkg = loadProto('ax.proto') as unknown as { ax: { v1: { Ax: grpc.ServiceClientConstructor } } };
+    const pkg = loadProto('ax.proto') as unknown as ProtoGrpcType;
     this.raw = new pkg.ax.v1.Ax(`unix://${socket}`, grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': 64 << 20,
       'grpc.initial_reconnect_backoff_ms': 100,
       'grpc.max_reconnect_backoff_ms': 500,
-    }) as grpc.Client & Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+    });
   }
 
   /**
    * A unary call. Rejects with DaemonUnreachable (no daemon, or no answer within
    * `timeoutMs`) or ApiError (the daemon refused, e.g. PERMISSION_DENIED, with its reason).
    */
-  call(method: string, req: Obj = {}, timeoutMs = 5000): Promise<Obj> {
+  call<M extends UnaryMethod>(method: M, req: Unary[M][0] = {}, timeoutMs = 5000): Promise<Unary[M][1]> {
+    // Each method of the stub is overloaded; this is the overload called here, for method M.
+    type Fn = (req: Unary[M][0], options: grpc.CallOptions, cb: grpc.requestCallback<Unary[M][1]>) => grpc.ClientUnaryCall;
+    const raw = this.raw as unknown as Record<M, Fn>;
     return new Promise((resolve, reject) => {
-      this.raw[method](req, { deadline: Date.now() + timeoutMs }, (err: grpc.ServiceError | null, res: Obj) => {
-        if (!err) return resolve(res);
+      raw[method](req, { deadline: Date.now() + timeoutMs }, (err, res) => {
+        if (!err) return resolve(res!);
         if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
           reject(new DaemonUnreachable(unreachableMessage(this.socket, err)));
         } else reject(new ApiError(err.code, err.details || err.message));

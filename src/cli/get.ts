@@ -1,6 +1,10 @@
 // `ax get apps|services|sockets|members`: tables by default, -o json for machines.
 import { formatAddr } from '../common/addr';
 import { defaultApiSocket } from '../common/paths';
+import type { App__Output } from '../gen/ax/v1/App';
+import type { Member__Output } from '../gen/ax/v1/Member';
+import type { Service__Output } from '../gen/ax/v1/Service';
+import type { SocketInfo__Output } from '../gen/ax/v1/SocketInfo';
 import { formatLabels } from '../policy/labels';
 import { parseFlags, str, bool, UsageError, type FlagSpec } from './args';
 import { AxClient } from './client';
@@ -17,13 +21,27 @@ const SPECS: FlagSpec[] = [
   { name: 'help', short: 'h', kind: 'bool' },
 ];
 
-type Row = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Columns<R> = Array<[string, (r: R) => string]>;
 
-const KINDS: Record<string, { method: string; field: string; columns: Array<[string, (r: Row) => string]> }> = {
-  apps: {
-    method: 'ListApps',
-    field: 'apps',
-    columns: [
+/** What `ax get KIND` shows: the rows the daemon lists, and their table. */
+interface Kind {
+  get(client: AxClient): Promise<{ rows: object[]; table(): string }>;
+}
+
+/** A kind whose rows (of type R) come from `list`, shown in a table with `columns`. */
+function kind<R extends object>(list: (client: AxClient) => Promise<R[]>, columns: Columns<R>): Kind {
+  return {
+    get: async (client) => {
+      const rows = await list(client);
+      return { rows, table: () => table(rows, columns) };
+    },
+  };
+}
+
+const KINDS: Record<string, Kind> = {
+  apps: kind<App__Output>(
+    async (c) => (await c.call('ListApps')).apps ?? [],
+    [
       ['NAME', (r) => r.name || '-'],
       ['APPID', (r) => r.id],
       ['NODE', (r) => r.node],
@@ -33,11 +51,10 @@ const KINDS: Record<string, { method: string; field: string; columns: Array<[str
       ['PROCESSES', (r) => String(r.processes)],
       ['SERVICES', (r) => String(r.services)],
     ],
-  },
-  services: {
-    method: 'ListServices',
-    field: 'services',
-    columns: [
+  ),
+  services: kind<Service__Output>(
+    async (c) => (await c.call('ListServices')).services ?? [],
+    [
       ['NAME', (r) => r.name || '-'],
       ['VIRTUAL', (r) => formatAddr({ ip: r.vip, port: r.vport })],
       ['HOST', (r) => formatAddr({ ip: r.host_ip, port: r.host_port })],
@@ -46,11 +63,10 @@ const KINDS: Record<string, { method: string; field: string; columns: Array<[str
       ['NODE', (r) => r.node],
       ['LABELS', (r) => formatLabels(r.labels ?? {})],
     ],
-  },
-  sockets: {
-    method: 'ListSockets',
-    field: 'sockets',
-    columns: [
+  ),
+  sockets: kind<SocketInfo__Output>(
+    async (c) => (await c.call('ListSockets')).sockets ?? [],
+    [
       ['ID', (r) => String(r.id)],
       ['APPID', (r) => r.app_id],
       ['PID', (r) => String(r.pid)],
@@ -60,18 +76,17 @@ const KINDS: Record<string, { method: string; field: string; columns: Array<[str
       ['HOST', (r) => r.host_addr],
       ['NODE', (r) => r.node],
     ],
-  },
-  members: {
-    method: 'ListMembers',
-    field: 'members',
-    columns: [
+  ),
+  members: kind<Member__Output>(
+    async (c) => (await c.call('ListMembers')).members ?? [],
+    [
       ['NAME', (r) => r.name],
       ['ADDRESS', (r) => r.address],
       ['STATE', (r) => r.state],
       ['INCARNATION', (r) => String(r.incarnation)],
       ['SERVICES', (r) => String(r.services)],
     ],
-  },
+  ),
 };
 KINDS.app = KINDS.apps;
 KINDS.service = KINDS.services;
@@ -80,7 +95,7 @@ KINDS.socket = KINDS.sockets;
 KINDS.member = KINDS.members;
 KINDS.nodes = KINDS.members;
 
-export function table(rows: Row[], columns: Array<[string, (r: Row) => string]>): string {
+export function table<R>(rows: R[], columns: Columns<R>): string {
   const cells = [columns.map(([h]) => h), ...rows.map((r) => columns.map(([, f]) => f(r)))];
   const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
   return cells.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]))).join('  ')).join('\n') + '\n';
@@ -99,9 +114,8 @@ export async function getMain(argv: string[]): Promise<number> {
   if (output !== 'table' && output !== 'json') throw new UsageError(`-o ${output}: choose table or json`);
   const client = new AxClient(str(p, 'socket') ?? defaultApiSocket());
   try {
-    const res = await client.call(kind.method);
-    const rows: Row[] = res[kind.field] ?? [];
-    process.stdout.write(output === 'json' ? JSON.stringify(rows, null, 2) + '\n' : table(rows, kind.columns));
+    const got = await kind.get(client);
+    process.stdout.write(output === 'json' ? JSON.stringify(got.rows, null, 2) + '\n' : got.table());
     return 0;
   } finally {
     client.close();

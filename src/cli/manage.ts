@@ -1,6 +1,7 @@
 // Managing the daemon: `ax status`, `ax daemon stop` (`ax stop`), `ax logs [-f]`.
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { defaultApiSocket } from '../common/paths';
+import type { StatusReply__Output } from '../gen/ax/v1/StatusReply';
 import { bool, parseFlags, str, UsageError, type FlagSpec } from './args';
 import { autostartLogFile, AxClient, DaemonUnreachable } from './client';
 
@@ -25,10 +26,8 @@ added, until interrupted. A daemon that logs to its terminal (no --log-file) has
 const SOCKET: FlagSpec = { name: 'socket', kind: 'string' };
 const HELP: FlagSpec = { name: 'help', short: 'h', kind: 'bool' };
 
-type Obj = Record<string, unknown>;
-
-/** The lines `ax status` prints for a Status reply (key, padded, value). */
-export function formatStatus(s: Obj): string {
+/** The lines `ax status` prints for a Status reply (key, padded, value); only the fields it has are shown. */
+export function formatStatus(s: Partial<StatusReply__Output>): string {
   const lines: Array<[string, string]> = [];
   const skip = new Set(['vip_ranges', 'caller_uid', 'caller_user', 'autostarted_by']);
   for (const [k, v] of Object.entries(s)) {

@@ -6,6 +6,8 @@ import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
 import { checkVirtualIp } from '../common/addr';
 import { defaultApiSocket } from '../common/paths';
+import type { RunEvent__Output } from '../gen/ax/v1/RunEvent';
+import type { RunRequest } from '../gen/ax/v1/RunRequest';
 import { LabelError, parseLabels } from '../policy/labels';
 import { parsePort } from '../table/ports';
 import { list, parseDuration, parseFlags, str, bool, UsageError, type FlagSpec } from './args';
@@ -122,12 +124,8 @@ export function hookLibrary(): string {
   throw new Error(`the ax hook library was not found (looked at ${candidates.join(', ')}); build it with: npm run build`);
 }
 
-interface Registration {
-  app_id: string;
-  token: string;
-  vip: string;
-  hook_socket: string;
-}
+/** The daemon's answer to RunApp: the app's id, token, VIP and hook socket. */
+type Registration = RunEvent__Output;
 
 /** The daemon refused the app (the reason is the message); `ax run` exits 1 with it. */
 export class RunRefused extends Error {}
@@ -139,11 +137,11 @@ export class RunRefused extends Error {}
  */
 function register(
   client: AxClient,
-  req: Record<string, unknown>,
+  req: RunRequest,
   onGone: (stream: grpc.ClientReadableStream<Registration>, e: grpc.ServiceError | null) => void,
 ): Promise<{ reg: Registration; stream: grpc.ClientReadableStream<Registration> }> {
   return new Promise((resolve, reject) => {
-    const stream = client.raw.RunApp(req) as grpc.ClientReadableStream<Registration>;
+    const stream = client.raw.RunApp(req);
     let first = true;
     let gone = false;
     const end = (e: grpc.ServiceError | null) => {
@@ -191,7 +189,7 @@ export class Attachment {
 
   constructor(
     private readonly client: AxClient,
-    private readonly req: Record<string, unknown>,
+    private readonly req: RunRequest,
     private readonly warn: (msg: string) => void,
   ) {}
 
@@ -275,7 +273,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   }
   const lib = hookLibrary();
   const client = await connectOrStart(spec.socket, spec.autostart, entry);
-  const req: Record<string, unknown> = {
+  const req: RunRequest = {
     name: spec.name,
     ip: spec.ip,
     labels: spec.labels,

@@ -7,6 +7,21 @@ import { dirname } from 'node:path';
 import { AF_INET6, checkVipInRanges, checkVirtualIp, formatAddr, formatCidr } from '../common/addr';
 import { rateLimited } from '../common/log';
 import { loadProto } from '../common/protos';
+import type { ProtoGrpcType } from '../gen/ax';
+import type { App as AppMsg } from '../gen/ax/v1/App';
+import type { AppList } from '../gen/ax/v1/AppList';
+import type { AxDefinition, AxHandlers } from '../gen/ax/v1/Ax';
+import type { ExposeRule as ExposeRuleMsg } from '../gen/ax/v1/ExposeRule';
+import type { Member } from '../gen/ax/v1/Member';
+import type { MemberList } from '../gen/ax/v1/MemberList';
+import type { RunEvent } from '../gen/ax/v1/RunEvent';
+import type { RunRequest__Output } from '../gen/ax/v1/RunRequest';
+import type { Service } from '../gen/ax/v1/Service';
+import type { ServiceList } from '../gen/ax/v1/ServiceList';
+import type { ShutdownReply } from '../gen/ax/v1/ShutdownReply';
+import type { SocketInfo } from '../gen/ax/v1/SocketInfo';
+import type { SocketList } from '../gen/ax/v1/SocketList';
+import type { StatusReply } from '../gen/ax/v1/StatusReply';
 import { checkClaims } from '../policy/claims';
 import { DEFAULT_LABELS, parseLabels, type Labels } from '../policy/labels';
 import type { App, ExposeRule, Sock } from '../table/table';
@@ -14,10 +29,8 @@ import type { Daemon } from './daemon';
 import { VERSION } from './daemon';
 import { ApiAccess, peerCredOf, socketFd, userName, type PeerCred } from './peer';
 
-type Obj = Record<string, unknown>;
-
-export function axService(): grpc.ServiceDefinition {
-  const pkg = loadProto('ax.proto') as unknown as { ax: { v1: { Ax: grpc.ServiceClientConstructor } } };
+export function axService(): AxDefinition {
+  const pkg = loadProto('ax.proto') as unknown as ProtoGrpcType;
   return pkg.ax.v1.Ax.service;
 }
 
@@ -32,7 +45,7 @@ const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
  * normalized pieces or throws an Error with the message. Ownership, ranges and label
  * claims are checked by the server with the caller's credentials.
  */
-export function checkRunRequest(req: Obj): { name: string; ip: string; labels: Labels; expose: ExposeRule[] } {
+export function checkRunRequest(req: RunRequest__Output): { name: string; ip: string; labels: Labels; expose: ExposeRule[] } {
   const name = String(req.name ?? '');
   const ip = String(req.ip ?? '');
   if (name && !NAME_RE.test(name)) {
@@ -42,7 +55,7 @@ export function checkRunRequest(req: Obj): { name: string; ip: string; labels: L
     const bad = checkVirtualIp(ip);
     if (bad) throw new Error(`--ip: ${bad}`);
   }
-  const raw = (req.labels ?? {}) as Record<string, string>;
+  const raw = req.labels ?? {};
   let labels: Labels;
   if (Object.keys(raw).length === 0) labels = { ...DEFAULT_LABELS };
   else {
@@ -53,7 +66,7 @@ export function checkRunRequest(req: Obj): { name: string; ip: string; labels: L
     );
   }
   const expose: ExposeRule[] = [];
-  for (const e of (req.expose ?? []) as Obj[]) {
+  for (const e of req.expose ?? []) {
     const port = Number(e.port);
     const hostPort = Number(e.host_port);
     if (!(port >= 1 && port <= 65535) || !(hostPort >= 1 && hostPort <= 65535)) {
@@ -120,7 +133,7 @@ export class ApiServer {
     mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
     rmSync(path, { force: true });
     const server = new grpc.Server({ 'grpc.max_receive_message_length': 1 << 20 });
-    server.addService(axService(), this.handlers() as unknown as grpc.UntypedServiceImplementation);
+    server.addService(axService(), this.handlers());
     const injector = server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     const ns = createServer((sock) => this.accept(sock, injector));
     ns.on('error', (e) => this.d.log.error(`api socket: ${e.message}`));
@@ -232,14 +245,14 @@ export class ApiServer {
     rmSync(this.path, { force: true });
   }
 
-  private handlers() {
+  private handlers(): AxHandlers {
     const d = this.d;
     const access = this.access;
     type Check = (p: PeerCred) => string | null;
     const read: Check = (p) => access.read(p);
     const unary =
-      (check: Check, fn: (req: Obj, who: PeerCred) => Obj) =>
-      (call: grpc.ServerUnaryCall<Obj, Obj>, cb: grpc.sendUnaryData<Obj>) => {
+      <Req, Res>(check: Check, fn: (req: Req, who: PeerCred) => Res): grpc.handleUnaryCall<Req, Res> =>
+      (call, cb) => {
         let done = () => {};
         try {
           const conn = this.connOf(call);
@@ -254,7 +267,7 @@ export class ApiServer {
         }
       };
     return {
-      Status: unary(read, (_req, who) => ({
+      Status: unary(read, (_req, who): StatusReply => ({
         node_name: d.config.nodeName,
         version: VERSION,
         pid: process.pid,
@@ -280,9 +293,9 @@ export class ApiServer {
         api_group: d.config.apiGroup?.name ?? '',
         label_policy: d.config.labelPolicy?.file ?? '',
       })),
-      RunApp: (call: grpc.ServerWritableStream<Obj, Obj>) => this.runApp(call),
-      ListApps: unary(read, () => ({
-        apps: d.table.listApps().map((a) => ({
+      RunApp: (call) => this.runApp(call),
+      ListApps: unary(read, (): AppList => ({
+        apps: d.table.listApps().map((a): AppMsg => ({
           id: a.id,
           name: a.name,
           node: a.node,
@@ -291,14 +304,14 @@ export class ApiServer {
           run_pid: a.runPid,
           processes: d.hooks.processCount(a.id),
           services: d.table.services().filter((s) => s.appId === a.id).length,
-          expose: a.expose.map((e) => ({ port: e.port, host_ip: e.hostIp, host_port: e.hostPort })),
+          expose: a.expose.map((e): ExposeRuleMsg => ({ port: e.port, host_ip: e.hostIp, host_port: e.hostPort })),
           uid: a.uid ?? 0,
           user: a.uid === undefined ? '' : a.node === d.config.nodeName ? userName(a.uid) : String(a.uid),
         })),
       })),
-      ListServices: unary(read, () => ({ services: d.table.services().map(serviceOut) })),
-      ListSockets: unary(read, () => ({
-        sockets: d.table.listSocks().map((s) => ({
+      ListServices: unary(read, (): ServiceList => ({ services: d.table.services().map(serviceOut) })),
+      ListSockets: unary(read, (): SocketList => ({
+        sockets: d.table.listSocks().map((s): SocketInfo => ({
           id: s.id,
           app_id: s.appId,
           pid: s.pid,
@@ -309,14 +322,14 @@ export class ApiServer {
           family: s.family === AF_INET6 ? 'inet6' : 'inet',
         })),
       })),
-      ListMembers: unary(read, () => ({
+      ListMembers: unary(read, (): MemberList => ({
         members: d.cluster
-          ? d.cluster.members().map((m) => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation, services: d.table.services().filter((s) => s.node === m.name).length }))
+          ? d.cluster.members().map((m): Member => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation, services: d.table.services().filter((s) => s.node === m.name).length }))
           : [{ name: d.config.nodeName, address: d.config.hostIp, state: 'alive', incarnation: 0, services: d.table.localServices().length }],
       })),
       Shutdown: unary(
         (p) => access.daemonWide(p, 'stop the daemon'),
-        (_req, who) => {
+        (_req, who): ShutdownReply => {
           d.log.info(`shutdown requested by uid ${who.uid} (pid ${who.pid})`);
           setImmediate(() => d.stopAndExit(0));
           return {};
@@ -335,7 +348,7 @@ export class ApiServer {
    * Validates a new app's request for caller `who`; returns the app to add or
    * throws Refused with the status and the reason.
    */
-  private newApp(req: Obj, who: PeerCred): App {
+  private newApp(req: RunRequest__Output, who: PeerCred): App {
     const d = this.d;
     let spec: ReturnType<typeof checkRunRequest>;
     try {
@@ -344,7 +357,7 @@ export class ApiServer {
       throw new Refused(grpc.status.INVALID_ARGUMENT, (e as Error).message);
     }
     const privileged = who.uid === 0 || who.uid === this.access.daemonUid;
-    const asked = Object.keys((req.labels ?? {}) as Obj).length > 0 ? spec.labels : {};
+    const asked = Object.keys(req.labels ?? {}).length > 0 ? spec.labels : {};
     const claim = checkClaims(asked, who, privileged, d.config.labelPolicy);
     if (claim) throw new Refused(grpc.status.PERMISSION_DENIED, claim);
     if (spec.ip) {
@@ -388,7 +401,7 @@ export class ApiServer {
     };
   }
 
-  private runApp(call: grpc.ServerWritableStream<Obj, Obj>): void {
+  private runApp(call: grpc.ServerWritableStream<RunRequest__Output, RunEvent>): void {
     const d = this.d;
     const req = call.request;
     let app: App | undefined;
@@ -434,7 +447,7 @@ function labelValue(text: string, fallback: number): string {
   return /^[A-Za-z0-9._-]{1,63}$/.test(text) ? text : String(fallback);
 }
 
-function serviceOut(s: Sock): Obj {
+function serviceOut(s: Sock): Service {
   return {
     name: s.name,
     vip: s.vip,

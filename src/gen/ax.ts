@@ -1,0 +1,49 @@
+import type * as grpc from '@grpc/grpc-js';
+import type { MessageTypeDefinition } from '@grpc/proto-loader';
+
+import type { App as _ax_v1_App, App__Output as _ax_v1_App__Output } from './ax/v1/App';
+import type { AppList as _ax_v1_AppList, AppList__Output as _ax_v1_AppList__Output } from './ax/v1/AppList';
+import type { AxClient as _ax_v1_AxClient, AxDefinition as _ax_v1_AxDefinition } from './ax/v1/Ax';
+import type { ExposeRule as _ax_v1_ExposeRule, ExposeRule__Output as _ax_v1_ExposeRule__Output } from './ax/v1/ExposeRule';
+import type { ListRequest as _ax_v1_ListRequest, ListRequest__Output as _ax_v1_ListRequest__Output } from './ax/v1/ListRequest';
+import type { Member as _ax_v1_Member, Member__Output as _ax_v1_Member__Output } from './ax/v1/Member';
+import type { MemberList as _ax_v1_MemberList, MemberList__Output as _ax_v1_MemberList__Output } from './ax/v1/MemberList';
+import type { RunEvent as _ax_v1_RunEvent, RunEvent__Output as _ax_v1_RunEvent__Output } from './ax/v1/RunEvent';
+import type { RunRequest as _ax_v1_RunRequest, RunRequest__Output as _ax_v1_RunRequest__Output } from './ax/v1/RunRequest';
+import type { Service as _ax_v1_Service, Service__Output as _ax_v1_Service__Output } from './ax/v1/Service';
+import type { ServiceList as _ax_v1_ServiceList, ServiceList__Output as _ax_v1_ServiceList__Output } from './ax/v1/ServiceList';
+import type { ShutdownReply as _ax_v1_ShutdownReply, ShutdownReply__Output as _ax_v1_ShutdownReply__Output } from './ax/v1/ShutdownReply';
+import type { ShutdownRequest as _ax_v1_ShutdownRequest, ShutdownRequest__Output as _ax_v1_ShutdownRequest__Output } from './ax/v1/ShutdownRequest';
+import type { SocketInfo as _ax_v1_SocketInfo, SocketInfo__Output as _ax_v1_SocketInfo__Output } from './ax/v1/SocketInfo';
+import type { SocketList as _ax_v1_SocketList, SocketList__Output as _ax_v1_SocketList__Output } from './ax/v1/SocketList';
+import type { StatusReply as _ax_v1_StatusReply, StatusReply__Output as _ax_v1_StatusReply__Output } from './ax/v1/StatusReply';
+import type { StatusRequest as _ax_v1_StatusRequest, StatusRequest__Output as _ax_v1_StatusRequest__Output } from './ax/v1/StatusRequest';
+
+type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
+  new(...args: ConstructorParameters<Constructor>): Subtype;
+};
+
+export interface ProtoGrpcType {
+  ax: {
+    v1: {
+      App: MessageTypeDefinition<_ax_v1_App, _ax_v1_App__Output>
+      AppList: MessageTypeDefinition<_ax_v1_AppList, _ax_v1_AppList__Output>
+      Ax: SubtypeConstructor<typeof grpc.Client, _ax_v1_AxClient> & { service: _ax_v1_AxDefinition }
+      ExposeRule: MessageTypeDefinition<_ax_v1_ExposeRule, _ax_v1_ExposeRule__Output>
+      ListRequest: MessageTypeDefinition<_ax_v1_ListRequest, _ax_v1_ListRequest__Output>
+      Member: MessageTypeDefinition<_ax_v1_Member, _ax_v1_Member__Output>
+      MemberList: MessageTypeDefinition<_ax_v1_MemberList, _ax_v1_MemberList__Output>
+      RunEvent: MessageTypeDefinition<_ax_v1_RunEvent, _ax_v1_RunEvent__Output>
+      RunRequest: MessageTypeDefinition<_ax_v1_RunRequest, _ax_v1_RunRequest__Output>
+      Service: MessageTypeDefinition<_ax_v1_Service, _ax_v1_Service__Output>
+      ServiceList: MessageTypeDefinition<_ax_v1_ServiceList, _ax_v1_ServiceList__Output>
+      ShutdownReply: MessageTypeDefinition<_ax_v1_ShutdownReply, _ax_v1_ShutdownReply__Output>
+      ShutdownRequest: MessageTypeDefinition<_ax_v1_ShutdownRequest, _ax_v1_ShutdownRequest__Output>
+      SocketInfo: MessageTypeDefinition<_ax_v1_SocketInfo, _ax_v1_SocketInfo__Output>
+      SocketList: MessageTypeDefinition<_ax_v1_SocketList, _ax_v1_SocketList__Output>
+      StatusReply: MessageTypeDefinition<_ax_v1_StatusReply, _ax_v1_StatusReply__Output>
+      StatusRequest: MessageTypeDefinition<_ax_v1_StatusRequest, _ax_v1_StatusRequest__Output>
+    }
+  }
+}
+

@@ -1,0 +1,104 @@
+// Original file: proto/ax.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { AppList as _ax_v1_AppList, AppList__Output as _ax_v1_AppList__Output } from '../../ax/v1/AppList';
+import type { ListRequest as _ax_v1_ListRequest, ListRequest__Output as _ax_v1_ListRequest__Output } from '../../ax/v1/ListRequest';
+import type { MemberList as _ax_v1_MemberList, MemberList__Output as _ax_v1_MemberList__Output } from '../../ax/v1/MemberList';
+import type { RunEvent as _ax_v1_RunEvent, RunEvent__Output as _ax_v1_RunEvent__Output } from '../../ax/v1/RunEvent';
+import type { RunRequest as _ax_v1_RunRequest, RunRequest__Output as _ax_v1_RunRequest__Output } from '../../ax/v1/RunRequest';
+import type { ServiceList as _ax_v1_ServiceList, ServiceList__Output as _ax_v1_ServiceList__Output } from '../../ax/v1/ServiceList';
+import type { ShutdownReply as _ax_v1_ShutdownReply, ShutdownReply__Output as _ax_v1_ShutdownReply__Output } from '../../ax/v1/ShutdownReply';
+import type { ShutdownRequest as _ax_v1_ShutdownRequest, ShutdownRequest__Output as _ax_v1_ShutdownRequest__Output } from '../../ax/v1/ShutdownRequest';
+import type { SocketList as _ax_v1_SocketList, SocketList__Output as _ax_v1_SocketList__Output } from '../../ax/v1/SocketList';
+import type { StatusReply as _ax_v1_StatusReply, StatusReply__Output as _ax_v1_StatusReply__Output } from '../../ax/v1/StatusReply';
+import type { StatusRequest as _ax_v1_StatusRequest, StatusRequest__Output as _ax_v1_StatusRequest__Output } from '../../ax/v1/StatusRequest';
+
+export interface AxClient extends grpc.Client {
+  ListApps(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  ListApps(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  ListApps(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  ListApps(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  listApps(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  listApps(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  listApps(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  listApps(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
+  
+  ListMembers(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  ListMembers(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  ListMembers(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  ListMembers(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  listMembers(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  listMembers(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  listMembers(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  listMembers(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_MemberList__Output>): grpc.ClientUnaryCall;
+  
+  ListServices(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  ListServices(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  ListServices(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  ListServices(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  listServices(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  listServices(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  listServices(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  listServices(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_ServiceList__Output>): grpc.ClientUnaryCall;
+  
+  ListSockets(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  ListSockets(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  ListSockets(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  ListSockets(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  listSockets(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  listSockets(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  listSockets(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  listSockets(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
+  
+  RunApp(argument: _ax_v1_RunRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
+  RunApp(argument: _ax_v1_RunRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
+  runApp(argument: _ax_v1_RunRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
+  runApp(argument: _ax_v1_RunRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
+  
+  Shutdown(argument: _ax_v1_ShutdownRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  Shutdown(argument: _ax_v1_ShutdownRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  Shutdown(argument: _ax_v1_ShutdownRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  Shutdown(argument: _ax_v1_ShutdownRequest, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  shutdown(argument: _ax_v1_ShutdownRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  shutdown(argument: _ax_v1_ShutdownRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  shutdown(argument: _ax_v1_ShutdownRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  shutdown(argument: _ax_v1_ShutdownRequest, callback: grpc.requestCallback<_ax_v1_ShutdownReply__Output>): grpc.ClientUnaryCall;
+  
+  Status(argument: _ax_v1_StatusRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  Status(argument: _ax_v1_StatusRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  Status(argument: _ax_v1_StatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  Status(argument: _ax_v1_StatusRequest, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  status(argument: _ax_v1_StatusRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  status(argument: _ax_v1_StatusRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  status(argument: _ax_v1_StatusRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  status(argument: _ax_v1_StatusRequest, callback: grpc.requestCallback<_ax_v1_StatusReply__Output>): grpc.ClientUnaryCall;
+  
+}
+
+export interface AxHandlers extends grpc.UntypedServiceImplementation {
+  ListApps: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_AppList>;
+  
+  ListMembers: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_MemberList>;
+  
+  ListServices: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_ServiceList>;
+  
+  ListSockets: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_SocketList>;
+  
+  RunApp: grpc.handleServerStreamingCall<_ax_v1_RunRequest__Output, _ax_v1_RunEvent>;
+  
+  Shutdown: grpc.handleUnaryCall<_ax_v1_ShutdownRequest__Output, _ax_v1_ShutdownReply>;
+  
+  Status: grpc.handleUnaryCall<_ax_v1_StatusRequest__Output, _ax_v1_StatusReply>;
+  
+}
+
+export interface AxDefinition extends grpc.ServiceDefinition {
+  ListApps: MethodDefinition<_ax_v1_ListRequest, _ax_v1_AppList, _ax_v1_ListRequest__Output, _ax_v1_AppList__Output>
+  ListMembers: MethodDefinition<_ax_v1_ListRequest, _ax_v1_MemberList, _ax_v1_ListRequest__Output, _ax_v1_MemberList__Output>
+  ListServices: MethodDefinition<_ax_v1_ListRequest, _ax_v1_ServiceList, _ax_v1_ListRequest__Output, _ax_v1_ServiceList__Output>
+  ListSockets: MethodDefinition<_ax_v1_ListRequest, _ax_v1_SocketList, _ax_v1_ListRequest__Output, _ax_v1_SocketList__Output>
+  RunApp: MethodDefinition<_ax_v1_RunRequest, _ax_v1_RunEvent, _ax_v1_RunRequest__Output, _ax_v1_RunEvent__Output>
+  Shutdown: MethodDefinition<_ax_v1_ShutdownRequest, _ax_v1_ShutdownReply, _ax_v1_ShutdownRequest__Output, _ax_v1_ShutdownReply__Output>
+  Status: MethodDefinition<_ax_v1_StatusRequest, _ax_v1_StatusReply, _ax_v1_StatusRequest__Output, _ax_v1_StatusReply__Output>
+}

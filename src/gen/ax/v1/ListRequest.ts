@@ -1,0 +1,8 @@
+// Original file: proto/ax.proto
+
+
+export interface ListRequest {
+}
+
+export interface ListRequest__Output {
+}

@@ -1,0 +1,8 @@
+// Original file: proto/ax.proto
+
+
+export interface ShutdownRequest {
+}
+
+export interface ShutdownRequest__Output {
+}
