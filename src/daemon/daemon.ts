@@ -1,6 +1,6 @@
 // The daemon: wires the store, the service table, the hook server and the API
 // together, restores state at start and reaps what dead processes left behind.
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { intToIpv4 } from '../common/addr';
@@ -15,22 +15,10 @@ import { ApiServer } from './api';
 import { ClusterGlue } from './cluster';
 import type { DaemonConfig } from './config';
 import { HookDispatcher } from './hooks';
+import { pidAlive } from './trust';
 
 export const VERSION = '0.1.0';
 
-/** True while the process exists and is not a zombie. */
-export function pidAlive(pid: number): boolean {
-  if (pid <= 0) return false;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch (e) {
-    // Only "no such process" is an answer; out of fds (EMFILE) is not a death.
-    const code = (e as NodeJS.ErrnoException).code;
-    return code !== 'ENOENT' && code !== 'ESRCH';
-  }
-}
 
 /** True when something accepts connections on the unix socket at `path`. */
 function socketAnswers(path: string): Promise<boolean> {

@@ -26,7 +26,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError,
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, ServiceTable, Sock } from '../table/table';
-import { AppTrust, procInfo } from './trust';
+import { AppTrust, pidAlive } from './trust';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -657,15 +657,6 @@ function removedApp(op: number): Reply {
       return { status: Status.ERR, err: ECONNREFUSED };
     default:
       return { status: Status.NATIVE };
-  }
-}
-
-/** True while the process exists and is not a zombie (unreadable /proc is no verdict: alive). */
-function pidAlive(pid: number): boolean {
-  try {
-    return procInfo(pid) !== null;
-  } catch {
-    return true;
   }
 }
 

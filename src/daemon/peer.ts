@@ -1,14 +1,9 @@
 // Who is at the other end of a unix socket, as the kernel says (SO_PEERCRED,
 // SO_PEERGROUPS), and the API's access rules built on it.
-import koffi from 'koffi';
 import { execFileSync } from 'node:child_process';
-
-const lib = koffi.load('libc.so.6');
-const c_getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
-const c_strerror = lib.func('const char *strerror(int)');
+import { getsockoptRaw, peerCred } from '../hookserver/libc';
 
 const SOL_SOCKET = 1;
-const SO_PEERCRED = 17;
 const SO_PEERGROUPS = 59;
 const ERANGE = 34;
 
@@ -27,22 +22,16 @@ export interface PeerCred {
  * Throws an Error naming the failed call (e.g. ENOTSOCK for a bad fd).
  */
 export function peerCredOf(fd: number): PeerCred {
-  const b = Buffer.alloc(12);
-  const len = [12];
-  if (c_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, b, len) < 0) {
-    throw new Error(`getsockopt(SO_PEERCRED): ${c_strerror(koffi.errno()) as string}`);
-  }
-  const cred: PeerCred = { pid: b.readInt32LE(0), uid: b.readUInt32LE(4), gid: b.readUInt32LE(8), groups: [] };
+  const cred: PeerCred = { ...peerCred(fd), groups: [] };
   let size = 64 * 4;
   for (let tries = 0; tries < 3; tries++) {
-    const g = Buffer.alloc(size);
-    const glen = [size];
-    if (c_getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, glen) === 0) {
-      for (let i = 0; i + 4 <= glen[0]; i += 4) cred.groups.push(g.readUInt32LE(i));
+    const g = getsockoptRaw(fd, SOL_SOCKET, SO_PEERGROUPS, size);
+    if (typeof g !== 'number') {
+      for (let i = 0; i + 4 <= g.length; i += 4) cred.groups.push(g.readUInt32LE(i));
       break;
     }
-    if (koffi.errno() !== ERANGE) break;
-    size = Math.max(glen[0], size * 4);
+    if (g !== ERANGE) break;
+    size = 65536 * 4; // NGROUPS_MAX groups
   }
   return cred;
 }

@@ -45,6 +45,15 @@ export function procInfo(pid: number): ProcInfo | null {
   return { pid, ppid, start };
 }
 
+/** True while the process exists and is not a zombie; unreadable /proc (the daemon out of fds) is no verdict: alive. */
+export function pidAlive(pid: number): boolean {
+  try {
+    return procInfo(pid) !== null;
+  } catch {
+    return true;
+  }
+}
+
 /** Real uid of a process (from /proc/PID/status), or -1. */
 export function procUid(pid: number): number {
   try {

@@ -166,10 +166,20 @@ export function close(fd: number): void {
 
 /** Credentials of the process at the other end of a unix socket. */
 export function peerCred(fd: number): { pid: number; uid: number; gid: number } {
-  const b = Buffer.alloc(12);
-  const len = [12];
-  check('getsockopt(SO_PEERCRED)', c_getsockopt(fd, SOL_SOCKET, SO_PEERCRED, b, len));
-  return { pid: b.readInt32LE(0), uid: b.readUInt32LE(4), gid: b.readUInt32LE(8) };
+  const r = getsockoptRaw(fd, SOL_SOCKET, SO_PEERCRED, 12);
+  if (typeof r === 'number') throw new SysError('getsockopt(SO_PEERCRED)', r);
+  return { pid: r.readInt32LE(0), uid: r.readUInt32LE(4), gid: r.readUInt32LE(8) };
+}
+
+/**
+ * getsockopt(fd, level, name) into a buffer of `size` bytes: the bytes the
+ * kernel wrote (a Buffer of that length), or the errno when it refused.
+ */
+export function getsockoptRaw(fd: number, level: number, name: number, size: number): Buffer | number {
+  const b = Buffer.alloc(size);
+  const len = [size];
+  if (Number(c_getsockopt(fd, level, name, b, len)) < 0) return koffi.errno();
+  return b.subarray(0, len[0]);
 }
 
 // struct msghdr and the control message are laid out by hand in one reusable

@@ -9,13 +9,13 @@
 // pseudo state TCP_BOUND_INACTIVE (Linux 6.8+); on older kernels they are not
 // visible and callers treat them as alive.
 import koffi from 'koffi';
+import { getsockoptRaw } from './libc';
 
 const lib = koffi.load('libc.so.6');
 const c_socket = lib.func('int socket(int, int, int)');
 const c_sendto = lib.func('intptr_t sendto(int, const void *, size_t, int, const void *, uint32_t)');
 const c_recv = lib.func('intptr_t recv(int, _Out_ void *, size_t, int)');
 const c_close = lib.func('int close(int)');
-const c_getsockopt = lib.func('int getsockopt(int, int, int, _Out_ void *, _Inout_ uint32_t *)');
 const c_setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
 
 const AF_NETLINK = 16;
@@ -49,10 +49,8 @@ export interface DiagSock {
 
 /** The kernel's socket cookie (SO_COOKIE) of `fd`, or 0n when it cannot be read. */
 export function socketCookie(fd: number): bigint {
-  const b = Buffer.alloc(8);
-  const len = [8];
-  if (Number(c_getsockopt(fd, SOL_SOCKET, SO_COOKIE, b, len)) !== 0) return 0n;
-  return b.readBigUInt64LE(0);
+  const b = getsockoptRaw(fd, SOL_SOCKET, SO_COOKIE, 8);
+  return typeof b === 'number' || b.length < 8 ? 0n : b.readBigUInt64LE(0);
 }
 
 /**
