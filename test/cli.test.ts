@@ -60,6 +60,10 @@ t.test('daemon flags: ranges, group, policy', async (t) => {
   const c = daemonConfigFromArgs(['--vip-range', '10.240.0.0/16', '--vip-range', '10.1.0.0/16']);
   t.same(c?.vipRanges, [parseCidr('10.240.0.0/16'), parseCidr('10.1.0.0/16')]);
   t.same(daemonConfigFromArgs([])?.vipRanges, [parseCidr('10.240.0.0/16')], 'default range');
+  t.same(daemonConfigFromArgs([])?.sourceRange, parseCidr('127.77.0.0/16'), 'default source range');
+  t.same(daemonConfigFromArgs(['--source-range', '127.99.0.0/20'])?.sourceRange, parseCidr('127.99.0.0/20'));
+  t.throws(() => daemonConfigFromArgs(['--source-range', '10.0.0.0/16']), new UsageError('--source-range 10.0.0.0/16: must lie in 127.0.0.0/8 (loopback)'));
+  t.throws(() => daemonConfigFromArgs(['--source-range', '127.1.2']), /--source-range.*invalid CIDR "127\.1\.2"/);
   t.throws(() => daemonConfigFromArgs(['--vip-range', '10.0.0.0/8', '--vip-range', '10.1.0.0/16']), /--vip-range: 10\.0\.0\.0\/8 and 10\.1\.0\.0\/16 overlap/);
   t.throws(() => daemonConfigFromArgs(['--api-group', 'no-such-group-ax']), /--api-group: group "no-such-group-ax" does not exist/);
   t.match(daemonConfigFromArgs(['--api-group', 'nogroup'])?.apiGroup, { name: 'nogroup', gid: 65534 });

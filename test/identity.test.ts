@@ -4,7 +4,7 @@
 // privilege-dropping workers. Each case runs real programs (python3, nginx,
 // node cluster, memcached, systemd-socket-activate, curl) and compares with
 // what the kernel does natively.
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, mkdtempSync, openSync, readFileSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -446,4 +446,21 @@ print(socket.getaddrinfo('named', 80, socket.AF_INET)[0][4][0])
   const asked = readFileSync(log, 'utf8').split('\n').filter((l) => /resolve named: asking the daemon/.test(l)).length;
   t.ok(asked >= 1 && asked <= 2, `51 lookups, ${asked} asked the daemon (AF_UNSPEC and AF_INET are separate answers)`);
   srv.kill();
+});
+
+t.test('a corrupted identity map is refused by the hook: apps work on (no cache, real peers), the daemon serves on', async (t) => {
+  const d = await TestDaemon.start(t);
+  const map = join(d.dir, 'ax-hook.sock.map');
+  const fd = openSync(map, 'r+');
+  writeSync(fd, Buffer.from('JUNK'), 0, 4, 4); // the magic word
+  closeSync(fd);
+  const p = script('plain2.py', SERVE + `\ns = socket.socket(); s.bind(('0.0.0.0', 80)); s.listen(8); print('up', flush=True)\nserve(s, 'srv')\n`);
+  const log = join(work, 'badmap.log');
+  const env = { env: { ...process.env, AX_HOOK_DEBUG: log } };
+  const srv = d.run(['--name', 'badmap'], [PY, '-u', p], env);
+  await srv.waitFor(/up/);
+  const r = await d.run([], [PY, get, 'badmap', '80'], env).result();
+  t.match(r.stdout, /^srv 127\.\d+\.\d+\.\d+:\d+ /, `served; without the map the server sees the client's real address (${r.stdout.trim()} ${r.stderr.trim()})`);
+  t.match(readFileSync(log, 'utf8'), /identity map .*: unknown layout/, 'the hook said why it did not use the map');
+  t.equal((await d.get('services')).length, 1, 'the daemon serves on');
 });

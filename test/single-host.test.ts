@@ -298,16 +298,20 @@ s.sendall((struct.pack("<IHH", 0x31305841, 5, 0).ljust(56, b"\\0") + struct.pack
 # a retired op number (CONNECTING, before the identity map)
 s = conn("${hookSock}")
 s.sendall(struct.pack("<IHH", 0x31305841, 10, 0).ljust(384, b"\\0")); print("hook closed:", s.recv(10) == b"")
+# a LOOKUP whose peer address has an impossible family
+s = conn("${hookSock}")
+s.sendall((struct.pack("<IHH", 0x31305841, 11, 0).ljust(56, b"\\0") + struct.pack("<H", 77)).ljust(384, b"\\0")); print("hook closed:", s.recv(10) == b"")
 a = conn("${d.socket}"); a.sendall(os.urandom(5000)); a.close()
 a = conn("${d.socket}"); a.sendall(b"PRI * HTTP/2.0\\r\\n\\r\\nSM\\r\\n\\r\\n" + os.urandom(3000)); a.close()
 `;
   const g = await run('python3', ['-c', garbage]);
-  t.equal(g.stdout.trim().split('\n').filter((l) => l === 'hook closed: True').length, 8, `every bad peer dropped (${g.stdout}${g.stderr})`);
+  t.equal(g.stdout.trim().split('\n').filter((l) => l === 'hook closed: True').length, 9, `every bad peer dropped (${g.stdout}${g.stderr})`);
   await d.proc.waitFor(/dropped: bad magic/);
   await d.proc.waitFor(/dropped: .*unknown op 99/);
   await d.proc.waitFor(/dropped: .*before HELLO/);
   await d.proc.waitFor(/dropped: address family 99 is not AF_INET or AF_INET6/);
   await d.proc.waitFor(/dropped: unknown op 10\b/);
+  await d.proc.waitFor(/dropped: address family 77 is not AF_INET or AF_INET6/);
   const ok = await d.run([], ['curl', '-sS', '--max-time', '5', 'http://steady/']).result();
   t.equal(ok.stdout, 'hello from web\n', 'daemon still serves');
   t.equal((await d.get('services')).length, 1, 'API still serves');
