@@ -113,6 +113,11 @@ os.execv('${PY}', ['${PY}', '-u', '${child}', str(s.fileno())])
   await srv.waitFor(/inherited \(.*\)\n/);
   t.match(srv.stdout, /inherited \('0\.0\.0\.0', 8080\)/, `getsockname after exec is the virtual address (${srv.stdout.trim()})`);
   t.match(await fetchLine(d, 'execd', 8080), /^execd (::ffff:)?10\.77\.0\.9:\d+ \S+:8080$/, 'served after exec, client VIP seen');
+  // The reference: the same programs without ax, in the same namespace.
+  const native = start(PY, ['-u', parent], {}, t);
+  await native.waitFor(/inherited \(.*\)\n/);
+  t.equal(srv.stdout.split('\n')[0], native.stdout.split('\n')[0], 'the same getsockname as natively');
+  native.killGroup();
 });
 
 t.test('inetd style: accept, then exec a handler that finds the client VIP on fd 0', async (t) => {
