@@ -66,7 +66,12 @@ t.test('getaddrinfo hint matrix: ax names behave like a real name', async (t) =>
   const app = d.run(['--name', 'named', '--ip', '10.4.0.1'], ['sleep', '60']);
   await d.until('named registered', async () => (await d.get('apps')).some((a) => a.name === 'named'));
   const parse = (s: string) => Object.fromEntries(s.trim().split('\n').map((l) => [l.split('=')[0], l.slice(l.indexOf('=') + 1)]));
-  const native = parse((await run(bin('gai'), ['localhost', '80'])).stdout);
+  // The native reference; glibc reports a transient resolver failure (EAI_AGAIN, seen under load) now
+  // and then: ask again rather than compare against it.
+  let native = parse((await run(bin('gai'), ['localhost', '80'])).stdout);
+  for (let i = 0; i < 3 && Object.values(native).some((v) => String(v).includes('EAI_AGAIN')); i++) {
+    native = parse((await run(bin('gai'), ['localhost', '80'])).stdout);
+  }
   const ax = parse((await d.run([], [bin('gai'), 'named', '80']).result()).stdout);
   const axDot = parse((await d.run([], [bin('gai'), 'named.ax', '80']).result()).stdout);
   t.equal(ax.inet, '0 10.4.0.1:80');
