@@ -163,7 +163,7 @@ struct meta *tbl_own_locked(int fd, uint64_t gen)
 
 /* A socket the hook just saw created.  Its inode is read lazily by the first
  * verified lookup (tbl_snapshot), so socket() costs no extra system call. */
-void tbl_track(int fd, int family, int state)
+void tbl_track(int fd, int family, int state, int dgram)
 {
     ino_t ino = 0;
     struct closeinfo ci = {0};
@@ -177,6 +177,8 @@ void tbl_track(int fd, int family, int state)
             m->family = family;
             m->state = state;
             m->ino = ino;
+            m->dgram = dgram;
+            m->src_free = dgram;
             *s = m;
         }
     }
