@@ -268,6 +268,44 @@ static void set_conn(int fd, const struct meta *snap, const struct sockaddr *vpe
     tbl_unlock();
 }
 
+/* A datagram socket bound to the wildcard (the app bound port 0, or sent
+ * already) that now connects to a backend on this host: a fresh socket takes
+ * its fd number, bound to the app's source address and the same port (another
+ * port if that one is still held through a dup), so the server sees the VIP. */
+static int rebind_source(int fd, struct meta *snap, struct ax_addr *src)
+{
+    struct sockaddr_storage cur;
+    socklen_t cl = sizeof cur;
+    if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || !is_wildcard(&cur))
+        return -1;
+    struct ax_addr c;
+    if (sa_to_ax((struct sockaddr *)&cur, cl, &c) < 0)
+        return -1;
+    int nfd = R.socket(snap->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (nfd < 0)
+        return -1;
+    ino_t ino;
+    if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    src->port = c.port;
+    socklen_t l = ax_to_sa(src, snap->family, &ss);
+    int r = R.bind(fd, (struct sockaddr *)&ss, l);
+    if (r < 0) {
+        src->port = 0;
+        l = ax_to_sa(src, snap->family, &ss);
+        r = R.bind(fd, (struct sockaddr *)&ss, l);
+    }
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m)
+        m->ino = ino;
+    tbl_unlock();
+    snap->ino = ino;
+    dbg("udp rebind fd %d on the source address, port %u: %d", fd, src->port, r);
+    return r;
+}
+
 int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_t len)
 {
     struct ax_addr a;
@@ -281,6 +319,11 @@ int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_
     }
     struct ax_addr d = a;
     ax_unmap(&d);
+    if (!gen_page && !is_loopback(addr) && ctl_session() < 0 && !gen_page && !cfg.fail_open) {
+        /* no session, so no map to tell virtual from real: fail closed, as a TCP connect does */
+        errno = ENETUNREACH;
+        return -1;
+    }
     struct ax_addr real;
     struct ax_msg p;
     int local = 0, nfd = -1;
@@ -302,15 +345,18 @@ int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_
         return 0;
     }
     int src_free = -1;
-    if (local && have_src && snap->src_free && snap->state == ST_FRESH && !snap->bound_native &&
-        !(snap->family == AF_INET6 && snap->v6only)) {
-        /* never bound: leave from the app's source address, so the server sees its VIP */
+    if (local && have_src && snap->src_free && !(snap->family == AF_INET6 && snap->v6only)) {
+        /* leave from the app's source address, so the server sees its VIP */
         struct sockaddr_storage ss;
         struct ax_addr s = app_src;
         s.port = 0;
-        socklen_t l = ax_to_sa(&s, snap->family, &ss);
-        if (R.bind(fd, (struct sockaddr *)&ss, l) == 0)
+        if (snap->state == ST_FRESH && !snap->bound_native) {
+            socklen_t l = ax_to_sa(&s, snap->family, &ss);
+            if (R.bind(fd, (struct sockaddr *)&ss, l) == 0)
+                src_free = 0;
+        } else if (rebind_source(fd, snap, &s) == 0) {
             src_free = 0;
+        }
     }
     struct sockaddr_storage rd;
     socklen_t rl = ax_to_sa(&real, snap->family, &rd);
