@@ -49,6 +49,7 @@
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -249,7 +250,7 @@ struct meta {
     uint32_t sock_id;       /* daemon socket id */
     pid_t owner;            /* process that got sock_id (for the debug log) */
     ino_t ino;              /* socket inode, to detect stale entries */
-    int v6only, reuseport;
+    int v6only, reuseport, reuseaddr;
     int has_vlocal, has_vpeer, has_rdest;
     socklen_t vlocal_len, vpeer_len, rdest_len;
     struct sockaddr_storage vlocal, vpeer, rdest;
@@ -272,6 +273,7 @@ void tbl_drop_locked(int fd, struct closeinfo *ci);
 struct meta *tbl_get_gen_locked(int fd, uint64_t gen);
 struct meta *tbl_own_locked(int fd, uint64_t gen);
 int tbl_snapshot(int fd, struct meta *out, int verify);
+int tbl_peek(int fd, struct meta *out);
 void tbl_track(int fd, int family, int state, int dgram);
 void tbl_forget(int fd);
 void tbl_share(int oldfd, int newfd);

@@ -114,6 +114,8 @@ enum ax_status {
 #define AX_BF_V6ONLY    0x1  /* the app set IPV6_V6ONLY=1 before bind */
 #define AX_BF_REUSEPORT 0x2  /* the app set SO_REUSEPORT=1 before bind */
 #define AX_BF_AUTOBIND  0x4  /* implicit bind from listen() on an unbound socket */
+#define AX_BF_REUSEADDR 0x10 /* the app set SO_REUSEADDR=1 before bind (UDP: sockets that
+                                both set it share a port, as in the kernel) */
 #define AX_BF_DGRAM     0x8  /* a UDP socket: the daemon binds a UDP socket and registers a
                                 udp service at once (datagram sockets have no listen()) */
 

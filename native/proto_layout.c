@@ -137,6 +137,7 @@ int main(void)
     N(AX_BF_REUSEPORT);
     N(AX_BF_AUTOBIND);
     N(AX_BF_DGRAM);
+    N(AX_BF_REUSEADDR);
     N(AX_CF_NONBLOCK);
     N(AX_CF_WAIT);
     N(AX_CF_DGRAM);

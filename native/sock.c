@@ -215,7 +215,7 @@ static int snapshot_for(int fd, const struct sockaddr *addr, struct meta *out)
 
 static void bind_flags(const struct meta *m, struct ax_msg *q)
 {
-    q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0);
+    q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0) | (m->reuseaddr ? AX_BF_REUSEADDR : 0);
 }
 
 /* Does a bind to a need the daemon?  Only the wildcard and the app's own VIP
@@ -943,6 +943,8 @@ int h_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             m->v6only = on != 0;
         if (level == SOL_SOCKET && name == SO_REUSEPORT)
             m->reuseport = on != 0;
+        if (level == SOL_SOCKET && name == SO_REUSEADDR)
+            m->reuseaddr = on != 0;
         int i;
         for (i = 0; i < m->nopts; i++)
             if (m->opts[i].level == level && m->opts[i].name == name)

@@ -372,10 +372,11 @@ int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_
 /* ------------------------------------------------------------------------ */
 /* send                                                                      */
 
-/* The per-flow hash of an unconnected sender: its socket (inode) and the destination. */
+/* The per-flow hash of an unconnected sender: its socket (the record's
+ * generation, unique to each socket this process tracks) and the destination. */
 static long flow_hash(const struct meta *snap, const struct ax_addr *d)
 {
-    uint64_t h = 1469598103934665603ull ^ (uint64_t)snap->ino ^ ((uint64_t)snap->gen << 32);
+    uint64_t h = 1469598103934665603ull ^ snap->gen;
     for (int i = 0; i < 4; i++)
         h = (h ^ d->ip[i]) * 1099511628211ull;
     h = (h ^ d->port) * 1099511628211ull;
@@ -385,11 +386,9 @@ static long flow_hash(const struct meta *snap, const struct ax_addr *d)
 /* The snapshot of a datagram socket, or 0 when fd is not one (or not tracked). */
 static int dgram_snapshot(int fd, struct meta *snap)
 {
-    if (!snapshot_or_learn(fd, snap, 0) || !snap->dgram)
+    if (!tbl_peek(fd, snap) && !snapshot_or_learn(fd, snap, 0))
         return 0;
-    if (snap->ino == 0)
-        snap->ino = fd_ino(fd);
-    return 1;
+    return snap->dgram;
 }
 
 /* Translation of one datagram's destination.  1: *out (length *outlen, the
@@ -415,11 +414,8 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
         errno = ENETUNREACH;
         return -1;
     }
-    if (!map_virtual(&d) && d.port != 53) {
-        struct ax_addr tmp;
-        if (!flow_get(by_virt, &d, &tmp))
-            return 0;
-    }
+    if (d.port != 53 && !map_virtual(&d)) /* every VIP, clients' too, lies in a virtual range */
+        return 0;
     if (!*have_snap) {
         if (!dgram_snapshot(fd, snap))
             return 0;
@@ -605,7 +601,7 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
     if (sa_to_ax(sa, *len, &ra) < 0)
         return;
     struct meta snap;
-    if (!tbl_snapshot(fd, &snap, 0) || !snap.dgram)
+    if (!tbl_peek(fd, &snap) || !snap.dgram)
         return;
     struct sockaddr_storage v;
     socklen_t vl = 0;

@@ -259,7 +259,21 @@ export class HookDispatcher implements Dispatcher {
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
     const proto = m.arg & BindFlag.DGRAM ? 'udp' : 'tcp';
-    if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto)) return { status: Status.ERR, err: EADDRINUSE };
+    const reuseAddr = proto === 'udp' && (m.arg & BindFlag.REUSEADDR) !== 0;
+    if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto, reuseAddr)) return { status: Status.ERR, err: EADDRINUSE };
+    // UDP sockets that share a virtual port (SO_REUSEADDR or SO_REUSEPORT on both) share
+    // its host port, so the kernel applies its own rules (a connected socket gets its
+    // peer's datagrams, the others the rest).
+    const sharing =
+      proto === 'udp' && a.port !== 0 && (reuseAddr || reusePort)
+        ? this.d.table
+            .listSocks()
+            .find(
+              (o) =>
+                o.appId === app.id && o.proto === 'udp' && o.vip === app.vip && o.vport === a.port && o.node === this.d.table.node &&
+                ((reuseAddr && o.reuseAddr) || (reusePort && o.reusePort)),
+            )
+        : undefined;
     const rule = a.port !== 0 ? app.expose.find((r) => r.port === a.port) : undefined;
     let fd = -1;
     let hostIp = this.d.hostIp;
@@ -284,7 +298,11 @@ export class HookDispatcher implements Dispatcher {
     const ph =
       a.port !== 0 && proto === 'tcp' ? this.takePlaceholder(app.vip, a.port, family, reusePort || v6only || rule !== undefined) : undefined;
     try {
-      if (ph) {
+      if (sharing) {
+        hostIp = sharing.hostIp;
+        hostPort = sharing.hostPort;
+        fd = tryBind(hostIp, hostPort);
+      } else if (ph) {
         // Connections made while the app was starting wait in this socket's queue.
         fd = ph.fd;
         hostPort = ph.hostPort;
@@ -317,7 +335,7 @@ export class HookDispatcher implements Dispatcher {
       throw e;
     }
     const vport = a.port !== 0 ? a.port : hostPort;
-    if (a.port === 0 && this.conflict(app, vport, reusePort, family, v6only, proto)) {
+    if (a.port === 0 && this.conflict(app, vport, reusePort, family, v6only, proto, reuseAddr)) {
       // The pool gave a port some socket of this app already uses as a virtual port.
       libc.close(fd);
       this.d.pool.release(hostPort);
@@ -350,7 +368,7 @@ export class HookDispatcher implements Dispatcher {
       cookie: cookie ? cookie.toString() : undefined,
       inode: inode || undefined,
       bindIp: seen,
-      ...(proto === 'udp' ? { proto } : {}),
+      ...(proto === 'udp' ? { proto, reuseAddr } : {}),
     };
     this.d.table.addSock(sock);
     if (sock.cookie) this.byCookie.set(sock.cookie, sock.id);
@@ -363,9 +381,10 @@ export class HookDispatcher implements Dispatcher {
    * the table still lists may have been closed by its last holder an instant
    * ago (a server restarted at once): the kernel is asked before refusing.
    */
-  private conflict(app: App, port: number, reusePort: boolean, family: number, v6only: boolean, proto: Proto = 'tcp'): boolean {
-    if (!this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only, proto)) return false;
-    return this.reapDead() === 0 || this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only, proto) !== undefined;
+  private conflict(app: App, port: number, reusePort: boolean, family: number, v6only: boolean, proto: Proto = 'tcp', reuseAddr = false): boolean {
+    const c = () => this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only, proto, reuseAddr);
+    if (!c()) return false;
+    return this.reapDead() === 0 || c() !== undefined;
   }
 
   private listen(s: Session, m: Msg): Reply {
@@ -698,7 +717,9 @@ export class HookDispatcher implements Dispatcher {
   release(sock: Sock): void {
     this.d.table.removeSock(sock.id);
     if (sock.cookie && this.byCookie.get(sock.cookie) === sock.id) this.byCookie.delete(sock.cookie);
-    if (sock.node === this.d.table.node) this.d.pool.release(sock.hostPort);
+    // A host port shared by UDP sockets (SO_REUSEADDR) goes back with the last of them.
+    const shared = this.d.table.listSocks().some((o) => o.hostPort === sock.hostPort && o.hostIp === sock.hostIp);
+    if (sock.node === this.d.table.node && !shared) this.d.pool.release(sock.hostPort);
   }
 
   closed(s: Session): void {

@@ -55,6 +55,8 @@ export interface Sock {
   inode?: number;
   /** The address the app bound, as it must see it: the wildcard it asked for or its VIP. */
   bindIp?: string;
+  /** SO_REUSEADDR set by the app before bind (UDP: sockets that both set it share a port). */
+  reuseAddr?: boolean;
   /** Transport: absent = 'tcp'. A 'udp' socket is a service as soon as it is bound (datagram
    *  sockets have no listen()); TCP and UDP services on one VIP:port are independent. */
   proto?: Proto;
@@ -276,11 +278,14 @@ export class ServiceTable {
     family: number,
     v6only = false,
     proto: Proto = 'tcp',
+    reuseAddr = false,
   ): Sock | undefined {
     for (const s of this.socks.values()) {
       if (s.appId === appId && s.vip === vip && s.vport === vport && s.node === this.node && (s.proto ?? 'tcp') === proto) {
         // As in the kernel: an IPv4 bind and an IPv6-only bind of one port coexist.
         if ((v6only && s.family !== family) || (s.v6only && s.family !== family)) continue;
+        // UDP: two sockets that both set SO_REUSEADDR share a port too.
+        if (proto === 'udp' && reuseAddr && s.reuseAddr) continue;
         if (!(reusePort && s.reusePort)) return s;
       }
     }
