@@ -271,6 +271,7 @@ export class HookDispatcher implements Dispatcher {
             .find(
               (o) =>
                 o.appId === app.id && o.proto === 'udp' && o.vip === app.vip && o.vport === a.port && o.node === this.d.table.node &&
+                o.family === family && !!o.v6only === v6only &&
                 ((reuseAddr && o.reuseAddr) || (reusePort && o.reusePort)),
             )
         : undefined;
