@@ -204,11 +204,14 @@ except OSError as e:
     print('second bind:', errno.errorcode[e.errno])
 t = socket.socket(socket.AF_INET, socket.SOCK_STREAM); t.bind(('0.0.0.0', 5000))
 print('tcp on the same port: ok')
+x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); x.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); x.bind(('0.0.0.0', 5001))
+y = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); y.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); y.bind(('0.0.0.0', 5001))
+print('SO_REUSEADDR on both: ok')
 `,
   );
   const n2 = await run(PY, [twice]);
   const v2 = await d.run(['--name', 'twice', '--ip', '10.5.0.31'], [PY, twice]).result();
-  t.equal(n2.stdout, 'second bind: EADDRINUSE\ntcp on the same port: ok\n');
+  t.equal(n2.stdout, 'second bind: EADDRINUSE\ntcp on the same port: ok\nSO_REUSEADDR on both: ok\n');
   t.equal(v2.stdout, n2.stdout, v2.stderr);
 });
 
