@@ -3,7 +3,10 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { intToIpv4 } from '../common/addr';
+import { formatAddr, intToIpv4 } from '../common/addr';
+import { AxNames } from '../dns/names';
+import { DnsResponder } from '../dns/server';
+import { resolvConfServers, type HostPort } from '../dns/upstream';
 import { makeLogger, type Logger } from '../common/log';
 import { IdentityMap } from '../hookserver/identmap';
 import { HookServer } from '../hookserver/server';
@@ -49,11 +52,21 @@ export class Daemon {
   private readonly attached = new Map<string, { streams: number; since: number }>();
   readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
+  /** The names ax answers (DNS responder and, through names.resolve, the hook's RESOLVE). */
+  readonly names: AxNames;
+  /** The DNS responder; null when --dns-listen off (or before start). */
+  dns: DnsResponder | null = null;
 
   constructor(readonly config: DaemonConfig) {
     this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
     this.table = new ServiceTable(config.nodeName, config.vipRanges, config.lb);
     this.pool = new PortPool(config.ports);
+    this.names = new AxNames(this.table, config.dnsDomains);
+  }
+
+  /** Where the DNS responder listens (UDP and TCP), or null when it is off. */
+  get dnsAddress(): HostPort | null {
+    return this.dns?.address ?? null;
   }
 
   async start(): Promise<void> {
@@ -90,12 +103,22 @@ export class Daemon {
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
     if (this.cluster) await this.cluster.start();
+    if (c.dnsListen) {
+      this.dns = new DnsResponder({
+        listen: c.dnsListen,
+        names: this.names,
+        upstreams: c.dnsUpstream === 'resolv.conf' ? resolvConfServers() : c.dnsUpstream,
+        log: this.log,
+      });
+      await this.dns.start();
+    }
     this.api = new ApiServer(this);
     await this.api.listen(c.socket);
     this.sweeper = setInterval(() => this.sweep(), c.orphanCheckMs);
     this.sweeper.unref();
     this.log.info(
       `ready: api ${c.socket}, hook ${c.hookSocket}, state ${c.stateDir}, host ${c.hostIp}, ports ${c.ports.first}-${c.ports.last}, ` +
+        `dns ${this.dns?.address ? formatAddr(this.dns.address) : 'off'}, ` +
         `${this.table.listApps().length} apps and ${this.table.listSocks().length} sockets restored`,
     );
   }
@@ -243,6 +266,7 @@ export class Daemon {
         if ((await Promise.race([cluster, late])) === 'late') this.log.warn('cluster stop: peers did not answer within 1 s; going on');
         clearTimeout(timer);
       }
+      await this.dns?.close();
       await this.hookServer?.close();
       this.hooks?.close();
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
