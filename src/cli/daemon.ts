@@ -42,6 +42,7 @@ DNS (the daemon answers ax names to programs with their own resolver; see README
   --dns-upstream IP[:PORT],..  resolvers for other names (repeatable; default: the nameserver lines
                       of /etc/resolv.conf); none: other names are refused
   --dns-domain DOMAIN answer NAME.DOMAIN too, besides NAME and NAME.ax (repeatable)
+  --dns-tcp-idle D    close DNS TCP connections that send nothing for D (default 10s)
 
 who may do what (the API knows each caller's uid from the kernel, SO_PEERCRED):
   --api-group GROUP   members may read status and tables (root and the daemon's user always may)
@@ -98,6 +99,7 @@ const SPECS: FlagSpec[] = [
   { name: 'dns-listen', kind: 'string' },
   { name: 'dns-upstream', kind: 'list' },
   { name: 'dns-domain', kind: 'list' },
+  { name: 'dns-tcp-idle', kind: 'string' },
   // set by `ax run` when it starts a daemon by itself (its own pid), shown by ax status
   { name: 'autostarted-by', kind: 'string' },
   { name: 'help', short: 'h', kind: 'bool' },
@@ -189,7 +191,14 @@ function dnsFromArgs(p: Parsed, c: DaemonConfig): void {
       throw new UsageError(`--dns-domain: ${(e as Error).message}`);
     }
   });
-  if (c.dnsListen === null && (ups.length > 0 || domains.length > 0)) throw new UsageError('--dns-upstream and --dns-domain need the DNS responder (--dns-listen is off)');
+  const idle = str(p, 'dns-tcp-idle');
+  if (idle !== undefined) {
+    c.dnsTcpIdleMs = parseDuration(idle, '--dns-tcp-idle');
+    if (c.dnsTcpIdleMs < 100 || c.dnsTcpIdleMs > 600_000) throw new UsageError('--dns-tcp-idle must be between 100ms and 10m');
+  }
+  if (c.dnsListen === null && (ups.length > 0 || domains.length > 0 || idle !== undefined)) {
+    throw new UsageError('--dns-upstream, --dns-domain and --dns-tcp-idle need the DNS responder (--dns-listen is off)');
+  }
 }
 
 /** Parses `ax daemon` flags into a DaemonConfig; null for --help. Throws UsageError naming the flag. */

@@ -66,6 +66,8 @@ export interface DaemonConfig {
   dnsUpstream: HostPort[] | 'resolv.conf' | 'none';
   /** --dns-domain: zones answered besides .ax (NAME.DOMAIN), lowercase, no trailing dot. Default none. */
   dnsDomains: string[];
+  /** --dns-tcp-idle: a DNS TCP connection that sends nothing for this long is closed (ms). Default 10 s. */
+  dnsTcpIdleMs: number;
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
 }
@@ -92,6 +94,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     dnsListen: { ip: '127.0.0.1', port: 0 },
     dnsUpstream: 'resolv.conf',
     dnsDomains: [],
+    dnsTcpIdleMs: 10_000,
   };
 }
 

@@ -109,6 +109,7 @@ export class Daemon {
         names: this.names,
         upstreams: c.dnsUpstream === 'resolv.conf' ? resolvConfServers() : c.dnsUpstream,
         log: this.log,
+        tcpIdleMs: c.dnsTcpIdleMs,
       });
       await this.dns.start();
     }
