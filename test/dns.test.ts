@@ -10,6 +10,11 @@ import { connect } from 'node:net';
 import { Resolver } from 'node:dns/promises';
 import * as dnsPacket from 'dns-packet';
 import t from 'tap';
+import { AF_INET, parseCidr } from '../src/common/addr';
+import { nullLogger } from '../src/common/log';
+import { AxNames } from '../src/dns/names';
+import { DnsResponder } from '../src/dns/server';
+import { ServiceTable, type App } from '../src/table/table';
 import { AX, start, TestDaemon } from './helpers';
 
 const UPSTREAM_PORT = 5399;
@@ -170,7 +175,8 @@ t.test('--dns-upstream none refuses other names; --dns-listen off; bad flags', a
   const [d, off, fixed] = await Promise.all([
     TestDaemon.start(t, ['--dns-upstream', 'none']),
     TestDaemon.start(t, ['--dns-listen', 'off']),
-    TestDaemon.start(t, ['--dns-listen', '127.0.0.1:5398', '--dns-upstream', 'none']),
+    // An upstream nobody answers on: forwards time out (2 s) into SERVFAIL.
+    TestDaemon.start(t, ['--dns-listen', '127.0.0.1:5398', '--dns-upstream', '127.0.0.1:5397']),
   ]);
   const bad = Promise.all(
     (
@@ -199,11 +205,49 @@ t.test('--dns-upstream none refuses other names; --dns-listen off; bad flags', a
   t.equal((await axStatus(off)).dns_address, '', '--dns-listen off: no address');
   t.equal((await axStatus(fixed)).dns_address, '127.0.0.1:5398', '--dns-listen IP:PORT');
   t.equal(status(await dig(5398, ['x.ax', '+tcp'])), 'NXDOMAIN', 'answers on the given port');
+  t.equal(status(await dig(5398, ['example.test', '+tries=1', '+time=5'])), 'SERVFAIL', 'an upstream that does not answer: SERVFAIL');
   // A port in use: the daemon does not start, and says which address.
   const busy = await runClosed(process.execPath, [AX, 'daemon', '--socket', `${d.dir}/b.sock`, '--state-dir', `${d.dir}/b`, '--dns-listen', '127.0.0.1:5398']);
   t.equal(busy.code, 1, 'DNS address in use: exit 1');
   t.match(busy.stderr, /DNS listen 127\.0\.0\.1:5398: .*EADDRINUSE/);
   await bad;
+});
+
+t.test('the responder in-process: the visible() policy hook, and TC then TCP for a big answer', async (t) => {
+  // A real table and a real responder, asked by dig; the policy hook hides "secret" from everyone.
+  const table = new ServiceTable('n1', parseCidr('10.240.0.0/16'));
+  const mk = (id: string, name: string, vip: string): App => ({ id, name, vip, labels: { zone: 'default' }, expose: [], token: id, runPid: process.pid, node: 'n1', createdAt: Date.now() });
+  const web = mk('a1', 'web', '10.240.0.10');
+  table.addApp(web);
+  table.addApp(mk('a2', 'secret', '10.240.0.11'));
+  for (let p = 1000; p < 1100; p++) {
+    table.addSock({ id: table.newSockId(), appId: web.id, name: 'web', pid: process.pid, node: 'n1', family: AF_INET, vip: web.vip, vport: p, hostIp: '127.0.0.1',
+      hostPort: 40000 + p, state: 'listening', labels: web.labels, reusePort: false, createdAt: Date.now() });
+  }
+  const asked: string[] = [];
+  const r = new DnsResponder({
+    listen: { ip: '127.0.0.1', port: 0 },
+    names: new AxNames(table),
+    upstreams: 'none',
+    log: nullLogger,
+    visible: (asker, name) => {
+      asked.push(`${asker.ip} ${asker.tcp ? 'tcp' : 'udp'} ${name}`);
+      return name !== 'secret';
+    },
+  });
+  const { port } = await r.start();
+  t.teardown(() => r.close());
+  t.equal((await dig(port, ['web.ax', '+short'])).trim(), '10.240.0.10');
+  t.equal(status(await dig(port, ['secret.ax'])), 'NXDOMAIN', 'a name visible() refuses is NXDOMAIN');
+  t.equal(status(await dig(port, ['-x', '10.240.0.11'])), 'NXDOMAIN', 'and so is its reverse name');
+  t.ok(asked.includes('127.0.0.1 udp secret'), `visible() was asked with the asker's address (${asked.join('; ')})`);
+  // 100 ports: the SRV answer does not fit in 512 bytes.
+  const udpOnly = await dig(port, ['web.ax', 'SRV', '+noedns', '+ignore']);
+  t.match(udpOnly, /flags: qr aa tc rd;/, 'over 512 bytes without EDNS: TC');
+  t.match(udpOnly, /ANSWER: 0,/, 'and no records');
+  const full = await dig(port, ['web.ax', 'SRV', '+noedns', '+short']);
+  t.equal(full.trim().split('\n').length, 100, 'dig asks again over TCP and gets all 100 SRV records');
+  t.match(full, /^0 0 1099 web\.ax\.$/m);
 });
 
 /** A deterministic PRNG (mulberry32), so a failing fuzz run can be repeated. */
