@@ -12,6 +12,7 @@ import * as dnsPacket from 'dns-packet';
 import t from 'tap';
 import { AF_INET, parseCidr } from '../src/common/addr';
 import { nullLogger } from '../src/common/log';
+import { daemonConfigFromArgs } from '../src/cli/daemon';
 import { AxNames } from '../src/dns/names';
 import { DnsResponder } from '../src/dns/server';
 import { ServiceTable, type App } from '../src/table/table';
@@ -24,7 +25,9 @@ const execFileP = promisify(execFile);
 async function startDnsmasq(tt: { teardown(fn: () => unknown): void }): Promise<void> {
   start(
     'dnsmasq',
-    ['--no-daemon', '--port', String(UPSTREAM_PORT), '--listen-address', '127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', '--address=/example.test/192.0.2.7'],
+    ['--no-daemon', '--port', String(UPSTREAM_PORT), '--listen-address', '127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', '--address=/example.test/192.0.2.7',
+      // Over 512 bytes: truncated over UDP without EDNS.
+      `--txt-record=big.test,${'a'.repeat(250)},${'b'.repeat(250)},${'c'.repeat(250)}`],
     {},
     tt,
   );
@@ -46,7 +49,7 @@ async function dig(port: number, args: string[]): Promise<string> {
 /** Runs a program to its end (output closed); its exit code and output. */
 async function runClosed(cmd: string, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const r = await execFileP(cmd, args, { timeout: 20_000 });
+    const r = await execFileP(cmd, args, { timeout: 60_000 });
     return { code: 0, stdout: r.stdout, stderr: r.stderr };
   } catch (e) {
     const x = e as { code?: number | string; stdout?: string; stderr?: string };
@@ -155,6 +158,10 @@ t.test('ax names over UDP and TCP, the same as through the hook; other names fro
   t.equal(fwdUdp.trim(), direct.trim(), 'forwarded over UDP');
   t.equal(fwdTcp.trim(), direct.trim(), 'forwarded for a TCP client');
   t.equal(status(otherFwd), status(otherDirect), "the upstream's status passes through");
+  // A truncated upstream answer: relayed with TC to a UDP client, fetched over TCP for a TCP client.
+  const [bigUdp, bigTcp] = await Promise.all([dig(port, ['big.test', 'TXT', '+noedns', '+ignore']), dig(port, ['big.test', 'TXT', '+noedns', '+tcp', '+short'])]);
+  t.match(bigUdp, /flags: qr [a-z ]*tc[a-z ]*;/, 'a truncated upstream answer reaches a UDP client with TC');
+  t.match(bigTcp, /"c{250}"/, 'a TCP client gets the whole answer (asked upstream again over TCP)');
 
   // node's own resolver (c-ares), not getaddrinfo.
   const r = new Resolver();
@@ -178,23 +185,6 @@ t.test('--dns-upstream none refuses other names; --dns-listen off; bad flags', a
     // An upstream nobody answers on: forwards time out (2 s) into SERVFAIL.
     TestDaemon.start(t, ['--dns-listen', '127.0.0.1:5398', '--dns-upstream', '127.0.0.1:5397']),
   ]);
-  const bad = Promise.all(
-    (
-      [
-        [['--dns-listen', 'localhost:53'], /--dns-listen: "localhost:53" is not IP/],
-        [['--dns-listen', '127.0.0.1'], /--dns-listen "127.0.0.1": give a port/],
-        [['--dns-upstream', 'none,1.1.1.1'], /none cannot be combined/],
-        [['--dns-upstream', '1.1.1.1:99999'], /port must be 0-65535/],
-        [['--dns-domain', 'bad_-.x!'], /--dns-domain: .*label/],
-        [['--dns-listen', 'off', '--dns-domain', 'x.test'], /need the DNS responder/],
-        [['--dns-tcp-idle', '5'], /needs a unit/],
-      ] as Array<[string[], RegExp]>
-    ).map(async ([args, re]) => {
-      const r = await runClosed(process.execPath, [AX, 'daemon', ...args]);
-      t.equal(r.code, 2, `${args.join(' ')}: exit 2`);
-      t.match(r.stderr, re, `${args.join(' ')}: says why`);
-    }),
-  );
   await startWeb(d);
   const port = await dnsPort(d);
   t.equal((await dig(port, ['web.ax', '+short'])).trim(), '10.240.0.10', 'ax names are still answered');
@@ -210,7 +200,22 @@ t.test('--dns-upstream none refuses other names; --dns-listen off; bad flags', a
   const busy = await runClosed(process.execPath, [AX, 'daemon', '--socket', `${d.dir}/b.sock`, '--state-dir', `${d.dir}/b`, '--dns-listen', '127.0.0.1:5398']);
   t.equal(busy.code, 1, 'DNS address in use: exit 1');
   t.match(busy.stderr, /DNS listen 127\.0\.0\.1:5398: .*EADDRINUSE/);
-  await bad;
+  // Bad flags: the parser says which flag and why (checked in-process), and the CLI exits 2 with usage.
+  for (const [args, re] of [
+    [['--dns-listen', 'localhost:53'], /--dns-listen: "localhost:53" is not IP/],
+    [['--dns-listen', '127.0.0.1'], /--dns-listen "127.0.0.1": give a port/],
+    [['--dns-upstream', 'none,1.1.1.1'], /none cannot be combined/],
+    [['--dns-upstream', '1.1.1.1:99999'], /port must be 0-65535/],
+    [['--dns-domain', 'bad_-.x!'], /--dns-domain: .*label/],
+    [['--dns-domain', '2.10.in-addr.arpa'], /reverse zones/],
+    [['--dns-listen', 'off', '--dns-domain', 'x.test'], /need the DNS responder/],
+    [['--dns-tcp-idle', '5'], /needs a unit/],
+  ] as Array<[string[], RegExp]>) {
+    t.throws(() => daemonConfigFromArgs(args), re, args.join(' '));
+  }
+  const cli = await runClosed(process.execPath, [AX, 'daemon', '--dns-listen', 'localhost:53']);
+  t.equal(cli.code, 2, 'ax daemon --dns-listen localhost:53: exit 2');
+  t.match(cli.stderr, /--dns-listen: "localhost:53" is not IP, IP:PORT or \[IPv6\]:PORT[^]*usage: ax daemon/, 'says why, then the usage');
 });
 
 t.test('the responder in-process: the visible() policy hook, and TC then TCP for a big answer', async (t) => {
@@ -248,6 +253,25 @@ t.test('the responder in-process: the visible() policy hook, and TC then TCP for
   const full = await dig(port, ['web.ax', 'SRV', '+noedns', '+short']);
   t.equal(full.trim().split('\n').length, 100, 'dig asks again over TCP and gets all 100 SRV records');
   t.match(full, /^0 0 1099 web\.ax\.$/m);
+
+  // IPv6: the same responder on ::1.
+  const r6 = new DnsResponder({ listen: { ip: '::1', port: 0 }, names: new AxNames(table), upstreams: 'none', log: nullLogger });
+  const a6 = await r6.start();
+  t.teardown(() => r6.close());
+  const v6 = await execFileP('dig', ['@::1', '-p', String(a6.port), 'web.ax', '+short'], { timeout: 20_000 });
+  t.equal(v6.stdout.trim(), '10.240.0.10', 'answers on [::1]');
+
+  // The bound on forwards in flight: with 2 allowed and an upstream that never answers, a third
+  // concurrent query is refused with SERVFAIL at once (the others after the timeout) and logged.
+  const lines: string[] = [];
+  const log = { ...nullLogger, warn: (m: string) => lines.push(m) };
+  const rb = new DnsResponder({ listen: { ip: '127.0.0.1', port: 0 }, names: new AxNames(table), upstreams: [{ ip: '127.0.0.1', port: 5397 }], log, maxInflight: 2, forwardTimeoutMs: 300 });
+  const ab = await rb.start();
+  t.teardown(() => rb.close());
+  const rcodes = await Promise.all(['n1.test', 'n2.test', 'n3.test'].map(async (n) => (await udpAsk(ab.port, query(n), 3000)) ?? Buffer.alloc(0)));
+  t.same(rcodes.map((m) => (m.length ? (dnsPacket.decode(m) as unknown as { rcode: string }).rcode : 'none')), ['SERVFAIL', 'SERVFAIL', 'SERVFAIL'], 'all answered SERVFAIL');
+  t.ok(lines.some((l) => /over 2 forwards in flight; SERVFAIL/.test(l)), `the overload is logged (${lines.join('; ')})`);
+  t.equal(rb.stats.servfail, 3);
 });
 
 /** A deterministic PRNG (mulberry32), so a failing fuzz run can be repeated. */
