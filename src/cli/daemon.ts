@@ -10,6 +10,8 @@ import { parsePortRange } from '../table/ports';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
 import { parsePort } from '../table/ports';
+import { normalizeDomain } from '../dns/names';
+import { parseHostPort } from '../dns/upstream';
 import { bool, list, parseDuration, parseFlags, str, UsageError, type FlagSpec, type Parsed } from './args';
 
 export const DAEMON_USAGE = `usage: ax daemon [flags]
@@ -33,6 +35,14 @@ flags:
   --log-file FILE     log here instead of stderr
   --handoff MODE      auto (default): apps in the daemon's network namespace connect their own
                       sockets to the backend the daemon picks; fd: always pass connected sockets
+
+DNS (the daemon answers ax names to programs with their own resolver; see README):
+  --dns-listen IP:PORT  UDP + TCP address of the DNS responder (default 127.0.0.1:0: a free port on
+                      loopback, shown by ax status); [IPv6]:PORT; off: no responder
+  --dns-upstream IP[:PORT],..  resolvers for other names (repeatable; default: the nameserver lines
+                      of /etc/resolv.conf); none: other names are refused
+  --dns-domain DOMAIN answer NAME.DOMAIN too, besides NAME and NAME.ax (repeatable)
+  --dns-tcp-idle D    close DNS TCP connections that send nothing for D (default 10s)
 
 who may do what (the API knows each caller's uid from the kernel, SO_PEERCRED):
   --api-group GROUP   members may read status and tables (root and the daemon's user always may)
@@ -86,6 +96,10 @@ const SPECS: FlagSpec[] = [
   { name: 'api-handshake-timeout', kind: 'string' },
   { name: 'api-idle-timeout', kind: 'string' },
   { name: 'api-max-conns', kind: 'string' },
+  { name: 'dns-listen', kind: 'string' },
+  { name: 'dns-upstream', kind: 'list' },
+  { name: 'dns-domain', kind: 'list' },
+  { name: 'dns-tcp-idle', kind: 'string' },
   // set by `ax run` when it starts a daemon by itself (its own pid), shown by ax status
   { name: 'autostarted-by', kind: 'string' },
   { name: 'help', short: 'h', kind: 'bool' },
@@ -139,6 +153,52 @@ function clusterFromArgs(p: Parsed, c: DaemonConfig): void {
     ...(Object.keys(timing).length > 0 ? { timing } : {}),
   };
   if (v('host-ip') === undefined) c.hostIp = advertise;
+}
+
+function dnsFromArgs(p: Parsed, c: DaemonConfig): void {
+  const listen = str(p, 'dns-listen');
+  if (listen !== undefined) {
+    if (listen === 'off') c.dnsListen = null;
+    else {
+      try {
+        c.dnsListen = parseHostPort(listen, -1);
+      } catch (e) {
+        throw new UsageError(`--dns-listen: ${(e as Error).message} (or off)`);
+      }
+      if (c.dnsListen.port < 0) throw new UsageError(`--dns-listen "${listen}": give a port, e.g. 127.0.0.1:5353 (0: any free port)`);
+    }
+  }
+  const ups = list(p, 'dns-upstream').flatMap((u) => u.split(',')).map((u) => u.trim()).filter(Boolean);
+  if (ups.includes('none')) {
+    if (ups.length > 1) throw new UsageError('--dns-upstream none cannot be combined with resolvers');
+    c.dnsUpstream = 'none';
+  } else if (ups.length > 0) {
+    c.dnsUpstream = ups.map((u) => {
+      try {
+        const hp = parseHostPort(u, 53);
+        if (hp.port === 0) throw new Error(`"${u}": port 0`);
+        return hp;
+      } catch (e) {
+        throw new UsageError(`--dns-upstream: ${(e as Error).message}`);
+      }
+    });
+  }
+  const domains = list(p, 'dns-domain').flatMap((d) => d.split(',')).map((d) => d.trim()).filter(Boolean);
+  c.dnsDomains = domains.map((d) => {
+    try {
+      return normalizeDomain(d);
+    } catch (e) {
+      throw new UsageError(`--dns-domain: ${(e as Error).message}`);
+    }
+  });
+  const idle = str(p, 'dns-tcp-idle');
+  if (idle !== undefined) {
+    c.dnsTcpIdleMs = parseDuration(idle, '--dns-tcp-idle');
+    if (c.dnsTcpIdleMs < 100 || c.dnsTcpIdleMs > 600_000) throw new UsageError('--dns-tcp-idle must be between 100ms and 10m');
+  }
+  if (c.dnsListen === null && (ups.length > 0 || domains.length > 0 || idle !== undefined)) {
+    throw new UsageError('--dns-upstream, --dns-domain and --dns-tcp-idle need the DNS responder (--dns-listen is off)');
+  }
 }
 
 /** Parses `ax daemon` flags into a DaemonConfig; null for --help. Throws UsageError naming the flag. */
@@ -217,6 +277,7 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
     if (h !== 'auto' && h !== 'fd') throw new UsageError(`--handoff: "${h}" is not auto or fd`);
     c.handoff = h;
   }
+  dnsFromArgs(p, c);
   clusterFromArgs(p, c);
   wrap('node-name', () => validateConfig(c));
   return c;

@@ -34,6 +34,9 @@ export function formatStatus(s: Partial<StatusReply__Output>): string {
     if (skip.has(k)) continue;
     if (k === 'log_file') lines.push(['log_file', (v as string) || '(stderr of the daemon process)']);
     else if (k === 'api_group' || k === 'label_policy') lines.push([k, (v as string) || '-']);
+    else if (k === 'dns_address') lines.push([k, (v as string) || 'off']);
+    else if (k === 'dns_upstreams') lines.push([k, (v as string[]).length > 0 ? (v as string[]).join(', ') : s.dns_address ? 'none (other names are refused)' : '-']);
+    else if (k === 'dns_domains') lines.push([k, s.dns_address ? ['ax', ...(v as string[])].join(', ') : '-']);
     else lines.push([k, String(v)]);
   }
   lines.push(['you', `uid ${String(s.caller_uid)} (${String(s.caller_user)})`]);

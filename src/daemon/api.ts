@@ -292,6 +292,12 @@ export class ApiServer {
         caller_user: userName(who.uid),
         api_group: d.config.apiGroup?.name ?? '',
         label_policy: d.config.labelPolicy?.file ?? '',
+        dns_address: d.dnsAddress ? formatAddr(d.dnsAddress) : '',
+        dns_upstreams: d.dns && d.dns.upstreams !== 'none' ? d.dns.upstreams.map(formatAddr) : [],
+        dns_domains: d.dns ? [...d.names.domains] : [],
+        dns_queries: d.dns?.stats.queries ?? 0,
+        dns_forwarded: d.dns?.stats.forwarded ?? 0,
+        dns_bad: d.dns?.stats.bad ?? 0,
       })),
       RunApp: (call) => this.runApp(call),
       ListApps: unary(read, (): AppList => ({

@@ -9,6 +9,7 @@ import type { LbMode } from '../table/table';
 import type { ClusterOptions } from './cluster';
 import type { HandoffMode } from './hooks';
 import { parsePortRange, type PortRange } from '../table/ports';
+import type { HostPort } from '../dns/upstream';
 
 export interface DaemonConfig {
   /** LevelDB state directory. Default $XDG_STATE_HOME/ax, /var/lib/ax for root. */
@@ -57,6 +58,16 @@ export interface DaemonConfig {
   apiIdleMs: number;
   /** Open API connections per uid (root and the daemon's user are not limited). Default 256. */
   apiMaxConnsPerUid: number;
+  /** --dns-listen: where the DNS responder answers (UDP and TCP, one port); null = off.
+   *  Default 127.0.0.1:0, a free port on loopback (shown by `ax status`). */
+  dnsListen: HostPort | null;
+  /** --dns-upstream: resolvers asked for names that are not ax's. 'resolv.conf' (default): the
+   *  nameserver lines of /etc/resolv.conf; 'none': such names are answered REFUSED. */
+  dnsUpstream: HostPort[] | 'resolv.conf' | 'none';
+  /** --dns-domain: zones answered besides .ax (NAME.DOMAIN), lowercase, no trailing dot. Default none. */
+  dnsDomains: string[];
+  /** --dns-tcp-idle: a DNS TCP connection that sends nothing for this long is closed (ms). Default 10 s. */
+  dnsTcpIdleMs: number;
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
 }
@@ -80,6 +91,10 @@ export function defaultConfig(env = process.env): DaemonConfig {
     apiHandshakeMs: 5000,
     apiIdleMs: 120_000,
     apiMaxConnsPerUid: 256,
+    dnsListen: { ip: '127.0.0.1', port: 0 },
+    dnsUpstream: 'resolv.conf',
+    dnsDomains: [],
+    dnsTcpIdleMs: 10_000,
   };
 }
 

@@ -3,7 +3,10 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
-import { intToIpv4 } from '../common/addr';
+import { formatAddr, intToIpv4 } from '../common/addr';
+import { AxNames } from '../dns/names';
+import { DnsResponder } from '../dns/server';
+import { resolvConfServers, type HostPort } from '../dns/upstream';
 import { makeLogger, type Logger } from '../common/log';
 import { IdentityMap } from '../hookserver/identmap';
 import { HookServer } from '../hookserver/server';
@@ -49,11 +52,21 @@ export class Daemon {
   private readonly attached = new Map<string, { streams: number; since: number }>();
   readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
+  /** The names ax answers (DNS responder and, through names.resolve, the hook's RESOLVE). */
+  readonly names: AxNames;
+  /** The DNS responder; null when --dns-listen off (or before start). */
+  dns: DnsResponder | null = null;
 
   constructor(readonly config: DaemonConfig) {
     this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
     this.table = new ServiceTable(config.nodeName, config.vipRanges, config.lb);
     this.pool = new PortPool(config.ports);
+    this.names = new AxNames(this.table, config.dnsDomains);
+  }
+
+  /** Where the DNS responder listens (UDP and TCP), or null when it is off. */
+  get dnsAddress(): HostPort | null {
+    return this.dns?.address ?? null;
   }
 
   async start(): Promise<void> {
@@ -85,17 +98,32 @@ export class Daemon {
       map: this.map ?? undefined,
       diag: this.diag,
       starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
+      names: this.names,
     });
     this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
     if (this.cluster) await this.cluster.start();
+    if (c.dnsListen) {
+      this.dns = new DnsResponder({
+        listen: c.dnsListen,
+        names: this.names,
+        upstreams: c.dnsUpstream === 'resolv.conf' ? resolvConfServers() : c.dnsUpstream,
+        log: this.log,
+        tcpIdleMs: c.dnsTcpIdleMs,
+      });
+      await this.dns.start();
+      // hooks send their apps' DNS traffic here (native/udp.c, dns_redirect)
+      const a = this.dns.address;
+      if (a && this.map && !a.ip.includes(':')) this.map.setDns(a.ip, a.port);
+    }
     this.api = new ApiServer(this);
     await this.api.listen(c.socket);
     this.sweeper = setInterval(() => this.sweep(), c.orphanCheckMs);
     this.sweeper.unref();
     this.log.info(
       `ready: api ${c.socket}, hook ${c.hookSocket}, state ${c.stateDir}, host ${c.hostIp}, ports ${c.ports.first}-${c.ports.last}, ` +
+        `dns ${this.dns?.address ? formatAddr(this.dns.address) : 'off'}, ` +
         `${this.table.listApps().length} apps and ${this.table.listSocks().length} sockets restored`,
     );
   }
@@ -244,6 +272,8 @@ export class Daemon {
         if ((await Promise.race([cluster, late])) === 'late') this.log.warn('cluster stop: peers did not answer within 1 s; going on');
         clearTimeout(timer);
       }
+      await this.dns?.close();
+      this.map?.setDns('', 0); // while no responder runs, apps' DNS goes to their own servers
       await this.hookServer?.close();
       this.hooks?.close();
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).

@@ -68,6 +68,9 @@ export interface HookDeps {
   /** Whether an app's `ax run` is still attached (its command runs): only then may it still start
    *  listening, and a placeholder hold connects for it. Absent: every registered app may. */
   starting?: (appId: string) => boolean;
+  /** The names ax answers (src/dns/names.ts), shared with the DNS responder so a name resolves the
+   *  same through getaddrinfo and on the wire. Absent: the table's own names. */
+  names?: { resolve(host: string): string | undefined };
 }
 
 
@@ -175,7 +178,7 @@ export class HookDispatcher implements Dispatcher {
       case Op.RESOLVE: {
         // arg: the generation the answer holds for (hooks keep it until the table changes)
         const generation = this.d.table.generation;
-        const vip = this.d.table.resolve(m.name);
+        const vip = this.d.names ? this.d.names.resolve(m.name) : this.d.table.resolve(m.name);
         return vip ? { status: Status.OK, arg: generation, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE, arg: generation };
       }
       case Op.LOOKUP:

@@ -27,6 +27,12 @@ export interface StatusReply {
   'caller_user'?: (string);
   'api_group'?: (string);
   'label_policy'?: (string);
+  'dns_address'?: (string);
+  'dns_upstreams'?: (string)[];
+  'dns_domains'?: (string)[];
+  'dns_queries'?: (number | string | Long);
+  'dns_forwarded'?: (number | string | Long);
+  'dns_bad'?: (number | string | Long);
 }
 
 export interface StatusReply__Output {
@@ -54,4 +60,10 @@ export interface StatusReply__Output {
   'caller_user': (string);
   'api_group': (string);
   'label_policy': (string);
+  'dns_address': (string);
+  'dns_upstreams': (string)[];
+  'dns_domains': (string)[];
+  'dns_queries': (number);
+  'dns_forwarded': (number);
+  'dns_bad': (number);
 }
