@@ -624,7 +624,8 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         snap.state = ST_FRESH;
     }
     struct ax_msg q, p;
-    if (snap.state == ST_FRESH && addr->sa_family == snap.family && sa_to_ax(addr, len, &a) == 0) {
+    if ((snap.state == ST_FRESH || snap.state == ST_BOUND) && addr->sa_family == snap.family &&
+        sa_to_ax(addr, len, &a) == 0) {
         /* DNS over TCP to a resolv.conf server: to the daemon's responder */
         struct ax_addr u = a;
         ax_unmap(&u);

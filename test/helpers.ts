@@ -30,7 +30,17 @@ export class Proc {
       this.stderr += d.toString();
       this.waiters.forEach((w) => w());
     });
-    this.exited = new Promise((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    // Settled when the output is read to the end ('close'), or shortly after the exit when
+    // something the process left running keeps its pipes open: a result read on 'exit'
+    // alone can miss the last output of a loaded machine.
+    this.exited = new Promise((resolve) => {
+      let status: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+      child.on('close', (code, signal) => resolve(status ?? { code, signal }));
+      child.on('exit', (code, signal) => {
+        status = { code, signal };
+        setTimeout(() => resolve({ code, signal }), 500).unref();
+      });
+    });
   }
 
   get pid(): number {
