@@ -9,6 +9,7 @@ import type { LbMode } from '../table/table';
 import type { ClusterOptions } from './cluster';
 import type { HandoffMode } from './hooks';
 import { parsePortRange, type PortRange } from '../table/ports';
+import { EVENTS_MAX_DEFAULT } from '../audit/audit';
 
 export interface DaemonConfig {
   /** LevelDB state directory. Default $XDG_STATE_HOME/ax, /var/lib/ax for root. */
@@ -57,6 +58,11 @@ export interface DaemonConfig {
   apiIdleMs: number;
   /** Open API connections per uid (root and the daemon's user are not limited). Default 256. */
   apiMaxConnsPerUid: number;
+  /** --events-max: how many audit events (access decisions) the ring in the state database keeps;
+   *  older ones are dropped and counted (ax events says how many). Default 100 000. */
+  eventsMax: number;
+  /** --metrics ADDR:PORT: serve Prometheus metrics on http://ADDR:PORT/metrics (absent: off). */
+  metrics?: { host: string; port: number };
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
 }
@@ -80,6 +86,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     apiHandshakeMs: 5000,
     apiIdleMs: 120_000,
     apiMaxConnsPerUid: 256,
+    eventsMax: EVENTS_MAX_DEFAULT,
   };
 }
 

@@ -27,6 +27,7 @@ import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, ServiceTable, Sock } from '../table/table';
 import { AppTrust, pidAlive } from './trust';
+import { connectEvent, type AuditEvent } from '../audit/event';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -68,6 +69,8 @@ export interface HookDeps {
   /** Whether an app's `ax run` is still attached (its command runs): only then may it still start
    *  listening, and a placeholder hold connects for it. Absent: every registered app may. */
   starting?: (appId: string) => boolean;
+  /** Where decisions are recorded (src/audit/audit.ts); absent: not recorded. */
+  audit?: { record(ev: AuditEvent): unknown };
 }
 
 
@@ -372,6 +375,7 @@ export class HookDispatcher implements Dispatcher {
       case 'unknown':
         return { status: Status.ERR, err: ENETUNREACH };
       case 'denied':
+        this.d.audit?.record(connectEvent(app, 'deny', ip, dest.port, 'default:shared-label', undefined, this.d.table.nameOf(ip)));
         this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: no shared label`);
         return { status: Status.ERR, err: EACCES };
       case 'waiting': {
@@ -389,6 +393,7 @@ export class HookDispatcher implements Dispatcher {
         return this.refuse(s, app, dest, family);
       case 'backend': {
         const b = pick.sock;
+        this.d.audit?.record(connectEvent(app, 'allow', ip, dest.port, 'default:shared-label', b));
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
         const local = b.node === this.d.table.node;
