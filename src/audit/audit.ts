@@ -7,10 +7,16 @@
 // in-memory counters and queues the event; writes go to LevelDB in batches
 // (one batch per flush interval or per BATCH events), together with the
 // deletion of what fell out of the ring, the ring's bounds and the edges that
-// changed, so the database never holds more than `max` events.
+// changed.
 //
-// Keys (in the store's "audit" sublevel): "e/<seq, 16 digits>" -> StoredEvent,
-// "g/<edge key>" -> Edge, "meta" -> Meta.
+// Events are stored in chunks of CHUNK consecutive sequence numbers, one
+// LevelDB value each (a per-event key costs ~20 us of encoding per event; a
+// chunk costs one JSON encoding per event). The ring shows the newest `max`
+// events; a chunk is deleted once all of it is older, so the database holds
+// at most max + CHUNK events.
+//
+// Keys (in the store's "audit" sublevel): "c/<chunk no, 12 digits>" ->
+// StoredEvent[], "g/<edge key>" -> Edge, "meta" -> Meta.
 import { rateLimited, type Logger } from '../common/log';
 import type { KeySpace, Op } from '../store/store';
 import type { Labels } from '../policy/labels';
@@ -21,6 +27,8 @@ export const EVENTS_MAX_DEFAULT = 100_000;
 /** Most edges kept in the graph aggregate; further new edges are counted in edgesDropped. */
 export const EDGES_MAX = 200_000;
 const BATCH = 1024;
+/** Events per stored chunk. */
+const CHUNK = 256;
 
 /** One edge of the observed graph: decisions from `src` to `dst` with one verdict. */
 export interface Edge {
@@ -67,6 +75,8 @@ interface Meta {
   first: number;
   last: number;
   dropped: Dropped;
+  /** oldest chunk that may still be stored */
+  firstChunk: number;
 }
 
 export interface AuditOptions {
@@ -79,12 +89,17 @@ export interface AuditOptions {
   backlogMax?: number;
 }
 
-const eventKey = (seq: number) => `e/${String(seq).padStart(16, '0')}`;
+const chunkKey = (k: number) => `c/${String(k).padStart(12, '0')}`;
+const chunkOf = (seq: number) => Math.floor((seq - 1) / CHUNK);
 
 export class Audit {
   private first = 1;
   private last = 0;
   private written = 0;
+  private firstChunk = 0;
+  /** the newest chunk and its events (rewritten whole as it fills) */
+  private openChunk = -1;
+  private openEvents: StoredEvent[] = [];
   private readonly dropped: Dropped = { wrapped: 0, backlog: 0, writeError: 0 };
   /** sequence ranges [from, to] that were never written (backlog / write errors): not "wrapped" when they leave the ring */
   private holes: Array<[number, number]> = [];
@@ -125,7 +140,12 @@ export class Audit {
       a.first = meta.first;
       a.last = meta.last;
       a.written = meta.last;
+      a.firstChunk = meta.firstChunk;
       Object.assign(a.dropped, meta.dropped);
+      if (meta.last > 0) {
+        a.openChunk = chunkOf(meta.last);
+        a.openEvents = ((await kv.get(chunkKey(a.openChunk))) as StoredEvent[] | undefined) ?? [];
+      }
     }
     for await (const [k, v] of kv.iterator({ gt: 'g/', lt: 'g/\xff' })) a.edgeMap.set(k.slice(2), v as Edge);
     return a;
@@ -181,11 +201,14 @@ export class Audit {
   async query(sinceMs = 0, limit = 0): Promise<StoredEvent[]> {
     await this.flush();
     const out: StoredEvent[] = [];
-    for await (const [, v] of this.kv.iterator({ gt: 'e/', lt: 'e/\xff', reverse: true })) {
-      const ev = v as StoredEvent;
-      if (sinceMs && ev.time < sinceMs) break;
-      out.push(ev);
-      if (limit && out.length >= limit) break;
+    scan: for await (const [, v] of this.kv.iterator({ gt: 'c/', lt: 'c/\xff', reverse: true })) {
+      const chunk = v as StoredEvent[];
+      for (let i = chunk.length - 1; i >= 0; i--) {
+        const ev = chunk[i];
+        if (ev.seq < this.first || (sinceMs && ev.time < sinceMs)) break scan;
+        out.push(ev);
+        if (limit && out.length >= limit) break scan;
+      }
     }
     return out.reverse();
   }
@@ -270,19 +293,27 @@ export class Audit {
     this.timer.unref();
   }
 
-  /** One batch: queued events, deletions of what left the ring, changed edges, the ring's bounds. */
+  /** One batch: queued events (their chunks), chunks that left the ring, changed edges, the ring's bounds. */
   private async write(): Promise<boolean> {
     const batch = this.pending.splice(0, BATCH * 16);
-    const ops: Op[] = batch.map((e) => ({ type: 'put', key: eventKey(e.seq), value: e }));
     const newFirst = Math.max(this.first, this.last - this.max + 1);
     const wrapped = newFirst - this.first - this.holeCount(this.first, newFirst - 1);
-    for (let s = this.first; s < newFirst; s++) ops.push({ type: 'del', key: eventKey(s) });
-    // Events still queued that have already left the ring are never written.
-    const keep = batch.length === 0 ? 0 : batch.findIndex((e) => e.seq >= newFirst);
-    if (keep !== 0) {
-      const gone = keep < 0 ? batch.length : keep;
-      ops.splice(0, gone);
+    const touched = new Map<number, StoredEvent[]>();
+    const openBefore = { chunk: this.openChunk, events: this.openEvents, length: this.openEvents.length };
+    for (const e of batch) {
+      if (e.seq < newFirst) continue; // queued, and already out of the ring: never written (counted as wrapped)
+      const k = chunkOf(e.seq);
+      if (k !== this.openChunk) {
+        this.openChunk = k;
+        this.openEvents = [];
+      }
+      this.openEvents.push(e);
+      touched.set(k, this.openEvents);
     }
+    const ops: Op[] = [];
+    for (const [k, events] of touched) ops.push({ type: 'put', key: chunkKey(k), value: events.slice() });
+    let firstChunk = this.firstChunk;
+    while ((firstChunk + 1) * CHUNK < newFirst) ops.push({ type: 'del', key: chunkKey(firstChunk++) });
     const edges = [...this.dirtyEdges];
     this.dirtyEdges.clear();
     for (const k of edges) {
@@ -291,18 +322,23 @@ export class Audit {
     }
     const dropped = { ...this.dropped, wrapped: this.dropped.wrapped + wrapped };
     const upto = batch.length > 0 ? batch[batch.length - 1].seq : this.written;
-    const meta: Meta = { first: newFirst, last: Math.max(this.written, upto), dropped };
+    const meta: Meta = { first: newFirst, last: Math.max(this.written, upto), dropped, firstChunk };
     ops.push({ type: 'put', key: 'meta', value: meta });
     try {
       await this.kv.batch(ops);
       this.first = newFirst;
+      this.firstChunk = firstChunk;
       this.dropped.wrapped = dropped.wrapped;
       this.written = meta.last;
       this.holes = this.holes.filter(([, b]) => b >= newFirst);
       return true;
     } catch (e) {
+      // The batch's events are lost (counted); the open chunk goes back to what is stored.
       this.dropped.writeError += batch.length;
       if (batch.length > 0) this.hole(batch[0].seq, batch[batch.length - 1].seq);
+      openBefore.events.length = openBefore.length;
+      this.openChunk = openBefore.chunk;
+      this.openEvents = openBefore.events;
       for (const k of edges) this.dirtyEdges.add(k);
       this.warn(`audit: writing ${batch.length} events failed: ${(e as Error).message} (counted as dropped)`);
       this.log.debug(`audit write error: ${(e as Error).stack ?? ''}`);
@@ -314,8 +350,9 @@ export class Audit {
   }
 }
 
+/** The aggregate key of an event's edge: source node, destination node, verdict (NUL-separated: names hold no NUL). */
 function edgeKey(ev: AuditEvent): string {
-  return JSON.stringify([srcNode(ev), dstNode(ev), ev.verdict]);
+  return `${srcNode(ev)}\u0000${dstNode(ev)}\u0000${ev.verdict}`;
 }
 
 /** Adds one event to an edge aggregate. */
