@@ -57,6 +57,15 @@ export function parseSince(text: string, now = Date.now(), flag = '--since'): nu
   throw new UsageError(`${flag} "${text}" is neither a duration (30s, 5m, 2h, 1d) nor an RFC 3339 time (2026-01-31T12:00:00Z)`);
 }
 
+/**
+ * Resolves once everything written to stdout so far has reached the kernel. `ax`
+ * exits right after a command returns, and a pipe whose reader is slower than us
+ * holds the rest in Node's queue: without this, output past 64 KiB was lost.
+ */
+export function stdoutDrained(): Promise<void> {
+  return new Promise((resolve) => process.stdout.write('', () => resolve()));
+}
+
 /** --limit: a whole number >= 1. */
 function parseLimit(text: string): number {
   if (!/^\d{1,9}$/.test(text) || Number(text) < 1) throw new UsageError(`--limit "${text}" is not a positive whole number`);
@@ -110,7 +119,7 @@ export async function eventsMain(argv: string[]): Promise<number> {
     if (skipped > 0) process.stderr.write(`ax events: ${skipped} events were skipped: this reader fell behind\n`);
   };
   try {
-    return await new Promise<number>((resolve, reject) => {
+    const code = await new Promise<number>((resolve, reject) => {
       const stream = client.raw.Events({ since_ms: since, limit, follow });
       let first = true;
       let headerDone = false;
@@ -154,6 +163,8 @@ export async function eventsMain(argv: string[]): Promise<number> {
         process.once('SIGTERM', stop);
       }
     });
+    await stdoutDrained();
+    return code;
   } finally {
     client.close();
   }

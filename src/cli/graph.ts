@@ -5,7 +5,7 @@ import { parseSelector, selectGraph, toDot, type Term } from '../audit/graph';
 import { droppedNote, graphFromWire, statsFromWire } from '../audit/wire';
 import { bool, parseFlags, str, UsageError, type FlagSpec } from './args';
 import { AxClient } from './client';
-import { parseSince } from './events';
+import { parseSince, stdoutDrained } from './events';
 
 export const GRAPH_USAGE = `usage: ax graph [--selector k=v,...] [--since DUR|TIME] [--group-by LABEL] [-o dot|svg] [--socket PATH]
 
@@ -92,6 +92,7 @@ export async function graphMain(argv: string[]): Promise<number> {
     const text = toDot(g, { groupBy, title: `ax: observed dependencies (${g.nodes.length} apps, ${g.edges.length} edges)` });
     if (output === 'dot') process.stdout.write(text);
     else process.stdout.write(await renderSvg(text));
+    await stdoutDrained();
     return 0;
   } finally {
     client.close();
