@@ -75,7 +75,10 @@ const rows: Row[] = [];
 function iperf(args: string[], prefix: string[] = []): number {
   const out = prefix.length ? fg(process.execPath, [...prefix, 'iperf3', ...args, '-J']) : fg('iperf3', [...args, '-J']);
   const j = JSON.parse(out.slice(out.indexOf('{')));
-  return j.end.sum_received.bits_per_second / 1e9;
+  if (j.end.sum_received) return j.end.sum_received.bits_per_second / 1e9;
+  // UDP on older iperf3: end.sum is the sender's rate with the receiver's loss
+  const u = j.end.sum;
+  return (u.bits_per_second * (1 - (u.lost_percent ?? 0) / 100)) / 1e9;
 }
 
 /** utime + stime of a process, in seconds. */
@@ -156,6 +159,14 @@ async function main(): Promise<void> {
       if (side) ss.push(iperf(['-c', '127.0.0.1', '-p', '6201', '-t', String(SECONDS)]));
     }
     rows.push({ metric: 'TCP throughput (iperf3, 1 stream)', native: median(ns), ax: median(as), sidecar: side ? median(ss) : undefined, unit: 'Gbit/s', higherIsBetter: true });
+    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got
+    const un: number[] = [];
+    const ua: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      un.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)]));
+      ua.push(iperf(['-c', 'ip3', '-p', '5202', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
+    }
+    rows.push({ metric: 'UDP throughput (iperf3 -u -b 0, 1400 B, received)', native: median(un), ax: median(ua), unit: 'Gbit/s', higherIsBetter: true });
   } else {
     console.error('iperf3 is not installed: throughput skipped (apt-get install iperf3)');
   }
@@ -212,6 +223,20 @@ async function main(): Promise<void> {
   }
   rows.push({ metric: 'first socket() in a process with 8 threads', native: median(firsts.ns), ax: median(firsts.as), unit: 'µs', higherIsBetter: false });
   rows.push({ metric: 'first socket()+connect() there (ax: opens its daemon session)', native: median(firsts.n), ax: median(firsts.a), unit: 'µs', higherIsBetter: false });
+
+  // ---- UDP request/response: a small datagram and its echo, both ends under ax ----
+  const uNat = bg(CONNECT, ['userver', '7301']);
+  const uAx = bg(process.execPath, axRun(['--name', 'uecho', '--', CONNECT, 'userver', '7']));
+  for (const h of [uNat, uAx]) await waitOut(h, /listening/, 20_000);
+  const uh0 = directHandoffs();
+  const urr = interleaved(
+    () => connectRun([], 'uclient', ['127.0.0.1', '7301', String(N)]),
+    () => connectRun(axc, 'uclient', ['uecho', '7', String(N)]),
+  );
+  const uasked = directHandoffs() - uh0;
+  rows.push({ metric: 'UDP request/response round trips/s (sendto+recvfrom, 4 B)', native: urr.n.cps, ax: urr.a.cps, unit: '/s', higherIsBetter: true });
+  rows.push({ metric: 'UDP round trip p50', native: urr.n.p50, ax: urr.a.p50, unit: 'µs', higherIsBetter: false });
+  notes.push(`UDP request/response: ${urr.runs}; daemon messages: ${uasked} for ${REPEATS * (N + 200)} datagrams (one per client process)`);
 
   // ---- the daemon: CPU and memory across everything above ----
   const cpuAll = daemonCpuSeconds(daemon.p.pid!);

@@ -13,6 +13,8 @@
  *   cache.c    cached DIRECT connect answers (valid while the generation is unchanged)
  *   sock.c     socket logic: socket, bind, listen, connect, accept, name translation,
  *              fd swap, socket option and epoll bookkeeping
+ *   udp.c      datagram sockets: connect, send and receive translation, the flow
+ *              table, the DNS redirect to the daemon's responder
  *   names.c    getaddrinfo, getnameinfo, gethostbyname*, gethostbyaddr*
  *   execenv.c  exec family and posix_spawn: LD_PRELOAD and AX_* kept in the child's env
  *
@@ -47,6 +49,7 @@
 #include <spawn.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +132,10 @@ struct real_syms {
                         char *const[], char *const[]);
     ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
     ssize_t (*sendmsg)(int, const struct msghdr *, int);
+    int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
+    ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+    ssize_t (*recvmsg)(int, struct msghdr *, int);
+    int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
 };
 extern struct real_syms R;
 
@@ -237,10 +244,13 @@ struct meta {
     int family;
     int state;
     int bound_native;       /* bound to a real (loopback) address */
+    int dgram;              /* SOCK_DGRAM (UDP); else SOCK_STREAM */
+    int src_free;           /* datagram socket whose local address is the wildcard: the
+                               source address may be chosen per datagram (udp.c) */
     uint32_t sock_id;       /* daemon socket id */
     pid_t owner;            /* process that got sock_id (for the debug log) */
     ino_t ino;              /* socket inode, to detect stale entries */
-    int v6only, reuseport;
+    int v6only, reuseport, reuseaddr;
     int has_vlocal, has_vpeer, has_rdest;
     socklen_t vlocal_len, vpeer_len, rdest_len;
     struct sockaddr_storage vlocal, vpeer, rdest;
@@ -263,7 +273,8 @@ void tbl_drop_locked(int fd, struct closeinfo *ci);
 struct meta *tbl_get_gen_locked(int fd, uint64_t gen);
 struct meta *tbl_own_locked(int fd, uint64_t gen);
 int tbl_snapshot(int fd, struct meta *out, int verify);
-void tbl_track(int fd, int family, int state);
+int tbl_peek(int fd, struct meta *out);
+void tbl_track(int fd, int family, int state, int dgram);
 void tbl_forget(int fd);
 void tbl_share(int oldfd, int newfd);
 void tbl_preallocate(void);
@@ -286,6 +297,7 @@ extern struct ax_addr app_vip;
 extern int have_vip;
 
 int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd);
+int ctl_session(void);
 void send_close(uint32_t sock);
 int is_ctl(int fd);
 void ctl_relocate(int fd);
@@ -302,12 +314,19 @@ extern int have_src;
 void map_identity(const char *path);
 /* the client VIP (port kept) for a real peer address in the source range; 1 if found */
 int ident_peer(const struct ax_addr *real, struct ax_addr *virt);
+/* a (unmapped IPv4) lies in one of the daemon's virtual ranges (map header) */
+int map_virtual(const struct ax_addr *a);
+/* the daemon's DNS responder (AF_INET, host port), 1 if it has one */
+int map_dns(struct ax_addr *out);
 
 /* ------------------------------------------------------------------------ */
 /* cache.c: cached DIRECT answers                                            */
 
-void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p);
-int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p);
+/* key: the socket family, | CACHE_DGRAM for datagram destinations */
+#define CACHE_DGRAM 0x100
+void cache_store(const struct ax_addr *dest, int key, const struct ax_msg *p);
+/* pick < 0: the next backend round robin; else backend pick % n (a flow's own) */
+int cache_lookup(const struct ax_addr *dest, int key, struct ax_msg *p, long pick);
 
 /* ------------------------------------------------------------------------ */
 /* sock.c: socket logic                                                      */
@@ -323,6 +342,28 @@ int h_setsockopt(int fd, int level, int name, const void *val, socklen_t len);
 int h_epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev);
 ssize_t h_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen);
 ssize_t h_sendmsg(int fd, const struct msghdr *msg, int flags);
+int h_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags);
+ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen);
+ssize_t h_recvmsg(int fd, struct msghdr *msg, int flags);
+int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *tmo);
+/* shared with udp.c */
+int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl);
+int snapshot_or_learn(int fd, struct meta *out, int verify);
+
+/* ------------------------------------------------------------------------ */
+/* udp.c: datagram sockets                                                   */
+
+/* connect() of a datagram socket (snapshot snap, destination addr) */
+int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_t len);
+/* a datagram to a destination: 1 handled (*r set), 0 pass through unchanged */
+int udp_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen,
+               ssize_t *r);
+int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r);
+/* the virtual view of a datagram's source address, translated in place
+ * (sa: the kernel's complete answer of length *len, room: the buffer's size) */
+void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room);
+/* the real destination for a DNS server address of resolv.conf (port 53), 1 if redirected */
+int dns_redirect(const struct ax_addr *dest, struct ax_addr *real);
 
 /* ------------------------------------------------------------------------ */
 /* names.c: name lookups                                                     */

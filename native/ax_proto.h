@@ -114,11 +114,20 @@ enum ax_status {
 #define AX_BF_V6ONLY    0x1  /* the app set IPV6_V6ONLY=1 before bind */
 #define AX_BF_REUSEPORT 0x2  /* the app set SO_REUSEPORT=1 before bind */
 #define AX_BF_AUTOBIND  0x4  /* implicit bind from listen() on an unbound socket */
+#define AX_BF_REUSEADDR 0x10 /* the app set SO_REUSEADDR=1 before bind (UDP: sockets that
+                                both set it share a port, as in the kernel) */
+#define AX_BF_DGRAM     0x8  /* a UDP socket: the daemon binds a UDP socket and registers a
+                                udp service at once (datagram sockets have no listen()) */
 
 /* CONNECT flags (request.arg) */
 #define AX_CF_NONBLOCK  0x1  /* the app socket is non-blocking */
 #define AX_CF_WAIT      0x2  /* answer PENDING instead of refusing when a registered
                                 service has no listener yet */
+#define AX_CF_DGRAM     0x4  /* a UDP destination (connect() or sendto() of a datagram
+                                socket): answered DIRECT toward a udp backend, the source
+                                address of a local app owning the VIP (a reply to a client),
+                                or a closed port (nothing serves it: the kernel's own
+                                ICMP port-unreachable follows); never PENDING */
 
 /* LOOKUP reply.arg: what the socket is to ax */
 #define AX_LK_BOUND     1    /* bound by the daemon (sock = its id), not listening */
@@ -196,8 +205,13 @@ struct ax_map_hdr {
     uint32_t version;      /*   8: AX_MAP_VERSION */
     uint32_t src_base;     /*  12: first source address (IPv4, host byte order) */
     uint32_t src_count;    /*  16: entries that follow the header */
-    uint32_t reserved[11]; /*  20: 0 */
+    uint32_t dns_ip;       /*  20: the daemon's DNS responder (IPv4, host order); 0 = none */
+    uint32_t dns_port;     /*  24: its UDP and TCP port */
+    uint32_t n_ranges;     /*  28: virtual ranges that follow (0..AX_MAP_RANGES) */
+    uint32_t ranges[2 * 4];/*  32: (base, mask) pairs, IPv4 host order: a datagram to an
+                                   address inside one is virtual (the hook routes it) */
 };                         /* 64 bytes; entries follow */
+#define AX_MAP_RANGES   4
 struct ax_map_ent {
     uint32_t vip;          /*   0: the app's virtual IP (IPv4, host order); 0 = unused */
     uint32_t reserved;     /*   4: 0 */

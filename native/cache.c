@@ -77,9 +77,9 @@ void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p)
     pthread_mutex_unlock(&cache_mu);
 }
 
-/* A cached answer for dest, as a DIRECT reply (flags AX_RF_LOCAL for a backend
+/* A cached answer for dest (family: the cache key, see ax_internal.h), as a DIRECT reply (flags AX_RF_LOCAL for a backend
  * on this host); 0 on a miss or when the table changed since. */
-int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p)
+int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p, long pick)
 {
     if (!gen_page)
         return 0;
@@ -97,7 +97,7 @@ int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p)
             e->gen = 0; /* the table changed: ask the daemon again */
             break;
         }
-        unsigned i = e->next++ % e->n;
+        unsigned i = pick < 0 ? e->next++ % e->n : (unsigned)((unsigned long)pick % e->n);
         memset(p, 0, sizeof *p);
         p->status = AX_ST_DIRECT;
         p->flags = (e->local_mask >> i) & 1 ? AX_RF_LOCAL : 0;

@@ -95,7 +95,8 @@ static void do_init(void)
     LOAD(gethostbyname); LOAD(gethostbyname2); LOAD(gethostbyname_r);
     LOAD(gethostbyname2_r); LOAD(gethostbyaddr); LOAD(gethostbyaddr_r);
     LOAD(execve); LOAD(execvpe); LOAD(posix_spawn); LOAD(posix_spawnp);
-    LOAD(sendto); LOAD(sendmsg);
+    LOAD(sendto); LOAD(sendmsg); LOAD(sendmmsg);
+    LOAD(recvfrom); LOAD(recvmsg); LOAD(recvmmsg);
     if (!R.fcntl64)
         R.fcntl64 = R.fcntl;
     pid_cache_init();

@@ -408,3 +408,23 @@ void atfork_child(void)
     atomic_store(&ctl_fd, -1);
     atomic_store(&ctl_pid, 0);
 }
+
+/* Makes sure this process has a session (and so the identity map), for callers
+ * that decide locally once it is there (datagrams).  While the daemon is
+ * unreachable it is asked again at most once a second.  0: session up. */
+int ctl_session(void)
+{
+    static atomic_llong next_try;
+    if (atomic_load(&ctl_ok) && atomic_load(&ctl_pid) == ax_getpid())
+        return 0;
+    long long now = mono_ns();
+    if (now < atomic_load(&next_try))
+        return -1;
+    if (pthread_mutex_trylock(&ctl_mu) != 0)
+        return -1;
+    int r = ctl_ensure_locked(daemon_deadline());
+    pthread_mutex_unlock(&ctl_mu);
+    if (r < 0)
+        atomic_store(&next_try, now + 1000000000LL);
+    return r;
+}

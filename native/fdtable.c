@@ -101,6 +101,22 @@ ino_t fd_ino(int fd)
  * drop the entry if the fd now refers to something else (one fstat; an entry
  * made by our own socket() has ino 0 until this first verified lookup, which
  * records it).  Returns 1 if tracked. */
+/* The head of fd's record (everything before the saved options and epoll
+ * registrations: cheap enough for every datagram); 0 when untracked. */
+int tbl_peek(int fd, struct meta *out)
+{
+    int found = 0;
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    if (s && *s) {
+        memcpy(out, *s, offsetof(struct meta, nopts));
+        out->nopts = out->neps = 0;
+        found = 1;
+    }
+    tbl_unlock();
+    return found;
+}
+
 int tbl_snapshot(int fd, struct meta *out, int verify)
 {
     struct closeinfo ci = {0};
@@ -163,7 +179,7 @@ struct meta *tbl_own_locked(int fd, uint64_t gen)
 
 /* A socket the hook just saw created.  Its inode is read lazily by the first
  * verified lookup (tbl_snapshot), so socket() costs no extra system call. */
-void tbl_track(int fd, int family, int state)
+void tbl_track(int fd, int family, int state, int dgram)
 {
     ino_t ino = 0;
     struct closeinfo ci = {0};
@@ -177,6 +193,8 @@ void tbl_track(int fd, int family, int state)
             m->family = family;
             m->state = state;
             m->ino = ino;
+            m->dgram = dgram;
+            m->src_free = dgram;
             *s = m;
         }
     }

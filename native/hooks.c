@@ -48,6 +48,33 @@ EXPORT ssize_t sendto(int fd, const void *buf, size_t n, int flags, __CONST_SOCK
 
 EXPORT ssize_t sendmsg(int fd, const struct msghdr *msg, int flags) { return h_sendmsg(fd, msg, flags); }
 
+EXPORT int sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+    return h_sendmmsg(fd, vec, vlen, flags);
+}
+
+EXPORT ssize_t recvfrom(int fd, void *restrict buf, size_t n, int flags, __SOCKADDR_ARG addr,
+                        socklen_t *restrict alen)
+{
+    return h_recvfrom(fd, buf, n, flags, SA(addr), alen);
+}
+
+/* _FORTIFY_SOURCE builds call this for recvfrom() with a buffer of known size */
+EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr,
+                              socklen_t *alen)
+{
+    if (n > buflen)
+        __builtin_trap(); /* glibc's __chk_fail: a buffer overflow caught */
+    return h_recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) { return h_recvmsg(fd, msg, flags); }
+
+EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *tmo)
+{
+    return h_recvmmsg(fd, vec, vlen, flags, tmo);
+}
+
 EXPORT int getsockname(int fd, __SOCKADDR_ARG addr, socklen_t *restrict len)
 {
     return h_name_query(fd, SA(addr), len, 0);

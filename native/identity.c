@@ -71,3 +71,36 @@ int ident_peer(const struct ax_addr *real, struct ax_addr *virt)
     memcpy(virt->ip, &vip, 4);
     return 1;
 }
+
+int map_virtual(const struct ax_addr *a)
+{
+    const volatile struct ax_map_hdr *h = map_hdr;
+    if (!h || a->family != AF_INET)
+        return 0;
+    uint32_t ip;
+    memcpy(&ip, a->ip, 4);
+    ip = ntohl(ip);
+    uint32_t n = h->n_ranges;
+    if (n > AX_MAP_RANGES)
+        n = AX_MAP_RANGES;
+    for (uint32_t i = 0; i < n; i++)
+        if ((ip & h->ranges[2 * i + 1]) == h->ranges[2 * i])
+            return 1;
+    return 0;
+}
+
+int map_dns(struct ax_addr *out)
+{
+    const volatile struct ax_map_hdr *h = map_hdr;
+    if (!h)
+        return 0;
+    uint32_t ip = h->dns_ip, port = h->dns_port;
+    if (ip == 0 || port == 0 || port > 65535)
+        return 0;
+    memset(out, 0, sizeof *out);
+    out->family = AF_INET;
+    out->port = (uint16_t)port;
+    ip = htonl(ip);
+    memcpy(out->ip, &ip, 4);
+    return 1;
+}

@@ -80,7 +80,10 @@ int main(void)
     F(ax_map_hdr, version);
     F(ax_map_hdr, src_base);
     F(ax_map_hdr, src_count);
-    F(ax_map_hdr, reserved);
+    F(ax_map_hdr, dns_ip);
+    F(ax_map_hdr, dns_port);
+    F(ax_map_hdr, n_ranges);
+    F(ax_map_hdr, ranges);
     F(ax_map_ent, vip);
     F(ax_map_ent, reserved);
     F(ax_msg, magic);
@@ -128,12 +131,16 @@ int main(void)
     N(AX_LK_ACCEPTED);
     N(AX_MAP_MAGIC);
     N(AX_MAP_VERSION);
+    N(AX_MAP_RANGES);
     N(AX_HF_DIRECT);
     N(AX_BF_V6ONLY);
     N(AX_BF_REUSEPORT);
     N(AX_BF_AUTOBIND);
+    N(AX_BF_DGRAM);
+    N(AX_BF_REUSEADDR);
     N(AX_CF_NONBLOCK);
     N(AX_CF_WAIT);
+    N(AX_CF_DGRAM);
     S(AX_ENV_SOCK);
     S(AX_ENV_APP);
     S(AX_ENV_WAIT);

@@ -13,7 +13,7 @@
 /* Install the daemon's socket nfd on the app's fd number, restoring the fd
  * flag, file status flags, owner, socket options and epoll registrations.
  * *app_fl: the app socket's file status flags.  Returns 0, or -1 with errno. */
-static int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl)
+int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl)
 {
     int fl = R.fcntl(fd, F_GETFL);
     int fdfl = R.fcntl(fd, F_GETFD);
@@ -58,10 +58,16 @@ static int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *ap
     return 0;
 }
 
+/* 1: TCP, 2: UDP, 0: not an inet socket ax looks at */
 static int tracked_type(int domain, int type, int protocol)
 {
-    return (domain == AF_INET || domain == AF_INET6) && (type & 0xff) == SOCK_STREAM &&
-           (protocol == 0 || protocol == IPPROTO_TCP);
+    if (domain != AF_INET && domain != AF_INET6)
+        return 0;
+    if ((type & 0xff) == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP))
+        return 1;
+    if ((type & 0xff) == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP))
+        return 2;
+    return 0;
 }
 
 int h_socket(int domain, int type, int protocol)
@@ -70,8 +76,9 @@ int h_socket(int domain, int type, int protocol)
     int fd = R.socket(domain, type, protocol);
     if (fd >= 0 && hook_on()) {
         GUARD_ENTER;
-        if (tracked_type(domain, type, protocol))
-            tbl_track(fd, domain, ST_FRESH);
+        int t = tracked_type(domain, type, protocol);
+        if (t)
+            tbl_track(fd, domain, ST_FRESH, t == 2);
         else
             tbl_forget(fd);
         GUARD_LEAVE;
@@ -95,12 +102,12 @@ int h_socketpair(int domain, int type, int protocol, int sv[2])
  * SCM_RIGHTS, made by a raw syscall): learn its virtual view once, from the
  * kernel's identity of it (SO_COOKIE) and its addresses, and record it (also
  * when it is nothing virtual, so the question is asked once).  Returns 1 with
- * *out filled for an AF_INET/AF_INET6 stream socket, else 0. */
+ * *out filled for an AF_INET/AF_INET6 stream or datagram socket, else 0. */
 static int learn_socket(int fd, struct meta *out)
 {
     int type = 0, dom = 0;
     socklen_t sl = sizeof type;
-    if (R.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0 || type != SOCK_STREAM)
+    if (R.getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &sl) < 0 || (type != SOCK_STREAM && type != SOCK_DGRAM))
         return 0;
     sl = sizeof dom;
     if (R.getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &sl) < 0 || (dom != AF_INET && dom != AF_INET6))
@@ -109,6 +116,7 @@ static int learn_socket(int fd, struct meta *out)
     memset(&m, 0, sizeof m);
     m.family = dom;
     m.state = ST_FRESH;
+    m.dgram = type == SOCK_DGRAM;
     struct sockaddr_storage lo, pe;
     socklen_t ll = sizeof lo, pl = sizeof pe;
     struct ax_msg q, p;
@@ -116,7 +124,11 @@ static int learn_socket(int fd, struct meta *out)
     q.op = AX_OP_LOOKUP;
     int bound = R.getsockname(fd, (struct sockaddr *)&lo, &ll) == 0 && sa_to_ax((struct sockaddr *)&lo, ll, &q.a) == 0 &&
                 q.a.port != 0;
-    int conn = R.getpeername(fd, (struct sockaddr *)&pe, &pl) == 0 && sa_to_ax((struct sockaddr *)&pe, pl, &q.b) == 0;
+    if (m.dgram)
+        m.src_free = !bound || is_wildcard(&lo);
+    /* a connected datagram socket is the app's own business (udp.c routes by destination) */
+    int conn = !m.dgram && R.getpeername(fd, (struct sockaddr *)&pe, &pl) == 0 &&
+               sa_to_ax((struct sockaddr *)&pe, pl, &q.b) == 0;
     if (!conn)
         memset(&q.b, 0, sizeof q.b);
     int record = 1;
@@ -144,7 +156,7 @@ static int learn_socket(int fd, struct meta *out)
                 m.vpeer_len = ax_to_sa(&p.b, dom, &m.vpeer);
                 m.has_vpeer = 1;
             }
-            switch (p.arg) {
+            switch (m.dgram && p.arg == AX_LK_LISTEN ? AX_LK_BOUND : p.arg) {
             case AX_LK_BOUND: m.state = ST_BOUND; break;
             case AX_LK_LISTEN: m.state = ST_LISTEN; break;
             case AX_LK_CONN:
@@ -185,7 +197,7 @@ static int learn_socket(int fd, struct meta *out)
 }
 
 /* tbl_snapshot, learning a socket this process has no record of */
-static int snapshot_or_learn(int fd, struct meta *out, int verify)
+int snapshot_or_learn(int fd, struct meta *out, int verify)
 {
     if (tbl_snapshot(fd, out, verify))
         return 1;
@@ -203,7 +215,7 @@ static int snapshot_for(int fd, const struct sockaddr *addr, struct meta *out)
 
 static void bind_flags(const struct meta *m, struct ax_msg *q)
 {
-    q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0);
+    q->arg |= (m->v6only ? AX_BF_V6ONLY : 0) | (m->reuseport ? AX_BF_REUSEPORT : 0) | (m->reuseaddr ? AX_BF_REUSEADDR : 0);
 }
 
 /* Does a bind to a need the daemon?  Only the wildcard and the app's own VIP
@@ -261,6 +273,7 @@ static int virtual_bind(int fd, const struct meta *snap, const struct ax_addr *a
         m->sock_id = p.sock;
         m->owner = ax_getpid();
         m->ino = ino;
+        m->src_free = 0;
         m->vlocal_len = ax_to_sa(&p.a, m->family, &m->vlocal);
         m->has_vlocal = 1;
     }
@@ -301,7 +314,16 @@ int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
         r = R.bind(fd, addr, len);
         goto native_done;
     }
-    r = virtual_bind(fd, &snap, &a, 0, EADDRNOTAVAIL);
+    if (snap.dgram) {
+        struct sockaddr_storage ss;
+        ax_to_sa(&a, addr->sa_family, &ss);
+        if (is_wildcard(&ss) && a.port == 0) {
+            /* the wildcard, any port: a datagram client (the kernel picks the port) */
+            r = R.bind(fd, addr, len);
+            goto native_done;
+        }
+    }
+    r = virtual_bind(fd, &snap, &a, snap.dgram ? AX_BF_DGRAM : 0, EADDRNOTAVAIL);
     if (r == 1) {
         r = R.bind(fd, addr, len);
         goto native_done;
@@ -312,10 +334,19 @@ int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
     return r;
 native_done:
     if (r == 0) {
+        struct sockaddr_storage ss;
+        int wild = 0;
+        if ((addr->sa_family == AF_INET || addr->sa_family == AF_INET6) && len <= sizeof ss) {
+            memcpy(&ss, addr, len);
+            wild = is_wildcard(&ss);
+        }
         tbl_lock();
         struct meta **s = slot_locked(fd, 0);
-        if (s && *s)
+        if (s && *s) {
             (*s)->bound_native = 1;
+            if ((*s)->dgram)
+                (*s)->src_free = wild;
+        }
         tbl_unlock();
         errno = e;
     }
@@ -331,7 +362,8 @@ int h_listen(int fd, int backlog)
     GUARD_ENTER;
     int e = errno, r;
     struct meta snap;
-    if (!snapshot_or_learn(fd, &snap, 1) || snap.bound_native || (snap.state != ST_FRESH && snap.state != ST_BOUND)) {
+    if (!snapshot_or_learn(fd, &snap, 1) || snap.dgram || snap.bound_native ||
+        (snap.state != ST_FRESH && snap.state != ST_BOUND)) {
         r = R.listen(fd, backlog);
         goto out;
     }
@@ -575,6 +607,10 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         r = R.connect(fd, addr, len);
         goto out;
     }
+    if (snap.dgram) {
+        r = udp_connect(fd, &snap, addr, len);
+        goto out;
+    }
     int retry = 0;
     if (snap.state == ST_CONN && snap.has_rdest) {
         if (!connect_failed(fd)) {
@@ -587,6 +623,20 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         retry = 1;
         snap.state = ST_FRESH;
     }
+    struct ax_msg q, p;
+    if (snap.state == ST_FRESH && addr->sa_family == snap.family && sa_to_ax(addr, len, &a) == 0) {
+        /* DNS over TCP to a resolv.conf server: to the daemon's responder */
+        struct ax_addr u = a;
+        ax_unmap(&u);
+        memset(&p, 0, sizeof p);
+        if (dns_redirect(&u, &p.b)) {
+            p.status = AX_ST_DIRECT;
+            p.flags = AX_RF_LOCAL;
+            p.a = a;
+            r = direct_connect(fd, &snap, &p, retry);
+            goto out;
+        }
+    }
     if ((snap.state != ST_FRESH && snap.state != ST_BOUND) || addr->sa_family != snap.family ||
         sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
         if (snap.state == ST_BOUND && snap.sock_id && !is_loopback(addr) && rebind_client(fd, &snap, 0) < 0) {
@@ -598,8 +648,7 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
             mark_native(fd, &snap);
         goto out;
     }
-    struct ax_msg q, p;
-    if (cache_lookup(&a, snap.family, &p) && atomic_load(&ctl_ok)) {
+    if (cache_lookup(&a, snap.family, &p, -1) && atomic_load(&ctl_ok)) {
         r = direct_connect(fd, &snap, &p, retry);
         goto out;
     }
@@ -894,6 +943,8 @@ int h_setsockopt(int fd, int level, int name, const void *val, socklen_t len)
             m->v6only = on != 0;
         if (level == SOL_SOCKET && name == SO_REUSEPORT)
             m->reuseport = on != 0;
+        if (level == SOL_SOCKET && name == SO_REUSEADDR)
+            m->reuseaddr = on != 0;
         int i;
         for (i = 0; i < m->nopts; i++)
             if (m->opts[i].level == level && m->opts[i].name == name)
@@ -972,6 +1023,9 @@ ssize_t h_sendto(int fd, const void *buf, size_t n, int flags, const struct sock
 {
     NEED(sendto);
     int r;
+    ssize_t ur;
+    if (addr && hook_on() && udp_sendto(fd, buf, n, flags, addr, alen, &ur))
+        return ur;
     if (__builtin_expect(!(flags & MSG_FASTOPEN), 1) || !hook_on() || !fastopen_connect(fd, addr, alen, &r))
         return R.sendto(fd, buf, n, flags, addr, alen);
     if (r < 0)
@@ -983,6 +1037,9 @@ ssize_t h_sendmsg(int fd, const struct msghdr *msg, int flags)
 {
     NEED(sendmsg);
     int r;
+    ssize_t ur;
+    if (msg && msg->msg_name && hook_on() && udp_sendmsg(fd, msg, flags, &ur))
+        return ur;
     if (__builtin_expect(!(flags & MSG_FASTOPEN), 1) || !hook_on() || !msg ||
         !fastopen_connect(fd, msg->msg_name, msg->msg_namelen, &r))
         return R.sendmsg(fd, msg, flags);

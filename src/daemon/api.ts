@@ -580,7 +580,7 @@ function serviceOut(s: Sock): Service {
     vport: s.vport,
     host_ip: s.hostIp,
     host_port: s.hostPort,
-    proto: 'tcp',
+    proto: s.proto ?? 'tcp',
     app_id: s.appId,
     node: s.node,
     labels: s.labels,

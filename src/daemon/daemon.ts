@@ -141,6 +141,7 @@ export class Daemon {
         else map.set(a.srcIndex, a.vip);
       }
       map.setGeneration(this.table.generation);
+      map.setRanges(c.vipRanges);
       this.table.onGeneration((g) => map.setGeneration(g));
       this.table.onChange((ch) => {
         if (ch.kind !== 'app' || ch.app.node !== c.nodeName || !ch.app.srcIndex) return;

@@ -25,7 +25,7 @@ import * as libc from '../hookserver/libc';
 import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
-import type { App, ServiceTable, Sock } from '../table/table';
+import type { App, Proto, ServiceTable, Sock } from '../table/table';
 import { AppTrust, pidAlive } from './trust';
 import { connectEvent, type AuditEvent } from '../audit/event';
 
@@ -104,6 +104,10 @@ export class HookDispatcher implements Dispatcher {
   private readonly selfNetns = netnsInode('self');
   private readonly refuseFd: number;
   private readonly refuseAddr: Addr;
+  /** A closed UDP port: bound here and connected elsewhere, so the kernel answers any
+   *  datagram to it with ICMP port-unreachable, exactly as for a port nobody serves. */
+  private readonly refuseUdpFd: number;
+  private readonly refuseUdpAddr: Addr;
   private readonly warn: (m: string) => void;
   private readonly liveSessions = new Map<number, Session>();
   /** SO_COOKIE (decimal) -> local socket id */
@@ -132,11 +136,16 @@ export class HookDispatcher implements Dispatcher {
     this.refuseFd = libc.tcpSocket(AF_INET);
     libc.bind(this.refuseFd, { family: AF_INET, ip: '127.0.0.1', port: 0 }, AF_INET);
     this.refuseAddr = libc.getsockname(this.refuseFd)!;
+    this.refuseUdpFd = libc.udpSocket(AF_INET);
+    libc.bind(this.refuseUdpFd, { family: AF_INET, ip: '127.0.0.1', port: 0 }, AF_INET);
+    this.refuseUdpAddr = libc.getsockname(this.refuseUdpFd)!;
+    libc.connect(this.refuseUdpFd, { family: AF_INET, ip: '127.0.0.1', port: 9 }, AF_INET);
     for (const s of d.table.listSocks()) if (s.cookie) this.byCookie.set(s.cookie, s.id);
   }
 
   close(): void {
     libc.close(this.refuseFd);
+    libc.close(this.refuseUdpFd);
     for (const key of [...this.placeholders.keys()]) this.dropPlaceholder(key);
   }
 
@@ -252,13 +261,33 @@ export class HookDispatcher implements Dispatcher {
     const family = a.family;
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
-    if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only)) return { status: Status.ERR, err: EADDRINUSE };
+    const proto = m.arg & BindFlag.DGRAM ? 'udp' : 'tcp';
+    const reuseAddr = proto === 'udp' && (m.arg & BindFlag.REUSEADDR) !== 0;
+    if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto, reuseAddr)) return { status: Status.ERR, err: EADDRINUSE };
+    // UDP sockets that share a virtual port (SO_REUSEADDR or SO_REUSEPORT on both) share
+    // its host port, so the kernel applies its own rules (a connected socket gets its
+    // peer's datagrams, the others the rest).
+    const sharing =
+      proto === 'udp' && a.port !== 0 && (reuseAddr || reusePort)
+        ? this.d.table
+            .listSocks()
+            .find(
+              (o) =>
+                o.appId === app.id && o.proto === 'udp' && o.vip === app.vip && o.vport === a.port && o.node === this.d.table.node &&
+                o.family === family && !!o.v6only === v6only &&
+                ((reuseAddr && o.reuseAddr) || (reusePort && o.reusePort)),
+            )
+        : undefined;
     const rule = a.port !== 0 ? app.expose.find((r) => r.port === a.port) : undefined;
     let fd = -1;
     let hostIp = this.d.hostIp;
     if (family === AF_INET6 && v6only) hostIp = hostIp.startsWith('127.') ? '::1' : '::';
+    // A UDP service on a loopback host IP is bound on the app's own source address: the
+    // datagrams it sends carry the app's identity, as its connections do (udp.c).
+    const src = this.sourceOf(app);
+    if (proto === 'udp' && src && hostIp.startsWith('127.') && !rule) hostIp = family === AF_INET6 && v6only ? hostIp : src;
     const tryBind = (ipText: string, port: number): number => {
-      const sfd = libc.tcpSocket(family);
+      const sfd = proto === 'udp' ? libc.udpSocket(family) : libc.tcpSocket(family);
       try {
         libc.setReuse(sfd, reusePort);
         if (family === AF_INET6) libc.setV6Only(sfd, v6only);
@@ -270,9 +299,14 @@ export class HookDispatcher implements Dispatcher {
       }
     };
     let hostPort: number;
-    const ph = a.port !== 0 ? this.takePlaceholder(app.vip, a.port, family, reusePort || v6only || rule !== undefined) : undefined;
+    const ph =
+      a.port !== 0 && proto === 'tcp' ? this.takePlaceholder(app.vip, a.port, family, reusePort || v6only || rule !== undefined) : undefined;
     try {
-      if (ph) {
+      if (sharing) {
+        hostIp = sharing.hostIp;
+        hostPort = sharing.hostPort;
+        fd = tryBind(hostIp, hostPort);
+      } else if (ph) {
         // Connections made while the app was starting wait in this socket's queue.
         fd = ph.fd;
         hostPort = ph.hostPort;
@@ -305,7 +339,7 @@ export class HookDispatcher implements Dispatcher {
       throw e;
     }
     const vport = a.port !== 0 ? a.port : hostPort;
-    if (a.port === 0 && this.conflict(app, vport, reusePort, family, v6only)) {
+    if (a.port === 0 && this.conflict(app, vport, reusePort, family, v6only, proto, reuseAddr)) {
       // The pool gave a port some socket of this app already uses as a virtual port.
       libc.close(fd);
       this.d.pool.release(hostPort);
@@ -330,7 +364,7 @@ export class HookDispatcher implements Dispatcher {
       vport,
       hostIp,
       hostPort,
-      state: 'bound',
+      state: proto === 'udp' ? 'listening' : 'bound',
       labels: app.labels,
       reusePort,
       v6only: family === AF_INET6 && v6only,
@@ -338,6 +372,7 @@ export class HookDispatcher implements Dispatcher {
       cookie: cookie ? cookie.toString() : undefined,
       inode: inode || undefined,
       bindIp: seen,
+      ...(proto === 'udp' ? { proto, reuseAddr } : {}),
     };
     this.d.table.addSock(sock);
     if (sock.cookie) this.byCookie.set(sock.cookie, sock.id);
@@ -350,9 +385,10 @@ export class HookDispatcher implements Dispatcher {
    * the table still lists may have been closed by its last holder an instant
    * ago (a server restarted at once): the kernel is asked before refusing.
    */
-  private conflict(app: App, port: number, reusePort: boolean, family: number, v6only: boolean): boolean {
-    if (!this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only)) return false;
-    return this.reapDead() === 0 || this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only) !== undefined;
+  private conflict(app: App, port: number, reusePort: boolean, family: number, v6only: boolean, proto: Proto = 'tcp', reuseAddr = false): boolean {
+    const c = () => this.d.table.conflicting(app.id, app.vip, port, reusePort, family, v6only, proto, reuseAddr);
+    if (!c()) return false;
+    return this.reapDead() === 0 || c() !== undefined;
   }
 
   private listen(s: Session, m: Msg): Reply {
@@ -370,6 +406,7 @@ export class HookDispatcher implements Dispatcher {
     if (family !== AF_INET && family !== AF_INET6) throw new ProtocolError(`CONNECT for family ${family}`);
     const ip = unmapV4(dest.ip);
     if (!this.d.table.isVirtual(ip)) return { status: Status.NATIVE };
+    if (m.arg & ConnectFlag.DGRAM) return this.datagram(s, app, dest, ip, family);
     const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive);
     switch (pick.kind) {
       case 'unknown':
@@ -405,6 +442,66 @@ export class HookDispatcher implements Dispatcher {
         return this.handoff(app, dest, family, target, local);
       }
     }
+  }
+
+  /**
+   * Where datagrams to a virtual dest go (a UDP connect, or the first sendto of a flow):
+   * a udp backend (balanced like TCP; cacheable, so the hook picks per flow); else,
+   * when the VIP is a local app's, its own source address with the port as given (a
+   * reply to a client of that app, whose socket is bound there); else a closed port.
+   */
+  private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply {
+    const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive, 'udp');
+    if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
+    if (pick.kind === 'denied') {
+      this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not send to udp ${ip}:${dest.port}: no shared label`);
+      return { status: Status.ERR, err: EACCES };
+    }
+    let target = this.refuseUdpAddr;
+    let local = true;
+    let all: Sock[] = [];
+    if (pick.kind === 'backend') {
+      const b = pick.sock;
+      target = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
+      if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
+      local = b.node === this.d.table.node;
+      all = pick.all;
+    } else {
+      const owner = this.d.table.localApps().find((a) => a.vip === ip);
+      const src = owner ? this.sourceOf(owner) : '';
+      if (src) target = { family: AF_INET, ip: src, port: dest.port };
+    }
+    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, target, local);
+    const r = this.direct(dest, family, target, local);
+    if (all.length > 0) this.cacheable(r, all, family);
+    return r;
+  }
+
+  /** fd handoff of a connected UDP socket (sessions outside the daemon's network namespace). */
+  private handoffDgram(app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
+    let fd: number;
+    try {
+      fd = libc.udpSocket(family);
+    } catch (e) {
+      if (!(e instanceof libc.SysError)) throw e;
+      this.warn(`udp connect for app ${app.id}: ${e.message}`);
+      return { status: Status.ERR, err: sysErrno(e, 'connect') };
+    }
+    const src = local ? this.sourceOf(app) : '';
+    if (src) {
+      try {
+        libc.bind(fd, { family: AF_INET, ip: src, port: 0 }, family);
+      } catch (e) {
+        this.warn(`source address ${src} for app ${app.id}: ${(e as Error).message}`);
+      }
+    }
+    const err = libc.connect(fd, target, family);
+    if (err !== 0) {
+      libc.close(fd);
+      return { status: Status.ERR, err };
+    }
+    this.handoffs++;
+    return { status: Status.OK, fd, err: 0, a: dest, b: realDest(target, family) };
   }
 
   /** A connect the kernel itself refuses (a bound socket that never listens). */
@@ -626,7 +723,9 @@ export class HookDispatcher implements Dispatcher {
   release(sock: Sock): void {
     this.d.table.removeSock(sock.id);
     if (sock.cookie && this.byCookie.get(sock.cookie) === sock.id) this.byCookie.delete(sock.cookie);
-    if (sock.node === this.d.table.node) this.d.pool.release(sock.hostPort);
+    // A host port shared by UDP sockets (SO_REUSEADDR) goes back with the last of them.
+    const shared = this.d.table.listSocks().some((o) => o.hostPort === sock.hostPort && o.hostIp === sock.hostIp);
+    if (sock.node === this.d.table.node && !shared) this.d.pool.release(sock.hostPort);
   }
 
   closed(s: Session): void {

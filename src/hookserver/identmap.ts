@@ -12,7 +12,7 @@
 // reader never sees a torn value.
 import koffi from 'koffi';
 import { closeSync, existsSync, ftruncateSync, openSync } from 'node:fs';
-import { ipv4ToInt } from '../common/addr';
+import { ipv4ToInt, type Cidr } from '../common/addr';
 import { Layout, MapConst } from './proto';
 
 const lib = koffi.load('libc.so.6');
@@ -68,6 +68,29 @@ export class IdentityMap {
   /** Publishes the table generation (hooks drop cached answers when it changes; 0 = use none). */
   setGeneration(g: number): void {
     Atomics.store(this.words, H.generation.off / 4, g | 0);
+  }
+
+  /**
+   * Publishes the virtual ranges (at most MapConst.RANGES; more are left out, and
+   * datagrams to them are not routed by hooks): hooks tell a virtual datagram
+   * destination from a real one without a message.
+   */
+  setRanges(ranges: Cidr[]): void {
+    const n = Math.min(ranges.length, MapConst.RANGES);
+    for (let i = 0; i < n; i++) {
+      const mask = ranges[i].bits === 0 ? 0 : (0xffffffff << (32 - ranges[i].bits)) >>> 0;
+      Atomics.store(this.words, H.ranges.off / 4 + 2 * i, (ranges[i].base & mask) | 0);
+      Atomics.store(this.words, H.ranges.off / 4 + 2 * i + 1, mask | 0);
+    }
+    Atomics.store(this.words, H.n_ranges.off / 4, n);
+  }
+
+  /** Publishes the DNS responder's address (IPv4 dotted, port; port 0 = none): hooks send
+   *  the app's DNS traffic for resolv.conf's servers there. */
+  setDns(ip: string, port: number): void {
+    Atomics.store(this.words, H.dns_port.off / 4, 0);
+    Atomics.store(this.words, H.dns_ip.off / 4, port ? ipv4ToInt(ip) | 0 : 0);
+    Atomics.store(this.words, H.dns_port.off / 4, port);
   }
 
   /** Source address (dotted) of entry `index` (1 .. count-1). */

@@ -7,6 +7,7 @@ import { formatIpv6, parseIpv6 } from './proto';
 const lib = koffi.load('libc.so.6');
 
 export const SOCK_STREAM = 1;
+export const SOCK_DGRAM = 2;
 export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
@@ -105,6 +106,11 @@ function check(call: string, rc: number | bigint): number {
 /** A new non-blocking, close-on-exec TCP socket. */
 export function tcpSocket(family: number): number {
   return check('socket', c_socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+}
+
+/** A non-blocking, close-on-exec UDP socket of `family`. Throws SysError. */
+export function udpSocket(family: number): number {
+  return check('socket', c_socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
 }
 
 /** SO_REUSEADDR, and SO_REUSEPORT when the app asked for it. */

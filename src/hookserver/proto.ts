@@ -33,12 +33,12 @@ export const ReplyFlag = { CACHE: 0x1, LOCAL: 0x2 } as const;
 /** LOOKUP reply.arg (AX_LK_*): what the socket is to ax. */
 export const Lookup = { BOUND: 1, LISTEN: 2, CONN: 3, ACCEPTED: 4 } as const;
 /** The identity map file (struct ax_map_hdr, ax_map_ent). */
-export const MapConst = { MAGIC: 0x504d5841, VERSION: 1 } as const;
+export const MapConst = { MAGIC: 0x504d5841, VERSION: 1, RANGES: 4 } as const;
 /** Backends in one cacheable DIRECT answer (struct ax_cache_answer). */
 export const CACHE_MAX = 10;
 
-export const BindFlag = { V6ONLY: 0x1, REUSEPORT: 0x2, AUTOBIND: 0x4 } as const;
-export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2 } as const;
+export const BindFlag = { V6ONLY: 0x1, REUSEPORT: 0x2, AUTOBIND: 0x4, DGRAM: 0x8, REUSEADDR: 0x10 } as const;
+export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2, DGRAM: 0x4 } as const;
 
 /** Environment passed from `ax run` to the hooked program (AX_ENV_* in the header). */
 export const Env = {
@@ -102,7 +102,10 @@ export const Layout = {
       version: { off: 8, size: 4 },
       src_base: { off: 12, size: 4 },
       src_count: { off: 16, size: 4 },
-      reserved: { off: 20, size: 44 },
+      dns_ip: { off: 20, size: 4 },
+      dns_port: { off: 24, size: 4 },
+      n_ranges: { off: 28, size: 4 },
+      ranges: { off: 32, size: 32 },
     },
   },
   ax_map_ent: {

@@ -28,6 +28,7 @@ const NLM_F_DUMP = 0x300;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
 const SOL_SOCKET = 1;
 const SO_COOKIE = 57;
 const SO_RCVTIMEO = 20;
@@ -83,11 +84,13 @@ export class SockDiag {
   }
 
   /**
-   * Every TCP socket of `family` (AF_INET = 2, AF_INET6 = 10) in one of `states`
-   * (bit i = TCP state i) in the caller's network namespace.
+   * Every socket of `protocol` (IPPROTO_TCP = 6, default, or IPPROTO_UDP = 17) and `family`
+   * (AF_INET = 2, AF_INET6 = 10) in one of `states` (bit i = TCP state i; UDP sockets are
+   * TCP_CLOSE = 7 when unconnected, TCP_ESTABLISHED = 1 when connected) in the caller's
+   * network namespace.
    * Throws when the kernel refuses the request.
    */
-  dump(family: number, states: number): DiagSock[] {
+  dump(family: number, states: number, protocol = IPPROTO_TCP): DiagSock[] {
     const fd = this.open();
     const req = Buffer.alloc(16 + 56);
     req.writeUInt32LE(req.length, 0); // nlmsg_len
@@ -96,7 +99,7 @@ export class SockDiag {
     const seq = this.seq++;
     req.writeUInt32LE(seq, 8);
     req.writeUInt8(family, 16); // sdiag_family
-    req.writeUInt8(IPPROTO_TCP, 17); // sdiag_protocol
+    req.writeUInt8(protocol, 17); // sdiag_protocol
     req.writeUInt32LE(states >>> 0, 20); // idiag_states
     const kernel = Buffer.alloc(12);
     kernel.writeUInt16LE(AF_NETLINK, 0);
@@ -144,14 +147,17 @@ export class SockDiag {
   }
 
   /**
-   * Cookies of every TCP socket in this namespace that is listening or bound
-   * (IPv4 and IPv6). A socket whose cookie is missing here has been closed by
-   * its last holder.
+   * Cookies of every TCP socket in this namespace that is listening or bound, and
+   * of every UDP socket (IPv4 and IPv6). A socket whose cookie is missing here has
+   * been closed by its last holder.
    */
   liveCookies(): Set<bigint> {
     const states = (1 << TCP_LISTEN) | (this.boundInactive ? 1 << TCP_BOUND_INACTIVE : 0);
     const live = new Set<bigint>();
-    for (const family of [2, 10]) for (const s of this.dump(family, states)) live.add(s.cookie);
+    for (const family of [2, 10]) {
+      for (const s of this.dump(family, states)) live.add(s.cookie);
+      for (const s of this.dump(family, 0xffffffff, IPPROTO_UDP)) live.add(s.cookie);
+    }
     return live;
   }
 }

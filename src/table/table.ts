@@ -55,7 +55,14 @@ export interface Sock {
   inode?: number;
   /** The address the app bound, as it must see it: the wildcard it asked for or its VIP. */
   bindIp?: string;
+  /** SO_REUSEADDR set by the app before bind (UDP: sockets that both set it share a port). */
+  reuseAddr?: boolean;
+  /** Transport: absent = 'tcp'. A 'udp' socket is a service as soon as it is bound (datagram
+   *  sockets have no listen()); TCP and UDP services on one VIP:port are independent. */
+  proto?: Proto;
 }
+
+export type Proto = 'tcp' | 'udp';
 
 export type LbMode = 'round-robin' | 'random';
 
@@ -263,11 +270,22 @@ export class ServiceTable {
   }
 
   /** A socket (bound or listening) already holding vip:vport for the same app, if any. */
-  conflicting(appId: string, vip: string, vport: number, reusePort: boolean, family: number, v6only = false): Sock | undefined {
+  conflicting(
+    appId: string,
+    vip: string,
+    vport: number,
+    reusePort: boolean,
+    family: number,
+    v6only = false,
+    proto: Proto = 'tcp',
+    reuseAddr = false,
+  ): Sock | undefined {
     for (const s of this.socks.values()) {
-      if (s.appId === appId && s.vip === vip && s.vport === vport && s.node === this.node) {
+      if (s.appId === appId && s.vip === vip && s.vport === vport && s.node === this.node && (s.proto ?? 'tcp') === proto) {
         // As in the kernel: an IPv4 bind and an IPv6-only bind of one port coexist.
         if ((v6only && s.family !== family) || (s.v6only && s.family !== family)) continue;
+        // UDP: two sockets that both set SO_REUSEADDR share a port too.
+        if (proto === 'udp' && reuseAddr && s.reuseAddr) continue;
         if (!(reusePort && s.reusePort)) return s;
       }
     }
@@ -342,11 +360,11 @@ export class ServiceTable {
 
   // ---- connect ----------------------------------------------------------
 
-  /** Chooses a backend for a connection from `client` to vip:vport. */
-  pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true): Pick {
+  /** Chooses a backend for a connection (or a UDP flow) from `client` to vip:vport. */
+  pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true, proto: Proto = 'tcp'): Pick {
     const set = this.byVip.get(vip);
     const listening: Sock[] = [];
-    if (set) for (const s of set) if (s.vport === vport && !s.v6only && alive(s)) listening.push(s);
+    if (set) for (const s of set) if (s.vport === vport && !s.v6only && (s.proto ?? 'tcp') === proto && alive(s)) listening.push(s);
     if (listening.length === 0) {
       if (!this.isRegistered(vip)) return { kind: 'unknown' };
       // connect-wait covers a service's start: once the app has listened on any
@@ -361,7 +379,7 @@ export class ServiceTable {
     if (this.lb === 'random') {
       i = Math.floor(Math.random() * allowed.length);
     } else {
-      const key = `${vip}:${vport}`;
+      const key = `${proto}/${vip}:${vport}`;
       const n = this.rr.get(key) ?? 0;
       this.rr.set(key, n + 1);
       i = n % allowed.length;

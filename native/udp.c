@@ -1,0 +1,708 @@
+/*
+ * udp.c -- datagram sockets: connect, sendto/sendmsg/sendmmsg and
+ * recvfrom/recvmsg/recvmmsg to and from virtual addresses, and the redirect of
+ * an app's DNS traffic to the daemon's responder.
+ *
+ * A datagram to a virtual address is routed like a TCP connect: the answer
+ * cache (key | CACHE_DGRAM) or one CONNECT round trip (AX_CF_DGRAM) gives the
+ * real backend, and the datagram goes there from the app's own socket.  No
+ * message per datagram: answers are cached under the table generation.
+ *
+ * Identity without a message, as for TCP: a datagram to a backend on this host
+ * leaves from the app's own source address (IP_PKTINFO on a socket whose local
+ * address is the wildcard; bind before connect() for a connected socket), so
+ * the receiving hook turns the source into the sender's VIP through the
+ * identity map.  Sources are translated back on receipt:
+ *   - a connected socket: the virtual peer it connected to;
+ *   - a real address this process sent to on behalf of a virtual one (the flow
+ *     table below): that virtual address (a service's reply shows VIP:port);
+ *   - a source address of the identity map: the client's VIP (port kept), and
+ *     the pair is remembered so a reply to VIP:port goes to the real client.
+ *
+ * Load balancing: per connected socket (a connect picks the next backend), and
+ * per flow for unconnected senders (the backend is chosen by a hash of the
+ * socket and the destination, so one socket's datagrams to one service stay on
+ * one backend while the table is unchanged).
+ *
+ * A datagram to a virtual address nobody serves goes to a closed loopback port
+ * the daemon names: the kernel's own ICMP port-unreachable follows
+ * (ECONNREFUSED on a connected socket's next call, nothing for an unconnected
+ * one), and nothing is ever sent to the virtual address itself.
+ */
+#include "ax_internal.h"
+
+/* ------------------------------------------------------------------------ */
+/* flow table: virtual <-> real pairs this process has used                  */
+
+#define FLOW_SLOTS 1024 /* a power of two, per direction */
+#define FLOW_PROBE 8
+
+struct flow_ent {
+    uint32_t gen;   /* table generation it was learned under; 0 = empty */
+    uint32_t stamp; /* insertion order, for eviction */
+    struct ax_addr key, val;
+};
+static struct flow_ent by_real[FLOW_SLOTS], by_virt[FLOW_SLOTS];
+static uint32_t flow_clock;
+static pthread_mutex_t flow_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static unsigned flow_slot(const struct ax_addr *a)
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ a->ip[i]) * 16777619u;
+    h = (h ^ a->port) * 16777619u;
+    h = (h ^ a->family) * 16777619u;
+    return h & (FLOW_SLOTS - 1);
+}
+
+static uint32_t cur_gen(void) { return gen_page ? *gen_page : 0; }
+
+static void flow_put(struct flow_ent *tab, const struct ax_addr *key, const struct ax_addr *val)
+{
+    uint32_t gen = cur_gen();
+    if (gen == 0)
+        return;
+    unsigned h = flow_slot(key);
+    pthread_mutex_lock(&flow_mu);
+    struct flow_ent *e = NULL, *oldest = NULL;
+    for (unsigned k = 0; k < FLOW_PROBE && !e; k++) {
+        struct flow_ent *c = &tab[(h + k) & (FLOW_SLOTS - 1)];
+        if (c->gen == 0 || same_addr(&c->key, key))
+            e = c;
+        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
+            oldest = c;
+    }
+    if (!e)
+        e = oldest;
+    e->gen = gen;
+    e->stamp = ++flow_clock;
+    e->key = *key;
+    e->val = *val;
+    pthread_mutex_unlock(&flow_mu);
+}
+
+static int flow_get(struct flow_ent *tab, const struct ax_addr *key, struct ax_addr *val)
+{
+    uint32_t gen = cur_gen();
+    if (gen == 0)
+        return 0;
+    unsigned h = flow_slot(key);
+    int hit = 0;
+    pthread_mutex_lock(&flow_mu);
+    for (unsigned k = 0; k < FLOW_PROBE; k++) {
+        struct flow_ent *c = &tab[(h + k) & (FLOW_SLOTS - 1)];
+        if (c->gen != 0 && same_addr(&c->key, key)) {
+            if (c->gen == gen) {
+                *val = c->val;
+                hit = 1;
+            } else {
+                c->gen = 0;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&flow_mu);
+    return hit;
+}
+
+/* ------------------------------------------------------------------------ */
+/* DNS redirect                                                              */
+
+#define MAX_NS 3
+static struct ax_addr ns_list[MAX_NS];
+static int ns_count;
+static pthread_once_t ns_once = PTHREAD_ONCE_INIT;
+
+/* The nameservers of /etc/resolv.conf (IPv4, as the resolver reads them; none
+ * listed: 127.0.0.1, glibc's default).  Read once, with plain system calls. */
+static void ns_load(void)
+{
+    char buf[4096];
+    int fd = open("/etc/resolv.conf", O_RDONLY | O_CLOEXEC);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof buf - 1) : -1;
+    if (fd >= 0)
+        R.close(fd);
+    if (n < 0)
+        n = 0;
+    buf[n] = 0;
+    for (char *line = buf; line && *line && ns_count < MAX_NS;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = 0;
+        while (*line == ' ' || *line == '\t')
+            line++;
+        if (strncmp(line, "nameserver", 10) == 0 && (line[10] == ' ' || line[10] == '\t')) {
+            char *v = line + 11;
+            while (*v == ' ' || *v == '\t')
+                v++;
+            char ip[64];
+            size_t k = 0;
+            while (v[k] && v[k] != ' ' && v[k] != '\t' && v[k] != '\r' && k < sizeof ip - 1) {
+                ip[k] = v[k];
+                k++;
+            }
+            ip[k] = 0;
+            struct in_addr in;
+            if (inet_pton(AF_INET, ip, &in) == 1) {
+                struct ax_addr *a = &ns_list[ns_count++];
+                memset(a, 0, sizeof *a);
+                a->family = AF_INET;
+                a->port = 53;
+                memcpy(a->ip, &in, 4);
+            }
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (ns_count == 0) {
+        struct ax_addr *a = &ns_list[ns_count++];
+        memset(a, 0, sizeof *a);
+        a->family = AF_INET;
+        a->port = 53;
+        uint32_t lo = htonl(INADDR_LOOPBACK);
+        memcpy(a->ip, &lo, 4);
+    }
+}
+
+int dns_redirect(const struct ax_addr *dest, struct ax_addr *real)
+{
+    if (dest->port != 53 || dest->family != AF_INET || !map_dns(real))
+        return 0;
+    pthread_once(&ns_once, ns_load);
+    for (int i = 0; i < ns_count; i++)
+        if (memcmp(ns_list[i].ip, dest->ip, 4) == 0)
+            return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* routing a datagram                                                        */
+
+enum { RT_NATIVE = 0, RT_REAL = 1 };
+
+/* Where a datagram to d (unmapped) goes.  RT_REAL: to *real (*local: a backend
+ * on this host, so the app's source address applies); RT_NATIVE: d is not
+ * virtual; -1: errno set (a virtual address with no route, daemon away).
+ * flow: the hash that picks a backend for an unconnected sender, -1 for a
+ * connect (round robin).  *nfd: a socket the daemon handed over (fd sessions),
+ * else -1. */
+static int route(int family, const struct ax_addr *d, long flow, struct ax_addr *real, int *local, int *nfd,
+                 struct ax_msg *p)
+{
+    *nfd = -1;
+    if (dns_redirect(d, real)) {
+        *local = 1;
+        return RT_REAL;
+    }
+    if (flow_get(by_virt, d, real)) { /* a reply to a client seen on this socket's side */
+        *local = 1;
+        return RT_REAL;
+    }
+    if (!map_virtual(d))
+        return RT_NATIVE;
+    if (cache_lookup(d, family | CACHE_DGRAM, p, flow) && atomic_load(&ctl_ok)) {
+        *real = p->b;
+        *local = (p->flags & AX_RF_LOCAL) != 0;
+        return RT_REAL;
+    }
+    struct ax_msg q;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_CONNECT;
+    q.a = *d;
+    q.b.family = (uint16_t)family;
+    q.arg = AX_CF_DGRAM;
+    if (ax_request(&q, p, nfd) < 0) {
+        if (cfg.fail_open)
+            return RT_NATIVE;
+        errno = ENETUNREACH;
+        return -1;
+    }
+    if (p->status == AX_ST_NATIVE)
+        return RT_NATIVE;
+    if (p->status == AX_ST_DIRECT && (p->b.family == AF_INET || p->b.family == AF_INET6)) {
+        cache_store(d, family | CACHE_DGRAM, p);
+        *real = p->b;
+        ax_unmap(real);
+        *local = (p->flags & AX_RF_LOCAL) != 0;
+        return RT_REAL;
+    }
+    if (p->status == AX_ST_OK && *nfd >= 0) {
+        *real = p->b;
+        ax_unmap(real);
+        *local = 0;
+        return RT_REAL;
+    }
+    if (*nfd >= 0) {
+        R.close(*nfd);
+        *nfd = -1;
+    }
+    errno = (p->status == AX_ST_ERR && p->err > 0) ? p->err : ENETUNREACH;
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* connect                                                                   */
+
+static void set_conn(int fd, const struct meta *snap, const struct sockaddr *vpeer, socklen_t vlen,
+                     const struct sockaddr_storage *rd, socklen_t rl, int state, int src_free, ino_t ino)
+{
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m) {
+        m->state = state;
+        m->has_vpeer = vpeer != NULL;
+        if (vpeer) {
+            memcpy(&m->vpeer, vpeer, vlen);
+            m->vpeer_len = vlen;
+        }
+        m->has_rdest = rd != NULL;
+        if (rd) {
+            m->rdest = *rd;
+            m->rdest_len = rl;
+        }
+        if (src_free >= 0)
+            m->src_free = src_free;
+        if (ino)
+            m->ino = ino;
+    }
+    tbl_unlock();
+}
+
+/* A datagram socket bound to the wildcard (the app bound port 0, or sent
+ * already) that now connects to a backend on this host: a fresh socket takes
+ * its fd number, bound to the app's source address and the same port (another
+ * port if that one is still held through a dup), so the server sees the VIP. */
+static int rebind_source(int fd, struct meta *snap, struct ax_addr *src)
+{
+    struct sockaddr_storage cur;
+    socklen_t cl = sizeof cur;
+    if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || !is_wildcard(&cur))
+        return -1;
+    struct ax_addr c;
+    if (sa_to_ax((struct sockaddr *)&cur, cl, &c) < 0)
+        return -1;
+    int nfd = R.socket(snap->family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (nfd < 0)
+        return -1;
+    ino_t ino;
+    if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
+        return -1;
+    struct sockaddr_storage ss;
+    src->port = c.port;
+    socklen_t l = ax_to_sa(src, snap->family, &ss);
+    int r = R.bind(fd, (struct sockaddr *)&ss, l);
+    if (r < 0) {
+        src->port = 0;
+        l = ax_to_sa(src, snap->family, &ss);
+        r = R.bind(fd, (struct sockaddr *)&ss, l);
+    }
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m)
+        m->ino = ino;
+    tbl_unlock();
+    snap->ino = ino;
+    dbg("udp rebind fd %d on the source address, port %u: %d", fd, src->port, r);
+    return r;
+}
+
+int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_t len)
+{
+    struct ax_addr a;
+    if (addr->sa_family == AF_UNSPEC || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6) ||
+        addr->sa_family != snap->family || sa_to_ax(addr, len, &a) < 0) {
+        /* AF_UNSPEC dissolves the association; anything else is the kernel's to judge */
+        int r = R.connect(fd, addr, len);
+        if (r == 0 && snap->state == ST_CONN)
+            set_conn(fd, snap, NULL, 0, NULL, 0, snap->state == ST_CONN ? ST_FRESH : snap->state, -1, 0);
+        return r;
+    }
+    struct ax_addr d = a;
+    ax_unmap(&d);
+    if (!gen_page && !is_loopback(addr) && ctl_session() < 0 && !gen_page && !cfg.fail_open) {
+        /* no session, so no map to tell virtual from real: fail closed, as a TCP connect does */
+        errno = ENETUNREACH;
+        return -1;
+    }
+    struct ax_addr real;
+    struct ax_msg p;
+    int local = 0, nfd = -1;
+    int rt = route(snap->family, &d, -1, &real, &local, &nfd, &p);
+    if (rt < 0)
+        return -1;
+    if (rt == RT_NATIVE) {
+        int r = R.connect(fd, addr, len);
+        if (r == 0 && snap->state == ST_CONN)
+            set_conn(fd, snap, NULL, 0, NULL, 0, ST_FRESH, -1, 0);
+        return r;
+    }
+    ino_t ino = 0;
+    if (nfd >= 0) {
+        /* fd session: the daemon's socket, already connected */
+        if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
+            return -1;
+        set_conn(fd, snap, addr, len, NULL, 0, ST_CONN, 0, ino);
+        return 0;
+    }
+    int src_free = -1;
+    if (local && have_src && snap->src_free && !(snap->family == AF_INET6 && snap->v6only)) {
+        /* leave from the app's source address, so the server sees its VIP */
+        struct sockaddr_storage ss;
+        struct ax_addr s = app_src;
+        s.port = 0;
+        if (snap->state == ST_FRESH && !snap->bound_native) {
+            socklen_t l = ax_to_sa(&s, snap->family, &ss);
+            if (R.bind(fd, (struct sockaddr *)&ss, l) == 0)
+                src_free = 0;
+        } else if (rebind_source(fd, snap, &s) == 0) {
+            src_free = 0;
+        }
+    }
+    struct sockaddr_storage rd;
+    socklen_t rl = ax_to_sa(&real, snap->family, &rd);
+    int r = R.connect(fd, (struct sockaddr *)&rd, rl);
+    if (r == 0) {
+        set_conn(fd, snap, addr, len, &rd, rl, ST_CONN, src_free, 0);
+        flow_put(by_real, &real, &d);
+    }
+    dbg("udp connect fd %d -> port %u r=%d", fd, real.port, r);
+    return r;
+}
+
+/* ------------------------------------------------------------------------ */
+/* send                                                                      */
+
+/* The per-flow hash of an unconnected sender: its socket (the record's
+ * generation, unique to each socket this process tracks) and the destination. */
+static long flow_hash(const struct meta *snap, const struct ax_addr *d)
+{
+    uint64_t h = 1469598103934665603ull ^ snap->gen;
+    for (int i = 0; i < 4; i++)
+        h = (h ^ d->ip[i]) * 1099511628211ull;
+    h = (h ^ d->port) * 1099511628211ull;
+    return (long)(h >> 1);
+}
+
+/* The snapshot of a datagram socket, or 0 when fd is not one (or not tracked). */
+static int dgram_snapshot(int fd, struct meta *snap)
+{
+    if (!tbl_peek(fd, snap) && !snapshot_or_learn(fd, snap, 0))
+        return 0;
+    return snap->dgram;
+}
+
+/* Translation of one datagram's destination.  1: *out (length *outlen, the
+ * socket's family) is where it goes, *pktinfo: add the app's source address;
+ * 0: send unchanged; -1: errno set. */
+static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_storage *out,
+                          socklen_t *outlen, int *pktinfo, struct meta *snap, int *have_snap)
+{
+    if (!addr || alen < sizeof(sa_family_t) || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
+        return 0;
+    struct ax_addr a;
+    if (sa_to_ax(addr, alen, &a) < 0)
+        return 0;
+    struct ax_addr d = a;
+    ax_unmap(&d);
+    if (d.family != AF_INET)
+        return 0;
+    /* cheap test first: a destination that cannot be virtual needs no socket lookup */
+    if (!gen_page && !is_loopback(addr) && ctl_session() < 0 && !gen_page) {
+        /* no session, so no map to tell virtual from real: as a connect does */
+        if (cfg.fail_open)
+            return 0;
+        errno = ENETUNREACH;
+        return -1;
+    }
+    if (d.port != 53 && !map_virtual(&d)) /* every VIP, clients' too, lies in a virtual range */
+        return 0;
+    if (!*have_snap) {
+        if (!dgram_snapshot(fd, snap))
+            return 0;
+        *have_snap = 1;
+    }
+    if (addr->sa_family != snap->family)
+        return 0;
+    struct ax_addr real;
+    struct ax_msg p;
+    int local = 0, nfd = -1;
+    int rt = route(snap->family, &d, flow_hash(snap, &d), &real, &local, &nfd, &p);
+    if (nfd >= 0) {
+        /* an fd session cannot send unconnected datagrams through a handed-over socket */
+        R.close(nfd);
+        errno = ENETUNREACH;
+        return -1;
+    }
+    if (rt <= 0)
+        return rt;
+    flow_put(by_real, &real, &d);
+    *outlen = ax_to_sa(&real, snap->family, out);
+    *pktinfo = local && have_src && snap->src_free && !(snap->family == AF_INET6 && snap->v6only);
+    return 1;
+}
+
+#define CTL_ROOM 512
+
+/* Control data for one message: the app's own, plus IP_PKTINFO with the app's
+ * source address unless the app set a source itself.  Returns the length, 0 for
+ * "the app's control data unchanged" (*use_app = 1). */
+static size_t with_pktinfo(const struct msghdr *app, char *buf, size_t room, int *use_app)
+{
+    *use_app = 1;
+    if (app && app->msg_controllen) {
+        for (struct cmsghdr *c = CMSG_FIRSTHDR((struct msghdr *)app); c; c = CMSG_NXTHDR((struct msghdr *)app, c))
+            if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) ||
+                (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO))
+                return 0;
+    }
+    size_t have = app ? app->msg_controllen : 0;
+    size_t need = have + CMSG_SPACE(sizeof(struct in_pktinfo));
+    if (need > room)
+        return 0;
+    memset(buf, 0, need);
+    if (have)
+        memcpy(buf, app->msg_control, have);
+    struct cmsghdr *c = (struct cmsghdr *)(buf + have);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+    struct in_pktinfo pi;
+    memset(&pi, 0, sizeof pi);
+    memcpy(&pi.ipi_spec_dst, app_src.ip, 4);
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    *use_app = 0;
+    return need;
+}
+
+int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
+{
+    struct meta snap;
+    int have_snap = 0, pktinfo = 0;
+    struct sockaddr_storage out;
+    socklen_t outlen = 0;
+    GUARD_ENTER;
+    int e = errno;
+    int t = translate_dest(fd, msg->msg_name, msg->msg_namelen, &out, &outlen, &pktinfo, &snap, &have_snap);
+    GUARD_LEAVE;
+    if (t == 0)
+        return 0;
+    if (t < 0) {
+        *r = -1;
+        return 1;
+    }
+    struct msghdr m = *msg;
+    m.msg_name = &out;
+    m.msg_namelen = outlen;
+    char ctl[CTL_ROOM] __attribute__((aligned(8)));
+    if (pktinfo) {
+        int use_app;
+        size_t l = with_pktinfo(msg, ctl, sizeof ctl, &use_app);
+        if (!use_app) {
+            m.msg_control = ctl;
+            m.msg_controllen = l;
+        }
+    }
+    errno = e;
+    *r = R.sendmsg(fd, &m, flags);
+    return 1;
+}
+
+int udp_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen,
+               ssize_t *r)
+{
+    struct iovec iov = {(void *)buf, n};
+    struct msghdr m;
+    memset(&m, 0, sizeof m);
+    m.msg_name = (void *)addr;
+    m.msg_namelen = alen;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    return udp_sendmsg(fd, &m, flags, r);
+}
+
+#define MMSG_CHUNK 32
+
+int h_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
+{
+    NEED(sendmmsg);
+    if (!hook_on() || !vec || vlen == 0)
+        return R.sendmmsg(fd, vec, vlen, flags);
+    /* untouched unless some message goes to a virtual address */
+    struct meta snap;
+    int have_snap = 0;
+    unsigned done = 0;
+    int e = errno;
+    while (done < vlen) {
+        unsigned k = vlen - done < MMSG_CHUNK ? vlen - done : MMSG_CHUNK;
+        struct mmsghdr v[MMSG_CHUNK];
+        struct sockaddr_storage out[MMSG_CHUNK];
+        char ctl[MMSG_CHUNK][CMSG_SPACE(sizeof(struct in_pktinfo))] __attribute__((aligned(8)));
+        unsigned use = 0;
+        int fail = 0, fail_errno = 0;
+        GUARD_ENTER;
+        for (; use < k; use++) {
+            struct mmsghdr *src = &vec[done + use];
+            v[use] = *src;
+            int pktinfo = 0;
+            socklen_t outlen;
+            int t = translate_dest(fd, src->msg_hdr.msg_name, src->msg_hdr.msg_namelen, &out[use], &outlen, &pktinfo,
+                                   &snap, &have_snap);
+            if (t < 0) {
+                fail = 1;
+                fail_errno = errno;
+                break;
+            }
+            if (t == 1) {
+                v[use].msg_hdr.msg_name = &out[use];
+                v[use].msg_hdr.msg_namelen = outlen;
+                if (pktinfo && src->msg_hdr.msg_controllen == 0) {
+                    int use_app;
+                    size_t l = with_pktinfo(NULL, ctl[use], sizeof ctl[use], &use_app);
+                    if (!use_app) {
+                        v[use].msg_hdr.msg_control = ctl[use];
+                        v[use].msg_hdr.msg_controllen = l;
+                    }
+                }
+            }
+        }
+        GUARD_LEAVE;
+        int n = 0;
+        if (use > 0) {
+            errno = e;
+            n = R.sendmmsg(fd, v, use, flags);
+            if (n < 0)
+                return done > 0 ? (int)done : -1;
+            for (int i = 0; i < n; i++)
+                vec[done + i].msg_len = v[i].msg_len;
+            done += (unsigned)n;
+            if ((unsigned)n < use)
+                break;
+        }
+        if (fail) {
+            if (done == 0) {
+                errno = fail_errno;
+                return -1;
+            }
+            break;
+        }
+    }
+    errno = e;
+    return (int)done;
+}
+
+/* ------------------------------------------------------------------------ */
+/* receive                                                                   */
+
+void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
+{
+    if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
+        return;
+    struct ax_addr ra;
+    if (sa_to_ax(sa, *len, &ra) < 0)
+        return;
+    struct meta snap;
+    if (!tbl_peek(fd, &snap) || !snap.dgram)
+        return;
+    struct sockaddr_storage v;
+    socklen_t vl = 0;
+    if (snap.state == ST_CONN && snap.has_vpeer) {
+        memcpy(&v, &snap.vpeer, snap.vpeer_len);
+        vl = snap.vpeer_len;
+    } else {
+        struct ax_addr u = ra, virt;
+        ax_unmap(&u);
+        if (u.family != AF_INET)
+            return;
+        if (flow_get(by_real, &u, &virt)) {
+            vl = ax_to_sa(&virt, snap.family, &v);
+        } else if (ident_peer(&u, &virt)) {
+            struct ax_addr known;
+            if (!flow_get(by_virt, &virt, &known) || !same_addr(&known, &u))
+                flow_put(by_virt, &virt, &u);
+            vl = ax_to_sa(&virt, snap.family, &v);
+        }
+    }
+    if (vl) {
+        *len = room;
+        copy_out(&v, vl, sa, len);
+    }
+}
+
+ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
+{
+    NEED(recvfrom);
+    if (!addr || !alen || !hook_on())
+        return R.recvfrom(fd, buf, n, flags, addr, alen);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    socklen_t room = *alen;
+    ssize_t r = R.recvfrom(fd, buf, n, flags, (struct sockaddr *)&ss, &sl);
+    if (r < 0)
+        return r;
+    int e = errno;
+    GUARD_ENTER;
+    if (sl > 0 && sl <= sizeof ss)
+        udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
+    GUARD_LEAVE;
+    *alen = room;
+    copy_out(&ss, sl, addr, alen);
+    errno = e;
+    return r;
+}
+
+ssize_t h_recvmsg(int fd, struct msghdr *msg, int flags)
+{
+    NEED(recvmsg);
+    if (!msg || !msg->msg_name || !hook_on())
+        return R.recvmsg(fd, msg, flags);
+    struct sockaddr_storage ss;
+    struct msghdr m = *msg;
+    m.msg_name = &ss;
+    m.msg_namelen = sizeof ss;
+    ssize_t r = R.recvmsg(fd, &m, flags);
+    if (r < 0)
+        return r;
+    int e = errno;
+    socklen_t sl = m.msg_namelen;
+    GUARD_ENTER;
+    if (sl > 0 && sl <= sizeof ss)
+        udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
+    GUARD_LEAVE;
+    socklen_t room = msg->msg_namelen;
+    msg->msg_controllen = m.msg_controllen;
+    msg->msg_flags = m.msg_flags;
+    copy_out(&ss, sl, msg->msg_name, &room);
+    msg->msg_namelen = room;
+    errno = e;
+    return r;
+}
+
+int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *tmo)
+{
+    NEED(recvmmsg);
+    int r = R.recvmmsg(fd, vec, vlen, flags, tmo);
+    if (r <= 0 || !hook_on())
+        return r;
+    int e = errno;
+    GUARD_ENTER;
+    /* in place: the kernel wrote whole addresses where the buffer had room */
+    for (int i = 0; i < r; i++) {
+        struct msghdr *h = &vec[i].msg_hdr;
+        if (!h->msg_name || h->msg_namelen == 0 || h->msg_namelen > sizeof(struct sockaddr_storage))
+            continue;
+        struct sockaddr_storage ss;
+        socklen_t sl = h->msg_namelen;
+        memcpy(&ss, h->msg_name, sl);
+        socklen_t room = sizeof ss;
+        udp_fix_source(fd, (struct sockaddr *)&ss, &sl, room);
+        (void)room;
+        socklen_t cap = h->msg_namelen;
+        if (sl <= cap) {
+            memcpy(h->msg_name, &ss, sl);
+            h->msg_namelen = sl;
+        }
+    }
+    GUARD_LEAVE;
+    errno = e;
+    return r;
+}
