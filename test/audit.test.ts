@@ -247,6 +247,37 @@ for i in range(5):
   t.same(after.events.map((e) => e.seq), got.events.map((e) => e.seq));
 });
 
+t.test('UDP: the first datagram of a flow is decided, and recorded, like a connect', async (t) => {
+  const d = await TestDaemon.start(t);
+  const srv = d.run(['--name', 'udpecho', '--labels', 'team=blue'], ['python3', '-u', '-c', `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 5300)); print('bound', flush=True)
+while True:
+    d, a = s.recvfrom(100); s.sendto(d.upper(), a)
+`]);
+  await srv.waitFor(/bound/);
+  const send = `
+import socket, errno
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5)
+try:
+    s.sendto(b'hi', ('udpecho', 5300)); print('reply', s.recvfrom(100)[0].decode())
+except OSError as e:
+    print('error', errno.errorcode.get(e.errno, e.errno))
+`;
+  const [ok, bad] = await Promise.all([
+    d.run(['--name', 'udp-ok', '--labels', 'team=blue'], ['python3', '-c', send]).result(),
+    d.run(['--name', 'udp-bad', '--labels', 'team=red'], ['python3', '-c', send]).result(),
+  ]);
+  t.match(ok.stdout, /reply HI/, 'shared label: the datagram goes through');
+  t.match(bad.stdout, /error/, 'no shared label: refused');
+  const evs = (await events(d)).events.filter((e) => e.detail === 'udp');
+  const [server] = (await d.get('apps')).filter((a) => a.name === 'udpecho');
+  const allow = evs.filter((e) => e.src.name === 'udp-ok');
+  const deny = evs.filter((e) => e.src.name === 'udp-bad');
+  t.ok(allow.length >= 1 && allow.every((e) => e.verdict === 'allow' && e.dst.addr === `${server.vip}:5300` && e.dst.app_id === server.id), 'allowed flow: an allow event');
+  t.ok(deny.length >= 1 && deny.every((e) => e.verdict === 'deny' && e.dst.name === 'udpecho' && e.rule === 'default:shared-label'), 'refused datagram: a deny event');
+});
+
 t.test('bad flags exit 2 with usage', async (t) => {
   const now = Date.parse('2026-01-31T12:00:00Z');
   t.equal(parseSince('90s', now), now - 90_000, '--since 90s');

@@ -454,6 +454,7 @@ export class HookDispatcher implements Dispatcher {
     const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
     if (pick.kind === 'denied') {
+      this.d.audit?.record({ ...connectEvent(app, 'deny', ip, dest.port, 'default:shared-label', undefined, this.d.table.nameOf(ip)), detail: 'udp' });
       this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not send to udp ${ip}:${dest.port}: no shared label`);
       return { status: Status.ERR, err: EACCES };
     }
@@ -462,6 +463,7 @@ export class HookDispatcher implements Dispatcher {
     let all: Sock[] = [];
     if (pick.kind === 'backend') {
       const b = pick.sock;
+      this.d.audit?.record({ ...connectEvent(app, 'allow', ip, dest.port, 'default:shared-label', b), detail: 'udp' });
       target = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
       if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
       local = b.node === this.d.table.node;
