@@ -199,7 +199,12 @@ t.test('allowed and denied connects are events; follow, metrics, graph, restart,
 
   // A daemon restart keeps the ring and the graph; numbering goes on.
   const before = await events(d);
+  const stayed = start(process.execPath, [AX, 'events', '-f', '--limit', '1', '--socket', d.socket], {}, t);
+  await stayed.waitFor(/publish-refused\s+publish\s+user:nobody/);
   await d.stop();
+  const stayedEnd = await stayed.result();
+  t.equal(stayedEnd.code, 1, 'a follower ends when the daemon stops');
+  t.match(stayedEnd.stderr, /ax events: the daemon ended the stream \(it is stopping\)/);
   await d.launch();
   const after = await events(d);
   t.same(after.events.map((e) => e.seq), before.events.map((e) => e.seq), 'events survive a restart');

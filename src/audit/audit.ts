@@ -197,21 +197,36 @@ export class Audit {
 
   /**
    * Events in the ring, oldest first: those at or after `sinceMs` (0: all), the
-   * newest `limit` of them (0: all). Waits for queued writes first.
+   * newest `limit` of them (0: all). Waits for queued writes first. Everything in
+   * memory at once: for large answers use read().
    */
   async query(sinceMs = 0, limit = 0): Promise<StoredEvent[]> {
-    await this.flush();
     const out: StoredEvent[] = [];
-    scan: for await (const [, v] of this.kv.iterator({ gt: 'c/', lt: 'c/\xff', reverse: true })) {
-      const chunk = v as StoredEvent[];
-      for (let i = chunk.length - 1; i >= 0; i--) {
-        const ev = chunk[i];
-        if (ev.seq < this.first || (sinceMs && ev.time < sinceMs)) break scan;
+    for await (const group of this.read(sinceMs, limit)) out.push(...group);
+    return out;
+  }
+
+  /**
+   * The same as query(), streamed in groups of at most `group` events, oldest first,
+   * read from one LevelDB snapshot chunk by chunk (memory stays bounded by the group,
+   * whatever --events-max is). Events are in time order as recorded, so "the newest
+   * `limit`" starts at sequence number last - limit + 1 and `sinceMs` skips the older ones.
+   */
+  async *read(sinceMs = 0, limit = 0, group = 1000): AsyncGenerator<StoredEvent[]> {
+    await this.flush();
+    const from = Math.max(this.first, limit ? this.last - limit + 1 : 1);
+    let out: StoredEvent[] = [];
+    for await (const [, v] of this.kv.iterator({ gte: chunkKey(chunkOf(from)), lt: 'c/\xff' })) {
+      for (const ev of v as StoredEvent[]) {
+        if (ev.seq < from || (sinceMs && ev.time < sinceMs)) continue;
         out.push(ev);
-        if (limit && out.length >= limit) break scan;
+        if (out.length >= group) {
+          yield out;
+          out = [];
+        }
       }
     }
-    return out.reverse();
+    if (out.length > 0) yield out;
   }
 
   /**

@@ -91,7 +91,8 @@ const COLUMNS: Array<[string, (e: StoredEvent) => string]> = [
   ['TIME', (e) => new Date(e.time).toISOString()],
   ['VERDICT', (e) => e.verdict],
   ['OP', (e) => e.op],
-  ['SOURCE', (e) => e.src.name || e.src.appId || `user ${e.src.labels['ax.user'] ?? '?'}`],
+  // A publish refused at `ax run` has no app yet: its source is the user who asked.
+  ['SOURCE', (e) => (e.src.appId ? e.src.name || e.src.appId : `user:${e.src.labels['ax.user'] ?? '?'}`)],
   ['SRC-LABELS', (e) => formatLabels(e.src.labels) || '-'],
   ['DESTINATION', (e) => (e.dst.name ? `${e.dst.name} (${e.dst.addr})` : e.dst.addr)],
   ['RULE', (e) => e.rule],
@@ -121,31 +122,40 @@ export async function eventsMain(argv: string[]): Promise<number> {
   try {
     const code = await new Promise<number>((resolve, reject) => {
       const stream = client.raw.Events({ since_ms: since, limit, follow });
-      let first = true;
+      let got = false;
       let headerDone = false;
+      let stats: AuditStats | null = null;
+      const all: StoredEvent[] = [];
+      /** Rows as they come (following: columns cannot be aligned ahead). */
+      const rows = (events: StoredEvent[]) => {
+        if (!headerDone) process.stdout.write(COLUMNS.map(([h]) => h).join('  ') + '\n');
+        headerDone = true;
+        for (const e of events) process.stdout.write(COLUMNS.map(([, f]) => f(e)).join('  ') + '\n');
+      };
       stream.on('data', (b: EventBatch__Output) => {
+        got = true;
         const events = (b.events ?? []).map(eventFromWire);
-        const stats = statsFromWire(b.stats);
-        if (output === 'json' && !follow) {
-          process.stdout.write(JSON.stringify({ events: events.map(eventJson), stats }, null, 2) + '\n');
-        } else if (output === 'json') {
-          for (const e of events) process.stdout.write(JSON.stringify(eventJson(e)) + '\n');
-        } else if (first && !follow) {
-          process.stdout.write(events.length > 0 ? table(events, COLUMNS) : 'no events\n');
-        } else {
-          // Following: the header once, then rows as they come (columns cannot be aligned ahead).
-          if (!headerDone) process.stdout.write(COLUMNS.map(([h]) => h).join('  ') + '\n');
-          headerDone = true;
-          for (const e of events) process.stdout.write(COLUMNS.map(([, f]) => f(e)).join('  ') + '\n');
-        }
+        stats = statsFromWire(b.stats);
+        if (!follow) all.push(...events);
+        else if (output === 'json') for (const e of events) process.stdout.write(JSON.stringify(eventJson(e)) + '\n');
+        else if (events.length > 0) rows(events);
         note(stats, Number(b.skipped ?? 0));
-        first = false;
+      });
+      // 'status' OK is the successful end; grpc-js emits 'end' before 'error' for a refused call.
+      stream.on('status', (st: grpc.StatusObject) => {
+        if (st.code !== grpc.status.OK) return;
+        if (follow) {
+          process.stderr.write('ax events: the daemon ended the stream (it is stopping)\n');
+          return resolve(1);
+        }
+        if (output === 'json') process.stdout.write(JSON.stringify({ events: all.map(eventJson), stats }, null, 2) + '\n');
+        else process.stdout.write(all.length > 0 ? table(all, COLUMNS) : 'no events\n');
+        resolve(0);
       });
       stream.on('error', (err: grpc.ServiceError) => {
         if (err.code === grpc.status.CANCELLED) return resolve(0);
         if (err.code === grpc.status.UNAVAILABLE) {
-          // Following until the daemon went away is a normal end for a follower that got data.
-          if (!first) {
+          if (got) {
             process.stderr.write('ax events: the daemon closed the stream (stopped?)\n');
             return resolve(1);
           }
@@ -153,7 +163,6 @@ export async function eventsMain(argv: string[]): Promise<number> {
         }
         reject(new ApiError(err.code, err.details || err.message));
       });
-      stream.on('end', () => resolve(0));
       if (follow) {
         const stop = () => {
           stream.cancel();

@@ -130,6 +130,8 @@ export class ApiServer {
   private reaper: NodeJS.Timeout | null = null;
   private readonly access: ApiAccess;
   private readonly capWarn: (msg: string) => void;
+  /** Open `ax events --follow` streams: ended (not cut) when the server closes. */
+  private readonly followers = new Set<() => void>();
 
   constructor(private readonly d: Daemon) {
     this.access = new ApiAccess(process.getuid?.() ?? 0, d.config.apiGroup);
@@ -234,6 +236,7 @@ export class ApiServer {
   /** Stops accepting, lets calls in flight finish for up to 0.5 s, then closes every connection. */
   async close(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
+    for (const f of [...this.followers]) f();
     const s = this.server;
     this.net?.close();
     if (s) {
@@ -262,8 +265,10 @@ export class ApiServer {
     // Audit data says who talked to whom: operator data, with the same rights as the table.
     const audit: Check = (p) =>
       access.read(p) &&
-      `uid ${p.uid} (${userName(p.uid)}) may not read this daemon's audit events: they are operator data (root, the daemon's user` +
-        (d.config.apiGroup ? ` and members of group ${d.config.apiGroup.name})` : '; an operator can allow a group with ax daemon --api-group GROUP)');
+      `uid ${p.uid} (${userName(p.uid)}) may not read this daemon's audit events: they are operator data; ` +
+        (d.config.apiGroup
+          ? `root, the daemon's user and members of group ${d.config.apiGroup.name} may read them`
+          : `root and the daemon's user may read them (an operator can allow a group with ax daemon --api-group GROUP)`);
     const unary =
       <Req, Res>(check: Check, fn: (req: Req, who: PeerCred) => Res): grpc.handleUnaryCall<Req, Res> =>
       (call, cb) => {
@@ -447,7 +452,7 @@ export class ApiServer {
   }
 
   /**
-   * Events: the events asked for in one message, then (follow) the new ones as they
+   * Events: the events asked for (one or more messages), then (follow) the new ones as they
    * are recorded, grouped per 20 ms, until the caller cancels. A reader that falls
    * behind by more than FOLLOW_MAX events has the oldest skipped, and told how many.
    */
@@ -502,29 +507,47 @@ export class ApiServer {
       ended = true;
       if (timer) clearTimeout(timer);
       unsubscribe();
+      this.followers.delete(finish);
       done();
     };
+    const finish = () => {
+      if (ended) return;
+      send();
+      call.end();
+      end();
+    };
+    if (req.follow) this.followers.add(finish);
     call.on('cancelled', end);
     call.on('close', end);
     call.on('error', end);
-    audit.query(Number(req.since_ms) || 0, Number(req.limit) || 0).then(
-      (events) => {
+    // What is asked for, in messages of at most 1 000 events (any --events-max fits the message limits).
+    void (async () => {
+      let sent = false;
+      for await (const events of audit.read(Number(req.since_ms) || 0, Number(req.limit) || 0, 1000)) {
         if (ended) return;
-        if (events.length > 0) lastSeq = events[events.length - 1].seq;
-        call.write({ events: events.map(eventToWire), stats: statsToWire(audit.stats()), skipped: 0 });
-        if (!req.follow) {
-          call.end();
-          end();
-          return;
+        lastSeq = events[events.length - 1].seq;
+        sent = true;
+        if (!call.write({ events: events.map(eventToWire), stats: statsToWire(audit.stats()), skipped: 0 })) {
+          await new Promise<void>((r) => {
+            call.once('drain', r);
+            call.once('close', r);
+          });
         }
-        ready = true;
-        kick();
-      },
-      (e: Error) => {
-        call.emit('error', fail(grpc.status.INTERNAL, `audit: ${e.message}`));
+      }
+      if (ended) return;
+      if (!sent) call.write({ events: [], stats: statsToWire(audit.stats()), skipped: 0 });
+      if (!req.follow) {
+        call.end();
         end();
-      },
-    );
+        return;
+      }
+      ready = true;
+      kick();
+    })().catch((e: Error) => {
+      if (ended) return;
+      call.emit('error', fail(grpc.status.INTERNAL, `audit: ${e.message}`));
+      end();
+    });
   }
 
   private runApp(call: grpc.ServerWritableStream<RunRequest__Output, RunEvent>): void {
