@@ -9,15 +9,14 @@
 // deletion of what fell out of the ring, the ring's bounds and the edges that
 // changed.
 //
-// Events are stored in chunks of CHUNK consecutive sequence numbers, one
-// LevelDB value each: one key per event cost 10-30 us per event in level's
-// batch on the (loaded, 2-core) test VM; a chunk is one key per 64 events. The
-// newest chunk is rewritten whole at each write while it fills. The ring shows the newest `max`
-// events; a chunk is deleted once all of it is older, so the database holds
-// at most max + CHUNK events.
+// Each write stores the events it carries as one segment, one LevelDB value
+// (one key per event cost 10-30 us per event in level's batch on the loaded
+// 2-core test VM; a segment is one key per write, and nothing is ever
+// rewritten). The ring shows the newest `max` events; a segment is deleted
+// once all of it is older, so the database holds at most max + BATCH events.
 //
-// Keys (in the store's "audit" sublevel): "c/<chunk no, 12 digits>" ->
-// StoredEvent[], "g/<edge key>" -> Edge, "meta" -> Meta.
+// Keys (in the store's "audit" sublevel): "s/<first seq>-<last seq>" (16
+// digits each) -> StoredEvent[], "g/<edge key>" -> Edge, "meta" -> Meta.
 import { rateLimited, type Logger } from '../common/log';
 import type { KeySpace, Op } from '../store/store';
 import type { Labels } from '../policy/labels';
@@ -27,9 +26,9 @@ import { dstNode, srcNode, type AuditEvent, type AuditOp, type AuditVerdict, typ
 export const EVENTS_MAX_DEFAULT = 100_000;
 /** Most edges kept in the graph aggregate; further new edges are counted in edgesDropped. */
 export const EDGES_MAX = 200_000;
-const BATCH = 1024;
-/** Events per stored chunk. */
-const CHUNK = 64;
+/** Most events per LevelDB batch: a batch's encoding runs on the event loop (measured ~7 us per event on
+ *  the loaded 2-core test VM), so big backlogs are written in several batches with connects served between. */
+const BATCH = 512;
 
 /** One edge of the observed graph: decisions from `src` to `dst` with one verdict. */
 export interface Edge {
@@ -76,8 +75,6 @@ interface Meta {
   first: number;
   last: number;
   dropped: Dropped;
-  /** oldest chunk that may still be stored */
-  firstChunk: number;
 }
 
 export interface AuditOptions {
@@ -90,17 +87,20 @@ export interface AuditOptions {
   backlogMax?: number;
 }
 
-const chunkKey = (k: number) => `c/${String(k).padStart(12, '0')}`;
-const chunkOf = (seq: number) => Math.floor((seq - 1) / CHUNK);
+/** A stored segment: the sequence numbers of its first and last event. */
+interface Segment {
+  first: number;
+  last: number;
+}
+const segKey = (g: Segment) => `s/${String(g.first).padStart(16, '0')}-${String(g.last).padStart(16, '0')}`;
 
 export class Audit {
   private first = 1;
   private last = 0;
   private written = 0;
-  private firstChunk = 0;
-  /** the newest chunk and its events (rewritten whole as it fills) */
-  private openChunk = -1;
-  private openEvents: StoredEvent[] = [];
+  /** the stored segments, oldest first, from segHead on (those before it are deleted) */
+  private segs: Segment[] = [];
+  private segHead = 0;
   private readonly dropped: Dropped = { wrapped: 0, backlog: 0, writeError: 0 };
   /** sequence ranges [from, to] that were never written (backlog / write errors): not "wrapped" when they leave the ring */
   private holes: Array<[number, number]> = [];
@@ -141,12 +141,11 @@ export class Audit {
       a.first = meta.first;
       a.last = meta.last;
       a.written = meta.last;
-      a.firstChunk = meta.firstChunk;
       Object.assign(a.dropped, meta.dropped);
-      if (meta.last > 0) {
-        a.openChunk = chunkOf(meta.last);
-        a.openEvents = ((await kv.get(chunkKey(a.openChunk))) as StoredEvent[] | undefined) ?? [];
-      }
+    }
+    for await (const [k] of kv.iterator({ gt: 's/', lt: 's/\xff', values: false })) {
+      const m = /^s\/(\d+)-(\d+)$/.exec(k);
+      if (m) a.segs.push({ first: Number(m[1]), last: Number(m[2]) });
     }
     for await (const [k, v] of kv.iterator({ gt: 'g/', lt: 'g/\xff' })) a.edgeMap.set(k.slice(2), v as Edge);
     return a;
@@ -208,7 +207,7 @@ export class Audit {
 
   /**
    * The same as query(), streamed in groups of at most `group` events, oldest first,
-   * read from one LevelDB snapshot chunk by chunk (memory stays bounded by the group,
+   * read from one LevelDB snapshot segment by segment (memory stays bounded by the group,
    * whatever --events-max is). Events are in time order as recorded, so "the newest
    * `limit`" starts at sequence number last - limit + 1 and `sinceMs` skips the older ones.
    */
@@ -216,7 +215,19 @@ export class Audit {
     await this.flush();
     const from = Math.max(this.first, limit ? this.last - limit + 1 : 1);
     let out: StoredEvent[] = [];
-    for await (const [, v] of this.kv.iterator({ gte: chunkKey(chunkOf(from)), lt: 'c/\xff' })) {
+    // The segment holding `from`: the last one that starts at or before it.
+    let lo = this.segHead;
+    let hi = this.segs.length - 1;
+    let at = -1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.segs[mid].first <= from) {
+        at = mid;
+        lo = mid + 1;
+      } else hi = mid - 1;
+    }
+    const gte = at >= 0 ? segKey(this.segs[at]) : 's/';
+    for await (const [, v] of this.kv.iterator({ gte, lt: 's/\xff' })) {
       for (const ev of v as StoredEvent[]) {
         if (ev.seq < from || (sinceMs && ev.time < sinceMs)) continue;
         out.push(ev);
@@ -309,27 +320,21 @@ export class Audit {
     this.timer.unref();
   }
 
-  /** One batch: queued events (their chunks), chunks that left the ring, changed edges, the ring's bounds. */
+  /** One batch: queued events (one new segment), segments that left the ring, changed edges, the ring's bounds. */
   private async write(): Promise<boolean> {
-    const batch = this.pending.splice(0, BATCH * 16);
+    const batch = this.pending.splice(0, BATCH);
     const newFirst = Math.max(this.first, this.last - this.max + 1);
     const wrapped = newFirst - this.first - this.holeCount(this.first, newFirst - 1);
-    const touched = new Map<number, StoredEvent[]>();
-    const openBefore = { chunk: this.openChunk, events: this.openEvents, length: this.openEvents.length };
-    for (const e of batch) {
-      if (e.seq < newFirst) continue; // queued, and already out of the ring: never written (counted as wrapped)
-      const k = chunkOf(e.seq);
-      if (k !== this.openChunk) {
-        this.openChunk = k;
-        this.openEvents = [];
-      }
-      this.openEvents.push(e);
-      touched.set(k, this.openEvents);
-    }
+    // Queued events already out of the ring are never written (they count as wrapped).
+    const live = batch.length > 0 && batch[0].seq < newFirst ? batch.filter((e) => e.seq >= newFirst) : batch;
     const ops: Op[] = [];
-    for (const [k, events] of touched) ops.push({ type: 'put', key: chunkKey(k), value: events.slice() });
-    let firstChunk = this.firstChunk;
-    while ((firstChunk + 1) * CHUNK < newFirst) ops.push({ type: 'del', key: chunkKey(firstChunk++) });
+    let seg: Segment | null = null;
+    if (live.length > 0) {
+      seg = { first: live[0].seq, last: live[live.length - 1].seq };
+      ops.push({ type: 'put', key: segKey(seg), value: live });
+    }
+    let head = this.segHead;
+    while (head < this.segs.length && this.segs[head].last < newFirst) ops.push({ type: 'del', key: segKey(this.segs[head++]) });
     const edges = [...this.dirtyEdges];
     this.dirtyEdges.clear();
     for (const k of edges) {
@@ -338,23 +343,25 @@ export class Audit {
     }
     const dropped = { ...this.dropped, wrapped: this.dropped.wrapped + wrapped };
     const upto = batch.length > 0 ? batch[batch.length - 1].seq : this.written;
-    const meta: Meta = { first: newFirst, last: Math.max(this.written, upto), dropped, firstChunk };
+    const meta: Meta = { first: newFirst, last: Math.max(this.written, upto), dropped };
     ops.push({ type: 'put', key: 'meta', value: meta });
     try {
       await this.kv.batch(ops);
       this.first = newFirst;
-      this.firstChunk = firstChunk;
+      this.segHead = head;
+      if (seg) this.segs.push(seg);
+      if (this.segHead > 1024 && this.segHead * 2 > this.segs.length) {
+        this.segs = this.segs.slice(this.segHead);
+        this.segHead = 0;
+      }
       this.dropped.wrapped = dropped.wrapped;
       this.written = meta.last;
       this.holes = this.holes.filter(([, b]) => b >= newFirst);
       return true;
     } catch (e) {
-      // The batch's events are lost (counted); the open chunk goes back to what is stored.
+      // The batch's events are lost (counted).
       this.dropped.writeError += batch.length;
       if (batch.length > 0) this.hole(batch[0].seq, batch[batch.length - 1].seq);
-      openBefore.events.length = openBefore.length;
-      this.openChunk = openBefore.chunk;
-      this.openEvents = openBefore.events;
       for (const k of edges) this.dirtyEdges.add(k);
       this.warn(`audit: writing ${batch.length} events failed: ${(e as Error).message} (counted as dropped)`);
       this.log.debug(`audit write error: ${(e as Error).stack ?? ''}`);

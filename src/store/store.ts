@@ -10,7 +10,7 @@ export type Kind = 'app' | 'sock' | 'meta' | 'cluster';
 export interface KeySpace {
   batch(ops: Op[]): Promise<void>;
   get(key: string): Promise<unknown>;
-  iterator(opts: { gt?: string; gte?: string; lt?: string; lte?: string; reverse?: boolean; limit?: number }): AsyncIterable<[string, unknown]>;
+  iterator(opts: { gt?: string; gte?: string; lt?: string; lte?: string; reverse?: boolean; limit?: number; values?: boolean }): AsyncIterable<[string, unknown]>;
 }
 
 export type Op = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
