@@ -19,6 +19,9 @@ import { Store } from '../src/store/store';
 import { makeLogger } from '../src/common/log';
 import { AX, run, start, TestDaemon } from './helpers';
 
+// The daemon tests are independent (own daemons, port ranges and metrics ports): run three at a time.
+t.jobs = 3;
+
 const www = mkdtempSync(join(tmpdir(), 'ax-www-'));
 writeFileSync(join(www, 'index.html'), 'hello from web\n');
 chmodSync(www, 0o755);
@@ -85,6 +88,7 @@ async function scrape(addr: string): Promise<string> {
   return r.stdout;
 }
 
+const quiet = makeLogger('error');
 const METRICS = `127.0.0.1:${19000 + (process.pid % 500)}`;
 
 t.test('allowed and denied connects are events; follow, metrics, graph, restart, nobody', async (t) => {
@@ -283,6 +287,30 @@ except OSError as e:
   t.ok(deny.length >= 1 && deny.every((e) => e.verdict === 'deny' && e.dst.name === 'udpecho' && e.rule === 'default:shared-label'), 'refused datagram: a deny event');
 });
 
+t.test('a daemon opens a ring written before; long answers reach a pipe whole', async (t) => {
+  const d = new TestDaemon(t);
+  const store = await Store.open(d.stateDir, false);
+  const audit = await Audit.open(store.sublevel('audit'), { max: 100_000, log: quiet });
+  const N = 3000;
+  for (let i = 0; i < N; i++) {
+    const a = { id: (0x20000000 + (i % 150)).toString(16), name: `svc${i % 150}`, labels: { team: `t${i % 5}` }, node: 'n1' };
+    audit.record(connectEvent(a, i % 7 ? 'allow' : 'deny', '10.240.2.1', 80, 'default:shared-label', undefined, `svc${(i * 7) % 150}`));
+  }
+  await audit.close();
+  await store.close();
+  await d.launch();
+  const r = await d.ax(['events', '-o', 'json']);
+  t.equal(r.code, 0, r.stderr);
+  t.ok(r.stdout.length > 256 * 1024, `a long answer (${r.stdout.length} bytes)`);
+  const got = JSON.parse(r.stdout) as { events: Json[]; stats: Json };
+  t.equal(got.events.length, N, 'every event, in messages of at most 1000');
+  t.same(got.events.map((e) => e.seq), Array.from({ length: N }, (_, i) => i + 1), 'in order');
+  t.equal(got.stats.recorded, N);
+  const g = await d.ax(['graph', '-o', 'svg']);
+  t.equal(g.code, 0, g.stderr);
+  t.match(g.stdout.trimEnd(), /<\/svg>$/, `the whole SVG (${g.stdout.length} bytes)`);
+});
+
 t.test('bad flags exit 2 with usage', async (t) => {
   const now = Date.parse('2026-01-31T12:00:00Z');
   t.equal(parseSince('90s', now), now - 90_000, '--since 90s');
@@ -334,8 +362,6 @@ const { main } = require(${JSON.stringify(AX)});
     t.match(results[i].stderr, /usage: ax /, `${args.join(' ')}: usage`);
   });
 });
-
-const quiet = makeLogger('error');
 
 t.test('the recorder: a bounded ring on LevelDB that counts what it drops and reopens where it was', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ax-audit-'));
