@@ -168,7 +168,13 @@ export class Audit {
     } else {
       this.pending.push(se);
     }
-    for (const l of this.listeners) l(se);
+    for (const l of this.listeners) {
+      try {
+        l(se);
+      } catch (e) {
+        this.warn(`audit: a subscriber failed: ${(e as Error).message}`);
+      }
+    }
     this.schedule();
     return seq;
   }
