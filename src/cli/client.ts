@@ -7,6 +7,8 @@ import { loadProto } from '../common/protos';
 import { defaultStateDir } from '../common/paths';
 import type { ProtoGrpcType } from '../gen/ax';
 import type { AppList__Output } from '../gen/ax/v1/AppList';
+import type { GraphReply__Output } from '../gen/ax/v1/GraphReply';
+import type { GraphRequest } from '../gen/ax/v1/GraphRequest';
 import type { AxClient as AxStub } from '../gen/ax/v1/Ax';
 import type { ListRequest } from '../gen/ax/v1/ListRequest';
 import type { MemberList__Output } from '../gen/ax/v1/MemberList';
@@ -25,6 +27,7 @@ interface Unary {
   ListSockets: [ListRequest, SocketList__Output];
   ListMembers: [ListRequest, MemberList__Output];
   Shutdown: [ShutdownRequest, ShutdownReply__Output];
+  Graph: [GraphRequest, GraphReply__Output];
 }
 type UnaryMethod = keyof Unary;
 

@@ -6,6 +6,7 @@ import type { Level } from '../common/log';
 import { hookSocketFor } from '../common/paths';
 import { defaultConfig, validateConfig, type DaemonConfig } from '../daemon/config';
 import { Daemon } from '../daemon/daemon';
+import { parseListenAddr } from '../audit/metrics';
 import { parsePortRange } from '../table/ports';
 import { readFileSync } from 'node:fs';
 import { isIPv4 } from 'node:net';
@@ -52,6 +53,12 @@ who may do what (the API knows each caller's uid from the kernel, SO_PEERCRED):
   --api-handshake-timeout D  close API connections that make no call within D (default 5s)
   --api-idle-timeout D       close API connections with no call in progress for D (default 2m)
   --api-max-conns N   open API connections per user (default 256; root and the daemon's user: no limit)
+
+audit and metrics:
+  --events-max N      audit events (access decisions) kept in the state database (default 100000);
+                      when the ring wraps the oldest go, and ax events says how many
+  --metrics ADDR:PORT serve Prometheus metrics on http://ADDR:PORT/metrics (default: off).
+                      No authentication: bind it to an address only your scraper reaches
 
   ax daemon stop [--socket PATH]   stops the daemon (root or the daemon's user); also: ax stop
 
@@ -100,6 +107,8 @@ const SPECS: FlagSpec[] = [
   { name: 'dns-upstream', kind: 'list' },
   { name: 'dns-domain', kind: 'list' },
   { name: 'dns-tcp-idle', kind: 'string' },
+  { name: 'events-max', kind: 'string' },
+  { name: 'metrics', kind: 'string' },
   // set by `ax run` when it starts a daemon by itself (its own pid), shown by ax status
   { name: 'autostarted-by', kind: 'string' },
   { name: 'help', short: 'h', kind: 'bool' },
@@ -253,6 +262,12 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
     if (!/^\d{1,6}$/.test(n) || Number(n) < 1) throw new UsageError(`--api-max-conns "${n}" is not a positive number`);
     c.apiMaxConnsPerUid = Number(n);
   }
+  if (v('events-max')) {
+    const n = v('events-max')!;
+    if (!/^\d{1,9}$/.test(n) || Number(n) < 1 || Number(n) > 100_000_000) throw new UsageError(`--events-max "${n}" is not a number from 1 to 100000000`);
+    c.eventsMax = Number(n);
+  }
+  if (v('metrics')) c.metrics = wrap('metrics', () => parseListenAddr(v('metrics')!));
   if (v('autostarted-by')) {
     const n = v('autostarted-by')!;
     if (!/^\d{1,10}$/.test(n)) throw new UsageError(`--autostarted-by "${n}" is not a pid`);

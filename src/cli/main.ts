@@ -3,6 +3,8 @@ import { UsageError } from './args';
 import { ApiError, DaemonUnreachable } from './client';
 import { DAEMON_USAGE, daemonMain } from './daemon';
 import { GET_USAGE, getMain } from './get';
+import { EVENTS_USAGE, eventsMain } from './events';
+import { GRAPH_USAGE, graphMain, NoGraphviz } from './graph';
 import { LOGS_USAGE, logsMain, STATUS_USAGE, statusMain, STOP_USAGE, stopMain } from './manage';
 import { RUN_USAGE, RunRefused, runMain } from './run';
 import { VERSION } from '../daemon/daemon';
@@ -16,6 +18,8 @@ commands:
   get KIND             list apps, services, sockets or members (-o json)
   status               show the daemon's status, log file and who you are to it (-o json)
   logs [-f]            print (and follow) the daemon's log
+  events [-f]          the audit trail: every access decision (--since, --limit, -o json)
+  graph                the observed dependency map as Graphviz DOT or SVG (-o svg)
   version              print the version
 
 Run 'ax <command> --help' for a command's flags.
@@ -23,7 +27,7 @@ Run 'ax <command> --help' for a command's flags.
 
 export async function main(argv: string[], entry: string): Promise<number> {
   const [cmd, ...rest] = argv;
-  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE };
+  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, events: EVENTS_USAGE, graph: GRAPH_USAGE };
   try {
     switch (cmd) {
       case 'run':
@@ -39,6 +43,10 @@ export async function main(argv: string[], entry: string): Promise<number> {
         return await statusMain(rest);
       case 'logs':
         return await logsMain(rest);
+      case 'events':
+        return await eventsMain(rest);
+      case 'graph':
+        return await graphMain(rest);
       case 'version':
       case '--version':
         process.stdout.write(`ax ${VERSION}\n`);
@@ -64,6 +72,10 @@ export async function main(argv: string[], entry: string): Promise<number> {
     }
     if (e instanceof ApiError) {
       process.stderr.write(`ax: ${e.code === 7 ? 'permission denied: ' : ''}${e.message}\n`);
+      return 1;
+    }
+    if (e instanceof NoGraphviz) {
+      process.stderr.write(`ax graph: ${e.message}\n`);
       return 1;
     }
     if (e instanceof DaemonUnreachable) {

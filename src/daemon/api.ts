@@ -22,6 +22,12 @@ import type { ShutdownReply } from '../gen/ax/v1/ShutdownReply';
 import type { SocketInfo } from '../gen/ax/v1/SocketInfo';
 import type { SocketList } from '../gen/ax/v1/SocketList';
 import type { StatusReply } from '../gen/ax/v1/StatusReply';
+import type { EventBatch } from '../gen/ax/v1/EventBatch';
+import type { EventsRequest__Output } from '../gen/ax/v1/EventsRequest';
+import type { GraphReply } from '../gen/ax/v1/GraphReply';
+import type { StoredEvent } from '../audit/event';
+import { graphOf } from '../audit/graph';
+import { eventToWire, graphToWire, statsToWire } from '../audit/wire';
 import { checkClaims } from '../policy/claims';
 import { DEFAULT_LABELS, parseLabels, type Labels } from '../policy/labels';
 import type { App, ExposeRule, Sock } from '../table/table';
@@ -102,6 +108,9 @@ interface Conn {
 
 const PEER_PREFIX = 'ax-api-conn-';
 
+/** `ax events --follow`: most new events held for one slow reader; beyond, the oldest are skipped (and counted). */
+const FOLLOW_MAX = 10_000;
+
 /**
  * The API server. Connections are accepted here (a net.Server on the unix
  * socket) so that the kernel's credentials of each peer (SO_PEERCRED) are read
@@ -121,6 +130,8 @@ export class ApiServer {
   private reaper: NodeJS.Timeout | null = null;
   private readonly access: ApiAccess;
   private readonly capWarn: (msg: string) => void;
+  /** Open `ax events --follow` streams: ended (not cut) when the server closes. */
+  private readonly followers = new Set<() => void>();
 
   constructor(private readonly d: Daemon) {
     this.access = new ApiAccess(process.getuid?.() ?? 0, d.config.apiGroup);
@@ -225,6 +236,7 @@ export class ApiServer {
   /** Stops accepting, lets calls in flight finish for up to 0.5 s, then closes every connection. */
   async close(): Promise<void> {
     if (this.reaper) clearInterval(this.reaper);
+    for (const f of [...this.followers]) f();
     const s = this.server;
     this.net?.close();
     if (s) {
@@ -250,6 +262,13 @@ export class ApiServer {
     const access = this.access;
     type Check = (p: PeerCred) => string | null;
     const read: Check = (p) => access.read(p);
+    // Audit data says who talked to whom: operator data, with the same rights as the table.
+    const audit: Check = (p) =>
+      access.read(p) &&
+      `uid ${p.uid} (${userName(p.uid)}) may not read this daemon's audit events: they are operator data; ` +
+        (d.config.apiGroup
+          ? `root, the daemon's user and members of group ${d.config.apiGroup.name} may read them`
+          : `root and the daemon's user may read them (an operator can allow a group with ax daemon --api-group GROUP)`);
     const unary =
       <Req, Res>(check: Check, fn: (req: Req, who: PeerCred) => Res): grpc.handleUnaryCall<Req, Res> =>
       (call, cb) => {
@@ -333,6 +352,24 @@ export class ApiServer {
           ? d.cluster.members().map((m): Member => ({ name: m.name, address: m.address, state: m.state, incarnation: m.incarnation, services: d.table.services().filter((s) => s.node === m.name).length }))
           : [{ name: d.config.nodeName, address: d.config.hostIp, state: 'alive', incarnation: 0, services: d.table.localServices().length }],
       })),
+      Events: (call) => this.events(call, audit),
+      Graph: (call, cb) => {
+        let done = () => {};
+        try {
+          const conn = this.connOf(call);
+          done = this.begin(conn);
+          const why = audit(conn.cred);
+          if (why) throw new Refused(grpc.status.PERMISSION_DENIED, why);
+        } catch (e) {
+          done();
+          cb(e instanceof Refused ? fail(e.code, e.message) : fail(grpc.status.INTERNAL, (e as Error).message));
+          return;
+        }
+        d.audit.edges(Number(call.request.since_ms) || 0).then(
+          (edges): void => cb(null, graphToWire(graphOf(edges), d.audit.stats()) satisfies GraphReply),
+          (e: Error) => cb(fail(grpc.status.INTERNAL, `audit: ${e.message}`)),
+        ).finally(done);
+      },
       Shutdown: unary(
         (p) => access.daemonWide(p, 'stop the daemon'),
         (_req, who): ShutdownReply => {
@@ -371,16 +408,29 @@ export class ApiServer {
       if (bad) throw new Refused(grpc.status.INVALID_ARGUMENT, `--ip ${bad}`);
     }
     const user = `uid ${who.uid} (${userName(who.uid)})`;
+    /** A publish refused by name/VIP ownership: recorded as an audit event, then refused. */
+    const refusePublish = (o: { uid: number; app: App }, why: string): Refused => {
+      d.audit.record({
+        time: Date.now(),
+        verdict: 'publish-refused',
+        op: 'publish',
+        src: { appId: '', name: spec.name, labels: { ...spec.labels, 'ax.user': labelValue(userName(who.uid), who.uid) }, node: d.config.nodeName },
+        dst: { name: o.app.name, addr: spec.ip || o.app.vip, appId: o.app.id, labels: o.app.labels },
+        rule: 'ownership',
+        detail: why,
+      });
+      return new Refused(grpc.status.PERMISSION_DENIED, why);
+    };
     if (spec.name) {
       const o = this.ownerOf((a) => a.name === spec.name);
       if (o && o.uid !== who.uid) {
-        throw new Refused(grpc.status.PERMISSION_DENIED, `name "${spec.name}" belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot join its pool. Choose another --name`);
+        throw refusePublish(o, `name "${spec.name}" belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot join its pool. Choose another --name`);
       }
     }
     if (spec.ip) {
       const o = this.ownerOf((a) => a.vip === spec.ip);
       if (o && o.uid !== who.uid) {
-        throw new Refused(grpc.status.PERMISSION_DENIED, `virtual IP ${spec.ip} belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot use it. Choose another --ip`);
+        throw refusePublish(o, `virtual IP ${spec.ip} belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot use it. Choose another --ip`);
       }
     }
     const conflict = d.table.checkApp(spec.name, spec.ip);
@@ -405,6 +455,105 @@ export class ApiServer {
       node: d.config.nodeName,
       createdAt: Date.now(),
     };
+  }
+
+  /**
+   * Events: the events asked for (one or more messages), then (follow) the new ones as they
+   * are recorded, grouped per 20 ms, until the caller cancels. A reader that falls
+   * behind by more than FOLLOW_MAX events has the oldest skipped, and told how many.
+   */
+  private events(call: grpc.ServerWritableStream<EventsRequest__Output, EventBatch>, check: (p: PeerCred) => string | null): void {
+    const audit = this.d.audit;
+    let done = () => {};
+    try {
+      const conn = this.connOf(call);
+      done = this.begin(conn);
+      const why = check(conn.cred);
+      if (why) throw new Refused(grpc.status.PERMISSION_DENIED, why);
+    } catch (e) {
+      done();
+      call.emit('error', e instanceof Refused ? fail(e.code, e.message) : fail(grpc.status.INTERNAL, (e as Error).message));
+      return;
+    }
+    const req = call.request;
+    const live: StoredEvent[] = [];
+    let skipped = 0;
+    let lastSeq = 0;
+    let ready = false;
+    let timer: NodeJS.Timeout | null = null;
+    let ended = false;
+    const send = () => {
+      timer = null;
+      if (ended || !ready) return;
+      if (call.writableNeedDrain) {
+        call.once('drain', send);
+        return;
+      }
+      const events = live.splice(0).filter((e) => e.seq > lastSeq);
+      if (events.length === 0 && skipped === 0) return;
+      if (events.length > 0) lastSeq = events[events.length - 1].seq;
+      call.write({ events: events.map(eventToWire), stats: statsToWire(audit.stats()), skipped });
+      skipped = 0;
+    };
+    const kick = () => {
+      if (!timer && ready) timer = setTimeout(send, 20);
+    };
+    const unsubscribe = req.follow
+      ? audit.subscribe((ev) => {
+          if (live.length >= FOLLOW_MAX) {
+            live.shift();
+            skipped++;
+          }
+          live.push(ev);
+          kick();
+        })
+      : () => {};
+    const end = () => {
+      if (ended) return;
+      ended = true;
+      if (timer) clearTimeout(timer);
+      unsubscribe();
+      this.followers.delete(finish);
+      done();
+    };
+    const finish = () => {
+      if (ended) return;
+      send();
+      call.end();
+      end();
+    };
+    if (req.follow) this.followers.add(finish);
+    call.on('cancelled', end);
+    call.on('close', end);
+    call.on('error', end);
+    // What is asked for, in messages of at most 1 000 events (any --events-max fits the message limits).
+    void (async () => {
+      let sent = false;
+      for await (const events of audit.read(Number(req.since_ms) || 0, Number(req.limit) || 0, 1000)) {
+        if (ended) return;
+        lastSeq = events[events.length - 1].seq;
+        sent = true;
+        if (!call.write({ events: events.map(eventToWire), stats: statsToWire(audit.stats()), skipped: 0 })) {
+          await new Promise<void>((r) => {
+            call.once('drain', r);
+            call.once('close', r);
+          });
+        }
+      }
+      if (ended) return;
+      if (!sent) call.write({ events: [], stats: statsToWire(audit.stats()), skipped: 0 });
+      if (!req.follow) {
+        call.end();
+        end();
+        return;
+      }
+      ready = true;
+      kick();
+    })().catch((e: Error) => {
+      if (ended) return;
+      call.emit('error', fail(grpc.status.INTERNAL, `audit: ${e.message}`));
+      end();
+    });
   }
 
   private runApp(call: grpc.ServerWritableStream<RunRequest__Output, RunEvent>): void {

@@ -10,6 +10,7 @@ import type { ClusterOptions } from './cluster';
 import type { HandoffMode } from './hooks';
 import { parsePortRange, type PortRange } from '../table/ports';
 import type { HostPort } from '../dns/upstream';
+import { EVENTS_MAX_DEFAULT } from '../audit/audit';
 
 export interface DaemonConfig {
   /** LevelDB state directory. Default $XDG_STATE_HOME/ax, /var/lib/ax for root. */
@@ -68,6 +69,11 @@ export interface DaemonConfig {
   dnsDomains: string[];
   /** --dns-tcp-idle: a DNS TCP connection that sends nothing for this long is closed (ms). Default 10 s. */
   dnsTcpIdleMs: number;
+  /** --events-max: how many audit events (access decisions) the ring in the state database keeps;
+   *  older ones are dropped and counted (ax events says how many). Default 100 000. */
+  eventsMax: number;
+  /** --metrics ADDR:PORT: serve Prometheus metrics on http://ADDR:PORT/metrics (absent: off). */
+  metrics?: { host: string; port: number };
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
 }
@@ -95,6 +101,7 @@ export function defaultConfig(env = process.env): DaemonConfig {
     dnsUpstream: 'resolv.conf',
     dnsDomains: [],
     dnsTcpIdleMs: 10_000,
+    eventsMax: EVENTS_MAX_DEFAULT,
   };
 }
 

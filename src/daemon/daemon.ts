@@ -14,6 +14,8 @@ import { SockDiag } from '../hookserver/sockdiag';
 import { Store } from '../store/store';
 import { PortPool } from '../table/ports';
 import { ServiceTable, type App, type Sock } from '../table/table';
+import { Audit } from '../audit/audit';
+import { MetricsServer } from '../audit/metrics';
 import { ApiServer } from './api';
 import { ClusterGlue } from './cluster';
 import type { DaemonConfig } from './config';
@@ -43,6 +45,9 @@ export class Daemon {
   store!: Store;
   hooks!: HookDispatcher;
   cluster: ClusterGlue | null = null;
+  /** The audit recorder: every access decision (ax events, ax graph, /metrics). */
+  audit!: Audit;
+  private metrics: MetricsServer | null = null;
   private hookServer!: HookServer;
   private api!: ApiServer;
   private sweeper: NodeJS.Timeout | null = null;
@@ -77,6 +82,7 @@ export class Daemon {
     this.store = await Store.open(c.stateDir, c.clean);
     this.store.onError = (e) => this.log.error(`state write failed: ${e.message}`);
     await this.restore();
+    this.audit = await Audit.open(this.store.sublevel('audit'), { max: c.eventsMax, log: this.log });
     this.table.onChange((ch) => {
       if (ch.kind === 'app') {
         if (ch.deleted) this.store.del('app', ch.app.id);
@@ -99,6 +105,7 @@ export class Daemon {
       diag: this.diag,
       starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
       names: this.names,
+      audit: this.audit,
     });
     this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
@@ -119,11 +126,27 @@ export class Daemon {
     }
     this.api = new ApiServer(this);
     await this.api.listen(c.socket);
+    if (c.metrics) {
+      const m = new MetricsServer(
+        {
+          audit: this.audit,
+          handoffs: () => this.hooks.handoffs,
+          directHandoffs: () => this.hooks.directHandoffs,
+          sessions: () => this.hooks.sessions().length,
+          services: () => this.table.services().length,
+          apps: () => this.table.listApps().length,
+        },
+        this.log,
+      );
+      await m.listen(c.metrics.host, c.metrics.port);
+      this.metrics = m;
+    }
     this.sweeper = setInterval(() => this.sweep(), c.orphanCheckMs);
     this.sweeper.unref();
     this.log.info(
       `ready: api ${c.socket}, hook ${c.hookSocket}, state ${c.stateDir}, host ${c.hostIp}, ports ${c.ports.first}-${c.ports.last}, ` +
         `dns ${this.dns?.address ? formatAddr(this.dns.address) : 'off'}, ` +
+        (c.metrics ? `metrics http://${c.metrics.host.includes(':') ? `[${c.metrics.host}]` : c.metrics.host}:${c.metrics.port}/metrics, ` : '') +
         `${this.table.listApps().length} apps and ${this.table.listSocks().length} sockets restored`,
     );
   }
@@ -264,6 +287,7 @@ export class Daemon {
     this.stopping = (async () => {
       if (this.sweeper) clearInterval(this.sweeper);
       await this.api?.close();
+      await this.metrics?.close();
       // The cluster says goodbye best-effort: a peer that does not answer cannot hold the stop up.
       const cluster = this.cluster?.stop().catch((e: Error) => this.log.warn(`cluster stop: ${e.message}`));
       if (cluster) {
@@ -279,6 +303,7 @@ export class Daemon {
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
       this.map?.close();
       this.diag.close();
+      await this.audit?.close().catch((e: Error) => this.log.warn(`audit: ${e.message}`));
       await this.store?.close();
       this.log.info('stopped');
     })();

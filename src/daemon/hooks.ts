@@ -27,6 +27,7 @@ import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, Proto, ServiceTable, Sock } from '../table/table';
 import { AppTrust, pidAlive } from './trust';
+import { connectEvent, type AuditEvent } from '../audit/event';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -71,6 +72,8 @@ export interface HookDeps {
   /** The names ax answers (src/dns/names.ts), shared with the DNS responder so a name resolves the
    *  same through getaddrinfo and on the wire. Absent: the table's own names. */
   names?: { resolve(host: string): string | undefined };
+  /** Where decisions are recorded (src/audit/audit.ts); absent: not recorded. */
+  audit?: { record(ev: AuditEvent): unknown };
 }
 
 
@@ -412,6 +415,7 @@ export class HookDispatcher implements Dispatcher {
       case 'unknown':
         return { status: Status.ERR, err: ENETUNREACH };
       case 'denied':
+        this.d.audit?.record(connectEvent(app, 'deny', ip, dest.port, 'default:shared-label', undefined, this.d.table.nameOf(ip)));
         this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: no shared label`);
         return { status: Status.ERR, err: EACCES };
       case 'waiting': {
@@ -429,6 +433,7 @@ export class HookDispatcher implements Dispatcher {
         return this.refuse(s, app, dest, family);
       case 'backend': {
         const b = pick.sock;
+        this.d.audit?.record(connectEvent(app, 'allow', ip, dest.port, 'default:shared-label', b));
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
         const local = b.node === this.d.table.node;
@@ -452,6 +457,7 @@ export class HookDispatcher implements Dispatcher {
     const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
     if (pick.kind === 'denied') {
+      this.d.audit?.record({ ...connectEvent(app, 'deny', ip, dest.port, 'default:shared-label', undefined, this.d.table.nameOf(ip)), detail: 'udp' });
       this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not send to udp ${ip}:${dest.port}: no shared label`);
       return { status: Status.ERR, err: EACCES };
     }
@@ -460,6 +466,7 @@ export class HookDispatcher implements Dispatcher {
     let all: Sock[] = [];
     if (pick.kind === 'backend') {
       const b = pick.sock;
+      this.d.audit?.record({ ...connectEvent(app, 'allow', ip, dest.port, 'default:shared-label', b), detail: 'udp' });
       target = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
       if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
       local = b.node === this.d.table.node;

@@ -6,7 +6,14 @@ import { Level } from 'level';
 
 export type Kind = 'app' | 'sock' | 'meta' | 'cluster';
 
-type Op = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
+/** What a sublevel offers its user: ordered keys, JSON values, atomic batches. */
+export interface KeySpace {
+  batch(ops: Op[]): Promise<void>;
+  get(key: string): Promise<unknown>;
+  iterator(opts: { gt?: string; gte?: string; lt?: string; lte?: string; reverse?: boolean; limit?: number; values?: boolean }): AsyncIterable<[string, unknown]>;
+}
+
+export type Op = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
 
 export class Store {
   private readonly db: Level<string, unknown>;
@@ -46,6 +53,16 @@ export class Store {
   del(kind: Kind, id: string): void {
     this.queue.push({ type: 'del', key: `${kind}/${id}` });
     this.kick();
+  }
+
+  /**
+   * A separate key space of this database (an abstract-level sublevel: keys are stored
+   * as "!name!key"), with JSON values, for modules that keep their own records (the
+   * audit ring). It shares the database's lifetime: open after open(), closed by close();
+   * --clean clears it too.
+   */
+  sublevel(name: string): KeySpace {
+    return this.db.sublevel<string, unknown>(name, { valueEncoding: 'json' });
   }
 
   async get<T>(kind: Kind, id: string): Promise<T | undefined> {

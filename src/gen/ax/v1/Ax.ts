@@ -3,6 +3,10 @@
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'
 import type { AppList as _ax_v1_AppList, AppList__Output as _ax_v1_AppList__Output } from '../../ax/v1/AppList';
+import type { EventBatch as _ax_v1_EventBatch, EventBatch__Output as _ax_v1_EventBatch__Output } from '../../ax/v1/EventBatch';
+import type { EventsRequest as _ax_v1_EventsRequest, EventsRequest__Output as _ax_v1_EventsRequest__Output } from '../../ax/v1/EventsRequest';
+import type { GraphReply as _ax_v1_GraphReply, GraphReply__Output as _ax_v1_GraphReply__Output } from '../../ax/v1/GraphReply';
+import type { GraphRequest as _ax_v1_GraphRequest, GraphRequest__Output as _ax_v1_GraphRequest__Output } from '../../ax/v1/GraphRequest';
 import type { ListRequest as _ax_v1_ListRequest, ListRequest__Output as _ax_v1_ListRequest__Output } from '../../ax/v1/ListRequest';
 import type { MemberList as _ax_v1_MemberList, MemberList__Output as _ax_v1_MemberList__Output } from '../../ax/v1/MemberList';
 import type { RunEvent as _ax_v1_RunEvent, RunEvent__Output as _ax_v1_RunEvent__Output } from '../../ax/v1/RunEvent';
@@ -15,6 +19,20 @@ import type { StatusReply as _ax_v1_StatusReply, StatusReply__Output as _ax_v1_S
 import type { StatusRequest as _ax_v1_StatusRequest, StatusRequest__Output as _ax_v1_StatusRequest__Output } from '../../ax/v1/StatusRequest';
 
 export interface AxClient extends grpc.Client {
+  Events(argument: _ax_v1_EventsRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_EventBatch__Output>;
+  Events(argument: _ax_v1_EventsRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_EventBatch__Output>;
+  events(argument: _ax_v1_EventsRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_EventBatch__Output>;
+  events(argument: _ax_v1_EventsRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_EventBatch__Output>;
+  
+  Graph(argument: _ax_v1_GraphRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  Graph(argument: _ax_v1_GraphRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  Graph(argument: _ax_v1_GraphRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  Graph(argument: _ax_v1_GraphRequest, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  graph(argument: _ax_v1_GraphRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  graph(argument: _ax_v1_GraphRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  graph(argument: _ax_v1_GraphRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  graph(argument: _ax_v1_GraphRequest, callback: grpc.requestCallback<_ax_v1_GraphReply__Output>): grpc.ClientUnaryCall;
+  
   ListApps(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
   ListApps(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
   ListApps(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_AppList__Output>): grpc.ClientUnaryCall;
@@ -77,6 +95,10 @@ export interface AxClient extends grpc.Client {
 }
 
 export interface AxHandlers extends grpc.UntypedServiceImplementation {
+  Events: grpc.handleServerStreamingCall<_ax_v1_EventsRequest__Output, _ax_v1_EventBatch>;
+  
+  Graph: grpc.handleUnaryCall<_ax_v1_GraphRequest__Output, _ax_v1_GraphReply>;
+  
   ListApps: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_AppList>;
   
   ListMembers: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_MemberList>;
@@ -94,6 +116,8 @@ export interface AxHandlers extends grpc.UntypedServiceImplementation {
 }
 
 export interface AxDefinition extends grpc.ServiceDefinition {
+  Events: MethodDefinition<_ax_v1_EventsRequest, _ax_v1_EventBatch, _ax_v1_EventsRequest__Output, _ax_v1_EventBatch__Output>
+  Graph: MethodDefinition<_ax_v1_GraphRequest, _ax_v1_GraphReply, _ax_v1_GraphRequest__Output, _ax_v1_GraphReply__Output>
   ListApps: MethodDefinition<_ax_v1_ListRequest, _ax_v1_AppList, _ax_v1_ListRequest__Output, _ax_v1_AppList__Output>
   ListMembers: MethodDefinition<_ax_v1_ListRequest, _ax_v1_MemberList, _ax_v1_ListRequest__Output, _ax_v1_MemberList__Output>
   ListServices: MethodDefinition<_ax_v1_ListRequest, _ax_v1_ServiceList, _ax_v1_ListRequest__Output, _ax_v1_ServiceList__Output>
