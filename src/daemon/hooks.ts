@@ -26,7 +26,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError,
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, ServiceTable, Sock } from '../table/table';
-import { AppTrust, pidAlive } from './trust';
+import { AppTrust, confineSocket, pidAlive } from './trust';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -39,6 +39,8 @@ const ENETUNREACH = 101;
 const ECONNREFUSED = 111;
 const EAFNOSUPPORT = 97;
 const ENOBUFS = 105;
+/** Logged (rate-limited) when the kernel refuses socket filters to this daemon (see confineSocket). */
+const UNCONFINED = 'the kernel refuses socket filters to this daemon (EPERM): sockets handed to isolated apps are not confined, a raw connect(AF_UNSPEC) can re-aim them (see ax doctor)';
 
 /**
  * The errno an app's bind() or connect() gets when the daemon's own socket call
@@ -308,6 +310,17 @@ export class HookDispatcher implements Dispatcher {
       this.d.pool.release(hostPort);
       return { status: Status.ERR, err: EADDRINUSE };
     }
+    if (s.data.direct !== true) {
+      // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
+      try {
+        if (!confineSocket(fd, null)) this.warn(UNCONFINED);
+      } catch (e) {
+        libc.close(fd);
+        if (!ph) this.d.pool.release(hostPort);
+        this.warn(`bind for app ${app.id}: ${(e as Error).message}`);
+        return { status: Status.ERR, err: ENOBUFS };
+      }
+    }
     const seen = wildcard ? a.ip : family === AF_INET6 ? `::ffff:${app.vip}` : app.vip;
     const cookie = socketCookie(fd);
     let inode = 0;
@@ -428,6 +441,13 @@ export class HookDispatcher implements Dispatcher {
     }
     const err = libc.connect(fd, target, family);
     this.handoffs++;
+    try {
+      if (!confineSocket(fd, target)) this.warn(UNCONFINED); // the holder cannot re-aim it (trust.ts)
+    } catch (e) {
+      libc.close(fd);
+      this.warn(`connect for app ${app.id}: ${(e as Error).message}`);
+      return { status: Status.ERR, err: ENOBUFS };
+    }
     return { status: Status.OK, fd, err, a: dest, b: realDest(target, family) };
   }
 
