@@ -290,6 +290,12 @@ t.test('as nobody, with a rootless daemon it starts itself', async (t) => {
   const reaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim', '10.240.0.1', '6379', '127.0.0.1', '1']).result();
   t.match(reaim.stdout, /^hooked-connect ok$/m, `nobody, isolated: connect to db through ax (${reaim.stdout}${reaim.stderr})`);
   const filter = await run('setpriv', nobody([PROBE, 'filter']), { env });
+  // ax doctor as nobody says the same as the probe, and that --isolate is available.
+  const doc = JSON.parse((await ax(['doctor', '-o', 'json']).result()).stdout) as { uid: number; checks: Array<{ name: string; ok: boolean }>; verdicts: string[] };
+  t.equal(doc.uid, 65534);
+  t.equal(doc.checks.find((c) => c.name.startsWith('socket filters'))?.ok, /^filter ok$/m.test(filter.stdout), 'ax doctor: socket filters as the probe found');
+  t.equal(doc.checks.find((c) => c.name.startsWith('unshare -U -n'))?.ok, true, 'ax doctor: user namespaces work for nobody');
+  t.match(doc.verdicts.join('\n'), /--isolate: available for uid 65534/);
   if (/^filter ok$/m.test(filter.stdout)) {
     t.notMatch(reaim.stdout, /^connect ok$/m, 'nobody, isolated: the handed-in socket cannot be re-aimed');
   } else {
