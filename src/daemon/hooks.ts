@@ -205,8 +205,11 @@ export class HookDispatcher implements Dispatcher {
     }
     s.appId = app.id;
     this.liveSessions.set(s.id, s);
-    const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && this.sameNetns(s.pid);
+    const foreign = !this.sameNetns(s.pid);
+    const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && !foreign;
     s.data.direct = direct;
+    // Outside our network namespace (ax run --isolate): sockets handed in are confined.
+    s.data.foreign = foreign;
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
     this.d.log.debug(`hook session ${s.id}: uid ${s.uid} admitted through ${verdict.via}`);
     const src = this.sourceOf(app);
@@ -310,7 +313,7 @@ export class HookDispatcher implements Dispatcher {
       this.d.pool.release(hostPort);
       return { status: Status.ERR, err: EADDRINUSE };
     }
-    if (s.data.direct !== true) {
+    if (s.data.foreign === true) {
       // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
       try {
         if (!confineSocket(fd, null)) this.warn(UNCONFINED);
@@ -396,7 +399,7 @@ export class HookDispatcher implements Dispatcher {
         if (!ph) return this.refuse(s, app, dest, family);
         const target: Addr = { family: AF_INET, ip: ph.hostIp, port: ph.hostPort };
         if (s.data.direct === true) return this.direct(dest, family, target, true);
-        return this.handoff(app, dest, family, target, true);
+        return this.handoff(s, app, dest, family, target, true);
       }
       case 'closed':
         return this.refuse(s, app, dest, family);
@@ -410,7 +413,7 @@ export class HookDispatcher implements Dispatcher {
           this.cacheable(r, pick.all, family);
           return r;
         }
-        return this.handoff(app, dest, family, target, local);
+        return this.handoff(s, app, dest, family, target, local);
       }
     }
   }
@@ -418,11 +421,11 @@ export class HookDispatcher implements Dispatcher {
   /** A connect the kernel itself refuses (a bound socket that never listens). */
   private refuse(s: Session, app: App, dest: Addr, family: number): Reply {
     if (s.data.direct === true) return this.direct(dest, family, this.refuseAddr, true);
-    return this.handoff(app, dest, family, this.refuseAddr, true);
+    return this.handoff(s, app, dest, family, this.refuseAddr, true);
   }
 
   /** fd handoff: the socket is created, given the app's source address and connected here. */
-  private handoff(app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
+  private handoff(s: Session, app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
     let fd: number;
     try {
       fd = libc.tcpSocket(family);
@@ -442,7 +445,8 @@ export class HookDispatcher implements Dispatcher {
     const err = libc.connect(fd, target, family);
     this.handoffs++;
     try {
-      if (!confineSocket(fd, target)) this.warn(UNCONFINED); // the holder cannot re-aim it (trust.ts)
+      // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
+      if (s.data.foreign === true && !confineSocket(fd, target)) this.warn(UNCONFINED);
     } catch (e) {
       libc.close(fd);
       this.warn(`connect for app ${app.id}: ${(e as Error).message}`);
