@@ -8,6 +8,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { classifyCommand, classifyElf } from '../src/cli/elf';
 import { AX, ROOT, run, start, TestDaemon, type Proc } from './helpers';
 
 /** Probes with raw system calls (inline `syscall` instruction: no LD_PRELOAD hook sees them). */
@@ -149,6 +150,26 @@ async function both(d: TestDaemon, cmd: string[], extra: string[] = []) {
   return { native, isolated };
 }
 
+t.test('ELF reader: static, dynamic, scripts, not ELF', async (t) => {
+  t.equal(classifyElf(PROBE).kind, 'static', 'gcc -static: no PT_INTERP');
+  t.equal(classifyElf(PROBE_DYN).kind, 'dynamic');
+  t.equal(classifyElf(process.execPath).kind, 'dynamic', 'node');
+  const script = join(work, 'script.sh');
+  writeFileSync(script, `#!/usr/bin/env -S ${PROBE} tcp\n`, { mode: 0o755 });
+  t.equal(classifyCommand(script).kind, 'static', 'a script is judged by its interpreter (through env -S)');
+  t.equal(classifyCommand(script).file, PROBE);
+  const junk = join(work, 'junk');
+  writeFileSync(junk, Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1]), Buffer.alloc(100, 0xff)]));
+  t.equal(classifyElf(junk).kind, 'unknown', 'a corrupt ELF header: no verdict, no exception');
+  writeFileSync(junk, 'hello');
+  t.equal(classifyElf(junk).kind, 'unknown');
+  t.equal(classifyCommand('no-such-command-ax').kind, 'unknown');
+  // A Go binary: its build-info section, in an otherwise dynamic ELF (objcopy adds the section).
+  const go = join(work, 'go-like');
+  execFileSync('objcopy', ['--add-section', `.go.buildinfo=${junk}`, PROBE_DYN, go]);
+  t.equal(classifyElf(go).kind, 'go', 'a .go.buildinfo section marks a Go program');
+});
+
 t.test('isolated apps as root, root daemon', async (t) => {
   const d = await TestDaemon.start(t);
   const abstract = `ax-isolate-test-${process.pid}`;
@@ -244,6 +265,23 @@ t.test('isolated apps as root, root daemon', async (t) => {
     t.match(l.isolated.stdout, /^connect errno /m, `isolated: the handed-in listener cannot become a host client (${l.isolated.stdout.trim()})`);
   });
 
+  await t.test('exit status, signals and stdin pass through the namespace\'s init', async (t) => {
+    t.equal((await d.run(['--isolate'], ['sh', '-c', 'exit 7']).result()).code, 7, 'exit status');
+    const nf = await d.run(['--isolate'], ['no-such-command-ax']).result();
+    t.equal(nf.code, 127, 'command not found: 127');
+    t.match(nf.stderr, /no-such-command-ax: command not found/);
+    const cat = start(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--isolate', '--', 'cat'], { stdio: ['pipe', 'pipe', 'pipe'] }, t);
+    cat.child.stdin!.end('through stdin\n');
+    const c = await cat.result();
+    t.equal(c.stdout, 'through stdin\n', 'stdin reaches CMD');
+    const sl = d.run(['--isolate'], ['sh', '-c', 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.1; done']);
+    await sl.waitFor(/ready/);
+    sl.kill('SIGTERM');
+    const r = await sl.result();
+    t.match(r.stdout, /got TERM/, 'SIGTERM to ax run reaches CMD');
+    t.equal(r.code, 3);
+  });
+
   await t.test('redis by name between two isolated apps', async (t) => {
     const db = d.run(['--isolate', '--name', 'db'], ['redis-server', '--port', '6379', '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
     await db.waitFor(/Ready to accept connections/);
@@ -287,7 +325,8 @@ t.test('as nobody, with a rootless daemon it starts itself', async (t) => {
   t.match(pkt.stdout, /^packet errno 1 /m, 'no AF_PACKET as nobody either');
   // Re-aiming a handed-in socket: confined where the kernel lets nobody attach socket filters;
   // where it does not, the daemon must say so (it cannot confine them).
-  const reaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim', '10.240.0.1', '6379', '127.0.0.1', '1']).result();
+  const dbVip = (JSON.parse((await ax(['get', 'services', '-o', 'json']).result()).stdout) as Array<{ name: string; vip: string }>).find((x) => x.name === 'db')!.vip;
+  const reaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim', dbVip, '6379', '127.0.0.1', '1']).result();
   t.match(reaim.stdout, /^hooked-connect ok$/m, `nobody, isolated: connect to db through ax (${reaim.stdout}${reaim.stderr})`);
   const filter = await run('setpriv', nobody([PROBE, 'filter']), { env });
   // ax doctor as nobody says the same as the probe, and that --isolate is available.
