@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
 import { accessSync, constants as fsConstants, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { constants as osConstants, tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { checkVirtualIp } from '../common/addr';
 import { defaultApiSocket } from '../common/paths';
 import type { RunEvent__Output } from '../gen/ax/v1/RunEvent';
@@ -461,7 +461,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     const inner = isolateArgs({
       hookSocket: reg.hook_socket,
       resolvConf,
-      hideDirs: [st.state_dir ?? '', st.log_file ? dirname(st.log_file) : ''].filter((d) => d && st.state_dir && (d === st.state_dir || d.startsWith(`${st.state_dir}/`))),
+      hideDirs: st.state_dir ? [st.state_dir] : [],
       hideFiles: [resolve(spec.socket), st.api_socket ?? '', st.log_file ?? ''],
       command: spec.command,
     });
