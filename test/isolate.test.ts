@@ -32,19 +32,21 @@ const PROBE_C = String.raw`// Probes what a process can reach, with raw system c
 #include <sys/time.h>
 #define SO_SNDTIMEO_NEW_OR_OLD SO_SNDTIMEO
 
-static long rsys5(long n, long a, long b, long c, long d, long e) {
+static long rsys6(long n, long a, long b, long c, long d, long e, long f) {
 #if defined(__x86_64__)
   long r;
   register long r10 __asm__("r10") = d;
   register long r8 __asm__("r8") = e;
-  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8) : "rcx", "r11", "memory");
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
   if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
   return r;
 #else
-  return syscall(n, a, b, c, d, e);
+  return syscall(n, a, b, c, d, e, f);
 #endif
 }
-#define rsys(n, a, b, c) rsys5(n, a, b, c, 0, 0)
+#define rsys5(n, a, b, c, d, e) rsys6(n, a, b, c, d, e, 0)
+#define rsys(n, a, b, c) rsys6(n, a, b, c, 0, 0, 0)
 
 static int report(const char *what, long r) {
   if (r >= 0) { printf("%s ok\n", what); return 0; }
@@ -67,6 +69,12 @@ int main(int argc, char **argv) {
     if (fd < 0) return report("socket", fd);
     struct sockaddr_in a = in4(argv[2], argv[3]);
     return report("connect", rsys(SYS_connect, fd, (long)&a, sizeof a));
+  }
+  if (argc >= 5 && !strcmp(argv[1], "udp")) {
+    long fd = rsys(SYS_socket, AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) return report("socket", fd);
+    struct sockaddr_in a = in4(argv[2], argv[3]);
+    return report("sendto", rsys6(SYS_sendto, fd, (long)argv[4], (long)strlen(argv[4]), 0, (long)&a, sizeof a));
   }
   if (argc >= 2 && !strcmp(argv[1], "packet")) {
     return report("packet", rsys(SYS_socket, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)));
@@ -135,13 +143,15 @@ const HOST_LISTENER = `
 import socket, sys, time
 t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("127.0.0.1", 0)); t.listen(128)
 u = socket.socket(socket.AF_UNIX); u.bind("\\0" + sys.argv[1]); u.listen(128)
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); d.bind(("127.0.0.1", t.getsockname()[1]))
 print("port", t.getsockname()[1], flush=True)
-time.sleep(600)
+while True:
+    print("udp got", d.recv(100).decode(), flush=True)
 `;
 
-async function hostListener(tt: { teardown(fn: () => unknown): void }, name: string): Promise<number> {
+async function hostListener(tt: { teardown(fn: () => unknown): void }, name: string): Promise<{ port: number; p: Proc }> {
   const p = start('python3', ['-c', HOST_LISTENER, name], {}, tt);
-  return Number((await p.waitFor(/port (\d+)/))[1]);
+  return { port: Number((await p.waitFor(/port (\d+)/))[1]), p };
 }
 
 async function both(d: TestDaemon, cmd: string[], extra: string[] = []) {
@@ -173,7 +183,7 @@ t.test('ELF reader: static, dynamic, scripts, not ELF', async (t) => {
 t.test('isolated apps as root, root daemon', async (t) => {
   const d = await TestDaemon.start(t);
   const abstract = `ax-isolate-test-${process.pid}`;
-  const hostPort = await hostListener(t, abstract);
+  const { port: hostPort, p: listener } = await hostListener(t, abstract);
   const web = d.run(['--name', 'web', '--ip', '10.1.0.1'], ['python3', '-m', 'http.server', '8000']);
   await web.waitFor(/Serving HTTP/);
   const svc = await d.get('services');
@@ -192,6 +202,15 @@ t.test('isolated apps as root, root daemon', async (t) => {
     const pool = await both(d, [PROBE, 'tcp', '127.0.0.1', webHostPort]);
     t.match(pool.native.stdout, /^connect ok$/m, 'a host loopback port (web\'s pool port) natively');
     t.match(pool.isolated.stdout, /^connect errno /m, 'isolated: that host port is unreachable');
+  });
+
+  await t.test('raw UDP sendto a host listener: arrives natively, never isolated', async (t) => {
+    const iso = await d.run(['--isolate'], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'from-isolated']).result();
+    t.match(iso.stdout, /^sendto /m, 'the isolated probe ran');
+    const nat = await d.run([], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'from-native']).result();
+    t.match(nat.stdout, /^sendto ok$/m);
+    await listener.waitFor(/udp got from-native/);
+    t.notMatch(listener.stdout, /from-isolated/, 'the isolated datagram (sent first) never reached the host');
   });
 
   await t.test('AF_PACKET socket: made natively (root), refused isolated', async (t) => {
