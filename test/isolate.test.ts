@@ -154,9 +154,9 @@ async function hostListener(tt: { teardown(fn: () => unknown): void }, name: str
   return { port: Number((await p.waitFor(/port (\d+)/))[1]), p };
 }
 
+/** The same command without and with --isolate (at once: they are independent). */
 async function both(d: TestDaemon, cmd: string[], extra: string[] = []) {
-  const native = await d.run(extra, cmd).result();
-  const isolated = await d.run(['--isolate', ...extra], cmd).result();
+  const [native, isolated] = await Promise.all([d.run(extra, cmd).result(), d.run(['--isolate', ...extra], cmd).result()]);
   return { native, isolated };
 }
 
