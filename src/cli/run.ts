@@ -277,7 +277,8 @@ export const ISOLATE_NAMESERVER = '127.0.0.1';
 /**
  * The first program in an isolated app's namespaces (pid 1 of its pid namespace), run
  * by `sh` with the capabilities of the new user namespace:
- *   $1 hook socket, $2 resolv.conf to bind over /etc/resolv.conf (or ""),
+ *   $1 hook socket, $2 resolv.conf to bind over /etc/resolv.conf (or ""; ax run's private
+ *   temporary file in a directory of its own: both are removed once it is bound),
  *   then "D:dir" (a tmpfs over it) and "F:file" (/dev/null over it) arguments, "--", CMD...
  * It brings loopback up; bind-mounts the resolv.conf; hides the daemon's state and API
  * socket; keeps the hook socket reachable (re-bound from a directory fd opened before
@@ -292,6 +293,7 @@ export const ISOLATE_INIT = `set -eu
 hook=$1 resolv=$2; shift 2
 ip link set lo up
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then mount -c --bind "$resolv" /etc/resolv.conf; fi
+if [ -n "$resolv" ]; then rm -f "$resolv"; rmdir "\${resolv%/*}" 2>/dev/null || :; fi
 hd=\${hook%/*}; hb=\${hook##*/}
 exec 8<"\${hd:-/}"
 while [ "$1" != -- ]; do
