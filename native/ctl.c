@@ -257,7 +257,8 @@ static int ctl_ensure_locked(long long deadline)
     app_vip = r.a;
     have_vip = r.a.family == AF_INET || r.a.family == AF_INET6;
     /* direct sessions bind the app's source address before connecting */
-    have_src = (r.arg & AX_HF_DIRECT) && r.b.family == AF_INET;
+    session_direct = (r.arg & AX_HF_DIRECT) != 0;
+    have_src = session_direct && r.b.family == AF_INET;
     if (have_src)
         app_src = r.b;
     r.name[AX_NAME_MAX - 1] = 0;

@@ -14,6 +14,7 @@ static uint32_t map_base, map_count;
 
 struct ax_addr app_src; /* this app's source address (HELLO reply b) */
 int have_src;
+int session_direct;
 
 void map_identity(const char *path)
 {

@@ -640,7 +640,10 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     if ((snap.state != ST_FRESH && snap.state != ST_BOUND) || addr->sa_family != snap.family ||
         sa_to_ax(addr, len, &a) < 0 || is_loopback(addr)) {
-        if (snap.state == ST_BOUND && snap.sock_id && !is_loopback(addr) && rebind_client(fd, &snap, 0) < 0) {
+        /* a socket the daemon bound lives in the host network: a native connect (to
+         * loopback too, which is the app's own in another namespace) gets a fresh one */
+        if (snap.state == ST_BOUND && snap.sock_id && (!is_loopback(addr) || !session_direct) &&
+            rebind_client(fd, &snap, 0) < 0) {
             r = -1;
             goto out;
         }

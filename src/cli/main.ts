@@ -2,6 +2,7 @@
 import { UsageError } from './args';
 import { ApiError, DaemonUnreachable } from './client';
 import { DAEMON_USAGE, daemonMain } from './daemon';
+import { DOCTOR_USAGE, doctorMain } from './doctor';
 import { GET_USAGE, getMain } from './get';
 import { EVENTS_USAGE, eventsMain } from './events';
 import { GRAPH_USAGE, graphMain, NoGraphviz } from './graph';
@@ -20,6 +21,7 @@ commands:
   logs [-f]            print (and follow) the daemon's log
   events [-f]          the audit trail: every access decision (--since, --limit, -o json)
   graph                the observed dependency map as Graphviz DOT or SVG (-o svg)
+  doctor               what this host supports (user namespaces, sock_diag, ...) and what ax does (-o json)
   version              print the version
 
 Run 'ax <command> --help' for a command's flags.
@@ -27,7 +29,7 @@ Run 'ax <command> --help' for a command's flags.
 
 export async function main(argv: string[], entry: string): Promise<number> {
   const [cmd, ...rest] = argv;
-  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, events: EVENTS_USAGE, graph: GRAPH_USAGE };
+  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, events: EVENTS_USAGE, graph: GRAPH_USAGE, doctor: DOCTOR_USAGE };
   try {
     switch (cmd) {
       case 'run':
@@ -47,6 +49,8 @@ export async function main(argv: string[], entry: string): Promise<number> {
         return await eventsMain(rest);
       case 'graph':
         return await graphMain(rest);
+      case 'doctor':
+        return doctorMain(rest);
       case 'version':
       case '--version':
         process.stdout.write(`ax ${VERSION}\n`);

@@ -1,9 +1,9 @@
 // `ax run`: registers an app with the daemon and runs a command under the hook.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { accessSync, constants as fsConstants, existsSync, statSync } from 'node:fs';
-import { constants as osConstants } from 'node:os';
-import { join } from 'node:path';
+import { accessSync, constants as fsConstants, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { constants as osConstants, tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { checkVirtualIp } from '../common/addr';
 import { defaultApiSocket } from '../common/paths';
 import type { RunEvent__Output } from '../gen/ax/v1/RunEvent';
@@ -12,6 +12,7 @@ import { LabelError, parseLabels } from '../policy/labels';
 import { parsePort } from '../table/ports';
 import { list, parseDuration, parseFlags, str, bool, UsageError, type FlagSpec } from './args';
 import { connectOrStart, DaemonUnreachable, unreachableMessage, type AxClient } from './client';
+import { classifyCommand } from './elf';
 import { becomeSubreaper, childrenOfSelf, reap } from './proc';
 
 export const RUN_USAGE = `usage: ax run [flags] -- CMD [ARGS...]
@@ -31,6 +32,9 @@ flags:
   --fail-open             if the daemon goes away, let socket calls pass through natively (default: fail closed)
   --socket PATH           daemon API socket (default $XDG_RUNTIME_DIR/ax/ax.sock); a daemon is started if none runs
   --no-start              do not start a daemon when none runs
+  --isolate               run CMD in new user, network, mount and pid namespaces whose only interface is
+                          loopback: it reaches beyond it only through sockets the daemon makes and hands in
+                          (no root needed where unprivileged user namespaces are allowed; see ax doctor)
 `;
 
 const SPECS: FlagSpec[] = [
@@ -42,6 +46,7 @@ const SPECS: FlagSpec[] = [
   { name: 'fail-open', kind: 'bool' },
   { name: 'socket', kind: 'string' },
   { name: 'no-start', kind: 'bool' },
+  { name: 'isolate', kind: 'bool' },
   { name: 'help', short: 'h', kind: 'bool' },
 ];
 
@@ -54,6 +59,8 @@ export interface RunSpec {
   failOpen: boolean;
   socket: string;
   autostart: boolean;
+  /** --isolate: run in private user/network/mount/pid namespaces (see isolateArgs) */
+  isolate: boolean;
   command: string[];
 }
 
@@ -108,6 +115,7 @@ export function parseRunArgs(argv: string[]): RunSpec | null {
     failOpen: bool(p, 'fail-open'),
     socket: str(p, 'socket') ?? defaultApiSocket(),
     autostart: !bool(p, 'no-start'),
+    isolate: bool(p, 'isolate'),
     command: p.rest,
   };
 }
@@ -256,6 +264,114 @@ export class Attachment {
   }
 }
 
+/**
+ * The nameserver an isolated app's private /etc/resolv.conf names. Inside the app's
+ * network namespace only loopback exists; name lookups through libc go to the daemon
+ * through the hook (RESOLVE) before any resolver runs. A program with its own resolver
+ * sends its queries here, inside the namespace, where the hook's UDP path (the daemon's
+ * DNS responder) answers them; without it they are refused at once instead of waiting
+ * for a host nameserver the app cannot reach.
+ */
+export const ISOLATE_NAMESERVER = '127.0.0.1';
+
+/**
+ * The first program in an isolated app's namespaces (pid 1 of its pid namespace), run
+ * by `sh` with the capabilities of the new user namespace:
+ *   $1 hook socket, $2 resolv.conf to bind over /etc/resolv.conf (or ""; ax run's private
+ *   temporary file in a directory of its own: both are removed once it is bound),
+ *   then "D:dir" (a tmpfs over it) and "F:file" (/dev/null over it) arguments, "--", CMD...
+ * It brings loopback up; bind-mounts the resolv.conf; hides the daemon's state and API
+ * socket; keeps the hook socket reachable (re-bound from a directory fd opened before
+ * hiding, when a hidden directory held it) and its identity map read-only; then runs
+ * CMD with every capability dropped (inheritable, ambient, bounding) and LD_PRELOAD
+ * from AX_ISOLATE_PRELOAD, as its child. It forwards the signals ax run forwards
+ * (pid 1 gets only signals it has handlers for) and exits with CMD's status. When it
+ * exits, the kernel ends everything left in the pid namespace.
+ * Needs: ip (iproute2), mount and setpriv (util-linux).
+ */
+export const ISOLATE_INIT = `set -eu
+hook=$1 resolv=$2; shift 2
+ip link set lo up
+if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then mount -c --bind "$resolv" /etc/resolv.conf; fi
+if [ -n "$resolv" ]; then rm -f "$resolv"; rmdir "\${resolv%/*}" 2>/dev/null || :; fi
+hd=\${hook%/*}; hb=\${hook##*/}
+exec 8<"\${hd:-/}"
+while [ "$1" != -- ]; do
+  case $1 in
+    D:*) if [ -d "\${1#D:}" ]; then mount -c -t tmpfs -o mode=0755,size=64k,nosuid,nodev ax-hidden "\${1#D:}"; fi ;;
+    F:*) if [ -e "\${1#F:}" ] && [ "\${1#F:}" != "$hook" ]; then mount -c --bind /dev/null "\${1#F:}"; fi ;;
+  esac
+  shift
+done
+shift
+if [ ! -S "$hook" ]; then
+  mkdir -p "$hd"; : >"$hook"; : >"$hook.map"
+  mount -c --bind "/proc/self/fd/8/$hb" "$hook"
+  mount -c --bind "/proc/self/fd/8/$hb.map" "$hook.map"
+else
+  mount -c --bind "$hook" "$hook"
+  if [ -e "$hook.map" ]; then mount -c --bind "$hook.map" "$hook.map"; fi
+fi
+if [ -e "$hook.map" ]; then mount -c -o remount,bind,ro "$hook.map"; fi
+exec 8<&-
+export LD_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
+unset AX_ISOLATE_PRELOAD
+[ -n "$LD_PRELOAD" ] || unset LD_PRELOAD
+exec 3<&0
+setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- "$@" <&3 3<&- &
+child=$!
+exec 3<&-
+for s in HUP INT QUIT TERM USR1 USR2 WINCH TTIN TTOU CONT ALRM; do trap "kill -$s $child 2>/dev/null || :" $s; done
+set +e
+while :; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done
+exit $rc
+`;
+
+/** What an isolated app must not reach, and what it must. */
+export interface IsolatePlan {
+  hookSocket: string;
+  /** a file with the isolated resolv.conf ("" = keep the host's) */
+  resolvConf: string;
+  /** directories covered by an empty tmpfs (the daemon's state directory) */
+  hideDirs: string[];
+  /** files covered by /dev/null (the API socket, the daemon's log) */
+  hideFiles: string[];
+  command: string[];
+}
+
+/**
+ * The program and arguments that run `plan.command` isolated: util-linux `unshare`
+ * makes new user (the caller's uid and gid mapped to themselves, capabilities kept
+ * for the setup only), network, mount (private propagation) and pid namespaces, with
+ * a fresh /proc (host processes, and their /proc/PID/root views of the host's files,
+ * are out of sight); ISOLATE_INIT does the rest. `--kill-child` ends the namespace
+ * when unshare dies. Nested directories to hide are reduced to the outermost.
+ */
+export function isolateArgs(plan: IsolatePlan): string[] {
+  const dirs = [...new Set(plan.hideDirs.filter(Boolean).map((d) => resolve(d)))].filter((d) => d !== '/');
+  const outer = dirs.filter((d) => !dirs.some((o) => o !== d && d.startsWith(`${o}/`)));
+  const files = [...new Set(plan.hideFiles.filter(Boolean).map((f) => resolve(f)))].filter((f) => !outer.some((o) => f.startsWith(`${o}/`)));
+  return [
+    '--user', '--map-current-user', '--keep-caps', '--net', '--mount', '--propagation', 'private',
+    '--pid', '--fork', '--mount-proc', '--kill-child=SIGKILL',
+    '--', 'sh', '-c', ISOLATE_INIT, 'ax-isolate', plan.hookSocket, plan.resolvConf,
+    ...outer.map((d) => `D:${d}`), ...files.map((f) => `F:${f}`), '--', ...plan.command,
+  ];
+}
+
+/** Programs --isolate needs, and the package each comes in. */
+const ISOLATE_TOOLS: Array<[string, string]> = [['unshare', 'util-linux'], ['setpriv', 'util-linux'], ['mount', 'util-linux'], ['ip', 'iproute2']];
+
+/** The pid of the isolated app's pid-1 process: the child of unshare (0 until it exists). */
+function nsInit(unsharePid: number): number {
+  try {
+    const first = readFileSync(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').trim().split(' ')[0];
+    return first ? Number(first) : 0;
+  } catch {
+    return 0;
+  }
+}
+
 /** Signals `ax run` passes to its command, as a shell would. */
 export const FORWARDED_SIGNALS: NodeJS.Signals[] = ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTTIN', 'SIGTTOU', 'SIGCONT', 'SIGALRM'];
 /** Signals a terminal already sends to the whole foreground process group (the command too). */
@@ -291,6 +407,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   }
 
   const env = { ...process.env };
+  const userPreload = env.LD_PRELOAD;
   env.LD_PRELOAD = env.LD_PRELOAD ? `${lib} ${env.LD_PRELOAD}` : lib;
   env.AX_HOOK_SOCK = reg.hook_socket;
   env.AX_APP = `${reg.app_id}:${reg.token}`;
@@ -304,14 +421,64 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   // by setpriv, which then execs the command in place: same pid). A missing command is reported here.
   const found = findInPath(spec.command[0], env.PATH);
   const setpriv = found ? findInPath('setpriv', env.PATH) : null;
-  const [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command[0], ...spec.command.slice(1)]] : [spec.command[0], spec.command.slice(1)];
+  let [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command[0], ...spec.command.slice(1)]] : [spec.command[0], spec.command.slice(1)];
+  // Programs the hook cannot see: said once, before they start.
+  const program = found ? classifyCommand(spec.command[0], env.PATH) : null;
+  if (program && (program.kind === 'static' || program.kind === 'go')) {
+    process.stderr.write(
+      spec.isolate
+        ? `ax run: warning: ${program.file} is ${program.reason}. ax cannot hand it sockets: under --isolate it has no network at all (only its own loopback).\n`
+        : `ax run: warning: ${program.file} is ${program.reason}. ax does not mediate it: it uses the network natively, with no virtual names, addresses or policy (--isolate cuts it off instead).\n`,
+    );
+  }
+  let isolateTmp = '';
+  if (spec.isolate) {
+    const fail = (m: string) => {
+      attachment.stop();
+      client.close();
+      process.stderr.write(`ax run: ${m}\n`);
+      return 1;
+    };
+    if (!found) {
+      attachment.stop();
+      client.close();
+      process.stderr.write(`ax run: ${spec.command[0]}: command not found\n`);
+      return 127;
+    }
+    for (const [tool, pkg] of ISOLATE_TOOLS) if (!findInPath(tool, env.PATH)) return fail(`--isolate needs ${tool} (package ${pkg}), which is not in PATH`);
+    // The daemon's own files (state, log) are hidden too; a daemon that does not tell (another uid's) keeps them private itself.
+    let st: { state_dir?: string; log_file?: string; api_socket?: string } = {};
+    try {
+      st = await client.call('Status');
+    } catch {
+      /* not ours to see */
+    }
+    isolateTmp = mkdtempSync(join(tmpdir(), 'ax-isolate-'));
+    const resolvConf = join(isolateTmp, 'resolv.conf');
+    writeFileSync(resolvConf, `# written by ax run --isolate: names resolve through ax\nnameserver ${ISOLATE_NAMESERVER}\nsearch ax\n`, { mode: 0o644 });
+    env.AX_ISOLATE_PRELOAD = env.LD_PRELOAD;
+    if (userPreload) env.LD_PRELOAD = userPreload;
+    else delete env.LD_PRELOAD;
+    const unshare = findInPath('unshare', env.PATH)!;
+    const inner = isolateArgs({
+      hookSocket: reg.hook_socket,
+      resolvConf,
+      hideDirs: st.state_dir ? [st.state_dir] : [],
+      hideFiles: [resolve(spec.socket), st.api_socket ?? '', st.log_file ?? ''],
+      command: spec.command,
+    });
+    [file, args] = [setpriv ?? unshare, setpriv ? ['--pdeathsig', 'KILL', '--', unshare, ...inner] : inner];
+  }
   const child = spawn(file, args, { stdio: 'inherit', env });
   // Pids not to reap or end here: the command (libuv reaps it) and a daemon we started (it stays).
   const spawned = new Set<number>([child.pid ?? -1, client.startedDaemon]);
   const forward = (sig: NodeJS.Signals) => () => {
     if (TTY_GROUP_SIGNALS.has(sig) && process.stdin.isTTY) return;
     try {
-      child.kill(sig);
+      // Isolated: to the namespace's pid 1 (it passes signals on to CMD), not to unshare.
+      const init = spec.isolate && child.pid ? nsInit(child.pid) : 0;
+      if (init > 0) process.kill(init, sig);
+      else child.kill(sig);
     } catch {
       /* gone */
     }
@@ -340,6 +507,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
       for (const pid of childrenOfSelf()) if (!spawned.has(pid)) reap(pid);
       attachment.stop();
       client.close();
+      if (isolateTmp) rmSync(isolateTmp, { recursive: true, force: true });
       for (const [sig, h] of handlers) process.off(sig, h);
       process.off('exit', killOnExit);
       if (signal) {

@@ -26,7 +26,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError,
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, Proto, ServiceTable, Sock } from '../table/table';
-import { AppTrust, pidAlive } from './trust';
+import { AppTrust, confineSocket, pidAlive } from './trust';
 import { connectEvent, type AuditEvent } from '../audit/event';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
@@ -40,6 +40,8 @@ const ENETUNREACH = 101;
 const ECONNREFUSED = 111;
 const EAFNOSUPPORT = 97;
 const ENOBUFS = 105;
+/** Logged (rate-limited) when the kernel refuses socket filters to this daemon (see confineSocket). */
+const UNCONFINED = 'the kernel refuses socket filters to this daemon (EPERM): sockets handed to isolated apps are not confined, a raw connect(AF_UNSPEC) can re-aim them (see ax doctor)';
 
 /**
  * The errno an app's bind() or connect() gets when the daemon's own socket call
@@ -218,8 +220,11 @@ export class HookDispatcher implements Dispatcher {
     }
     s.appId = app.id;
     this.liveSessions.set(s.id, s);
-    const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && this.sameNetns(s.pid);
+    const foreign = !this.sameNetns(s.pid);
+    const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && !foreign;
     s.data.direct = direct;
+    // Outside our network namespace (ax run --isolate): sockets handed in are confined.
+    s.data.foreign = foreign;
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
     this.d.log.debug(`hook session ${s.id}: uid ${s.uid} admitted through ${verdict.via}`);
     const src = this.sourceOf(app);
@@ -265,6 +270,9 @@ export class HookDispatcher implements Dispatcher {
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
     const proto = m.arg & BindFlag.DGRAM ? 'udp' : 'tcp';
+    // A host UDP socket cannot be confined (a filter sees only what arrives; the app could
+    // sendto anywhere): an app outside our namespace (--isolate) binds UDP in its own.
+    if (proto === 'udp' && s.data.foreign === true) return { status: Status.NATIVE };
     const reuseAddr = proto === 'udp' && (m.arg & BindFlag.REUSEADDR) !== 0;
     if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto, reuseAddr)) return { status: Status.ERR, err: EADDRINUSE };
     // UDP sockets that share a virtual port (SO_REUSEADDR or SO_REUSEPORT on both) share
@@ -348,6 +356,17 @@ export class HookDispatcher implements Dispatcher {
       this.d.pool.release(hostPort);
       return { status: Status.ERR, err: EADDRINUSE };
     }
+    if (s.data.foreign === true) {
+      // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
+      try {
+        if (!confineSocket(fd, null)) this.warn(UNCONFINED);
+      } catch (e) {
+        libc.close(fd);
+        if (!ph) this.d.pool.release(hostPort);
+        this.warn(`bind for app ${app.id}: ${(e as Error).message}`);
+        return { status: Status.ERR, err: ENOBUFS };
+      }
+    }
     const seen = wildcard ? a.ip : family === AF_INET6 ? `::ffff:${app.vip}` : app.vip;
     const cookie = socketCookie(fd);
     let inode = 0;
@@ -409,7 +428,11 @@ export class HookDispatcher implements Dispatcher {
     if (family !== AF_INET && family !== AF_INET6) throw new ProtocolError(`CONNECT for family ${family}`);
     const ip = unmapV4(dest.ip);
     if (!this.d.table.isVirtual(ip)) return { status: Status.NATIVE };
-    if (m.arg & ConnectFlag.DGRAM) return this.datagram(s, app, dest, ip, family);
+    if (m.arg & ConnectFlag.DGRAM) {
+      // No host UDP socket is handed to an app outside our namespace: it could be re-aimed.
+      if (s.data.foreign === true) return { status: Status.ERR, err: ENETUNREACH };
+      return this.datagram(s, app, dest, ip, family);
+    }
     const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive);
     switch (pick.kind) {
       case 'unknown':
@@ -427,7 +450,7 @@ export class HookDispatcher implements Dispatcher {
         if (!ph) return this.refuse(s, app, dest, family);
         const target: Addr = { family: AF_INET, ip: ph.hostIp, port: ph.hostPort };
         if (s.data.direct === true) return this.direct(dest, family, target, true);
-        return this.handoff(app, dest, family, target, true);
+        return this.handoff(s, app, dest, family, target, true);
       }
       case 'closed':
         return this.refuse(s, app, dest, family);
@@ -442,7 +465,7 @@ export class HookDispatcher implements Dispatcher {
           this.cacheable(r, pick.all, family);
           return r;
         }
-        return this.handoff(app, dest, family, target, local);
+        return this.handoff(s, app, dest, family, target, local);
       }
     }
   }
@@ -512,11 +535,11 @@ export class HookDispatcher implements Dispatcher {
   /** A connect the kernel itself refuses (a bound socket that never listens). */
   private refuse(s: Session, app: App, dest: Addr, family: number): Reply {
     if (s.data.direct === true) return this.direct(dest, family, this.refuseAddr, true);
-    return this.handoff(app, dest, family, this.refuseAddr, true);
+    return this.handoff(s, app, dest, family, this.refuseAddr, true);
   }
 
   /** fd handoff: the socket is created, given the app's source address and connected here. */
-  private handoff(app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
+  private handoff(s: Session, app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
     let fd: number;
     try {
       fd = libc.tcpSocket(family);
@@ -535,6 +558,14 @@ export class HookDispatcher implements Dispatcher {
     }
     const err = libc.connect(fd, target, family);
     this.handoffs++;
+    try {
+      // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
+      if (s.data.foreign === true && !confineSocket(fd, target)) this.warn(UNCONFINED);
+    } catch (e) {
+      libc.close(fd);
+      this.warn(`connect for app ${app.id}: ${(e as Error).message}`);
+      return { status: Status.ERR, err: ENOBUFS };
+    }
     return { status: Status.OK, fd, err, a: dest, b: realDest(target, family) };
   }
 

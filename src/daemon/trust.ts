@@ -11,6 +11,7 @@
 // when the tree switched to it (a privileged setuid, e.g. a worker dropping to
 // `nobody`, or a setuid program it ran), so ancestry also decides the uid.
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import koffi from 'koffi';
 import * as libc from '../hookserver/libc';
 import type { App, Sock } from '../table/table';
 
@@ -204,5 +205,102 @@ export class AppTrust {
       if (set.size >= MAX_ANCHORS) return;
     }
     set.set(p.pid, p.start);
+  }
+}
+
+// ---- Confining a socket handed to an isolated app -------------------------------------
+//
+// A TCP socket the daemon connected (or bound) in the host's network namespace can be
+// re-aimed by its holder: connect(AF_UNSPEC) (or shutdown(SHUT_RD) on a listener)
+// disconnects it (tcp_disconnect), and a second connect() then goes anywhere the host
+// can reach. For an app in another network namespace (`ax run --isolate`) that would be
+// an unmediated host socket. The daemon therefore attaches a classic BPF socket filter
+// (SO_ATTACH_FILTER, Documentation/networking/filter.rst) and locks it (SO_LOCK_FILTER:
+// the holder can neither detach nor replace it). Socket filters see every packet the
+// socket receives (tcp_v4_rcv -> tcp_filter, for every TCP state); for TCP, BPF_ABS
+// offsets start at the TCP header and SKF_NET_OFF reaches the IP header. Accepted
+// sockets inherit their listener's filter and lock (sk_clone_lock).
+//   connected socket: only packets from the peer the daemon connected it to pass, so a
+//     re-aimed connect never completes (its SYN-ACK is dropped);
+//   listener (and the connections it accepts): no SYN-ACK passes, so no connect made
+//     from it (or from a connection it accepted) ever completes.
+// What stays possible: a re-aimed socket sends SYNs (no data, no completed handshake).
+
+const bpfLib = koffi.load('libc.so.6');
+const SockFilter = koffi.struct('ax_sock_filter', { code: 'uint16', jt: 'uint8', jf: 'uint8', k: 'uint32' });
+const SockFprog = koffi.struct('ax_sock_fprog', { len: 'uint16', filter: koffi.pointer(SockFilter) });
+const c_setsockopt_prog = bpfLib.func('setsockopt', 'int', ['int', 'int', 'int', koffi.pointer(SockFprog), 'uint32']);
+const c_socket = bpfLib.func('int socket(int, int, int)');
+const c_close = bpfLib.func('int close(int)');
+const c_setsockopt_int = bpfLib.func('setsockopt', 'int', ['int', 'int', 'int', koffi.pointer('int'), 'uint32']);
+
+const SOL_SOCKET = 1;
+const SO_ATTACH_FILTER = 26;
+const SO_LOCK_FILTER = 44;
+// Classic BPF opcodes (linux/bpf_common.h) and the network-header base (linux/filter.h).
+const LD_W_ABS = 0x20;
+const LD_H_ABS = 0x28;
+const LD_B_ABS = 0x30;
+const JEQ_K = 0x15;
+const AND_K = 0x54;
+const RET_K = 0x06;
+const SKF_NET_OFF = 0xfff00000; // -0x100000 as u32
+const ACCEPT = 0xffffffff;
+
+/** One classic BPF instruction (struct sock_filter). */
+export interface BpfInsn {
+  code: number;
+  jt: number;
+  jf: number;
+  k: number;
+}
+
+/**
+ * The filter program for a socket handed to an isolated app: `peer` is the address
+ * the daemon connected it to (IPv4: source address and port must match; IPv6: the
+ * port), or null for a listener (no SYN-ACK passes).
+ */
+export function confineProgram(peer: { ip: string; port: number } | null): BpfInsn[] {
+  const I = (code: number, k: number, jt = 0, jf = 0): BpfInsn => ({ code, jt, jf, k: k >>> 0 });
+  if (!peer) {
+    return [I(LD_B_ABS, 13), I(AND_K, 0x12), I(JEQ_K, 0x12, 0, 1), I(RET_K, 0), I(RET_K, ACCEPT)];
+  }
+  const v4 = /^(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(peer.ip) ?? /^::ffff:(\d+)\.(\d+)\.(\d+)\.(\d+)$/i.exec(peer.ip);
+  const port = [I(LD_H_ABS, 0), I(JEQ_K, peer.port, 0, 1), I(RET_K, ACCEPT), I(RET_K, 0)];
+  if (!v4) return port;
+  const ip = ((Number(v4[1]) << 24) | (Number(v4[2]) << 16) | (Number(v4[3]) << 8) | Number(v4[4])) >>> 0;
+  // ld [net+12] (IPv4 source); jeq ip ? next : drop; then the port check.
+  return [I(LD_W_ABS, SKF_NET_OFF + 12), I(JEQ_K, ip, 0, 3), ...port];
+}
+
+/**
+ * Attaches and locks the confinement filter on `fd` (see confineProgram). Returns
+ * false when the kernel refuses socket filters to this process (EPERM: some kernels
+ * refuse classic BPF to unprivileged users; the socket is then unconfined), true
+ * when attached and locked. Throws an Error naming the errno for anything else.
+ */
+export function confineSocket(fd: number, peer: { ip: string; port: number } | null): boolean {
+  const prog = confineProgram(peer);
+  if (Number(c_setsockopt_prog(fd, SOL_SOCKET, SO_ATTACH_FILTER, { len: prog.length, filter: prog }, koffi.sizeof(SockFprog))) !== 0) {
+    const errno = koffi.errno();
+    if (errno === EPERM) return false;
+    throw new Error(`SO_ATTACH_FILTER: errno ${errno}`);
+  }
+  if (Number(c_setsockopt_int(fd, SOL_SOCKET, SO_LOCK_FILTER, [1], 4)) !== 0) throw new Error(`SO_LOCK_FILTER: errno ${koffi.errno()}`);
+  return true;
+}
+
+const EPERM = 1;
+
+/** Whether this process may attach socket filters (what confineSocket needs): tried on a scratch socket. */
+export function canConfine(): boolean {
+  const fd = Number(c_socket(2, 1, 0));
+  if (fd < 0) return false;
+  try {
+    return confineSocket(fd, null);
+  } catch {
+    return false;
+  } finally {
+    c_close(fd);
   }
 }

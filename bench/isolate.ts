@@ -1,0 +1,232 @@
+// `ax run --isolate` benchmark: an isolated app's network against native, slirp4netns
+// (the rootless default) and a userspace proxy (socat), in one run. Run with
+// `npm run bench:isolate` (root: it makes namespaces and runs slirp4netns).
+//
+//   throughput   iperf3, one TCP stream, AX_BENCH_SECONDS s (Gbit/s):
+//                  native        client and server in the host namespace
+//                  isolated      both under `ax run --isolate` (sockets handed in by the daemon)
+//                  slirp4netns   client in a namespace behind slirp4netns (10.0.2.2 -> host loopback)
+//                  proxy         client -> socat TCP-LISTEN,fork -> server
+//   redis        redis-benchmark -q -t set,get (requests/s): native vs both isolated
+//   connect      connect()+close() loop (bench-connect): connections/s and p50, native vs isolated
+// Variants alternate, AX_BENCH_REPEATS times each (default 3); the table shows medians and
+// ratios to native.
+//
+//   --soak DURATION   (default 10m; e.g. 30s, 2h) instead: isolated iperf3 and connect clients
+//                     back to back for DURATION; every interval prints throughput and the
+//                     daemon's threads and open fds, and the end compares first and last.
+//
+// The whole run happens in a loopback-only network namespace (re-executed under `unshare -n`).
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const ROOT = join(__dirname, '..');
+const AX = join(ROOT, 'dist', 'ax.js');
+const CONNECT = join(ROOT, 'native', 'build', 'bench-connect');
+const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 3);
+const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
+const CONNECTS = Number(process.env.AX_BENCH_CONNECTS ?? 5000);
+const REDIS_N = Number(process.env.AX_BENCH_REDIS_N ?? 50000);
+
+if (!process.env.AX_ISOLATED) {
+  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, AX_ISOLATED: '1' },
+  });
+  if (r.error || r.status === null) console.error('bench: needs a private network namespace (unshare -n): run as root');
+  process.exit(r.status ?? 1);
+}
+
+const procs: ChildProcess[] = [];
+/** A background process; its output collects in out(). */
+function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string } {
+  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout!.on('data', (d) => (out += d));
+  p.stderr!.on('data', (d) => (out += d));
+  procs.push(p);
+  return { p, out: () => out };
+}
+async function waitOut(h: { out: () => string }, re: RegExp, ms = 15000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!re.test(h.out())) {
+    if (Date.now() > end) throw new Error(`timeout waiting for ${re}: ${h.out()}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+/** Runs to completion; stdout, or an Error with the output. */
+function fg(cmd: string, args: string[]): string {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.stdout}`);
+  return r.stdout;
+}
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN;
+};
+
+/** A duration with its unit (30s, 10m, 2h) in ms. */
+export function parseSoak(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(s|m|h)$/.exec(text);
+  if (!m) throw new Error(`--soak "${text}": expected a duration like 30s, 10m or 2h`);
+  return Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 3_600_000);
+}
+
+let sock = '';
+const axRun = (args: string[], cmd: string[]) => [AX, 'run', '--socket', sock, '--no-start', ...args, '--', ...cmd];
+const iso = (cmd: string[]) => fg(process.execPath, axRun(['--isolate'], cmd));
+
+/** Gbit/s received, from iperf3 -J. */
+function iperfGbps(json: string): number {
+  return JSON.parse(json).end.sum_received.bits_per_second / 1e9;
+}
+/** requests/s of SET and GET from redis-benchmark -q (progress lines end with \r). */
+function redisRps(out: string): { set: number; get: number } {
+  const pick = (k: string) => Number(new RegExp(`${k}: ([\\d.]+) requests per second`).exec(out.replace(/\r/g, '\n'))?.[1] ?? NaN);
+  return { set: pick('SET'), get: pick('GET') };
+}
+function connectStats(out: string): { cps: number; p50: number } {
+  return { cps: Number(/cps=([\d.]+)/.exec(out)?.[1] ?? NaN), p50: Number(/p50_us=([\d.]+)/.exec(out)?.[1] ?? NaN) };
+}
+
+/** The daemon's threads and open fds (from /proc). */
+function daemonUsage(pid: number): { threads: number; fds: number; rssMiB: number } {
+  const st = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return {
+    threads: Number(/^Threads:\s+(\d+)/m.exec(st)?.[1] ?? NaN),
+    fds: readdirSync(`/proc/${pid}/fd`).length,
+    rssMiB: Number(/^VmRSS:\s+(\d+)/m.exec(st)?.[1] ?? NaN) / 1024,
+  };
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(AX) || !existsSync(CONNECT)) throw new Error('run `npm run build` first');
+  const soakAt = process.argv.indexOf('--soak');
+  const soakMs = soakAt >= 0 ? parseSoak(process.argv[soakAt + 1] && !process.argv[soakAt + 1].startsWith('--') ? process.argv[soakAt + 1] : '10m') : 0;
+  const dir = mkdtempSync(join(tmpdir(), 'ax-bench-isolate-'));
+  sock = join(dir, 'ax.sock');
+  const daemon = bg(process.execPath, [AX, 'daemon', '--socket', sock, '--state-dir', join(dir, 'state'), '--ports', '42000-43000']);
+  await waitOut(daemon, /ready: api/);
+  const daemonPid = daemon.p.pid!;
+
+  // Servers: native iperf3 and redis, the same under --isolate, socat in front of native iperf3.
+  const natIperf = bg('iperf3', ['-s', '-4', '-p', '5201', '--forceflush']);
+  const isoIperf = bg(process.execPath, axRun(['--isolate', '--name', 'ipsrv'], ['iperf3', '-s', '-4', '-p', '5201', '--forceflush']));
+  bg('socat', ['TCP-LISTEN:5301,bind=127.0.0.1,fork,reuseaddr', 'TCP:127.0.0.1:5201']);
+  const natConn = bg(CONNECT, ['server', '7001']);
+  const isoConn = bg(process.execPath, axRun(['--isolate', '--name', 'cb'], [CONNECT, 'server', '80']));
+  await Promise.all([waitOut(natIperf, /listening/), waitOut(isoIperf, /listening/), waitOut(natConn, /listening/), waitOut(isoConn, /listening/)]);
+  await sleep(300); // socat is listening once its process runs; give it a moment
+
+  if (soakMs > 0) {
+    await soak(soakMs, daemonPid);
+    return;
+  }
+
+  const natRedis = bg('redis-server', ['--port', '6390', '--save', '', '--appendonly', 'no']);
+  const isoRedis = bg(process.execPath, axRun(['--isolate', '--name', 'db'], ['redis-server', '--port', '6379', '--protected-mode', 'no', '--save', '', '--appendonly', 'no']));
+  await Promise.all([waitOut(natRedis, /Ready to accept/), waitOut(isoRedis, /Ready to accept/)]);
+
+  // slirp4netns: a namespace of its own (a sleeping holder process) with a tap device.
+  const holder = bg('unshare', ['-n', 'sleep', '100000']);
+  await sleep(200);
+  bg('slirp4netns', ['--configure', '--mtu=65520', String(holder.p.pid), 'tap0']);
+  await sleep(1000);
+  const inSlirp = (cmd: string[]) => fg('nsenter', ['-n', '-t', String(holder.p.pid), ...cmd]);
+
+  const t = String(SECONDS);
+  const rows: Record<string, number[]> = {};
+  const add = (k: string, v: number) => (rows[k] ??= []).push(v);
+  const before = daemonUsage(daemonPid);
+  for (let i = 0; i < REPEATS; i++) {
+    add('iperf3 native', iperfGbps(fg('iperf3', ['-4', '-c', '127.0.0.1', '-p', '5201', '-t', t, '-J'])));
+    add('iperf3 isolated', iperfGbps(iso(['iperf3', '-4', '-c', 'ipsrv', '-p', '5201', '-t', t, '-J'])));
+    add('iperf3 slirp4netns', iperfGbps(inSlirp(['iperf3', '-4', '-c', '10.0.2.2', '-p', '5201', '-t', t, '-J'])));
+    add('iperf3 proxy (socat)', iperfGbps(fg('iperf3', ['-4', '-c', '127.0.0.1', '-p', '5301', '-t', t, '-J'])));
+    const rn = redisRps(fg('redis-benchmark', ['-p', '6390', '-q', '-t', 'set,get', '-n', String(REDIS_N)]));
+    const ri = redisRps(iso(['redis-benchmark', '-h', 'db', '-p', '6379', '-q', '-t', 'set,get', '-n', String(REDIS_N)]));
+    add('redis SET native', rn.set);
+    add('redis SET isolated', ri.set);
+    add('redis GET native', rn.get);
+    add('redis GET isolated', ri.get);
+    const cn = connectStats(fg(CONNECT, ['client', '127.0.0.1', '7001', String(CONNECTS)]));
+    const ci = connectStats(iso([CONNECT, 'client', 'cb', '80', String(CONNECTS)]));
+    add('connect/s native', cn.cps);
+    add('connect/s isolated', ci.cps);
+    add('connect p50 µs native', cn.p50);
+    add('connect p50 µs isolated', ci.p50);
+  }
+  const after = daemonUsage(daemonPid);
+  const med = (k: string) => median(rows[k] ?? []);
+  const ratio = (a: string, b: string) => (med(a) / med(b)).toFixed(3);
+  const line = (k: string, unit: string, vs?: string) =>
+    `${k.padEnd(26)} ${med(k).toFixed(unit === 'Gbit/s' ? 2 : 0).padStart(10)} ${unit.padEnd(7)} ${vs ? `${ratio(k, vs)}× ${vs}` : ''}  [${(rows[k] ?? []).map((v) => v.toFixed(unit === 'Gbit/s' ? 2 : 0)).join(' ')}]`;
+  console.log(`ax run --isolate benchmark: ${REPEATS} interleaved repeats, medians (all runs in brackets)\n`);
+  console.log(line('iperf3 native', 'Gbit/s'));
+  console.log(line('iperf3 isolated', 'Gbit/s', 'iperf3 native'));
+  console.log(line('iperf3 slirp4netns', 'Gbit/s', 'iperf3 native'));
+  console.log(line('iperf3 proxy (socat)', 'Gbit/s', 'iperf3 native'));
+  console.log(`${'isolated / slirp4netns'.padEnd(26)} ${ratio('iperf3 isolated', 'iperf3 slirp4netns').padStart(10)}×`);
+  console.log(line('redis SET native', 'req/s'));
+  console.log(line('redis SET isolated', 'req/s', 'redis SET native'));
+  console.log(line('redis GET native', 'req/s'));
+  console.log(line('redis GET isolated', 'req/s', 'redis GET native'));
+  console.log(line('connect/s native', 'conn/s'));
+  console.log(line('connect/s isolated', 'conn/s', 'connect/s native'));
+  console.log(line('connect p50 µs native', 'µs'));
+  console.log(line('connect p50 µs isolated', 'µs', 'connect p50 µs native'));
+  console.log(`\ndaemon: threads ${before.threads} -> ${after.threads}, fds ${before.fds} -> ${after.fds}, rss ${before.rssMiB.toFixed(0)} -> ${after.rssMiB.toFixed(0)} MiB`);
+}
+
+/** Isolated clients back to back for `ms`; a sample line per interval, and a flatness verdict. */
+async function soak(ms: number, daemonPid: number): Promise<void> {
+  const interval = Math.min(60_000, Math.max(10_000, Math.round(ms / 20)));
+  const end = Date.now() + ms;
+  const samples: Array<{ t: number; gbps: number; cps: number; threads: number; fds: number; rssMiB: number }> = [];
+  console.log(`soak: ${Math.round(ms / 1000)} s of isolated iperf3 (2 s) + connect loops, a sample every ${interval / 1000} s`);
+  console.log('  t(s)   Gbit/s   conn/s  threads  fds  rss MiB');
+  const t0 = Date.now();
+  let next = t0 + interval;
+  let gb: number[] = [];
+  let cs: number[] = [];
+  while (Date.now() < end) {
+    gb.push(iperfGbps(iso(['iperf3', '-4', '-c', 'ipsrv', '-p', '5201', '-t', '2', '-J'])));
+    cs.push(connectStats(iso([CONNECT, 'client', 'cb', '80', '2000'])).cps);
+    if (Date.now() >= next || Date.now() >= end) {
+      await sleep(1500); // let the sessions of the last clients end
+      const u = daemonUsage(daemonPid);
+      const s = { t: Math.round((Date.now() - t0) / 1000), gbps: median(gb), cps: median(cs), ...u };
+      samples.push(s);
+      console.log(`${String(s.t).padStart(6)} ${s.gbps.toFixed(2).padStart(8)} ${s.cps.toFixed(0).padStart(8)} ${String(s.threads).padStart(8)} ${String(s.fds).padStart(4)} ${s.rssMiB.toFixed(0).padStart(8)}`);
+      gb = [];
+      cs = [];
+      next += interval;
+    }
+  }
+  if (samples.length >= 2) {
+    const a = samples[0];
+    const z = samples[samples.length - 1];
+    console.log(`\nfirst -> last: throughput ${(z.gbps / a.gbps).toFixed(3)}×, connects ${(z.cps / a.cps).toFixed(3)}×, threads ${a.threads} -> ${z.threads}, fds ${a.fds} -> ${z.fds}`);
+    const flat = z.threads <= a.threads + 2 && z.fds <= a.fds + 8;
+    console.log(flat ? 'daemon threads and fds: flat' : 'daemon threads or fds GREW');
+    if (!flat) process.exitCode = 1;
+  }
+}
+
+main()
+  .catch((e) => {
+    console.error(`bench: ${(e as Error).message}`);
+    process.exitCode = 1;
+  })
+  .finally(() => {
+    for (const p of procs.reverse()) p.kill('SIGTERM');
+    setTimeout(() => {
+      for (const p of procs) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+      const dirs = readdirSync(tmpdir()).filter((d) => d.startsWith('ax-bench-isolate-'));
+      for (const d of dirs) if (sock.startsWith(join(tmpdir(), d))) rmSync(join(tmpdir(), d), { recursive: true, force: true });
+      process.exit();
+    }, 1000);
+  });

@@ -1,0 +1,366 @@
+// ax run --isolate: the app's network namespace has only loopback; it reaches the world only
+// through sockets the daemon makes and hands in. Every security check runs the same probe
+// twice: without --isolate, where it must succeed (the probe works and the target is there),
+// and with --isolate, where it must not. Then the functional path (names, redis, curl, loopback
+// inside), as root against a root daemon and as nobody against a rootless daemon.
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { classifyCommand, classifyElf } from '../src/cli/elf';
+import { AX, ROOT, run, start, TestDaemon, type Proc } from './helpers';
+
+/** Probes with raw system calls (inline `syscall` instruction: no LD_PRELOAD hook sees them). */
+const PROBE_C = String.raw`// Probes what a process can reach, with raw system calls (no libc socket wrappers, so no
+// LD_PRELOAD hook sees them). Prints one line "RESULT ok" or "RESULT errno N (text)".
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <linux/filter.h>
+#include <linux/if_ether.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+#include <stddef.h>
+#include <unistd.h>
+
+#include <sys/time.h>
+#define SO_SNDTIMEO_NEW_OR_OLD SO_SNDTIMEO
+
+static long rsys6(long n, long a, long b, long c, long d, long e, long f) {
+#if defined(__x86_64__)
+  long r;
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
+  if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
+  return r;
+#else
+  return syscall(n, a, b, c, d, e, f);
+#endif
+}
+#define rsys5(n, a, b, c, d, e) rsys6(n, a, b, c, d, e, 0)
+#define rsys(n, a, b, c) rsys6(n, a, b, c, 0, 0, 0)
+
+static int report(const char *what, long r) {
+  if (r >= 0) { printf("%s ok\n", what); return 0; }
+  printf("%s errno %d (%s)\n", what, errno, strerror(errno));
+  return 1;
+}
+
+static struct sockaddr_in in4(const char *ip, const char *port) {
+  struct sockaddr_in a = {0};
+  a.sin_family = AF_INET;
+  a.sin_port = htons((unsigned short)atoi(port));
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+
+int main(int argc, char **argv) {
+  setvbuf(stdout, NULL, _IONBF, 0);
+  if (argc >= 4 && !strcmp(argv[1], "tcp")) {
+    long fd = rsys(SYS_socket, AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return report("socket", fd);
+    struct sockaddr_in a = in4(argv[2], argv[3]);
+    return report("connect", rsys(SYS_connect, fd, (long)&a, sizeof a));
+  }
+  if (argc >= 5 && !strcmp(argv[1], "udp")) {
+    long fd = rsys(SYS_socket, AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0) return report("socket", fd);
+    struct sockaddr_in a = in4(argv[2], argv[3]);
+    return report("sendto", rsys6(SYS_sendto, fd, (long)argv[4], (long)strlen(argv[4]), 0, (long)&a, sizeof a));
+  }
+  if (argc >= 2 && !strcmp(argv[1], "packet")) {
+    return report("packet", rsys(SYS_socket, AF_PACKET, SOCK_RAW, htons(ETH_P_ALL)));
+  }
+  if (argc >= 3 && !strcmp(argv[1], "unix")) {
+    long fd = rsys(SYS_socket, AF_UNIX, SOCK_STREAM, 0);
+    if (fd < 0) return report("socket", fd);
+    struct sockaddr_un u = {0};
+    u.sun_family = AF_UNIX;
+    size_t n = strlen(argv[2]);
+    if (n >= sizeof u.sun_path) n = sizeof u.sun_path - 1;
+    memcpy(u.sun_path, argv[2], n);
+    if (argv[2][0] == '@') u.sun_path[0] = 0; // abstract
+    return report("connect", rsys(SYS_connect, fd, (long)&u, (long)(offsetof(struct sockaddr_un, sun_path) + n)));
+  }
+  if (argc >= 6 && !strcmp(argv[1], "reaim")) {
+    // A socket ax handed in (libc connect: the hook), disconnected (AF_UNSPEC) and aimed elsewhere.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in v = in4(argv[2], argv[3]);
+    if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return 2;
+    struct sockaddr un = {0};
+    un.sa_family = AF_UNSPEC;
+    report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+    struct sockaddr_in a = in4(argv[4], argv[5]);
+    struct timeval tv = {2, 0}; // a connect whose answer never comes gives up (EINPROGRESS)
+    rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO_NEW_OR_OLD, (long)&tv, sizeof tv);
+    return report("connect", rsys(SYS_connect, fd, (long)&a, sizeof a));
+  }
+  if (argc >= 4 && !strcmp(argv[1], "reaim-listen")) {
+    // A listener ax bound and handed in (libc bind/listen: the hook), shut down and aimed elsewhere.
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in any = in4("0.0.0.0", "0");
+    if (report("hooked-bind", bind(fd, (struct sockaddr *)&any, sizeof any)) || report("hooked-listen", listen(fd, 8))) return 2;
+    report("shutdown", rsys(SYS_shutdown, fd, SHUT_RD, 0));
+    struct sockaddr_in a = in4(argv[2], argv[3]);
+    struct timeval tv = {2, 0};
+    rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO_NEW_OR_OLD, (long)&tv, sizeof tv);
+    return report("connect", rsys(SYS_connect, fd, (long)&a, sizeof a));
+  }
+  if (argc >= 2 && !strcmp(argv[1], "filter")) {
+    // May this user attach a classic BPF socket filter (what the daemon confines handed-in sockets with)?
+    long fd = rsys(SYS_socket, AF_INET, SOCK_STREAM, 0);
+    struct sock_filter f[] = {{0x06, 0, 0, 0xffffffff}};
+    struct sock_fprog p = {1, f};
+    return report("filter", rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_ATTACH_FILTER, (long)&p, sizeof p));
+  }
+  fprintf(stderr, "usage: probe tcp IP PORT | packet | unix PATH|@NAME | reaim VIP VPORT IP PORT\n");
+  return 2;
+}
+`;
+
+const work = mkdtempSync(join(tmpdir(), 'ax-isolate-test-'));
+chmodSync(work, 0o755);
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+writeFileSync(join(work, 'probe.c'), PROBE_C);
+/** statically linked: the hook is never loaded, whatever LD_PRELOAD says */
+const PROBE = join(work, 'probe-static');
+/** dynamically linked: its libc connect() goes through the hook */
+const PROBE_DYN = join(work, 'probe');
+execFileSync('gcc', ['-O2', '-Wall', '-static', '-o', PROBE, join(work, 'probe.c')]);
+execFileSync('gcc', ['-O2', '-Wall', '-o', PROBE_DYN, join(work, 'probe.c')]);
+const HOOKCLIENT = join(ROOT, 'test', 'hookclient.py');
+
+/** A listener outside ax, in the test's (the host's) network namespace: TCP on 127.0.0.1 and an abstract unix socket. */
+const HOST_LISTENER = `
+import socket, sys, time
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("127.0.0.1", 0)); t.listen(128)
+u = socket.socket(socket.AF_UNIX); u.bind("\\0" + sys.argv[1]); u.listen(128)
+d = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); d.bind(("127.0.0.1", t.getsockname()[1]))
+print("port", t.getsockname()[1], flush=True)
+while True:
+    print("udp got", d.recv(100).decode(), flush=True)
+`;
+
+async function hostListener(tt: { teardown(fn: () => unknown): void }, name: string): Promise<{ port: number; p: Proc }> {
+  const p = start('python3', ['-c', HOST_LISTENER, name], {}, tt);
+  return { port: Number((await p.waitFor(/port (\d+)/))[1]), p };
+}
+
+/** The same command without and with --isolate (at once: they are independent). */
+async function both(d: TestDaemon, cmd: string[], extra: string[] = []) {
+  const [native, isolated] = await Promise.all([d.run(extra, cmd).result(), d.run(['--isolate', ...extra], cmd).result()]);
+  return { native, isolated };
+}
+
+t.test('ELF reader: static, dynamic, scripts, not ELF', async (t) => {
+  t.equal(classifyElf(PROBE).kind, 'static', 'gcc -static: no PT_INTERP');
+  t.equal(classifyElf(PROBE_DYN).kind, 'dynamic');
+  t.equal(classifyElf(process.execPath).kind, 'dynamic', 'node');
+  const script = join(work, 'script.sh');
+  writeFileSync(script, `#!/usr/bin/env -S ${PROBE} tcp\n`, { mode: 0o755 });
+  t.equal(classifyCommand(script).kind, 'static', 'a script is judged by its interpreter (through env -S)');
+  t.equal(classifyCommand(script).file, PROBE);
+  const junk = join(work, 'junk');
+  writeFileSync(junk, Buffer.concat([Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1]), Buffer.alloc(100, 0xff)]));
+  t.equal(classifyElf(junk).kind, 'unknown', 'a corrupt ELF header: no verdict, no exception');
+  writeFileSync(junk, 'hello');
+  t.equal(classifyElf(junk).kind, 'unknown');
+  t.equal(classifyCommand('no-such-command-ax').kind, 'unknown');
+  // A Go binary: its build-info section, in an otherwise dynamic ELF (objcopy adds the section).
+  const go = join(work, 'go-like');
+  execFileSync('objcopy', ['--add-section', `.go.buildinfo=${junk}`, PROBE_DYN, go]);
+  t.equal(classifyElf(go).kind, 'go', 'a .go.buildinfo section marks a Go program');
+});
+
+t.test('isolated apps as root, root daemon', async (t) => {
+  const d = await TestDaemon.start(t);
+  const abstract = `ax-isolate-test-${process.pid}`;
+  const { port: hostPort, p: listener } = await hostListener(t, abstract);
+  const web = d.run(['--name', 'web', '--ip', '10.1.0.1'], ['python3', '-m', 'http.server', '8000']);
+  await web.waitFor(/Serving HTTP/);
+  const svc = await d.get('services');
+  const webHost = svc.find((s) => s.name === 'web');
+  t.ok(webHost, 'web is a service');
+  const webHostPort = String(webHost!.host_port);
+
+  await t.test('raw socket+connect to the host loopback: connects natively, not isolated; a warning either way', async (t) => {
+    const r = await both(d, [PROBE, 'tcp', '127.0.0.1', String(hostPort)]);
+    t.match(r.native.stdout, /^connect ok$/m, 'without --isolate the probe reaches the host listener');
+    t.match(r.native.stderr, /statically linked.*does not mediate it/s, 'ax run warns that a static program is not mediated');
+    t.match(r.isolated.stdout, /^connect errno 111 /m, 'isolated: refused (nothing listens on the namespace\'s own loopback)');
+    t.match(r.isolated.stderr, /statically linked.*no network at all/s, 'ax run --isolate warns it has no network');
+    t.equal(r.isolated.stderr.match(/warning/g)?.length, 1, 'warned once');
+    // The pool port the daemon bound for web, on the host's loopback: a host port, not a service name.
+    const pool = await both(d, [PROBE, 'tcp', '127.0.0.1', webHostPort]);
+    t.match(pool.native.stdout, /^connect ok$/m, 'a host loopback port (web\'s pool port) natively');
+    t.match(pool.isolated.stdout, /^connect errno /m, 'isolated: that host port is unreachable');
+  });
+
+  await t.test('raw UDP sendto a host listener: arrives natively, never isolated', async (t) => {
+    const iso = await d.run(['--isolate'], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'from-isolated']).result();
+    t.match(iso.stdout, /^sendto /m, 'the isolated probe ran');
+    const nat = await d.run([], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'from-native']).result();
+    t.match(nat.stdout, /^sendto ok$/m);
+    await listener.waitFor(/udp got from-native/);
+    t.notMatch(listener.stdout, /from-isolated/, 'the isolated datagram (sent first) never reached the host');
+  });
+
+  await t.test('AF_PACKET socket: made natively (root), refused isolated', async (t) => {
+    const r = await both(d, [PROBE, 'packet']);
+    t.match(r.native.stdout, /^packet ok$/m);
+    t.match(r.isolated.stdout, /^packet errno 1 /m, 'EPERM: no CAP_NET_RAW in the app\'s namespaces');
+  });
+
+  await t.test('abstract unix socket of the host: reachable natively, not isolated', async (t) => {
+    const r = await both(d, [PROBE, 'unix', `@${abstract}`]);
+    t.match(r.native.stdout, /^connect ok$/m);
+    t.match(r.isolated.stdout, /^connect errno 111 /m);
+  });
+
+  await t.test('the daemon\'s API socket and state: reachable natively, not isolated (not through /proc either)', async (t) => {
+    const api = await both(d, [PROBE, 'unix', d.socket]);
+    t.match(api.native.stdout, /^connect ok$/m, 'API socket natively');
+    t.match(api.isolated.stdout, /^connect errno /m, 'API socket isolated');
+    const viaProc = `/proc/${d.proc.pid}/root${d.socket}`;
+    const proc = await both(d, [PROBE, 'unix', viaProc]);
+    t.match(proc.native.stdout, /^connect ok$/m, `${viaProc} natively`);
+    t.match(proc.isolated.stdout, /^connect errno 2 /m, 'isolated: host processes are not in its /proc');
+    const state = await both(d, ['ls', '-A', d.stateDir]);
+    t.not(state.native.stdout.trim(), '', 'state dir has files natively');
+    t.equal(state.isolated.stdout.trim(), '', 'isolated: the state dir is empty');
+    t.equal(state.isolated.code, 0);
+    // Registering another app (with other labels) needs the API: an ax run inside cannot.
+    const nested = await d.run(['--isolate'], [process.execPath, AX, 'run', '--socket', d.socket, '--no-start', '--labels', 'zone=other', '--', 'true']).result();
+    t.equal(nested.code, 1, 'a nested ax run cannot register an app');
+    t.match(nested.stderr, /no ax daemon|not a socket|none is running/);
+  });
+
+  await t.test('the hook socket stays: names work, policy holds, loopback stays inside', async (t) => {
+    const r = await d.run(['--isolate'], ['curl', '-sS', '-m', '5', 'http://web:8000/']).result();
+    t.equal(r.code, 0, `curl web from an isolated app: ${r.stderr}`);
+    t.match(r.stdout, /Directory listing/);
+    const denied = await d.run(['--isolate', '--labels', 'zone=other'], ['curl', '-sS', '-m', '5', 'http://web:8000/']).result();
+    t.not(denied.code, 0, 'an isolated app with other labels is refused by policy');
+    // Two processes of one isolated app over 127.0.0.1, which the host cannot reach.
+    const inner = d.run(['--isolate'], ['sh', '-c',
+      'python3 -m http.server 8099 --bind 127.0.0.1 >/dev/null 2>&1 & i=0; while [ $i -lt 100 ] && ! curl -s -o /dev/null 127.0.0.1:8099/; do i=$((i+1)); sleep 0.1; done; ' +
+      'echo "inside $(curl -s -o /dev/null -w %{http_code} 127.0.0.1:8099/)"; sleep 30']);
+    await inner.waitFor(/inside \d+/, 15_000);
+    t.match(inner.stdout, /inside 200/, 'loopback inside the app works');
+    const fromHost = await run(PROBE, ['tcp', '127.0.0.1', '8099']);
+    t.match(fromHost.stdout, /^connect errno 111 /m, 'the app\'s 127.0.0.1:8099 is not the host\'s');
+    inner.killGroup();
+  });
+
+  await t.test('an isolated app cannot open a hook session as another app', async (t) => {
+    const other = d.run(['--labels', 'zone=secret'], ['sh', '-c', 'echo "app=$AX_APP"; exec sleep 30']);
+    const otherApp = (await other.waitFor(/app=(\S+)/))[1];
+    const hook = join(d.dir, 'ax-hook.sock');
+    const r = await d.run(['--isolate'], ['sh', '-c', `python3 ${HOOKCLIENT} hello ${hook} "$AX_APP"; python3 ${HOOKCLIENT} hello ${hook} ${otherApp}`]).result();
+    const lines = r.stdout.trim().split('\n').filter((l) => l.startsWith('status') || l === 'closed');
+    t.match(lines[0], /^status 0 /, `its own app: admitted (${r.stdout}${r.stderr})`);
+    t.match(lines[1], /^status -?\d+ err 13|^closed/, 'another app\'s id and token: EACCES');
+    t.notMatch(lines[1], /^status 0 /);
+    other.killGroup();
+  });
+
+  await t.test('a handed-in socket cannot be re-aimed at the host (disconnected, then connected elsewhere)', async (t) => {
+    const r = await both(d, [PROBE_DYN, 'reaim', '10.1.0.1', '8000', '127.0.0.1', String(hostPort)]);
+    t.match(r.native.stdout, /^hooked-connect ok\ndisconnect ok\nconnect ok$/m, 'without --isolate the app\'s own socket can (it has the network anyway)');
+    t.match(r.isolated.stdout, /^hooked-connect ok$/m, 'isolated: the connect to web went through ax');
+    t.match(r.isolated.stdout, /^connect errno /m, `isolated: connect(AF_UNSPEC) then a connect to a host listener never completes (${r.isolated.stdout.trim()})`);
+    const l = await both(d, [PROBE_DYN, 'reaim-listen', '127.0.0.1', String(hostPort)]);
+    t.match(l.native.stdout, /^hooked-listen ok$/m);
+    t.match(l.native.stdout, /^connect ok$/m, 'a listener shut down (SHUT_RD) and connected: natively it can');
+    t.match(l.isolated.stdout, /^hooked-listen ok$/m, 'isolated: the listener came from ax');
+    t.match(l.isolated.stdout, /^connect errno /m, `isolated: the handed-in listener cannot become a host client (${l.isolated.stdout.trim()})`);
+  });
+
+  await t.test('exit status, signals and stdin pass through the namespace\'s init', async (t) => {
+    t.equal((await d.run(['--isolate'], ['sh', '-c', 'exit 7']).result()).code, 7, 'exit status');
+    const nf = await d.run(['--isolate'], ['no-such-command-ax']).result();
+    t.equal(nf.code, 127, 'command not found: 127');
+    t.match(nf.stderr, /no-such-command-ax: command not found/);
+    const cat = start(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--isolate', '--', 'cat'], { stdio: ['pipe', 'pipe', 'pipe'] }, t);
+    cat.child.stdin!.end('through stdin\n');
+    const c = await cat.result();
+    t.equal(c.stdout, 'through stdin\n', 'stdin reaches CMD');
+    const sl = d.run(['--isolate'], ['sh', '-c', 'trap "echo got TERM; exit 3" TERM; echo ready; while :; do sleep 0.1; done']);
+    await sl.waitFor(/ready/);
+    sl.kill('SIGTERM');
+    const r = await sl.result();
+    t.match(r.stdout, /got TERM/, 'SIGTERM to ax run reaches CMD');
+    t.equal(r.code, 3);
+  });
+
+  await t.test('redis by name between two isolated apps', async (t) => {
+    const db = d.run(['--isolate', '--name', 'db'], ['redis-server', '--port', '6379', '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
+    await db.waitFor(/Ready to accept connections/);
+    const r = await d.run(['--isolate'], ['redis-cli', '-h', 'db', 'ping']).result();
+    t.equal(r.stdout.trim(), 'PONG', r.stderr);
+    db.killGroup();
+  });
+  web.killGroup();
+});
+
+t.test('as nobody, with a rootless daemon it starts itself', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'ax-isolate-nobody-'));
+  chmodSync(home, 0o755);
+  mkdirSync(join(home, 'run'), { mode: 0o700 });
+  execFileSync('chown', ['-R', '65534:65534', home]);
+  const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home, XDG_RUNTIME_DIR: join(home, 'run'), XDG_STATE_HOME: join(home, 'state') };
+  const nobody = (args: string[]) => ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args];
+  const ax = (args: string[]) => start('setpriv', nobody([process.execPath, AX, ...args]), { env }, t);
+  t.teardown(async () => {
+    await run('setpriv', nobody([process.execPath, AX, 'stop']), { env });
+    rmSync(home, { recursive: true, force: true });
+  });
+  const db: Proc = ax(['run', '--isolate', '--name', 'db', '--', 'redis-server', '--port', '6379', '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
+  await db.waitFor(/Ready to accept connections/, 20_000);
+  const status = JSON.parse((await ax(['status', '-o', 'json']).result()).stdout);
+  t.equal(status.caller_uid ?? 65534, 65534);
+  const daemonUid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${status.pid}/status`, 'utf8'))?.[1]);
+  t.equal(daemonUid, 65534, 'the daemon runs as nobody');
+  t.match(status.api_socket, new RegExp(`^${home}/run/ax/`), 'its sockets are in XDG_RUNTIME_DIR');
+  const r = await ax(['run', '--isolate', '--', 'redis-cli', '-h', 'db', 'ping']).result();
+  t.equal(r.stdout.trim(), 'PONG', r.stderr);
+  const web = ax(['run', '--name', 'web', '--', '/usr/bin/python3', '-u', '-m', 'http.server', '8000']);
+  await web.waitFor(/Serving HTTP/);
+  const c = await ax(['run', '--isolate', '--', 'curl', '-sS', '-m', '5', 'http://web:8000/']).result();
+  t.match(c.stdout, /Directory listing/, `curl web as nobody, isolated: ${c.stderr}`);
+  const raw = await ax(['run', '--isolate', '--', PROBE, 'unix', status.api_socket]).result();
+  t.match(raw.stdout, /^connect errno /m, 'the rootless daemon\'s API socket is unreachable from inside');
+  const rawNative = await ax(['run', '--', PROBE, 'unix', status.api_socket]).result();
+  t.match(rawNative.stdout, /^connect ok$/m, 'and reachable without --isolate');
+  const pkt = await ax(['run', '--isolate', '--', PROBE, 'packet']).result();
+  t.match(pkt.stdout, /^packet errno 1 /m, 'no AF_PACKET as nobody either');
+  // Re-aiming a handed-in socket: confined where the kernel lets nobody attach socket filters;
+  // where it does not, the daemon must say so (it cannot confine them).
+  const dbVip = (JSON.parse((await ax(['get', 'services', '-o', 'json']).result()).stdout) as Array<{ name: string; vip: string }>).find((x) => x.name === 'db')!.vip;
+  const reaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim', dbVip, '6379', '127.0.0.1', '1']).result();
+  t.match(reaim.stdout, /^hooked-connect ok$/m, `nobody, isolated: connect to db through ax (${reaim.stdout}${reaim.stderr})`);
+  const filter = await run('setpriv', nobody([PROBE, 'filter']), { env });
+  // ax doctor as nobody says the same as the probe, and that --isolate is available.
+  const doc = JSON.parse((await ax(['doctor', '-o', 'json']).result()).stdout) as { uid: number; checks: Array<{ name: string; ok: boolean }>; verdicts: string[] };
+  t.equal(doc.uid, 65534);
+  t.equal(doc.checks.find((c) => c.name.startsWith('socket filters'))?.ok, /^filter ok$/m.test(filter.stdout), 'ax doctor: socket filters as the probe found');
+  t.equal(doc.checks.find((c) => c.name.startsWith('unshare -U -n'))?.ok, true, 'ax doctor: user namespaces work for nobody');
+  t.match(doc.verdicts.join('\n'), /--isolate: available for uid 65534/);
+  if (/^filter ok$/m.test(filter.stdout)) {
+    t.notMatch(reaim.stdout, /^connect ok$/m, 'nobody, isolated: the handed-in socket cannot be re-aimed');
+  } else {
+    t.match(filter.stdout, /^filter errno 1 /m, 'this kernel refuses socket filters to nobody');
+    const log = readFileSync(join(home, 'state', 'ax', 'daemon.log'), 'utf8');
+    t.match(log, /refuses socket filters to this daemon/, 'and the rootless daemon says its handed-in sockets are not confined');
+  }
+  db.killGroup();
+  web.killGroup();
+});
