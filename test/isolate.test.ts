@@ -308,6 +308,25 @@ t.test('isolated apps as root, root daemon', async (t) => {
     t.equal(r.stdout.trim(), 'PONG', r.stderr);
     db.killGroup();
   });
+
+  await t.test('UDP: no host UDP socket reaches an isolated app (it could be re-aimed anywhere)', async (t) => {
+    const sink = d.run(['--name', 'usink', '--ip', '10.1.0.2'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000)); print('bound', flush=True); [print('got', s.recvfrom(100)[0].decode(), flush=True) for _ in range(9)]"]);
+    await sink.waitFor(/bound/);
+    const probe = `
+import socket, errno
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('0.0.0.0', 9100)); print('bind ok')
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.sendto(b'hello', ('10.1.0.2', 9000)); print('sendto ok')
+except OSError as e:
+    print('sendto', errno.errorcode[e.errno])
+`;
+    const r = await both(d, ['python3', '-c', probe]);
+    t.match(r.native.stdout, /bind ok\nsendto ok/, 'without --isolate: a udp service on a VIP, reached');
+    await sink.waitFor(/got hello/);
+    t.match(r.isolated.stdout, /bind ok\nsendto ENETUNREACH/, 'isolated: the bind stays in its namespace, the datagram is refused');
+    sink.killGroup();
+  });
   web.killGroup();
 });
 
