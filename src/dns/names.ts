@@ -9,8 +9,9 @@ export const AX_ZONE = 'ax';
 
 /** What a query name is to ax. */
 export type NameClass =
-  /** an ax service name: `name` is the service name (one label), `vip` its virtual IP */
-  | { kind: 'service'; name: string; vip: string }
+  /** an ax service name: `name` is the service name (one label), `vip` its virtual IP;
+   *  `proto`: asked as `_tcp.NAME` or `_udp.NAME` (RFC 2782 style, for SRV) */
+  | { kind: 'service'; name: string; vip: string; proto?: 'tcp' | 'udp' }
   /** a reverse name (d.c.b.a.in-addr.arpa) of a registered virtual IP named `name` */
   | { kind: 'reverse'; name: string; vip: string }
   /** the apex of an ax zone ("ax", a --dns-domain): exists, has no records */
@@ -80,6 +81,12 @@ export class AxNames {
   /** Classifies a query name (any case, with or without the trailing dot). */
   classify(qname: string): NameClass {
     const h = qname.toLowerCase().replace(/\.$/, '');
+    const pm = /^_(tcp|udp)\.(.+)$/.exec(h);
+    if (pm) {
+      // `_tcp.NAME` / `_udp.NAME`: the same service, its ports of one transport (SRV)
+      const inner = this.classify(pm[2]);
+      return inner.kind === 'service' ? { ...inner, proto: pm[1] as 'tcp' | 'udp' } : inner.kind === 'foreign' ? inner : { kind: 'absent' };
+    }
     for (const zone of [AX_ZONE, ...this.domains]) {
       if (h === zone) return { kind: 'apex' };
       if (h.endsWith(`.${zone}`)) {
@@ -106,9 +113,9 @@ export class AxNames {
    * The distinct virtual ports listening at `vip` (this node's and replicated services),
    * ascending: what an SRV query for the name returns.
    */
-  ports(vip: string): number[] {
+  ports(vip: string, proto?: 'tcp' | 'udp'): number[] {
     const ports = new Set<number>();
-    for (const s of this.table.services()) if (s.vip === vip && !s.v6only) ports.add(s.vport);
+    for (const s of this.table.services()) if (s.vip === vip && !s.v6only && (!proto || (s.proto ?? 'tcp') === proto)) ports.add(s.vport);
     return [...ports].sort((a, b) => a - b);
   }
 }

@@ -295,7 +295,7 @@ export class DnsResponder {
     } else if (c.kind === 'service') {
       if (qtype === 'A' || qtype === 'ANY') answers.push({ type: 'A', name: q.name, ttl: this.ttl, data: c.vip });
       else if (q.type === 'SRV') {
-        for (const port of this.o.names.ports(c.vip)) answers.push({ type: 'SRV', name: q.name, ttl: this.ttl, data: { priority: 0, weight: 0, port, target: q.name } });
+        for (const port of this.o.names.ports(c.vip, c.proto)) answers.push({ type: 'SRV', name: q.name, ttl: this.ttl, data: { priority: 0, weight: 0, port, target: q.name } });
         if (answers.length > 0) additionals.push({ type: 'A', name: q.name, ttl: this.ttl, data: c.vip });
       }
     } else if (c.kind === 'reverse') {
