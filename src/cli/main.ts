@@ -4,6 +4,7 @@ import { ApiError, DaemonUnreachable } from './client';
 import { DAEMON_USAGE, daemonMain } from './daemon';
 import { GET_USAGE, getMain } from './get';
 import { LOGS_USAGE, logsMain, STATUS_USAGE, statusMain, STOP_USAGE, stopMain } from './manage';
+import { POLICY_USAGE, policyMain } from './policy';
 import { RUN_USAGE, RunRefused, runMain } from './run';
 import { VERSION } from '../daemon/daemon';
 
@@ -16,6 +17,7 @@ commands:
   get KIND             list apps, services, sockets or members (-o json)
   status               show the daemon's status, log file and who you are to it (-o json)
   logs [-f]            print (and follow) the daemon's log
+  policy add|rm|ls|apply   manage policy rules (who may connect to, publish and see what)
   version              print the version
 
 Run 'ax <command> --help' for a command's flags.
@@ -23,7 +25,7 @@ Run 'ax <command> --help' for a command's flags.
 
 export async function main(argv: string[], entry: string): Promise<number> {
   const [cmd, ...rest] = argv;
-  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE };
+  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, policy: POLICY_USAGE };
   try {
     switch (cmd) {
       case 'run':
@@ -39,6 +41,8 @@ export async function main(argv: string[], entry: string): Promise<number> {
         return await statusMain(rest);
       case 'logs':
         return await logsMain(rest);
+      case 'policy':
+        return await policyMain(rest);
       case 'version':
       case '--version':
         process.stdout.write(`ax ${VERSION}\n`);

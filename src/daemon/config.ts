@@ -3,6 +3,7 @@
 import { hostname } from 'node:os';
 import { checkVirtualIp, parseCidr, type Cidr } from '../common/addr';
 import type { LabelPolicy } from '../policy/claims';
+import type { Posture } from '../policy/decide';
 import type { Level } from '../common/log';
 import { defaultApiSocket, defaultStateDir, hookSocketFor } from '../common/paths';
 import type { LbMode } from '../table/table';
@@ -57,6 +58,14 @@ export interface DaemonConfig {
   apiIdleMs: number;
   /** Open API connections per uid (root and the daemon's user are not limited). Default 256. */
   apiMaxConnsPerUid: number;
+  /** --policy-default: the verdict of a connect no policy rule matches. 'shared-label' (default:
+   *  client and service share one non-ax.* key=value, ax's rule before policies, so existing
+   *  setups keep working), 'allow-all' or 'deny-all'. */
+  policyDefault: Posture;
+  /** --policy-deny-errno: what a denied connect returns, ECONNREFUSED (111, default) or EACCES (13). */
+  policyDenyErrno: number;
+  /** --policy-unknown-peers: the accept verdict for peers that are no ax app. Default 'allow'. */
+  policyUnknownPeers: 'allow' | 'deny';
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
 }
@@ -80,6 +89,9 @@ export function defaultConfig(env = process.env): DaemonConfig {
     apiHandshakeMs: 5000,
     apiIdleMs: 120_000,
     apiMaxConnsPerUid: 256,
+    policyDefault: 'shared-label',
+    policyDenyErrno: 111,
+    policyUnknownPeers: 'allow',
   };
 }
 

@@ -15,6 +15,8 @@ import { ApiServer } from './api';
 import { ClusterGlue } from './cluster';
 import type { DaemonConfig } from './config';
 import { HookDispatcher } from './hooks';
+import { PolicyEngine } from '../policy/decide';
+import { PolicyRuntime } from '../policy/runtime';
 import { pidAlive } from './trust';
 
 export const VERSION = '0.1.0';
@@ -40,6 +42,9 @@ export class Daemon {
   store!: Store;
   hooks!: HookDispatcher;
   cluster: ClusterGlue | null = null;
+  /** The decision layer (src/policy/decide.ts): audit subscribes with policy.onDecision(fn). */
+  readonly policy: PolicyEngine;
+  policyRuntime!: PolicyRuntime;
   private hookServer!: HookServer;
   private api!: ApiServer;
   private sweeper: NodeJS.Timeout | null = null;
@@ -54,6 +59,7 @@ export class Daemon {
     this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
     this.table = new ServiceTable(config.nodeName, config.vipRanges, config.lb);
     this.pool = new PortPool(config.ports);
+    this.policy = new PolicyEngine({ node: config.nodeName, posture: config.policyDefault, denyErrno: config.policyDenyErrno, unknownPeers: config.policyUnknownPeers });
   }
 
   async start(): Promise<void> {
@@ -73,7 +79,7 @@ export class Daemon {
         else this.store.put('sock', String(ch.sock.id), ch.sock);
       }
     });
-    if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster);
+    if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster, this.policy);
     this.map = this.openIdentityMap(`${c.hookSocket}.map`);
     this.hooks = new HookDispatcher({
       table: this.table,
@@ -85,7 +91,10 @@ export class Daemon {
       map: this.map ?? undefined,
       diag: this.diag,
       starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
+      policy: this.policy,
     });
+    this.policyRuntime = new PolicyRuntime({ engine: this.policy, store: this.store, table: this.table, log: this.log, pids: () => this.hooks.appPids() });
+    await this.policyRuntime.start();
     this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
@@ -249,6 +258,7 @@ export class Daemon {
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
       this.map?.close();
       this.diag.close();
+      this.policyRuntime?.close();
       await this.store?.close();
       this.log.info('stopped');
     })();

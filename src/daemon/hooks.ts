@@ -20,7 +20,8 @@ import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/add
 import type { IdentityMap } from '../hookserver/identmap';
 import { socketCookie, type SockDiag } from '../hookserver/sockdiag';
 import { rateLimited, type Logger } from '../common/log';
-import { formatLabels } from '../policy/labels';
+import { PolicyEngine } from '../policy/decide';
+import type { Decision } from '../policy/decision';
 import * as libc from '../hookserver/libc';
 import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
@@ -68,6 +69,9 @@ export interface HookDeps {
   /** Whether an app's `ax run` is still attached (its command runs): only then may it still start
    *  listening, and a placeholder hold connects for it. Absent: every registered app may. */
   starting?: (appId: string) => boolean;
+  /** The decision layer (publish, connect, lookup verdicts). Absent: the shared-label default,
+   *  denied connects get ECONNREFUSED. */
+  policy?: PolicyEngine;
 }
 
 
@@ -117,8 +121,11 @@ export class HookDispatcher implements Dispatcher {
   onReaped: (n: number) => void = () => {};
   /** Which processes may open sessions for which app (SO_PEERCRED against the launch record). */
   readonly trust = new AppTrust();
+  /** The decision layer every verdict here goes through. */
+  readonly policy: PolicyEngine;
 
   constructor(private readonly d: HookDeps) {
+    this.policy = d.policy ?? new PolicyEngine({ node: d.table.node, posture: 'shared-label', denyErrno: ECONNREFUSED, unknownPeers: 'allow' });
     this.warn = rateLimited(d.log);
     for (const app of d.table.localApps()) this.trust.addApp(app);
     for (const sock of d.table.listSocks()) if (sock.node === d.table.node) this.trust.addSock(sock);
@@ -176,6 +183,8 @@ export class HookDispatcher implements Dispatcher {
         // arg: the generation the answer holds for (hooks keep it until the table changes)
         const generation = this.d.table.generation;
         const vip = this.d.table.resolve(m.name);
+        // Need-to-know: a name the app may not reach does not exist for it (EAI_NONAME).
+        if (vip && !this.visible(app, vip)) return { status: Status.NATIVE, arg: generation };
         return vip ? { status: Status.OK, arg: generation, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE, arg: generation };
       }
       case Op.LOOKUP:
@@ -259,6 +268,12 @@ export class HookDispatcher implements Dispatcher {
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
     const proto = m.arg & BindFlag.DGRAM ? 'udp' : 'tcp';
+    // Publishing is policy: the name/VIP belongs to the uid that first published it (cluster-wide).
+    const pub = this.policy.publish(app, app.name, app.vip, a.port, proto, this.d.table.holders(app.name, app.vip));
+    if (pub.verdict === 'deny') {
+      this.warn(`policy: app ${app.id} may not publish ${app.vip}:${a.port}: ${pub.reason ?? pub.rule}`);
+      return { status: Status.ERR, err: EACCES };
+    }
     if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto)) return { status: Status.ERR, err: EADDRINUSE };
     const rule = a.port !== 0 ? app.expose.find((r) => r.port === a.port) : undefined;
     let fd = -1;
@@ -384,13 +399,14 @@ export class HookDispatcher implements Dispatcher {
     const ip = unmapV4(dest.ip);
     if (!this.d.table.isVirtual(ip)) return { status: Status.NATIVE };
     if (m.arg & ConnectFlag.DGRAM) return this.datagram(s, app, dest, ip, family);
-    const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive);
+    const pol = this.policy;
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allows(app.labels, b), this.d.alive);
+    if (pick.kind === 'denied' || ((pick.kind === 'waiting' || pick.kind === 'closed') && !this.mayReachApp(app, ip, dest.port, 'tcp'))) {
+      return this.deny(app, ip, dest.port, 'tcp');
+    }
     switch (pick.kind) {
       case 'unknown':
         return { status: Status.ERR, err: ENETUNREACH };
-      case 'denied':
-        this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: no shared label`);
-        return { status: Status.ERR, err: EACCES };
       case 'waiting': {
         if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
         // A non-blocking connect cannot wait here: it connects to a placeholder
@@ -406,6 +422,7 @@ export class HookDispatcher implements Dispatcher {
         return this.refuse(s, app, dest, family);
       case 'backend': {
         const b = pick.sock;
+        pol.connect(app, b);
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
         const local = b.node === this.d.table.node;
@@ -426,12 +443,15 @@ export class HookDispatcher implements Dispatcher {
    * reply to a client of that app, whose socket is bound there); else a closed port.
    */
   private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply {
-    const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive, 'udp');
+    const pol = this.policy;
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allows(app.labels, b), this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
-    if (pick.kind === 'denied') {
-      this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not send to udp ${ip}:${dest.port}: no shared label`);
-      return { status: Status.ERR, err: EACCES };
+    // A datagram to an app's VIP with no service there is a reply to one of its clients:
+    // allowed when either side may reach the other.
+    if (pick.kind === 'denied' || (pick.kind !== 'backend' && !this.mayReachApp(app, ip, dest.port, 'udp') && !this.reachedBy(app, ip))) {
+      return this.deny(app, ip, dest.port, 'udp');
     }
+    if (pick.kind === 'backend') pol.connect(app, pick.sock);
     let target = this.refuseUdpAddr;
     let local = true;
     let all: Sock[] = [];
@@ -450,6 +470,46 @@ export class HookDispatcher implements Dispatcher {
     const r = this.direct(dest, family, target, local);
     if (all.length > 0) this.cacheable(r, all, family);
     return r;
+  }
+
+  /**
+   * A denied connect: the decision is made (and published) against a listener of vip:port,
+   * or the app owning the VIP; the app gets --policy-deny-errno at once, nothing is sent.
+   */
+  private deny(app: App, ip: string, port: number, proto: Proto): Reply {
+    const svc = this.d.table.services().find((s) => s.vip === ip && s.vport === port && (s.proto ?? 'tcp') === proto);
+    const owner = this.d.table.listApps().find((a) => a.vip === ip);
+    const target = svc ?? { appId: owner?.id ?? '', name: owner?.name ?? '', vip: ip, vport: port, labels: owner?.labels ?? {}, proto };
+    const d: Decision = this.policy.connect(app, target);
+    this.warn(`policy: app ${app.id} may not connect to ${proto} ${ip}:${port}: ${d.reason ?? d.rule}`);
+    return { status: Status.ERR, err: this.policy.opts.denyErrno };
+  }
+
+  /** Whether `app` may reach the app owning `ip` on port (no listener to judge against yet). */
+  private mayReachApp(app: App, ip: string, port: number, proto: Proto): boolean {
+    const owner = this.d.table.listApps().find((a) => a.vip === ip);
+    if (!owner) return true;
+    return this.policy.allows(app.labels, { appId: owner.id, name: owner.name, vip: ip, vport: port, labels: owner.labels, proto });
+  }
+
+  /** Whether the app owning `ip` may reach `app` on some port (UDP replies). */
+  private reachedBy(app: App, ip: string): boolean {
+    const owner = this.d.table.listApps().find((a) => a.vip === ip);
+    if (!owner) return true;
+    return this.policy.allows(owner.labels, { appId: app.id, name: app.name, vip: app.vip, vport: 0, labels: app.labels, proto: 'udp' });
+  }
+
+  /**
+   * Whether `app` may learn that `vip` exists (need-to-know discovery): a lookup decision
+   * against the app owning it, or one of its services when no app record has arrived yet.
+   */
+  visible(app: App, vip: string): boolean {
+    const owner = this.d.table.listApps().find((a) => a.vip === vip);
+    const target = owner
+      ? { appId: owner.id, name: owner.name, vip, vport: 0, labels: owner.labels }
+      : this.d.table.services().find((s) => s.vip === vip);
+    if (!target) return true;
+    return this.policy.lookup(app, target).verdict === 'allow';
   }
 
   /** fd handoff of a connected UDP socket (sessions outside the daemon's network namespace). */
@@ -705,6 +765,17 @@ export class HookDispatcher implements Dispatcher {
     this.liveSessions.delete(s.id);
     // The process may have exited holding the last copy of a socket.
     if (s.appId) this.scheduleReap();
+  }
+
+  /** Pids of every live session, by app id (revocation maps sockets to apps through them). */
+  appPids(): Map<string, Set<number>> {
+    const out = new Map<string, Set<number>>();
+    for (const s of this.liveSessions.values()) {
+      let set = out.get(s.appId);
+      if (!set) out.set(s.appId, (set = new Set()));
+      set.add(s.pid);
+    }
+    return out;
   }
 
   hasSession(appId: string): boolean {

@@ -4,7 +4,8 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { Level } from 'level';
 
-export type Kind = 'app' | 'sock' | 'meta' | 'cluster';
+/** policy: rule records by id (src/policy/decide.ts PolicyRecord), tombstones included. */
+export type Kind = 'app' | 'sock' | 'meta' | 'cluster' | 'policy';
 
 type Op = { type: 'put'; key: string; value: unknown } | { type: 'del'; key: string };
 

@@ -27,6 +27,8 @@ export interface StatusReply {
   'caller_user'?: (string);
   'api_group'?: (string);
   'label_policy'?: (string);
+  'policy_default'?: (string);
+  'policy_rules'?: (number);
 }
 
 export interface StatusReply__Output {
@@ -54,4 +56,6 @@ export interface StatusReply__Output {
   'caller_user': (string);
   'api_group': (string);
   'label_policy': (string);
+  'policy_default': (string);
+  'policy_rules': (number);
 }
