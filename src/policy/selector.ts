@@ -24,6 +24,7 @@ export class SelectorError extends Error {
     readonly offset: number,
   ) {
     super(message);
+    this.name = 'SelectorError';
   }
 }
 
