@@ -21,6 +21,7 @@ import type { IdentityMap } from '../hookserver/identmap';
 import { socketCookie, type SockDiag } from '../hookserver/sockdiag';
 import { rateLimited, type Logger } from '../common/log';
 import { PolicyEngine } from '../policy/decide';
+import { formatLabels } from '../policy/labels';
 import type { Decision } from '../policy/decision';
 import * as libc from '../hookserver/libc';
 import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
@@ -481,7 +482,8 @@ export class HookDispatcher implements Dispatcher {
     const owner = this.d.table.listApps().find((a) => a.vip === ip);
     const target = svc ?? { appId: owner?.id ?? '', name: owner?.name ?? '', vip: ip, vport: port, labels: owner?.labels ?? {}, proto };
     const d: Decision = this.policy.connect(app, target);
-    this.warn(`policy: app ${app.id} may not connect to ${proto} ${ip}:${port}: ${d.reason ?? d.rule}`);
+    const what = proto === 'udp' ? `send to udp ${ip}:${port}` : `connect to ${ip}:${port}`;
+    this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not ${what}: ${d.reason ?? d.rule} (rule ${d.rule})`);
     return { status: Status.ERR, err: this.policy.opts.denyErrno };
   }
 
