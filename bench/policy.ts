@@ -33,13 +33,17 @@ if (!process.env.AX_ISOLATED) {
 }
 
 const procs: ChildProcess[] = [];
-function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string } {
+function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string; stdout: () => string } {
   const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let out = '';
-  p.stdout!.on('data', (d) => (out += d));
+  let stdout = '';
+  p.stdout!.on('data', (d) => {
+    out += d;
+    stdout += d;
+  });
   p.stderr!.on('data', (d) => (out += d));
   procs.push(p);
-  return { p, out: () => out };
+  return { p, out: () => out, stdout: () => stdout };
 }
 async function waitOut(h: { out: () => string }, re: RegExp, ms = 15000): Promise<void> {
   const end = Date.now() + ms;
@@ -56,7 +60,7 @@ const pct = (xs: number[], p: number) => {
 async function daemon(extra: string[]) {
   const dir = mkdtempSync(join(tmpdir(), 'ax-bench-pol-'));
   const socket = join(dir, 'ax.sock');
-  const h = bg(process.execPath, [AX, 'daemon', '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'error', ...extra]);
+  const h = bg(process.execPath, [AX, 'daemon', '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'info', ...extra]);
   await waitOut(h, /ready: api/);
   return { dir, socket, h, run: (args: string[]) => bg(process.execPath, [AX, 'run', '--socket', socket, '--no-start', ...args]) };
 }
@@ -81,11 +85,11 @@ async function enforce(): Promise<void> {
   const vip = ((await c.call('ListServices')).services ?? [])[0].vip;
   const drv = d.run(['--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', DRIVER, vip, '80']);
   await waitOut(drv, /ready/);
-  let seen = drv.out().length;
+  let seen = drv.stdout().length;
   const ask = async (): Promise<string> => {
     drv.p.stdin!.write('go\n');
     for (;;) {
-      const text = drv.out();
+      const text = drv.stdout();
       const nl = text.indexOf('\n', seen);
       if (nl >= 0) {
         const line = text.slice(seen, nl).trim();
@@ -139,14 +143,19 @@ async function rate(handoff: string): Promise<void> {
   };
   const none: number[] = [];
   const many: number[] = [];
+  // The daemon writes 1000 records to LevelDB after each change: let that settle before measuring.
+  const settle = () => new Promise((r) => setTimeout(r, 2000));
+  // Alternating order (none, many, many, none, ...) so a drift over the run does not favour one side.
   for (let i = 0; i < REPEATS; i++) {
-    none.push(await one());
-    await c.call('PolicyPut', { rules_json: rules }, 30_000);
-    many.push(await one());
-    await c.call('PolicyRemove', { ids: rules.map((_, j) => `r${j}`) }, 30_000);
+    for (const withRules of i % 2 ? [true, false] : [false, true]) {
+      if (withRules) await c.call('PolicyPut', { rules_json: rules }, 30_000);
+      else await c.call('PolicyRemove', { ids: rules.map((_, j) => `r${j}`) }, 30_000);
+      await settle();
+      (withRules ? many : none).push(await one());
+    }
   }
   const med = (xs: number[]) => pct(xs, 50);
-  console.log(`connect rate, --handoff ${handoff} (${N} connects, median of ${REPEATS}): no rules ${med(none).toFixed(0)}/s, 1000 rules ${med(many).toFixed(0)}/s, ratio ${(med(many) / med(none)).toFixed(3)}`);
+  console.log(`connect rate, --handoff ${handoff} (${N} connects, median of ${REPEATS}): no rules ${med(none).toFixed(0)}/s, 1000 rules ${med(many).toFixed(0)}/s, ratio ${(med(many) / med(none)).toFixed(3)} (runs: ${none.map((x) => x.toFixed(0)).join(' ')} | ${many.map((x) => x.toFixed(0)).join(' ')})`);
   c.close();
   for (const x of [srv, d.h]) x.p.kill('SIGKILL');
   rmSync(d.dir, { recursive: true, force: true });

@@ -401,7 +401,7 @@ export class HookDispatcher implements Dispatcher {
     if (!this.d.table.isVirtual(ip)) return { status: Status.NATIVE };
     if (m.arg & ConnectFlag.DGRAM) return this.datagram(s, app, dest, ip, family);
     const pol = this.policy;
-    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allows(app.labels, b), this.d.alive);
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive);
     if (pick.kind === 'denied' || ((pick.kind === 'waiting' || pick.kind === 'closed') && !this.mayReachApp(app, ip, dest.port, 'tcp'))) {
       return this.deny(app, ip, dest.port, 'tcp');
     }
@@ -445,7 +445,7 @@ export class HookDispatcher implements Dispatcher {
    */
   private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply {
     const pol = this.policy;
-    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allows(app.labels, b), this.d.alive, 'udp');
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
     // A datagram to an app's VIP with no service there is a reply to one of its clients:
     // allowed when either side may reach the other.

@@ -89,6 +89,9 @@ export class PolicyEngine {
   private readonly decisionListeners: DecisionListener[] = [];
   private readonly changeListeners: Array<(c: PolicyChange) => void> = [];
   private lastT = 0;
+  /** Connect verdicts by (client app, server app, port, protocol), dropped on every rule change:
+   *  an app's labels never change while it lives, so the verdict for a pair cannot either. */
+  private readonly memo = new Map<string, [boolean, string, string]>();
   /** Bumped on every change of the rule set. */
   version = 0;
 
@@ -169,6 +172,7 @@ export class PolicyEngine {
     this.connectRules = live.filter((r) => r.rule.kind === 'connect');
     this.publishRules = live.filter((r) => r.rule.kind === 'publish');
     this.version++;
+    this.memo.clear();
     for (const fn of this.changeListeners) fn({ records });
   }
 
@@ -215,16 +219,35 @@ export class PolicyEngine {
     return mayConnect(src, dst ?? {}) ? [true, `default:${p}`, 'shared label'] : [false, `default:${p}`, 'no rule matches and no shared label'];
   }
 
+  /** judge() for app pairs, memoized (see memo). */
+  private judgeApps(src: PolicyApp, svc: PolicyService): [boolean, string, string] {
+    const proto = svc.proto ?? 'tcp';
+    if (!src.id || !svc.appId) return this.judge(src.labels, svc.labels, svc.vport, proto);
+    const key = `${src.id}|${svc.appId}|${svc.vport}|${proto}`;
+    let v = this.memo.get(key);
+    if (!v) {
+      if (this.memo.size >= 65536) this.memo.clear();
+      v = this.judge(src.labels, svc.labels, svc.vport, proto);
+      this.memo.set(key, v);
+    }
+    return v;
+  }
+
   /** Connect from app `src` to service `svc` (a virtual vip:port backend). */
   connect(src: PolicyApp, svc: PolicyService, op: 'connect' | 'accept' = 'connect'): Decision {
     const proto = svc.proto ?? 'tcp';
-    const [ok, rule, reason] = this.judge(src.labels, svc.labels, svc.vport, proto);
+    const [ok, rule, reason] = this.judgeApps(src, svc);
     return this.decide(op, srcOf(src), { name: svc.name, vip: svc.vip, port: svc.vport, proto, labels: svc.labels }, ok ? 'allow' : 'deny', rule, reason);
   }
 
   /** Whether `src` may connect to `svc`, without emitting a decision (backend filtering, revocation scans). */
   allows(src: Labels, svc: PolicyService): boolean {
     return this.judge(src, svc.labels, svc.vport, svc.proto ?? 'tcp')[0];
+  }
+
+  /** allows() for an app (memoized per app pair, port and protocol until the rules change). */
+  allowsApp(src: PolicyApp, svc: PolicyService): boolean {
+    return this.judgeApps(src, svc)[0];
   }
 
   /** Connect (egress) from app `src` to a real destination ip:port. */

@@ -9,6 +9,9 @@ import type { App, ServiceTable } from '../table/table';
 import type { PolicyEngine, PolicyRecord } from './decide';
 import { Revoker } from './revoke';
 
+/** Delay of the revocation pass after a rule change (ms). */
+const SWEEP_DELAY_MS = 20;
+
 export interface PolicyRuntimeDeps {
   engine: PolicyEngine;
   store: Store;
@@ -46,14 +49,16 @@ export class PolicyRuntime {
   queueSweep(): void {
     if (this.sweepQueued) return;
     this.sweepQueued = true;
-    setImmediate(() => {
+    // A few ms later: connects asked right after the change are answered first (the sweep
+    // reads /proc and dumps every connection: milliseconds, not microseconds).
+    setTimeout(() => {
       this.sweepQueued = false;
       try {
         this.revoker.sweep();
       } catch (e) {
         this.d.log.warn(`policy: revocation pass failed: ${(e as Error).message}`);
       }
-    });
+    }, SWEEP_DELAY_MS).unref();
   }
 
   /** Whether local app `appId` may keep a connection to real ip:port (undefined: not a service). */
@@ -63,7 +68,7 @@ export class PolicyRuntime {
     const peer = unmapV4(ip);
     const svc = this.d.table.services().find((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
     if (!svc || svc.appId === appId) return undefined;
-    return this.d.engine.allows(app.labels, svc);
+    return this.d.engine.allowsApp(app, svc);
   }
 
   close(): void {
