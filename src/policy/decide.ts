@@ -89,9 +89,10 @@ export class PolicyEngine {
   private readonly decisionListeners: DecisionListener[] = [];
   private readonly changeListeners: Array<(c: PolicyChange) => void> = [];
   private lastT = 0;
-  /** Connect verdicts by (client app, server app, port, protocol), dropped on every rule change:
-   *  an app's labels never change while it lives, so the verdict for a pair cannot either. */
-  private readonly memo = new Map<string, [boolean, string, string]>();
+  /** Connect verdicts by (client labels object, server labels object, port/protocol), dropped on
+   *  every rule change. Keyed by object identity: an app's labels object is fixed for its life
+   *  (replicated apps get new objects on every refresh, which only costs a miss). */
+  private memo = new WeakMap<Labels, WeakMap<Labels, Map<string, [boolean, string, string]>>>();
   /** Bumped on every change of the rule set. */
   version = 0;
 
@@ -172,7 +173,7 @@ export class PolicyEngine {
     this.connectRules = live.filter((r) => r.rule.kind === 'connect');
     this.publishRules = live.filter((r) => r.rule.kind === 'publish');
     this.version++;
-    this.memo.clear();
+    this.memo = new WeakMap();
     for (const fn of this.changeListeners) fn({ records });
   }
 
@@ -222,13 +223,15 @@ export class PolicyEngine {
   /** judge() for app pairs, memoized (see memo). */
   private judgeApps(src: PolicyApp, svc: PolicyService): [boolean, string, string] {
     const proto = svc.proto ?? 'tcp';
-    if (!src.id || !svc.appId) return this.judge(src.labels, svc.labels, svc.vport, proto);
-    const key = `${src.id}|${svc.appId}|${svc.vport}|${proto}`;
-    let v = this.memo.get(key);
+    let bySvc = this.memo.get(src.labels);
+    if (!bySvc) this.memo.set(src.labels, (bySvc = new WeakMap()));
+    let byPort = bySvc.get(svc.labels);
+    if (!byPort) bySvc.set(svc.labels, (byPort = new Map()));
+    const key = `${svc.vport}/${proto}`;
+    let v = byPort.get(key);
     if (!v) {
-      if (this.memo.size >= 65536) this.memo.clear();
       v = this.judge(src.labels, svc.labels, svc.vport, proto);
-      this.memo.set(key, v);
+      byPort.set(key, v);
     }
     return v;
   }
