@@ -4,7 +4,11 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { parseCidr } from '../src/common/addr';
+import { HookDispatcher } from '../src/daemon/hooks';
 import { PolicyEngine, type PolicyApp } from '../src/policy/decide';
+import { PortPool } from '../src/table/ports';
+import { ServiceTable } from '../src/table/table';
 import type { Decision } from '../src/policy/decision';
 import { parsePolicyText, PolicyFileError } from '../src/policy/rules';
 import { matches, parseSelector } from '../src/policy/selector';
@@ -205,4 +209,21 @@ t.test('publishing: a foreign uid cannot join a name unless a publish rule allow
   t.equal((await d.ax(['policy', 'add', 'nobody-web', 'allow', '--publish', 'web', '--from', 'ax.user=nobody'])).code, 0);
   const join2 = await run(NOBODY[0], [...NOBODY.slice(1), process.execPath, AXJS, 'run', '--socket', d.socket, '--no-start', '--name', 'web', '--', 'true'], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/' } });
   t.equal(join2.code, 0, `allowed by the publish rule (${join2.stderr})`);
+});
+
+t.test('visibleTo (for the DNS responder): an asker by VIP sees only the names it may reach', async (t) => {
+  const table = new ServiceTable('n1', parseCidr('10.240.0.0/16'));
+  const policy = new PolicyEngine({ node: 'n1', posture: 'deny-all', denyErrno: 111, unknownPeers: 'deny' });
+  const quiet = () => {};
+  const hooks = new HookDispatcher({ table, pool: new PortPool({ first: 47100, last: 47109 }), hostIp: '127.0.0.1', log: { debug: quiet, info: quiet, warn: quiet, error: quiet }, policy });
+  t.teardown(() => hooks.close());
+  const mk = (id: string, vip: string, labels: Record<string, string>) => ({ id, name: id, vip, labels: { ...labels, 'ax.name': id }, expose: [], token: 't', runPid: 1, node: 'n1', createdAt: 1 });
+  table.addApp(mk('web', '10.240.0.5', { tenant: 'a' }));
+  table.addApp(mk('db', '10.240.0.6', { tenant: 'b' }));
+  table.addApp(mk('cli', '10.240.0.7', { tenant: 'a' }));
+  policy.put([{ id: 'tenants', action: 'allow', kind: 'connect', from: 'tenant', to: 'tenant', same: ['tenant'], ports: [], cidr: [], names: [] }]);
+  t.equal(hooks.visibleTo('10.240.0.7', 'web.ax'), true, 'same tenant: visible');
+  t.equal(hooks.visibleTo('::ffff:10.240.0.7', 'db'), false, 'other tenant: hidden');
+  t.equal(hooks.visibleTo('10.240.0.7', 'example.com'), true, 'not an ax name: not ours to hide');
+  t.equal(hooks.visibleTo('192.0.2.9', 'web'), false, 'unknown asker with --policy-unknown-peers deny');
 });

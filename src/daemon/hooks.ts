@@ -514,6 +514,22 @@ export class HookDispatcher implements Dispatcher {
     return this.policy.lookup(app, target).verdict === 'allow';
   }
 
+  /**
+   * For the DNS responder: whether the asker at `askerAddr` (an app's own source address, a
+   * local app's VIP, v4-mapped or not) may see `name` ("web", "web.ax"). Names that are no
+   * ax name answer true (not ours to hide). An asker that is no local app is judged by
+   * --policy-unknown-peers (allow: sees every name).
+   */
+  visibleTo(askerAddr: string, name: string): boolean {
+    const vip = this.d.table.resolve(name);
+    if (!vip) return true;
+    const ip = unmapV4(askerAddr);
+    const idx = this.d.map ? this.d.map.indexOf(ip) : -1;
+    const app = (idx > 0 ? this.d.table.appBySource(idx) : undefined) ?? this.d.table.localApps().find((a) => a.vip === ip);
+    if (!app) return this.policy.opts.unknownPeers === 'allow';
+    return this.visible(app, vip);
+  }
+
   /** fd handoff of a connected UDP socket (sessions outside the daemon's network namespace). */
   private handoffDgram(app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
     let fd: number;
