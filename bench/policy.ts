@@ -10,6 +10,9 @@
 //             rules (none matching), alternating, REPEATS each; once with the default
 //             handoff (hooks cache answers) and once with --handoff fd (the daemon decides
 //             every connect, so every connect runs the decision layer).
+//   cluster   (with --cluster) three hosts (network namespaces on a bridge, one daemon each):
+//             a rule added on a, a client on c of a service on b; time from the add returning
+//             on a until c refuses, and from the rm until c connects again; p50/p99.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -22,6 +25,7 @@ const CONNECT = join(ROOT, 'native', 'build', 'bench-connect');
 const ROUNDS = Number(process.env.AX_BENCH_ROUNDS ?? 300);
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 10000);
 const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
+const CLUSTER_ROUNDS = Number(process.env.AX_BENCH_CLUSTER_ROUNDS ?? 20);
 
 if (!process.env.AX_ISOLATED) {
   const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
@@ -161,8 +165,97 @@ async function rate(handoff: string): Promise<void> {
   rmSync(d.dir, { recursive: true, force: true });
 }
 
+function sh(cmd: string): void {
+  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+}
+
+async function cluster(): Promise<void> {
+  const tag = String(process.pid % 10000);
+  const br = `axbb${tag}`;
+  const hosts = [1, 2, 3].map((i) => ({ i, ns: `axb${tag}-${i}`, ip: `10.97.0.${i}`, dir: mkdtempSync(join(tmpdir(), 'ax-bench-ph-')) }));
+  const cleanup = () => {
+    for (const h of hosts) {
+      spawnSync('ip', ['netns', 'del', h.ns]);
+      spawnSync('ip', ['link', 'del', `vb${tag}${h.i}`]);
+      rmSync(h.dir, { recursive: true, force: true });
+    }
+    spawnSync('ip', ['link', 'del', br]);
+  };
+  try {
+    sh(`ip link add ${br} type bridge && ip link set ${br} up`);
+    for (const h of hosts) {
+      sh(`ip netns add ${h.ns} && ip link add vb${tag}${h.i} type veth peer name vc${tag}${h.i} && ip link set vc${tag}${h.i} netns ${h.ns}`);
+      sh(`ip -n ${h.ns} addr add ${h.ip}/24 dev vc${tag}${h.i} && ip -n ${h.ns} link set vc${tag}${h.i} up && ip -n ${h.ns} link set lo up && ip link set vb${tag}${h.i} master ${br} up`);
+    }
+    const sock = (i: number) => join(hosts[i].dir, 'ax.sock');
+    const inNs = (i: number, args: string[]) => bg('ip', ['netns', 'exec', hosts[i].ns, ...args]);
+    for (let i = 0; i < 3; i++) {
+      const d = inNs(i, [process.execPath, AX, 'daemon', '--node-name', `h${i}`, '--advertise', hosts[i].ip, '--socket', sock(i), '--state-dir', join(hosts[i].dir, 'state'),
+        '--cluster-key', 'bench-cluster-key-0123456789', '--probe-interval', '200ms', ...(i > 0 ? ['--join', hosts[0].ip] : [])]);
+      await waitOut(d, /ready: api/, 30000);
+    }
+    const ca = new AxClient(sock(0));
+    const srv = inNs(1, [process.execPath, AX, 'run', '--socket', sock(1), '--no-start', '--name', 'cb', '--', CONNECT, 'server', '80']);
+    await waitOut(srv, /listening/);
+    const cc = new AxClient(sock(2));
+    let vip = '';
+    for (let k = 0; k < 300 && !vip; k++) {
+      vip = ((await cc.call('ListServices')).services ?? []).find((x) => x.name === 'cb')?.vip ?? '';
+      if (!vip) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!vip) throw new Error('the service on b never reached c');
+    const drv = inNs(2, [process.execPath, AX, 'run', '--socket', sock(2), '--no-start', '--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', DRIVER, vip, '80']);
+    await waitOut(drv, /ready/);
+    let seen = drv.stdout().length;
+    const ask = async (): Promise<string> => {
+      drv.p.stdin!.write('go\n');
+      for (;;) {
+        const text = drv.stdout();
+        const nl = text.indexOf('\n', seen);
+        if (nl >= 0) {
+          const line = text.slice(seen, nl).trim();
+          seen = nl + 1;
+          return line;
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    const until = async (want: string): Promise<number> => {
+      const t0 = performance.now();
+      while ((await ask()) !== want) {
+        if (performance.now() - t0 > 30000) throw new Error(`c never saw ${want}`);
+      }
+      return performance.now() - t0;
+    };
+    const rule = JSON.stringify({ id: 'probe', action: 'deny', from: 'role=probe', to: 'ax.name=cb' });
+    const add: number[] = [];
+    const rm: number[] = [];
+    await until('ok');
+    for (let i = 0; i < CLUSTER_ROUNDS; i++) {
+      await ca.call('PolicyPut', { rules_json: [rule] });
+      add.push(await until('ECONNREFUSED'));
+      await ca.call('PolicyRemove', { ids: ['probe'] });
+      rm.push(await until('ok'));
+    }
+    const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms  p99 ${pct(xs, 99).toFixed(1)} ms  max ${Math.max(...xs).toFixed(1)} ms`;
+    console.log(`cluster (3 hosts, ${CLUSTER_ROUNDS} rounds): rule added on a -> refused on c: ${f(add)}`);
+    console.log(`                               rule removed on a -> allowed on c: ${f(rm)}`);
+    ca.close();
+    cc.close();
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    cleanup();
+  }
+}
+
 (async () => {
   try {
+    if (process.argv.includes('--cluster')) {
+      await cluster();
+      process.exit(0);
+    }
     await enforce();
     await rate('auto');
     await rate('fd');
