@@ -12,7 +12,8 @@ import { ServiceTable } from '../src/table/table';
 import type { Decision } from '../src/policy/decision';
 import { parsePolicyText, PolicyFileError } from '../src/policy/rules';
 import { matches, parseSelector } from '../src/policy/selector';
-import { run, TestDaemon } from './helpers';
+import { run, start, TestDaemon } from './helpers';
+import { Revoker } from '../src/policy/revoke';
 
 t.test('selectors: parse and match like Kubernetes label selectors', async (t) => {
   const l = { tenant: 'a', stage: 'dev', tier: 'web' };
@@ -226,4 +227,25 @@ t.test('visibleTo (for the DNS responder): an asker by VIP sees only the names i
   t.equal(hooks.visibleTo('::ffff:10.240.0.7', 'db'), false, 'other tenant: hidden');
   t.equal(hooks.visibleTo('10.240.0.7', 'example.com'), true, 'not an ax name: not ours to hide');
   t.equal(hooks.visibleTo('192.0.2.9', 'web'), false, 'unknown asker with --policy-unknown-peers deny');
+});
+
+t.test('revocation mechanisms on native connections: SOCK_DESTROY, and pidfd_getfd + shutdown (the rootless fallback)', async (t) => {
+  const quiet = () => {};
+  for (const [mode, port, want] of [['auto', 7101, /cut ConnectionAbortedError/], ['pidfd', 7102, /cut (BrokenPipe|ConnectionReset)Error|closed/]] as const) {
+    const server = start('python3', ['-u', '-c', SERVER.replace("7000", String(port))], {}, t);
+    await server.waitFor(/listening/);
+    const client = start('python3', ['-u', '-c', HOLD.replace("7000", String(port)), '127.0.0.1'], {}, t);
+    await client.waitFor(/got ping/);
+    const r = new Revoker({
+      pids: () => new Map([['app1', new Set([client.pid])]]),
+      allowed: (_app, ip, p) => (ip === '127.0.0.1' && p === port ? false : undefined),
+      log: { warn: quiet, info: quiet, debug: quiet },
+      mode,
+    });
+    t.equal(r.sweep(), 1, `${mode}: one connection cut`);
+    r.close();
+    await client.waitFor(/(cut \w+|closed)\n/);
+    t.match(client.stdout, want, `${mode}: the client sees it (${mode === 'auto' ? 'ECONNABORTED' : 'EPIPE, ECONNRESET or EOF: the connection is shut down'})`);
+    server.killGroup();
+  }
 });

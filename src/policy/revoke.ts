@@ -9,8 +9,11 @@
 // destination is a service the app may no longer reach is destroyed with
 // SOCK_DESTROY (kernel tcp_abort: the owner's next call gets ECONNABORTED, the
 // peer a RST). SOCK_DESTROY needs CAP_NET_ADMIN in the socket's network namespace
-// and CONFIG_INET_DIAG_DESTROY=y; without them the failure is reported (logged
-// once) and the connection lives until it closes.
+// and CONFIG_INET_DIAG_DESTROY=y. Without them (a rootless daemon) the fallback
+// takes a copy of the app's fd with pidfd_getfd(2) (Linux 5.6; needs ptrace
+// access to the process: same uid, Yama permitting) and shuts the connection
+// down (shutdown(SHUT_RDWR): the app reads EOF, the peer gets a FIN). When
+// neither works it is logged once and the connection lives until it closes.
 import koffi from 'koffi';
 import { readdirSync, readlinkSync } from 'node:fs';
 
@@ -20,6 +23,11 @@ const c_sendto = lib.func('intptr_t sendto(int, const void *, size_t, int, const
 const c_recv = lib.func('intptr_t recv(int, _Out_ void *, size_t, int)');
 const c_close = lib.func('int close(int)');
 const c_setsockopt = lib.func('int setsockopt(int, int, int, const void *, uint32_t)');
+const c_syscall3 = lib.func('long syscall(long, long, long, long)');
+const c_shutdown = lib.func('int shutdown(int, int)');
+const SYS_pidfd_open = 434;
+const SYS_pidfd_getfd = 438;
+const SHUT_RDWR = 2;
 
 const AF_NETLINK = 16;
 const SOCK_DGRAM = 2;
@@ -169,6 +177,46 @@ export class ConnDiag {
   }
 }
 
+/**
+ * Shuts down the socket `fd` of process `pid` from outside (pidfd_open + pidfd_getfd,
+ * then shutdown(SHUT_RDWR) on the copy). Returns 0 or the errno of the step that failed.
+ */
+export function shutdownRemote(pid: number, fd: number): number {
+  const pidfd = Number(c_syscall3(SYS_pidfd_open, pid, 0, 0));
+  if (pidfd < 0) return koffi.errno();
+  try {
+    const copy = Number(c_syscall3(SYS_pidfd_getfd, pidfd, fd, 0));
+    if (copy < 0) return koffi.errno();
+    try {
+      return c_shutdown(copy, SHUT_RDWR) === 0 ? 0 : koffi.errno();
+    } finally {
+      c_close(copy);
+    }
+  } finally {
+    c_close(pidfd);
+  }
+}
+
+/** Socket fds of process `pid`: inode -> fd number (from /proc/PID/fd); empty if unreadable. */
+export function socketFdsOf(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return out;
+  }
+  for (const fd of fds) {
+    try {
+      const l = readlinkSync(`/proc/${pid}/fd/${fd}`);
+      if (l.startsWith('socket:[')) out.set(Number(l.slice(8, -1)), Number(fd));
+    } catch {
+      /* closed meanwhile */
+    }
+  }
+  return out;
+}
+
 /** Socket inodes held by process `pid` (its /proc/PID/fd links "socket:[N]"); empty if unreadable. */
 export function socketInodesOf(pid: number): number[] {
   const out: number[] = [];
@@ -196,6 +244,8 @@ export interface RevokeDeps {
   /** whether app `appId` may still use its connection to real address ip:port; undefined = not a service */
   allowed: (appId: string, ip: string, port: number) => boolean | undefined;
   log: { warn(m: string): void; info(m: string): void; debug(m: string): void };
+  /** 'auto' (default): SOCK_DESTROY, then pidfd_getfd + shutdown; 'pidfd': only the latter. */
+  mode?: 'auto' | 'pidfd';
 }
 
 /**
@@ -212,7 +262,15 @@ export class Revoker {
   /** One pass over every established connection of this host's apps. */
   sweep(): number {
     const owner = new Map<number, string>();
-    for (const [appId, pids] of this.d.pids()) for (const pid of pids) for (const ino of socketInodesOf(pid)) owner.set(ino, appId);
+    const holder = new Map<number, { pid: number; fd: number }>();
+    for (const [appId, pids] of this.d.pids()) {
+      for (const pid of pids) {
+        for (const [ino, fd] of socketFdsOf(pid)) {
+          owner.set(ino, appId);
+          holder.set(ino, { pid, fd });
+        }
+      }
+    }
     if (owner.size === 0) return 0;
     let n = 0;
     for (const family of [2, 10]) {
@@ -226,12 +284,18 @@ export class Revoker {
       for (const c of conns) {
         const appId = owner.get(c.inode);
         if (!appId || this.d.allowed(appId, c.dst, c.dport) !== false) continue;
-        const err = this.diag.destroy(c);
+        let err = this.d.mode === 'pidfd' ? -1 : this.diag.destroy(c);
+        if (err !== 0) {
+          const h = holder.get(c.inode);
+          const alt = h ? shutdownRemote(h.pid, h.fd) : -1;
+          if (alt === 0) err = 0;
+          else if (err === -1) err = alt;
+        }
         if (err === 0) {
           n++;
           this.d.log.info(`policy: cut app ${appId}'s connection ${c.src}:${c.sport} -> ${c.dst}:${c.dport} (no longer allowed)`);
         } else {
-          this.warnOnce(`policy: cannot cut app ${appId}'s connection to ${c.dst}:${c.dport}: SOCK_DESTROY failed with errno ${err} (needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY); it lives until closed`);
+          this.warnOnce(`policy: cannot cut app ${appId}'s connection to ${c.dst}:${c.dport}: SOCK_DESTROY (needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY) and pidfd_getfd (needs ptrace access) both failed (errno ${err}); it lives until closed`);
         }
       }
     }
