@@ -64,7 +64,9 @@ export interface DaemonConfig {
   policyDefault: Posture;
   /** --policy-deny-errno: what a denied connect returns, ECONNREFUSED (111, default) or EACCES (13). */
   policyDenyErrno: number;
-  /** --policy-unknown-peers: the accept verdict for peers that are no ax app. Default 'allow'. */
+  /** --policy-unknown-peers: the accept verdict for peers that are no ax app (PolicyEngine.accept;
+   *  also whether such an asker sees ax names, HookDispatcher.visibleTo). Default 'allow'.
+   *  Not yet enforced at accept(): see README Policy limits. */
   policyUnknownPeers: 'allow' | 'deny';
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
