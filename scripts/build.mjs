@@ -31,7 +31,7 @@ const common = {
 };
 await build({ ...common, entryPoints: [join(root, 'src', 'cli', 'main.ts')], outfile: join(dist, 'ax.js'), banner: { js: '#!/usr/bin/env node' } });
 chmodSync(join(dist, 'ax.js'), 0o755);
-for (const b of ['bench.ts', 'gossip-sim.ts', 'cluster-real.ts', 'dns.ts', 'isolate.ts']) {
+for (const b of ['bench.ts', 'gossip-sim.ts', 'cluster-real.ts', 'dns.ts', 'isolate.ts', 'policy.ts']) {
   if (existsSync(join(root, 'bench', b))) {
     await build({ ...common, sourcemap: false, entryPoints: [join(root, 'bench', b)], outfile: join(dist, b.replace('.ts', '.js')) });
   }

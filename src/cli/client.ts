@@ -13,6 +13,9 @@ import type { AxClient as AxStub } from '../gen/ax/v1/Ax';
 import type { ListRequest } from '../gen/ax/v1/ListRequest';
 import type { MemberList__Output } from '../gen/ax/v1/MemberList';
 import type { ServiceList__Output } from '../gen/ax/v1/ServiceList';
+import type { PolicyPutRequest } from '../gen/ax/v1/PolicyPutRequest';
+import type { PolicyRemoveRequest } from '../gen/ax/v1/PolicyRemoveRequest';
+import type { PolicyReply__Output } from '../gen/ax/v1/PolicyReply';
 import type { ShutdownReply__Output } from '../gen/ax/v1/ShutdownReply';
 import type { ShutdownRequest } from '../gen/ax/v1/ShutdownRequest';
 import type { SocketList__Output } from '../gen/ax/v1/SocketList';
@@ -28,6 +31,9 @@ interface Unary {
   ListMembers: [ListRequest, MemberList__Output];
   Shutdown: [ShutdownRequest, ShutdownReply__Output];
   Graph: [GraphRequest, GraphReply__Output];
+  PolicyPut: [PolicyPutRequest, PolicyReply__Output];
+  PolicyRemove: [PolicyRemoveRequest, PolicyReply__Output];
+  PolicyList: [ListRequest, PolicyReply__Output];
 }
 type UnaryMethod = keyof Unary;
 

@@ -1,4 +1,5 @@
 // `ax daemon`: runs the daemon in the foreground.
+import { POSTURES, type Posture } from '../policy/decide';
 import { cidrOverlap, parseCidr } from '../common/addr';
 import { loadLabelPolicy } from '../policy/claims';
 import { resolveGroup } from '../daemon/peer';
@@ -60,6 +61,13 @@ audit and metrics:
   --metrics ADDR:PORT serve Prometheus metrics on http://ADDR:PORT/metrics (default: off).
                       No authentication: bind it to an address only your scraper reaches
 
+policy (README "Policy"; rules: ax policy add|rm|ls|apply):
+  --policy-default P  the verdict when no rule matches a connect: shared-label (default: client and
+                      service share one key=value label, as before policies), allow-all or deny-all
+  --policy-deny-errno E   what a denied connect returns: ECONNREFUSED (default) or EACCES
+  --policy-unknown-peers V  accept verdict for peers that are no ax app: allow (default) or deny
+                      (the verdict the decision layer gives; not yet enforced at accept, see README)
+
   ax daemon stop [--socket PATH]   stops the daemon (root or the daemon's user); also: ax stop
 
 cluster (gossip with the daemons of other hosts):
@@ -100,6 +108,9 @@ const SPECS: FlagSpec[] = [
   { name: 'sync-interval', kind: 'string' },
   { name: 'api-group', kind: 'string' },
   { name: 'label-policy', kind: 'string' },
+  { name: 'policy-default', kind: 'string' },
+  { name: 'policy-deny-errno', kind: 'string' },
+  { name: 'policy-unknown-peers', kind: 'string' },
   { name: 'api-handshake-timeout', kind: 'string' },
   { name: 'api-idle-timeout', kind: 'string' },
   { name: 'api-max-conns', kind: 'string' },
@@ -249,6 +260,21 @@ export function daemonConfigFromArgs(argv: string[]): DaemonConfig | null {
     c.apiGroup = { name: g, gid: wrap('api-group', () => resolveGroup(g)) };
   }
   if (v('label-policy')) c.labelPolicy = wrap('label-policy', () => loadLabelPolicy(v('label-policy')!));
+  if (v('policy-default')) {
+    const pd = v('policy-default')!;
+    if (!(POSTURES as string[]).includes(pd)) throw new UsageError(`--policy-default: "${pd}" is not ${POSTURES.join(', ')}`);
+    c.policyDefault = pd as Posture;
+  }
+  if (v('policy-deny-errno')) {
+    const e = v('policy-deny-errno')!.toUpperCase();
+    if (e !== 'ECONNREFUSED' && e !== 'EACCES') throw new UsageError(`--policy-deny-errno: "${v('policy-deny-errno')}" is not ECONNREFUSED or EACCES`);
+    c.policyDenyErrno = e === 'EACCES' ? 13 : 111;
+  }
+  if (v('policy-unknown-peers')) {
+    const u = v('policy-unknown-peers')!;
+    if (u !== 'allow' && u !== 'deny') throw new UsageError(`--policy-unknown-peers: "${u}" is not allow or deny`);
+    c.policyUnknownPeers = u;
+  }
   if (v('api-handshake-timeout')) {
     c.apiHandshakeMs = parseDuration(v('api-handshake-timeout')!, '--api-handshake-timeout');
     if (c.apiHandshakeMs < 100 || c.apiHandshakeMs > 600_000) throw new UsageError('--api-handshake-timeout must be between 100ms and 10m');

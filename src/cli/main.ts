@@ -7,6 +7,7 @@ import { GET_USAGE, getMain } from './get';
 import { EVENTS_USAGE, eventsMain } from './events';
 import { GRAPH_USAGE, graphMain, NoGraphviz } from './graph';
 import { LOGS_USAGE, logsMain, STATUS_USAGE, statusMain, STOP_USAGE, stopMain } from './manage';
+import { POLICY_USAGE, policyMain } from './policy';
 import { RUN_USAGE, RunRefused, runMain } from './run';
 import { VERSION } from '../daemon/daemon';
 
@@ -22,6 +23,7 @@ commands:
   events [-f]          the audit trail: every access decision (--since, --limit, -o json)
   graph                the observed dependency map as Graphviz DOT or SVG (-o svg)
   doctor               what this host supports (user namespaces, sock_diag, ...) and what ax does (-o json)
+  policy add|rm|ls|apply   manage policy rules (who may connect to, publish and see what)
   version              print the version
 
 Run 'ax <command> --help' for a command's flags.
@@ -29,7 +31,7 @@ Run 'ax <command> --help' for a command's flags.
 
 export async function main(argv: string[], entry: string): Promise<number> {
   const [cmd, ...rest] = argv;
-  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, events: EVENTS_USAGE, graph: GRAPH_USAGE, doctor: DOCTOR_USAGE };
+  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, events: EVENTS_USAGE, graph: GRAPH_USAGE, doctor: DOCTOR_USAGE, policy: POLICY_USAGE };
   try {
     switch (cmd) {
       case 'run':
@@ -51,6 +53,8 @@ export async function main(argv: string[], entry: string): Promise<number> {
         return await graphMain(rest);
       case 'doctor':
         return doctorMain(rest);
+      case 'policy':
+        return await policyMain(rest);
       case 'version':
       case '--version':
         process.stdout.write(`ax ${VERSION}\n`);

@@ -29,6 +29,13 @@ import type { StoredEvent } from '../audit/event';
 import { graphOf } from '../audit/graph';
 import { eventToWire, graphToWire, statsToWire } from '../audit/wire';
 import { checkClaims } from '../policy/claims';
+import { ownerOf } from '../policy/decide';
+import { checkRule, describeRule, type Rule } from '../policy/rules';
+import type { PolicyPutRequest__Output } from '../gen/ax/v1/PolicyPutRequest';
+import type { PolicyRemoveRequest__Output } from '../gen/ax/v1/PolicyRemoveRequest';
+import type { PolicyReply } from '../gen/ax/v1/PolicyReply';
+import type { PolicyRuleInfo } from '../gen/ax/v1/PolicyRuleInfo';
+import { readFileSync } from 'node:fs';
 import { DEFAULT_LABELS, parseLabels, type Labels } from '../policy/labels';
 import type { App, ExposeRule, Sock } from '../table/table';
 import type { Daemon } from './daemon';
@@ -317,6 +324,8 @@ export class ApiServer {
         dns_queries: d.dns?.stats.queries ?? 0,
         dns_forwarded: d.dns?.stats.forwarded ?? 0,
         dns_bad: d.dns?.stats.bad ?? 0,
+        policy_default: d.config.policyDefault,
+        policy_rules: d.policy.rules().length,
       })),
       RunApp: (call) => this.runApp(call),
       ListApps: unary(read, (): AppList => ({
@@ -334,7 +343,46 @@ export class ApiServer {
           user: a.uid === undefined ? '' : a.node === d.config.nodeName ? userName(a.uid) : String(a.uid),
         })),
       })),
-      ListServices: unary(read, (): ServiceList => ({ services: d.table.services().map(serviceOut) })),
+      // Need-to-know: a caller running inside an app sees only the services that app may reach.
+      ListServices: unary(read, (_req, who): ServiceList => {
+        const app = this.callerApp(who.pid);
+        const all = d.table.services();
+        return { services: (app ? all.filter((s) => d.policy.lookup(app, s).verdict === 'allow') : all).map(serviceOut) };
+      }),
+      PolicyPut: unary(
+        (p) => access.daemonWide(p, 'change policy rules'),
+        (req: PolicyPutRequest__Output, who): PolicyReply => {
+          const rules: Rule[] = [];
+          (req.rules_json ?? []).forEach((text, i) => {
+            try {
+              rules.push(checkRule(JSON.parse(text)));
+            } catch (e) {
+              throw new Refused(grpc.status.INVALID_ARGUMENT, `rule ${i + 1}: ${(e as Error).message}`);
+            }
+          });
+          const recs = d.policy.put(rules);
+          d.log.info(`policy: uid ${who.uid} set ${recs.map((r) => r.id).join(', ')}`);
+          return { rules: recs.map(ruleOut), missing: [] };
+        },
+      ),
+      PolicyRemove: unary(
+        (p) => access.daemonWide(p, 'change policy rules'),
+        (req: PolicyRemoveRequest__Output, who): PolicyReply => {
+          const ids = (req.ids ?? []).map(String);
+          const recs = d.policy.remove(ids);
+          const gone = new Set(recs.map((r) => r.id));
+          if (recs.length) d.log.info(`policy: uid ${who.uid} removed ${[...gone].join(', ')}`);
+          return { rules: recs.map(ruleOut), missing: ids.filter((id) => !gone.has(id)) };
+        },
+      ),
+      PolicyList: unary(read, (): PolicyReply => ({
+        rules: d.policy
+          .allRecords()
+          .filter((r) => r.rule)
+          .sort((a, b) => (a.id < b.id ? -1 : 1))
+          .map(ruleOut),
+        missing: [],
+      })),
       ListSockets: unary(read, (): SocketList => ({
         sockets: d.table.listSocks().map((s): SocketInfo => ({
           id: s.id,
@@ -381,10 +429,26 @@ export class ApiServer {
     };
   }
 
-  /** The uid that owns a name or VIP on this node (the first local app holding it), if any. */
-  private ownerOf(match: (a: App) => boolean): { uid: number; app: App } | undefined {
-    const a = this.d.table.localApps().find(match);
-    return a ? { uid: a.uid ?? this.access.daemonUid, app: a } : undefined;
+  /**
+   * The local app a process runs in: the app whose `ax run` is an ancestor of `pid`
+   * (/proc/PID/stat parent links), if any.
+   */
+  private callerApp(pid: number): App | undefined {
+    const byRun = new Map<number, App>();
+    for (const a of this.d.table.localApps()) if (a.runPid > 0) byRun.set(a.runPid, a);
+    if (byRun.size === 0) return undefined;
+    let p = pid;
+    for (let i = 0; i < 64 && p > 1; i++) {
+      const app = byRun.get(p);
+      if (app) return app;
+      try {
+        const stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+        p = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      } catch {
+        return undefined;
+      }
+    }
+    return undefined;
   }
 
   /**
@@ -408,29 +472,36 @@ export class ApiServer {
       if (bad) throw new Refused(grpc.status.INVALID_ARGUMENT, `--ip ${bad}`);
     }
     const user = `uid ${who.uid} (${userName(who.uid)})`;
-    /** A publish refused by name/VIP ownership: recorded as an audit event, then refused. */
-    const refusePublish = (o: { uid: number; app: App }, why: string): Refused => {
-      d.audit.record({
-        time: Date.now(),
-        verdict: 'publish-refused',
-        op: 'publish',
-        src: { appId: '', name: spec.name, labels: { ...spec.labels, 'ax.user': labelValue(userName(who.uid), who.uid) }, node: d.config.nodeName },
-        dst: { name: o.app.name, addr: spec.ip || o.app.vip, appId: o.app.id, labels: o.app.labels },
-        rule: 'ownership',
-        detail: why,
-      });
-      return new Refused(grpc.status.PERMISSION_DENIED, why);
-    };
+    const labels: Labels = { ...spec.labels, 'ax.user': labelValue(userName(who.uid), who.uid), 'ax.node': labelValue(d.config.nodeName, 0) };
+    if (spec.name) labels['ax.name'] = spec.name;
+    // Publishing is policy: a name or VIP belongs to the uid that first published it, over the
+    // whole cluster (replicated apps included), unless a publish rule lets this app serve it.
+    const draft = { id: '', name: spec.name, vip: spec.ip, labels, uid: who.uid, node: d.config.nodeName, createdAt: Date.now() };
+    const owned = (holders: App[]) => holders.map((a) => ({ ...a, uid: a.uid ?? this.access.daemonUid }));
     if (spec.name) {
-      const o = this.ownerOf((a) => a.name === spec.name);
-      if (o && o.uid !== who.uid) {
-        throw refusePublish(o, `name "${spec.name}" belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot join its pool. Choose another --name`);
+      const holders = owned(d.table.holders(spec.name, ''));
+      const dec = d.policy.publish(draft, spec.name, '', 0, 'tcp', holders);
+      if (dec.verdict === 'deny') {
+        const o = ownerOf(holders);
+        throw new Refused(
+          grpc.status.PERMISSION_DENIED,
+          dec.rule === 'owner' && o
+            ? `name "${spec.name}" belongs to uid ${o.uid} (${userName(o.uid!)}${o.node !== d.config.nodeName ? ` on ${o.node}` : ''}); ${user} cannot join its pool. Choose another --name, or add a publish rule allowing it (ax policy)`
+            : `name "${spec.name}": ${dec.reason ?? `policy rule ${dec.rule} denies it`}`,
+        );
       }
     }
     if (spec.ip) {
-      const o = this.ownerOf((a) => a.vip === spec.ip);
-      if (o && o.uid !== who.uid) {
-        throw refusePublish(o, `virtual IP ${spec.ip} belongs to uid ${o.uid} (${userName(o.uid)}); ${user} cannot use it. Choose another --ip`);
+      const holders = owned(d.table.holders('', spec.ip));
+      const dec = d.policy.publish(draft, spec.name, spec.ip, 0, 'tcp', holders);
+      if (dec.verdict === 'deny') {
+        const o = ownerOf(holders);
+        throw new Refused(
+          grpc.status.PERMISSION_DENIED,
+          dec.rule === 'owner' && o
+            ? `virtual IP ${spec.ip} belongs to uid ${o.uid} (${userName(o.uid!)}${o.node !== d.config.nodeName ? ` on ${o.node}` : ''}); ${user} cannot use it. Choose another --ip`
+            : `virtual IP ${spec.ip}: ${dec.reason ?? `policy rule ${dec.rule} denies it`}`,
+        );
       }
     }
     const conflict = d.table.checkApp(spec.name, spec.ip);
@@ -441,8 +512,6 @@ export class ApiServer {
     } catch (e) {
       throw new Refused(grpc.status.RESOURCE_EXHAUSTED, (e as Error).message);
     }
-    const labels: Labels = { ...spec.labels, 'ax.user': labelValue(userName(who.uid), who.uid), 'ax.node': labelValue(d.config.nodeName, 0) };
-    if (spec.name) labels['ax.name'] = spec.name;
     return {
       id: randomBytes(4).toString('hex'),
       name: spec.name,
@@ -600,6 +669,10 @@ export class ApiServer {
 /** A label value ax sets: the text when it is a valid label value, else the fallback number. */
 function labelValue(text: string, fallback: number): string {
   return /^[A-Za-z0-9._-]{1,63}$/.test(text) ? text : String(fallback);
+}
+
+function ruleOut(r: { id: string; rule: Rule | null; rev: { t: number; node: string } }): PolicyRuleInfo {
+  return { id: r.id, rule_json: r.rule ? JSON.stringify(r.rule) : '', node: r.rev.node, updated_ms: r.rev.t, description: r.rule ? describeRule(r.rule) : 'removed' };
 }
 
 function serviceOut(s: Sock): Service {

@@ -3,8 +3,16 @@
 // ("app/<id>", "svc/<id>", owner = this node); what other nodes publish is
 // folded back into the table as remote apps and services. Backends whose node
 // is not alive are skipped by load balancing.
+//
+// Policy rules travel as "pol/<id>" entries. Entries are single-writer (owned by a
+// node) and a dead node's entries vanish, so every node publishes, under its own
+// name, the newest record it knows of every rule id (a tombstone for a removed
+// rule): the newest revision (time, node) of each id wins everywhere (src/policy/decide.ts),
+// and a rule outlives the host it was added on.
 import { ClusterNode, createNetworkTransport, systemClock, type ClusterState, type TlsPaths } from '../cluster';
 import { withPrefix, type Logger } from '../common/log';
+import { newer, type PolicyEngine, type PolicyRecord } from '../policy/decide';
+import { checkRule } from '../policy/rules';
 import type { Store } from '../store/store';
 import type { App, ServiceTable, Sock } from '../table/table';
 
@@ -41,6 +49,7 @@ export class ClusterGlue {
     private readonly store: Store,
     private readonly log: Logger,
     private readonly opts: ClusterOptions,
+    private readonly policy?: PolicyEngine,
   ) {
     // The cluster logs through the daemon's logger (same Logger type; fields rendered as JSON).
     const clog = withPrefix(log, 'cluster: ');
@@ -69,6 +78,12 @@ export class ClusterGlue {
     for (const a of this.table.localApps()) this.publishApp(a, false);
     for (const s of this.table.localServices()) this.publishSock(s, false);
     this.table.onChange((c) => (c.kind === 'app' ? this.publishApp(c.app, c.deleted) : this.publishSock(c.sock, c.deleted)));
+    if (this.policy) {
+      for (const r of this.policy.allRecords()) this.publishRule(r);
+      this.policy.onChange((c) => {
+        for (const r of c.records) this.publishRule(r);
+      });
+    }
     const seeds = [...new Set([...this.opts.join.map((j) => withPort(j, this.opts.gossipPort)), ...this.node.knownPeers()])];
     if (seeds.length > 0) await this.joinLoop(seeds, true);
   }
@@ -101,6 +116,10 @@ export class ClusterGlue {
     else this.node.set(`svc/${s.id}`, enc(s));
   }
 
+  private publishRule(r: PolicyRecord): void {
+    this.node.set(`pol/${r.id}`, enc(r));
+  }
+
   private queueRefresh(): void {
     if (this.refreshQueued) return;
     this.refreshQueued = true;
@@ -115,8 +134,19 @@ export class ClusterGlue {
     const apps: App[] = [];
     const socks: Sock[] = [];
     const dec = new TextDecoder();
+    const rules: PolicyRecord[] = [];
     for (const e of this.node.entries()) {
       if (e.owner === this.table.node) continue;
+      if (e.key.startsWith('pol/')) {
+        try {
+          const r = JSON.parse(dec.decode(e.value)) as PolicyRecord;
+          if (typeof r.id !== 'string' || `pol/${r.id}` !== e.key || typeof r.rev?.t !== 'number' || typeof r.rev.node !== 'string') throw new Error('not a policy record');
+          rules.push(r);
+        } catch (err) {
+          this.log.warn(`cluster: ignoring malformed policy entry ${e.owner}/${e.key}: ${(err as Error).message}`);
+        }
+        continue;
+      }
       try {
         const v = JSON.parse(dec.decode(e.value)) as Record<string, unknown>;
         if (v.node !== e.owner) throw new Error(`entry claims node ${String(v.node)}`);
@@ -130,6 +160,27 @@ export class ClusterGlue {
       }
     }
     this.table.setRemote(apps, socks);
+    if (this.policy && rules.length) this.mergeRules(rules);
+  }
+
+  /** Takes the newer records of peers (each is validated: a malformed rule is ignored, not applied). */
+  private mergeRules(records: PolicyRecord[]): void {
+    const ok: PolicyRecord[] = [];
+    for (const r of records) {
+      const have = this.policy!.record(r.id);
+      if (have && !newer(r.rev, have.rev)) continue;
+      if (r.rule !== null) {
+        try {
+          r.rule = checkRule(r.rule);
+        } catch (e) {
+          this.log.warn(`cluster: ignoring invalid policy rule ${r.id} from ${r.rev.node}: ${(e as Error).message}`);
+          continue;
+        }
+      }
+      ok.push(r);
+    }
+    const taken = this.policy!.merge(ok);
+    if (taken.length) this.log.info(`cluster: policy: ${taken.length} rule change(s) from peers (${taken.map((r) => `${r.rule ? 'set' : 'removed'} ${r.id}`).join(', ')})`);
   }
 
   /** Load balancing skips backends on nodes that are suspect, dead or gone. */

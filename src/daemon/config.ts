@@ -3,6 +3,7 @@
 import { hostname } from 'node:os';
 import { checkVirtualIp, parseCidr, type Cidr } from '../common/addr';
 import type { LabelPolicy } from '../policy/claims';
+import type { Posture } from '../policy/decide';
 import type { Level } from '../common/log';
 import { defaultApiSocket, defaultStateDir, hookSocketFor } from '../common/paths';
 import type { LbMode } from '../table/table';
@@ -74,6 +75,16 @@ export interface DaemonConfig {
   eventsMax: number;
   /** --metrics ADDR:PORT: serve Prometheus metrics on http://ADDR:PORT/metrics (absent: off). */
   metrics?: { host: string; port: number };
+  /** --policy-default: the verdict of a connect no policy rule matches. 'shared-label' (default:
+   *  client and service share one non-ax.* key=value, ax's rule before policies, so existing
+   *  setups keep working), 'allow-all' or 'deny-all'. */
+  policyDefault: Posture;
+  /** --policy-deny-errno: what a denied connect returns, ECONNREFUSED (111, default) or EACCES (13). */
+  policyDenyErrno: number;
+  /** --policy-unknown-peers: the accept verdict for peers that are no ax app (PolicyEngine.accept;
+   *  also whether such an asker sees ax names, HookDispatcher.visibleTo). Default 'allow'.
+   *  Not yet enforced at accept(): see README Policy limits. */
+  policyUnknownPeers: 'allow' | 'deny';
   /** Set by `ax run` when it starts the daemon by itself: that `ax run`'s pid. */
   autostartedBy?: number;
 }
@@ -102,6 +113,9 @@ export function defaultConfig(env = process.env): DaemonConfig {
     dnsDomains: [],
     dnsTcpIdleMs: 10_000,
     eventsMax: EVENTS_MAX_DEFAULT,
+    policyDefault: 'shared-label',
+    policyDenyErrno: 111,
+    policyUnknownPeers: 'allow',
   };
 }
 

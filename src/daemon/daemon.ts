@@ -20,6 +20,8 @@ import { ApiServer } from './api';
 import { ClusterGlue } from './cluster';
 import type { DaemonConfig } from './config';
 import { HookDispatcher } from './hooks';
+import { PolicyEngine } from '../policy/decide';
+import { PolicyRuntime } from '../policy/runtime';
 import { pidAlive } from './trust';
 
 export const VERSION = '0.1.0';
@@ -48,6 +50,9 @@ export class Daemon {
   /** The audit recorder: every access decision (ax events, ax graph, /metrics). */
   audit!: Audit;
   private metrics: MetricsServer | null = null;
+  /** The decision layer (src/policy/decide.ts): audit subscribes with policy.onDecision(fn). */
+  readonly policy: PolicyEngine;
+  policyRuntime!: PolicyRuntime;
   private hookServer!: HookServer;
   private api!: ApiServer;
   private sweeper: NodeJS.Timeout | null = null;
@@ -66,6 +71,7 @@ export class Daemon {
     this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
     this.table = new ServiceTable(config.nodeName, config.vipRanges, config.lb);
     this.pool = new PortPool(config.ports);
+    this.policy = new PolicyEngine({ node: config.nodeName, posture: config.policyDefault, denyErrno: config.policyDenyErrno, unknownPeers: config.policyUnknownPeers });
     this.names = new AxNames(this.table, config.dnsDomains);
   }
 
@@ -92,7 +98,7 @@ export class Daemon {
         else this.store.put('sock', String(ch.sock.id), ch.sock);
       }
     });
-    if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster);
+    if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster, this.policy);
     this.map = this.openIdentityMap(`${c.hookSocket}.map`);
     this.hooks = new HookDispatcher({
       table: this.table,
@@ -105,8 +111,41 @@ export class Daemon {
       diag: this.diag,
       starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
       names: this.names,
-      audit: this.audit,
+      policy: this.policy,
     });
+    // Every decision of the policy layer is an audit event (ax events, ax graph, /metrics).
+    this.policy.onDecision((dec) =>
+      this.audit.record({
+        time: dec.at,
+        verdict: dec.op === 'publish' && dec.verdict === 'deny' ? 'publish-refused' : dec.verdict,
+        op: dec.op,
+        src: { appId: dec.src.app, name: dec.src.name, labels: dec.src.labels, node: dec.node },
+        dst: { name: dec.dst.name, addr: dec.dst.real ?? (dec.dst.port ? `${dec.dst.vip}:${dec.dst.port}` : dec.dst.vip), labels: dec.dst.labels },
+        rule: dec.rule,
+        detail: [dec.dst.proto === 'udp' ? 'udp' : '', dec.reason ?? ''].filter(Boolean).join(': ') || undefined,
+      }),
+    );
+    const cutEvent = (appId: string, dst: string, dport: number): void => {
+      const app = this.table.getApp(appId);
+      this.audit.record({
+        time: Date.now(),
+        verdict: 'revoke',
+        op: 'connect',
+        src: { appId, name: app?.name ?? '', labels: app?.labels ?? {}, node: this.config.nodeName },
+        dst: { name: this.table.nameOf(dst) ?? '', addr: `${dst}:${dport}` },
+        rule: 'policy change',
+        detail: 'an established connection no longer allowed was cut',
+      });
+    };
+    this.policyRuntime = new PolicyRuntime({
+      engine: this.policy,
+      store: this.store,
+      table: this.table,
+      log: this.log,
+      pids: () => this.hooks.appPids(),
+      onCut: cutEvent,
+    });
+    await this.policyRuntime.start();
     this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
@@ -304,6 +343,7 @@ export class Daemon {
       this.map?.close();
       this.diag.close();
       await this.audit?.close().catch((e: Error) => this.log.warn(`audit: ${e.message}`));
+      this.policyRuntime?.close();
       await this.store?.close();
       this.log.info('stopped');
     })();

@@ -20,14 +20,15 @@ import { AF_INET, AF_INET6, isWildcard, unmapV4, type Addr } from '../common/add
 import type { IdentityMap } from '../hookserver/identmap';
 import { socketCookie, type SockDiag } from '../hookserver/sockdiag';
 import { rateLimited, type Logger } from '../common/log';
+import { PolicyEngine } from '../policy/decide';
 import { formatLabels } from '../policy/labels';
+import type { Decision } from '../policy/decision';
 import * as libc from '../hookserver/libc';
 import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError, ReplyFlag, Status, type Msg } from '../hookserver/proto';
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, Proto, ServiceTable, Sock } from '../table/table';
 import { AppTrust, confineSocket, pidAlive } from './trust';
-import { connectEvent, type AuditEvent } from '../audit/event';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -74,8 +75,9 @@ export interface HookDeps {
   /** The names ax answers (src/dns/names.ts), shared with the DNS responder so a name resolves the
    *  same through getaddrinfo and on the wire. Absent: the table's own names. */
   names?: { resolve(host: string): string | undefined };
-  /** Where decisions are recorded (src/audit/audit.ts); absent: not recorded. */
-  audit?: { record(ev: AuditEvent): unknown };
+  /** The decision layer (publish, connect, lookup verdicts). Absent: the shared-label default,
+   *  denied connects get ECONNREFUSED. */
+  policy?: PolicyEngine;
 }
 
 
@@ -125,8 +127,11 @@ export class HookDispatcher implements Dispatcher {
   onReaped: (n: number) => void = () => {};
   /** Which processes may open sessions for which app (SO_PEERCRED against the launch record). */
   readonly trust = new AppTrust();
+  /** The decision layer every verdict here goes through. */
+  readonly policy: PolicyEngine;
 
   constructor(private readonly d: HookDeps) {
+    this.policy = d.policy ?? new PolicyEngine({ node: d.table.node, posture: 'shared-label', denyErrno: ECONNREFUSED, unknownPeers: 'allow' });
     this.warn = rateLimited(d.log);
     for (const app of d.table.localApps()) this.trust.addApp(app);
     for (const sock of d.table.listSocks()) if (sock.node === d.table.node) this.trust.addSock(sock);
@@ -184,6 +189,8 @@ export class HookDispatcher implements Dispatcher {
         // arg: the generation the answer holds for (hooks keep it until the table changes)
         const generation = this.d.table.generation;
         const vip = this.d.names ? this.d.names.resolve(m.name) : this.d.table.resolve(m.name);
+        // Need-to-know: a name the app may not reach does not exist for it (EAI_NONAME).
+        if (vip && !this.visible(app, vip)) return { status: Status.NATIVE, arg: generation };
         return vip ? { status: Status.OK, arg: generation, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE, arg: generation };
       }
       case Op.LOOKUP:
@@ -270,6 +277,12 @@ export class HookDispatcher implements Dispatcher {
     const v6only = (m.arg & BindFlag.V6ONLY) !== 0;
     const reusePort = (m.arg & BindFlag.REUSEPORT) !== 0;
     const proto = m.arg & BindFlag.DGRAM ? 'udp' : 'tcp';
+    // Publishing is policy: the name/VIP belongs to the uid that first published it (cluster-wide).
+    const pub = this.policy.publish(app, app.name, app.vip, a.port, proto, this.d.table.holders(app.name, app.vip));
+    if (pub.verdict === 'deny') {
+      this.warn(`policy: app ${app.id} may not publish ${app.vip}:${a.port}: ${pub.reason ?? pub.rule}`);
+      return { status: Status.ERR, err: EACCES };
+    }
     // A host UDP socket cannot be confined (a filter sees only what arrives; the app could
     // sendto anywhere): an app outside our namespace (--isolate) binds UDP in its own.
     if (proto === 'udp' && s.data.foreign === true) return { status: Status.NATIVE };
@@ -433,14 +446,14 @@ export class HookDispatcher implements Dispatcher {
       if (s.data.foreign === true) return { status: Status.ERR, err: ENETUNREACH };
       return this.datagram(s, app, dest, ip, family);
     }
-    const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive);
+    const pol = this.policy;
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive);
+    if (pick.kind === 'denied' || ((pick.kind === 'waiting' || pick.kind === 'closed') && !this.mayReachApp(app, ip, dest.port, 'tcp'))) {
+      return this.deny(app, ip, dest.port, 'tcp');
+    }
     switch (pick.kind) {
       case 'unknown':
         return { status: Status.ERR, err: ENETUNREACH };
-      case 'denied':
-        this.d.audit?.record(connectEvent(app, 'deny', ip, dest.port, 'default:shared-label', undefined, this.d.table.nameOf(ip)));
-        this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: no shared label`);
-        return { status: Status.ERR, err: EACCES };
       case 'waiting': {
         if (m.arg & ConnectFlag.WAIT) return { status: Status.PENDING };
         // A non-blocking connect cannot wait here: it connects to a placeholder
@@ -456,7 +469,7 @@ export class HookDispatcher implements Dispatcher {
         return this.refuse(s, app, dest, family);
       case 'backend': {
         const b = pick.sock;
-        this.d.audit?.record(connectEvent(app, 'allow', ip, dest.port, 'default:shared-label', b));
+        pol.connect(app, b);
         const target: Addr = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
         if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
         const local = b.node === this.d.table.node;
@@ -477,19 +490,20 @@ export class HookDispatcher implements Dispatcher {
    * reply to a client of that app, whose socket is bound there); else a closed port.
    */
   private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply {
-    const pick = this.d.table.pick(ip, dest.port, app.labels, this.d.alive, 'udp');
+    const pol = this.policy;
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
-    if (pick.kind === 'denied') {
-      this.d.audit?.record({ ...connectEvent(app, 'deny', ip, dest.port, 'default:shared-label', undefined, this.d.table.nameOf(ip)), detail: 'udp' });
-      this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not send to udp ${ip}:${dest.port}: no shared label`);
-      return { status: Status.ERR, err: EACCES };
+    // A datagram to an app's VIP with no service there is a reply to one of its clients:
+    // allowed when either side may reach the other.
+    if (pick.kind === 'denied' || (pick.kind !== 'backend' && !this.mayReachApp(app, ip, dest.port, 'udp') && !this.reachedBy(app, ip))) {
+      return this.deny(app, ip, dest.port, 'udp');
     }
+    if (pick.kind === 'backend') pol.connect(app, pick.sock);
     let target = this.refuseUdpAddr;
     let local = true;
     let all: Sock[] = [];
     if (pick.kind === 'backend') {
       const b = pick.sock;
-      this.d.audit?.record({ ...connectEvent(app, 'allow', ip, dest.port, 'default:shared-label', b), detail: 'udp' });
       target = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
       if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
       local = b.node === this.d.table.node;
@@ -503,6 +517,63 @@ export class HookDispatcher implements Dispatcher {
     const r = this.direct(dest, family, target, local);
     if (all.length > 0) this.cacheable(r, all, family);
     return r;
+  }
+
+  /**
+   * A denied connect: the decision is made (and published) against a listener of vip:port,
+   * or the app owning the VIP; the app gets --policy-deny-errno at once, nothing is sent.
+   */
+  private deny(app: App, ip: string, port: number, proto: Proto): Reply {
+    const svc = this.d.table.services().find((s) => s.vip === ip && s.vport === port && (s.proto ?? 'tcp') === proto);
+    const owner = this.d.table.listApps().find((a) => a.vip === ip);
+    const target = svc ?? { appId: owner?.id ?? '', name: owner?.name ?? '', vip: ip, vport: port, labels: owner?.labels ?? {}, proto };
+    const d: Decision = this.policy.connect(app, target);
+    const what = proto === 'udp' ? `send to udp ${ip}:${port}` : `connect to ${ip}:${port}`;
+    this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not ${what}: ${d.reason ?? d.rule} (rule ${d.rule})`);
+    return { status: Status.ERR, err: this.policy.opts.denyErrno };
+  }
+
+  /** Whether `app` may reach the app owning `ip` on port (no listener to judge against yet). */
+  private mayReachApp(app: App, ip: string, port: number, proto: Proto): boolean {
+    const owner = this.d.table.listApps().find((a) => a.vip === ip);
+    if (!owner) return true;
+    return this.policy.allows(app.labels, { appId: owner.id, name: owner.name, vip: ip, vport: port, labels: owner.labels, proto });
+  }
+
+  /** Whether the app owning `ip` may reach `app` on some port (UDP replies). */
+  private reachedBy(app: App, ip: string): boolean {
+    const owner = this.d.table.listApps().find((a) => a.vip === ip);
+    if (!owner) return true;
+    return this.policy.allows(owner.labels, { appId: app.id, name: app.name, vip: app.vip, vport: 0, labels: app.labels, proto: 'udp' });
+  }
+
+  /**
+   * Whether `app` may learn that `vip` exists (need-to-know discovery): a lookup decision
+   * against the app owning it, or one of its services when no app record has arrived yet.
+   */
+  visible(app: App, vip: string): boolean {
+    const owner = this.d.table.listApps().find((a) => a.vip === vip);
+    const target = owner
+      ? { appId: owner.id, name: owner.name, vip, vport: 0, labels: owner.labels }
+      : this.d.table.services().find((s) => s.vip === vip);
+    if (!target) return true;
+    return this.policy.lookup(app, target).verdict === 'allow';
+  }
+
+  /**
+   * For the DNS responder: whether the asker at `askerAddr` (an app's own source address, a
+   * local app's VIP, v4-mapped or not) may see `name` ("web", "web.ax"). Names that are no
+   * ax name answer true (not ours to hide). An asker that is no local app is judged by
+   * --policy-unknown-peers (allow: sees every name).
+   */
+  visibleTo(askerAddr: string, name: string): boolean {
+    const vip = this.d.table.resolve(name);
+    if (!vip) return true;
+    const ip = unmapV4(askerAddr);
+    const idx = this.d.map ? this.d.map.indexOf(ip) : -1;
+    const app = (idx > 0 ? this.d.table.appBySource(idx) : undefined) ?? this.d.table.localApps().find((a) => a.vip === ip);
+    if (!app) return this.policy.opts.unknownPeers === 'allow';
+    return this.visible(app, vip);
   }
 
   /** fd handoff of a connected UDP socket (sessions outside the daemon's network namespace). */
@@ -768,6 +839,17 @@ export class HookDispatcher implements Dispatcher {
     this.liveSessions.delete(s.id);
     // The process may have exited holding the last copy of a socket.
     if (s.appId) this.scheduleReap();
+  }
+
+  /** Pids of every live session, by app id (revocation maps sockets to apps through them). */
+  appPids(): Map<string, Set<number>> {
+    const out = new Map<string, Set<number>>();
+    for (const s of this.liveSessions.values()) {
+      let set = out.get(s.appId);
+      if (!set) out.set(s.appId, (set = new Set()));
+      set.add(s.pid);
+    }
+    return out;
   }
 
   hasSession(appId: string): boolean {

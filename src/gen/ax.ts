@@ -17,6 +17,10 @@ import type { GraphRequest as _ax_v1_GraphRequest, GraphRequest__Output as _ax_v
 import type { ListRequest as _ax_v1_ListRequest, ListRequest__Output as _ax_v1_ListRequest__Output } from './ax/v1/ListRequest';
 import type { Member as _ax_v1_Member, Member__Output as _ax_v1_Member__Output } from './ax/v1/Member';
 import type { MemberList as _ax_v1_MemberList, MemberList__Output as _ax_v1_MemberList__Output } from './ax/v1/MemberList';
+import type { PolicyPutRequest as _ax_v1_PolicyPutRequest, PolicyPutRequest__Output as _ax_v1_PolicyPutRequest__Output } from './ax/v1/PolicyPutRequest';
+import type { PolicyRemoveRequest as _ax_v1_PolicyRemoveRequest, PolicyRemoveRequest__Output as _ax_v1_PolicyRemoveRequest__Output } from './ax/v1/PolicyRemoveRequest';
+import type { PolicyReply as _ax_v1_PolicyReply, PolicyReply__Output as _ax_v1_PolicyReply__Output } from './ax/v1/PolicyReply';
+import type { PolicyRuleInfo as _ax_v1_PolicyRuleInfo, PolicyRuleInfo__Output as _ax_v1_PolicyRuleInfo__Output } from './ax/v1/PolicyRuleInfo';
 import type { RunEvent as _ax_v1_RunEvent, RunEvent__Output as _ax_v1_RunEvent__Output } from './ax/v1/RunEvent';
 import type { RunRequest as _ax_v1_RunRequest, RunRequest__Output as _ax_v1_RunRequest__Output } from './ax/v1/RunRequest';
 import type { Service as _ax_v1_Service, Service__Output as _ax_v1_Service__Output } from './ax/v1/Service';
@@ -51,6 +55,10 @@ export interface ProtoGrpcType {
       ListRequest: MessageTypeDefinition<_ax_v1_ListRequest, _ax_v1_ListRequest__Output>
       Member: MessageTypeDefinition<_ax_v1_Member, _ax_v1_Member__Output>
       MemberList: MessageTypeDefinition<_ax_v1_MemberList, _ax_v1_MemberList__Output>
+      PolicyPutRequest: MessageTypeDefinition<_ax_v1_PolicyPutRequest, _ax_v1_PolicyPutRequest__Output>
+      PolicyRemoveRequest: MessageTypeDefinition<_ax_v1_PolicyRemoveRequest, _ax_v1_PolicyRemoveRequest__Output>
+      PolicyReply: MessageTypeDefinition<_ax_v1_PolicyReply, _ax_v1_PolicyReply__Output>
+      PolicyRuleInfo: MessageTypeDefinition<_ax_v1_PolicyRuleInfo, _ax_v1_PolicyRuleInfo__Output>
       RunEvent: MessageTypeDefinition<_ax_v1_RunEvent, _ax_v1_RunEvent__Output>
       RunRequest: MessageTypeDefinition<_ax_v1_RunRequest, _ax_v1_RunRequest__Output>
       Service: MessageTypeDefinition<_ax_v1_Service, _ax_v1_Service__Output>

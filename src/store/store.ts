@@ -4,7 +4,8 @@
 import { chmodSync, mkdirSync } from 'node:fs';
 import { Level } from 'level';
 
-export type Kind = 'app' | 'sock' | 'meta' | 'cluster';
+/** policy: rule records by id (src/policy/decide.ts PolicyRecord), tombstones included. */
+export type Kind = 'app' | 'sock' | 'meta' | 'cluster' | 'policy';
 
 /** What a sublevel offers its user: ordered keys, JSON values, atomic batches. */
 export interface KeySpace {

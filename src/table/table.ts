@@ -125,6 +125,11 @@ export class ServiceTable {
     this.genListeners.push(fn);
   }
 
+  /** Invalidates every answer hooks cached (a policy change alters what connects resolve to). */
+  invalidate(): void {
+    this.bump();
+  }
+
   private bump(): void {
     this.generation = (this.generation % 0x7fffffff) + 1;
     for (const fn of this.genListeners) fn(this.generation);
@@ -199,6 +204,11 @@ export class ServiceTable {
   /** This node's apps. */
   localApps(): App[] {
     return [...this.apps.values()];
+  }
+
+  /** Every app in the cluster (this node's and replicated ones) holding name `name` or VIP `vip`. */
+  holders(name: string, vip: string): App[] {
+    return this.listApps().filter((a) => (name !== '' && a.name === name) || (vip !== '' && a.vip === vip));
   }
 
   /** Every app in the cluster: this node's and the replicated ones. */
@@ -360,8 +370,14 @@ export class ServiceTable {
 
   // ---- connect ----------------------------------------------------------
 
-  /** Chooses a backend for a connection (or a UDP flow) from `client` to vip:vport. */
-  pick(vip: string, vport: number, client: Labels, alive: (s: Sock) => boolean = () => true, proto: Proto = 'tcp'): Pick {
+  /**
+   * Chooses a backend for a connection (or a UDP flow) to vip:vport among the listening
+   * sockets `may` admits. Policy is not decided here: the daemon passes the decision
+   * layer's predicate (src/policy/decide.ts). A Labels object instead of a predicate
+   * admits backends sharing one non-ax.* label with it (the shared-label rule, for
+   * callers without a decision layer). 'denied': listeners exist, `may` refuses every one.
+   */
+  pick(vip: string, vport: number, may: Labels | ((s: Sock) => boolean), alive: (s: Sock) => boolean = () => true, proto: Proto = 'tcp'): Pick {
     const set = this.byVip.get(vip);
     const listening: Sock[] = [];
     if (set) for (const s of set) if (s.vport === vport && !s.v6only && (s.proto ?? 'tcp') === proto && alive(s)) listening.push(s);
@@ -372,7 +388,8 @@ export class ServiceTable {
       for (const a of this.apps.values()) if (a.vip === vip && (this.listened.get(a.id)?.size ?? 0) > 0) return { kind: 'closed' };
       return { kind: 'waiting' };
     }
-    const allowed = listening.filter((s) => mayConnect(client, s.labels));
+    const admit = typeof may === 'function' ? may : (s: Sock) => mayConnect(may, s.labels);
+    const allowed = listening.filter(admit);
     if (allowed.length === 0) return { kind: 'denied' };
     if (allowed.length > 1) allowed.sort((x, y) => (x.node === y.node ? x.id - y.id : x.node < y.node ? -1 : 1));
     let i: number;

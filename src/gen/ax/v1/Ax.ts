@@ -9,6 +9,9 @@ import type { GraphReply as _ax_v1_GraphReply, GraphReply__Output as _ax_v1_Grap
 import type { GraphRequest as _ax_v1_GraphRequest, GraphRequest__Output as _ax_v1_GraphRequest__Output } from '../../ax/v1/GraphRequest';
 import type { ListRequest as _ax_v1_ListRequest, ListRequest__Output as _ax_v1_ListRequest__Output } from '../../ax/v1/ListRequest';
 import type { MemberList as _ax_v1_MemberList, MemberList__Output as _ax_v1_MemberList__Output } from '../../ax/v1/MemberList';
+import type { PolicyPutRequest as _ax_v1_PolicyPutRequest, PolicyPutRequest__Output as _ax_v1_PolicyPutRequest__Output } from '../../ax/v1/PolicyPutRequest';
+import type { PolicyRemoveRequest as _ax_v1_PolicyRemoveRequest, PolicyRemoveRequest__Output as _ax_v1_PolicyRemoveRequest__Output } from '../../ax/v1/PolicyRemoveRequest';
+import type { PolicyReply as _ax_v1_PolicyReply, PolicyReply__Output as _ax_v1_PolicyReply__Output } from '../../ax/v1/PolicyReply';
 import type { RunEvent as _ax_v1_RunEvent, RunEvent__Output as _ax_v1_RunEvent__Output } from '../../ax/v1/RunEvent';
 import type { RunRequest as _ax_v1_RunRequest, RunRequest__Output as _ax_v1_RunRequest__Output } from '../../ax/v1/RunRequest';
 import type { ServiceList as _ax_v1_ServiceList, ServiceList__Output as _ax_v1_ServiceList__Output } from '../../ax/v1/ServiceList';
@@ -69,6 +72,33 @@ export interface AxClient extends grpc.Client {
   listSockets(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
   listSockets(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_SocketList__Output>): grpc.ClientUnaryCall;
   
+  PolicyList(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyList(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyList(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyList(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyList(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyList(argument: _ax_v1_ListRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyList(argument: _ax_v1_ListRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyList(argument: _ax_v1_ListRequest, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  
+  PolicyPut(argument: _ax_v1_PolicyPutRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyPut(argument: _ax_v1_PolicyPutRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyPut(argument: _ax_v1_PolicyPutRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyPut(argument: _ax_v1_PolicyPutRequest, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyPut(argument: _ax_v1_PolicyPutRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyPut(argument: _ax_v1_PolicyPutRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyPut(argument: _ax_v1_PolicyPutRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyPut(argument: _ax_v1_PolicyPutRequest, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  
+  PolicyRemove(argument: _ax_v1_PolicyRemoveRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyRemove(argument: _ax_v1_PolicyRemoveRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyRemove(argument: _ax_v1_PolicyRemoveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  PolicyRemove(argument: _ax_v1_PolicyRemoveRequest, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyRemove(argument: _ax_v1_PolicyRemoveRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyRemove(argument: _ax_v1_PolicyRemoveRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyRemove(argument: _ax_v1_PolicyRemoveRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  policyRemove(argument: _ax_v1_PolicyRemoveRequest, callback: grpc.requestCallback<_ax_v1_PolicyReply__Output>): grpc.ClientUnaryCall;
+  
   RunApp(argument: _ax_v1_RunRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
   RunApp(argument: _ax_v1_RunRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
   runApp(argument: _ax_v1_RunRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_ax_v1_RunEvent__Output>;
@@ -107,6 +137,12 @@ export interface AxHandlers extends grpc.UntypedServiceImplementation {
   
   ListSockets: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_SocketList>;
   
+  PolicyList: grpc.handleUnaryCall<_ax_v1_ListRequest__Output, _ax_v1_PolicyReply>;
+  
+  PolicyPut: grpc.handleUnaryCall<_ax_v1_PolicyPutRequest__Output, _ax_v1_PolicyReply>;
+  
+  PolicyRemove: grpc.handleUnaryCall<_ax_v1_PolicyRemoveRequest__Output, _ax_v1_PolicyReply>;
+  
   RunApp: grpc.handleServerStreamingCall<_ax_v1_RunRequest__Output, _ax_v1_RunEvent>;
   
   Shutdown: grpc.handleUnaryCall<_ax_v1_ShutdownRequest__Output, _ax_v1_ShutdownReply>;
@@ -122,6 +158,9 @@ export interface AxDefinition extends grpc.ServiceDefinition {
   ListMembers: MethodDefinition<_ax_v1_ListRequest, _ax_v1_MemberList, _ax_v1_ListRequest__Output, _ax_v1_MemberList__Output>
   ListServices: MethodDefinition<_ax_v1_ListRequest, _ax_v1_ServiceList, _ax_v1_ListRequest__Output, _ax_v1_ServiceList__Output>
   ListSockets: MethodDefinition<_ax_v1_ListRequest, _ax_v1_SocketList, _ax_v1_ListRequest__Output, _ax_v1_SocketList__Output>
+  PolicyList: MethodDefinition<_ax_v1_ListRequest, _ax_v1_PolicyReply, _ax_v1_ListRequest__Output, _ax_v1_PolicyReply__Output>
+  PolicyPut: MethodDefinition<_ax_v1_PolicyPutRequest, _ax_v1_PolicyReply, _ax_v1_PolicyPutRequest__Output, _ax_v1_PolicyReply__Output>
+  PolicyRemove: MethodDefinition<_ax_v1_PolicyRemoveRequest, _ax_v1_PolicyReply, _ax_v1_PolicyRemoveRequest__Output, _ax_v1_PolicyReply__Output>
   RunApp: MethodDefinition<_ax_v1_RunRequest, _ax_v1_RunEvent, _ax_v1_RunRequest__Output, _ax_v1_RunEvent__Output>
   Shutdown: MethodDefinition<_ax_v1_ShutdownRequest, _ax_v1_ShutdownReply, _ax_v1_ShutdownRequest__Output, _ax_v1_ShutdownReply__Output>
   Status: MethodDefinition<_ax_v1_StatusRequest, _ax_v1_StatusReply, _ax_v1_StatusRequest__Output, _ax_v1_StatusReply__Output>

@@ -33,6 +33,8 @@ export interface StatusReply {
   'dns_queries'?: (number | string | Long);
   'dns_forwarded'?: (number | string | Long);
   'dns_bad'?: (number | string | Long);
+  'policy_default'?: (string);
+  'policy_rules'?: (number);
 }
 
 export interface StatusReply__Output {
@@ -66,4 +68,6 @@ export interface StatusReply__Output {
   'dns_queries': (number);
   'dns_forwarded': (number);
   'dns_bad': (number);
+  'policy_default': (string);
+  'policy_rules': (number);
 }

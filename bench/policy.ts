@@ -1,0 +1,270 @@
+// Policy benchmark (`npm run bench:policy`, as root: it runs in its own loopback-only
+// network namespace).
+//
+//   enforce   time from `ax policy add` (PolicyPut) returning to the first connect that
+//             is refused, measured as: rule put -> a waiting client under ax connects to the
+//             VIP -> its answer. The same round trip with no rule change is the baseline
+//             (the client's own cost); p50/p99 over ROUNDS add/rm pairs. Every connect right
+//             after an add must be refused (enforcement is synchronous with the reply).
+//   connect   connect()+close() rate of bench-connect under ax with no rules vs 1000
+//             rules (none matching), alternating, REPEATS each; once with the default
+//             handoff (hooks cache answers) and once with --handoff fd (the daemon decides
+//             every connect, so every connect runs the decision layer).
+//   cluster   (with --cluster) three hosts (network namespaces on a bridge, one daemon each):
+//             a rule added on a, a client on c of a service on b; time from the add returning
+//             on a until c refuses, and from the rm until c connects again; p50/p99.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AxClient } from '../src/cli/client';
+
+const ROOT = join(__dirname, '..');
+const AX = join(ROOT, 'dist', 'ax.js');
+const CONNECT = join(ROOT, 'native', 'build', 'bench-connect');
+const ROUNDS = Number(process.env.AX_BENCH_ROUNDS ?? 300);
+const N = Number(process.env.AX_BENCH_CONNECTS ?? 10000);
+const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
+const CLUSTER_ROUNDS = Number(process.env.AX_BENCH_CLUSTER_ROUNDS ?? 20);
+
+if (!process.env.AX_ISOLATED) {
+  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
+    stdio: 'inherit',
+    env: { ...process.env, AX_ISOLATED: '1' },
+  });
+  if (r.error || r.status === null) console.error('bench: needs a private network namespace (unshare -n): run as root');
+  process.exit(r.status ?? 1);
+}
+
+const procs: ChildProcess[] = [];
+function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string; stdout: () => string } {
+  const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  let out = '';
+  let stdout = '';
+  p.stdout!.on('data', (d) => {
+    out += d;
+    stdout += d;
+  });
+  p.stderr!.on('data', (d) => (out += d));
+  procs.push(p);
+  return { p, out: () => out, stdout: () => stdout };
+}
+async function waitOut(h: { out: () => string }, re: RegExp, ms = 15000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!re.test(h.out())) {
+    if (Date.now() > end) throw new Error(`timeout waiting for ${re}: ${h.out().slice(-2000)}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+};
+
+async function daemon(extra: string[]) {
+  const dir = mkdtempSync(join(tmpdir(), 'ax-bench-pol-'));
+  const socket = join(dir, 'ax.sock');
+  const h = bg(process.execPath, [AX, 'daemon', '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'info', ...extra]);
+  await waitOut(h, /ready: api/);
+  return { dir, socket, h, run: (args: string[]) => bg(process.execPath, [AX, 'run', '--socket', socket, '--no-start', ...args]) };
+}
+
+// A client under ax: for each line on stdin, connects to argv[1]:argv[2] and prints ok or the errno.
+const DRIVER = `
+import socket, sys, errno
+h, p = sys.argv[1], int(sys.argv[2])
+print('ready', flush=True)
+for line in sys.stdin:
+    try:
+        s = socket.create_connection((h, p), timeout=5); s.close(); print('ok', flush=True)
+    except OSError as e:
+        print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+`;
+
+async function enforce(): Promise<void> {
+  const d = await daemon([]);
+  const srv = d.run(['--name', 'cb', '--labels', 'zone=default', '--', CONNECT, 'server', '80']);
+  await waitOut(srv, /listening/);
+  const c = new AxClient(d.socket);
+  const vip = ((await c.call('ListServices')).services ?? [])[0].vip;
+  const drv = d.run(['--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', DRIVER, vip, '80']);
+  await waitOut(drv, /ready/);
+  let seen = drv.stdout().length;
+  const ask = async (): Promise<string> => {
+    drv.p.stdin!.write('go\n');
+    for (;;) {
+      const text = drv.stdout();
+      const nl = text.indexOf('\n', seen);
+      if (nl >= 0) {
+        const line = text.slice(seen, nl).trim();
+        seen = nl + 1;
+        return line;
+      }
+      await new Promise((r) => setImmediate(r));
+    }
+  };
+  const rule = JSON.stringify({ id: 'probe', action: 'deny', from: 'role=probe', to: 'ax.name=cb' });
+  const base: number[] = [];
+  const add: number[] = [];
+  const rm: number[] = [];
+  let missed = 0;
+  for (let i = 0; i < ROUNDS; i++) {
+    let t0 = performance.now();
+    if ((await ask()) !== 'ok') missed++;
+    base.push(performance.now() - t0);
+    await c.call('PolicyPut', { rules_json: [rule] });
+    t0 = performance.now();
+    if ((await ask()) !== 'ECONNREFUSED') missed++;
+    add.push(performance.now() - t0);
+    await c.call('PolicyRemove', { ids: ['probe'] });
+    t0 = performance.now();
+    if ((await ask()) !== 'ok') missed++;
+    rm.push(performance.now() - t0);
+  }
+  const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(3)} ms  p99 ${pct(xs, 99).toFixed(3)} ms`;
+  console.log(`enforce (${ROUNDS} rounds; time from the API reply to the client's connect result)`);
+  console.log(`  baseline connect, no change   ${f(base)}`);
+  console.log(`  after policy add (refused)    ${f(add)}`);
+  console.log(`  after policy rm (allowed)     ${f(rm)}`);
+  console.log(`  extra over baseline (p99)     ${(pct(add, 99) - pct(base, 99)).toFixed(3)} ms;  connects not matching the rule in force: ${missed}`);
+  c.close();
+  for (const x of [drv, srv, d.h]) x.p.kill('SIGKILL');
+  rmSync(d.dir, { recursive: true, force: true });
+}
+
+async function rate(handoff: string): Promise<void> {
+  const d = await daemon(['--handoff', handoff]);
+  const srv = d.run(['--name', 'cb', '--', CONNECT, 'server', '80']);
+  await waitOut(srv, /listening/);
+  const c = new AxClient(d.socket);
+  const rules = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ id: `r${i}`, action: i % 2 ? 'allow' : 'deny', from: `bench=${i},tier in (a,b)`, to: `ax.name=svc${i}`, ports: [1000 + i] }));
+  const one = async (): Promise<number> => {
+    const h = d.run(['--', CONNECT, 'client', 'cb', '80', String(N)]);
+    await new Promise((r) => h.p.on('exit', r));
+    const m = /cps=([\d.]+)/.exec(h.out());
+    if (!m) throw new Error(`bench-connect: ${h.out()}`);
+    return Number(m[1]);
+  };
+  const none: number[] = [];
+  const many: number[] = [];
+  // The daemon writes 1000 records to LevelDB after each change: let that settle before measuring.
+  const settle = () => new Promise((r) => setTimeout(r, 2000));
+  // Alternating order (none, many, many, none, ...) so a drift over the run does not favour one side.
+  for (let i = 0; i < REPEATS; i++) {
+    for (const withRules of i % 2 ? [true, false] : [false, true]) {
+      if (withRules) await c.call('PolicyPut', { rules_json: rules }, 30_000);
+      else await c.call('PolicyRemove', { ids: rules.map((_, j) => `r${j}`) }, 30_000);
+      await settle();
+      (withRules ? many : none).push(await one());
+    }
+  }
+  const med = (xs: number[]) => pct(xs, 50);
+  console.log(`connect rate, --handoff ${handoff} (${N} connects, median of ${REPEATS}): no rules ${med(none).toFixed(0)}/s, 1000 rules ${med(many).toFixed(0)}/s, ratio ${(med(many) / med(none)).toFixed(3)} (runs: ${none.map((x) => x.toFixed(0)).join(' ')} | ${many.map((x) => x.toFixed(0)).join(' ')})`);
+  c.close();
+  for (const x of [srv, d.h]) x.p.kill('SIGKILL');
+  rmSync(d.dir, { recursive: true, force: true });
+}
+
+function sh(cmd: string): void {
+  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+}
+
+async function cluster(): Promise<void> {
+  const tag = String(process.pid % 10000);
+  const br = `axbb${tag}`;
+  const hosts = [1, 2, 3].map((i) => ({ i, ns: `axb${tag}-${i}`, ip: `10.97.0.${i}`, dir: mkdtempSync(join(tmpdir(), 'ax-bench-ph-')) }));
+  const cleanup = () => {
+    for (const h of hosts) {
+      spawnSync('ip', ['netns', 'del', h.ns]);
+      spawnSync('ip', ['link', 'del', `vb${tag}${h.i}`]);
+      rmSync(h.dir, { recursive: true, force: true });
+    }
+    spawnSync('ip', ['link', 'del', br]);
+  };
+  try {
+    sh(`ip link add ${br} type bridge && ip link set ${br} up`);
+    for (const h of hosts) {
+      sh(`ip netns add ${h.ns} && ip link add vb${tag}${h.i} type veth peer name vc${tag}${h.i} && ip link set vc${tag}${h.i} netns ${h.ns}`);
+      sh(`ip -n ${h.ns} addr add ${h.ip}/24 dev vc${tag}${h.i} && ip -n ${h.ns} link set vc${tag}${h.i} up && ip -n ${h.ns} link set lo up && ip link set vb${tag}${h.i} master ${br} up`);
+    }
+    const sock = (i: number) => join(hosts[i].dir, 'ax.sock');
+    const inNs = (i: number, args: string[]) => bg('ip', ['netns', 'exec', hosts[i].ns, ...args]);
+    for (let i = 0; i < 3; i++) {
+      const d = inNs(i, [process.execPath, AX, 'daemon', '--node-name', `h${i}`, '--advertise', hosts[i].ip, '--socket', sock(i), '--state-dir', join(hosts[i].dir, 'state'),
+        '--cluster-key', 'bench-cluster-key-0123456789', '--probe-interval', '200ms', ...(i > 0 ? ['--join', hosts[0].ip] : [])]);
+      await waitOut(d, /ready: api/, 30000);
+    }
+    const ca = new AxClient(sock(0));
+    const srv = inNs(1, [process.execPath, AX, 'run', '--socket', sock(1), '--no-start', '--name', 'cb', '--', CONNECT, 'server', '80']);
+    await waitOut(srv, /listening/);
+    const cc = new AxClient(sock(2));
+    let vip = '';
+    for (let k = 0; k < 300 && !vip; k++) {
+      vip = ((await cc.call('ListServices')).services ?? []).find((x) => x.name === 'cb')?.vip ?? '';
+      if (!vip) await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!vip) throw new Error('the service on b never reached c');
+    const drv = inNs(2, [process.execPath, AX, 'run', '--socket', sock(2), '--no-start', '--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', DRIVER, vip, '80']);
+    await waitOut(drv, /ready/);
+    let seen = drv.stdout().length;
+    const ask = async (): Promise<string> => {
+      drv.p.stdin!.write('go\n');
+      for (;;) {
+        const text = drv.stdout();
+        const nl = text.indexOf('\n', seen);
+        if (nl >= 0) {
+          const line = text.slice(seen, nl).trim();
+          seen = nl + 1;
+          return line;
+        }
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    const until = async (want: string): Promise<number> => {
+      const t0 = performance.now();
+      while ((await ask()) !== want) {
+        if (performance.now() - t0 > 30000) throw new Error(`c never saw ${want}`);
+      }
+      return performance.now() - t0;
+    };
+    const rule = JSON.stringify({ id: 'probe', action: 'deny', from: 'role=probe', to: 'ax.name=cb' });
+    const add: number[] = [];
+    const rm: number[] = [];
+    await until('ok');
+    for (let i = 0; i < CLUSTER_ROUNDS; i++) {
+      await ca.call('PolicyPut', { rules_json: [rule] });
+      add.push(await until('ECONNREFUSED'));
+      await ca.call('PolicyRemove', { ids: ['probe'] });
+      rm.push(await until('ok'));
+    }
+    const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms  p99 ${pct(xs, 99).toFixed(1)} ms  max ${Math.max(...xs).toFixed(1)} ms`;
+    console.log(`cluster (3 hosts, ${CLUSTER_ROUNDS} rounds): rule added on a -> refused on c: ${f(add)}`);
+    console.log(`                               rule removed on a -> allowed on c: ${f(rm)}`);
+    ca.close();
+    cc.close();
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+    await new Promise((r) => setTimeout(r, 300));
+    cleanup();
+  }
+}
+
+(async () => {
+  try {
+    if (process.argv.includes('--cluster')) {
+      await cluster();
+      process.exit(0);
+    }
+    await enforce();
+    await rate('auto');
+    await rate('fd');
+  } finally {
+    for (const p of procs) p.kill('SIGKILL');
+  }
+  process.exit(0);
+})().catch((e) => {
+  console.error(e);
+  for (const p of procs) p.kill('SIGKILL');
+  process.exit(1);
+});

@@ -1,0 +1,10 @@
+// Original file: proto/ax.proto
+
+
+export interface PolicyRemoveRequest {
+  'ids'?: (string)[];
+}
+
+export interface PolicyRemoveRequest__Output {
+  'ids': (string)[];
+}

@@ -1,0 +1,203 @@
+// Policy rules: their schema (zod), the policy file format (YAML or JSON, read
+// with the `yaml` package so errors carry line numbers) and the compiled form the
+// decision layer (./decide.ts) evaluates.
+import { readFileSync } from 'node:fs';
+import { LineCounter, parseDocument, isNode } from 'yaml';
+import { z } from 'zod';
+import { cidrContains, parseCidr, type Cidr } from '../common/addr';
+import { parseSelector, SelectorError, type Selector } from './selector';
+
+const ID_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$/;
+const NAME_RE = /^(\*|[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)$/;
+
+const selectorText = z
+  .string()
+  .max(1024)
+  .superRefine((s, ctx) => {
+    try {
+      parseSelector(s);
+    } catch (e) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: e instanceof SelectorError ? e.message : String(e) });
+    }
+  });
+
+const portItem = z.union([
+  z.number().int().min(1).max(65535),
+  z
+    .string()
+    .regex(/^\d{1,5}(-\d{1,5})?$/, 'a port is a number or a range "lo-hi"')
+    .refine((s) => {
+      const [lo, hi] = s.split('-').map(Number);
+      return lo >= 1 && lo <= 65535 && (hi === undefined || (hi >= lo && hi <= 65535));
+    }, 'ports are 1-65535 and a range is "lo-hi" with lo <= hi'),
+]);
+
+const cidrText = z.string().superRefine((s, ctx) => {
+  try {
+    parseCidr(s.includes('/') ? s : `${s}/32`);
+  } catch (e) {
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is not an IPv4 CIDR: ${(e as Error).message}` });
+  }
+});
+
+/**
+ * One rule as written in a policy file or sent over the API.
+ *
+ * - kind "connect" (default): apps matching `from` may (allow) or may not (deny) connect
+ *   to services matching `to` (selector on the server app's labels, ax.name/ax.user/ax.node
+ *   included), or, with `cidr`, to real destinations in those ranges (egress).
+ *   `ports`/`protocol` narrow it; `same: [k, ...]` requires equal values of k on both sides.
+ *   The same rule governs lookups (a name is visible when it may be reached) and accepts.
+ * - kind "publish": apps matching `from` may (allow) or may not (deny) serve the names in
+ *   `names` ("*" = any) — by default a name belongs to the uid that first published it.
+ */
+export const RuleSchema = z
+  .object({
+    id: z.string().regex(ID_RE, 'an id is 1-63 letters, digits, ".", "_" or "-", starting with a letter or digit'),
+    action: z.enum(['allow', 'deny']),
+    kind: z.enum(['connect', 'publish']).default('connect'),
+    from: selectorText.default(''),
+    to: selectorText.optional(),
+    same: z.array(z.string().min(1).max(63)).default([]),
+    ports: z.array(portItem).default([]),
+    protocol: z.enum(['tcp', 'udp']).optional(),
+    cidr: z.array(cidrText).default([]),
+    names: z.array(z.string().regex(NAME_RE, 'a name is a DNS label (lowercase letters, digits, "-") or "*"')).default([]),
+  })
+  .strict()
+  .superRefine((r, ctx) => {
+    if (r.kind === 'publish') {
+      if (r.names.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['names'], message: 'a publish rule needs names (or ["*"])' });
+      for (const f of ['to', 'cidr', 'same'] as const) {
+        const v = r[f];
+        if (v !== undefined && (!Array.isArray(v) || v.length > 0)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [f], message: `"${f}" is for connect rules` });
+      }
+    } else {
+      if (r.names.length > 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['names'], message: '"names" is for publish rules (use to: "ax.name=NAME")' });
+      if (r.cidr.length > 0 && r.to !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['cidr'], message: 'a rule has either "to" (services) or "cidr" (real destinations), not both' });
+      if (r.cidr.length > 0 && r.same.length > 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['same'], message: '"same" needs labels on both sides: not with "cidr"' });
+    }
+  });
+
+/** A validated rule (defaults filled in). */
+export type Rule = z.output<typeof RuleSchema>;
+/** A rule as written (optional fields may be missing). */
+export type RuleInput = z.input<typeof RuleSchema>;
+
+/** The file: a list of rules, or { rules: [...] }. */
+const FileSchema = z.union([z.array(z.unknown()), z.object({ rules: z.array(z.unknown()) }).strict()]);
+
+/** A policy file that is not valid: the message names the file, line and field. */
+export class PolicyFileError extends Error {}
+
+/** Validates one rule object; throws an Error "field: message" on the first problem. */
+export function checkRule(raw: unknown): Rule {
+  const r = RuleSchema.safeParse(raw);
+  if (r.success) return r.data;
+  const i = r.error.issues[0];
+  throw new Error(`${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`);
+}
+
+/**
+ * Parses policy text (YAML, or JSON which is YAML too). `file` is used in messages only.
+ * Throws PolicyFileError "FILE:LINE: field: message" for syntax or schema errors, and for
+ * an id given twice.
+ */
+export function parsePolicyText(text: string, file: string): Rule[] {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0];
+    const line = e.linePos?.[0]?.line ?? lc.linePos(e.pos[0]).line;
+    throw new PolicyFileError(`${file}:${line}: ${e.message.split('\n')[0]}`);
+  }
+  const data: unknown = doc.toJS();
+  const lineOf = (path: Array<string | number>): number => {
+    for (let n = path.length; n >= 0; n--) {
+      const node = doc.getIn(path.slice(0, n), true);
+      if (isNode(node) && node.range) return lc.linePos(node.range[0]).line;
+    }
+    return 1;
+  };
+  const top = FileSchema.safeParse(data);
+  if (!top.success) throw new PolicyFileError(`${file}:${lineOf([])}: expected a list of rules or "rules: [...]"`);
+  const list = Array.isArray(top.data) ? top.data : top.data.rules;
+  const base: Array<string | number> = Array.isArray(top.data) ? [] : ['rules'];
+  const out: Rule[] = [];
+  const seen = new Map<string, number>();
+  list.forEach((raw, i) => {
+    const r = RuleSchema.safeParse(raw);
+    if (!r.success) {
+      const issue = r.error.issues[0];
+      const path = [...base, i, ...issue.path];
+      const id = raw && typeof raw === 'object' && typeof (raw as { id?: unknown }).id === 'string' ? ` (rule "${(raw as { id: string }).id}")` : '';
+      const field = issue.path.length ? issue.path.join('.') : 'rule';
+      throw new PolicyFileError(`${file}:${lineOf(path)}: rule ${i + 1}${id}: ${field}: ${issue.message}`);
+    }
+    const at = lineOf([...base, i]);
+    const prev = seen.get(r.data.id);
+    if (prev !== undefined) throw new PolicyFileError(`${file}:${at}: rule ${i + 1}: id: "${r.data.id}" is used twice (first on line ${prev})`);
+    seen.set(r.data.id, at);
+    out.push(r.data);
+  });
+  return out;
+}
+
+/** Reads and parses a policy file (see parsePolicyText). */
+export function loadPolicyFile(file: string): Rule[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new PolicyFileError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+  return parsePolicyText(text, file);
+}
+
+/** A rule ready to evaluate. */
+export interface CompiledRule {
+  rule: Rule;
+  from: Selector;
+  to: Selector | null;
+  ports: Array<[number, number]>;
+  cidrs: Cidr[];
+}
+
+/** Compiles a validated rule (selectors parsed, ports and CIDRs resolved). */
+export function compileRule(rule: Rule): CompiledRule {
+  return {
+    rule,
+    from: parseSelector(rule.from),
+    to: rule.to === undefined ? null : parseSelector(rule.to),
+    ports: rule.ports.map((p): [number, number] => {
+      if (typeof p === 'number') return [p, p];
+      const [lo, hi] = p.split('-').map(Number);
+      return [lo, hi ?? lo];
+    }),
+    cidrs: rule.cidr.map((c) => parseCidr(c.includes('/') ? c : `${c}/32`)),
+  };
+}
+
+/** Whether a compiled rule's ports admit `port` (0 = "any port": lookups, name checks). */
+export function portMatches(r: CompiledRule, port: number): boolean {
+  if (r.ports.length === 0 || port === 0) return true;
+  for (const [lo, hi] of r.ports) if (port >= lo && port <= hi) return true;
+  return false;
+}
+
+/** Whether an egress rule's CIDRs contain `ip`. */
+export function cidrMatches(r: CompiledRule, ip: string): boolean {
+  return r.cidrs.some((c) => cidrContains(c, ip));
+}
+
+/** One line describing a rule, for `ax policy ls` and logs. */
+export function describeRule(r: Rule): string {
+  const parts = [r.action, r.kind, `from "${r.from}"`];
+  if (r.kind === 'publish') parts.push(`names ${r.names.join(',')}`);
+  else if (r.cidr.length) parts.push(`cidr ${r.cidr.join(',')}`);
+  else parts.push(`to "${r.to ?? ''}"`);
+  if (r.same.length) parts.push(`same ${r.same.join(',')}`);
+  if (r.ports.length) parts.push(`ports ${r.ports.join(',')}`);
+  if (r.protocol) parts.push(r.protocol);
+  return parts.join(' ');
+}

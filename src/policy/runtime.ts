@@ -1,0 +1,80 @@
+// The policy layer at run time: the engine's rule records are persisted (LevelDB,
+// kind "policy"), every change invalidates the answers hooks cached (the table
+// generation, exactly as a table change does) and cuts established connections
+// the new rules deny (./revoke.ts). Cluster replication is in src/daemon/cluster.ts.
+import { unmapV4 } from '../common/addr';
+import type { Logger } from '../common/log';
+import type { Store } from '../store/store';
+import type { App, ServiceTable } from '../table/table';
+import type { PolicyEngine, PolicyRecord } from './decide';
+import { Revoker } from './revoke';
+
+/** Delay of the revocation pass after a rule change (ms). */
+const SWEEP_DELAY_MS = 20;
+
+export interface PolicyRuntimeDeps {
+  engine: PolicyEngine;
+  store: Store;
+  table: ServiceTable;
+  log: Logger;
+  /** pids of each local app's processes (hook sessions), by app id */
+  pids: () => Map<string, Set<number>>;
+  /** Told of every connection cut (the audit trail records a 'revoke' event). */
+  onCut?: (appId: string, dst: string, dport: number) => void;
+}
+
+export class PolicyRuntime {
+  readonly revoker: Revoker;
+  private sweepQueued = false;
+
+  constructor(private readonly d: PolicyRuntimeDeps) {
+    this.revoker = new Revoker({
+      pids: d.pids,
+      allowed: (appId, ip, port) => this.allowed(appId, ip, port),
+      log: d.log,
+      onCut: d.onCut,
+    });
+  }
+
+  /** Loads the saved records, then persists, invalidates and revokes on every change. */
+  async start(): Promise<void> {
+    const saved = await this.d.store.list<PolicyRecord>('policy');
+    this.d.engine.merge(saved.filter((r) => r && typeof r.id === 'string' && r.rev && typeof r.rev.t === 'number'));
+    if (saved.length) this.d.log.info(`policy: ${this.d.engine.rules().length} rules restored`);
+    this.d.engine.onChange((c) => {
+      for (const r of c.records) this.d.store.put('policy', r.id, r);
+      this.d.table.invalidate();
+      this.queueSweep();
+    });
+  }
+
+  /** Runs a revocation pass soon (once for a burst of changes). */
+  queueSweep(): void {
+    if (this.sweepQueued) return;
+    this.sweepQueued = true;
+    // A few ms later: connects asked right after the change are answered first (the sweep
+    // reads /proc and dumps every connection: milliseconds, not microseconds).
+    setTimeout(() => {
+      this.sweepQueued = false;
+      try {
+        this.revoker.sweep();
+      } catch (e) {
+        this.d.log.warn(`policy: revocation pass failed: ${(e as Error).message}`);
+      }
+    }, SWEEP_DELAY_MS).unref();
+  }
+
+  /** Whether local app `appId` may keep a connection to real ip:port (undefined: not a service). */
+  allowed(appId: string, ip: string, port: number): boolean | undefined {
+    const app: App | undefined = this.d.table.getApp(appId);
+    if (!app) return undefined;
+    const peer = unmapV4(ip);
+    const svc = this.d.table.services().find((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
+    if (!svc || svc.appId === appId) return undefined;
+    return this.d.engine.allowsApp(app, svc);
+  }
+
+  close(): void {
+    this.revoker.close();
+  }
+}

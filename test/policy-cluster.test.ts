@@ -1,0 +1,160 @@
+// Policy across hosts: network namespaces joined by a bridge (as test/multihost.test.ts),
+// one daemon each. A rule added on one host is enforced on the others, cuts live
+// connections there, and a name's owner uid holds across hosts.
+import { spawnSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { AX, run, sleep, start, type Proc } from './helpers';
+
+const KEY = 'test-cluster-key-0123456789';
+const tag = String(process.pid % 100000);
+const bridge = `axpb${tag}`;
+
+function sh(cmd: string): void {
+  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
+}
+
+class Host {
+  readonly ns: string;
+  readonly ip: string;
+  readonly dir: string;
+  readonly socket: string;
+  daemon!: Proc;
+  readonly apps: Proc[] = [];
+
+  constructor(readonly i: number, readonly name: string) {
+    this.ns = `axp${tag}-${i}`;
+    this.ip = `10.98.0.${i}`;
+    this.dir = mkdtempSync(join(tmpdir(), `ax-phost-${name}-`));
+    chmodSync(this.dir, 0o755);
+    this.socket = join(this.dir, 'ax.sock');
+    sh(`ip netns add ${this.ns}`);
+    sh(`ip link add vq${tag}${i} type veth peer name vr${tag}${i}`);
+    sh(`ip link set vr${tag}${i} netns ${this.ns}`);
+    sh(`ip -n ${this.ns} addr add ${this.ip}/24 dev vr${tag}${i}`);
+    sh(`ip -n ${this.ns} link set vr${tag}${i} up && ip -n ${this.ns} link set lo up`);
+    sh(`ip link set vq${tag}${i} master ${bridge} up`);
+  }
+
+  async startDaemon(extra: string[] = []): Promise<void> {
+    this.daemon = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'daemon', '--node-name', this.name, '--advertise', this.ip,
+      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', KEY, '--probe-interval', '200ms', '--sync-interval', '2s', '--log-level', 'debug', ...extra]);
+    await this.daemon.waitFor(/ready: api/, 20_000);
+  }
+
+  run(axArgs: string[], cmd: string[]): Proc {
+    const p = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'run', '--socket', this.socket, '--no-start', ...axArgs, '--', ...cmd]);
+    this.apps.push(p);
+    return p;
+  }
+
+  ax(args: string[]) {
+    return run(process.execPath, [AX, ...args, '--socket', this.socket]);
+  }
+
+  async get(kind: string): Promise<Array<Record<string, any>>> { // eslint-disable-line @typescript-eslint/no-explicit-any
+    const r = await this.ax(['get', kind, '-o', 'json']);
+    if (r.code !== 0) throw new Error(`${this.name}: ax get ${kind}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  destroy(): void {
+    this.daemon?.killGroup();
+    for (const a of this.apps) a.killGroup();
+    spawnSync('ip', ['netns', 'del', this.ns]);
+    spawnSync('ip', ['link', 'del', `vq${tag}${this.i}`]);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+async function until(what: string, fn: () => Promise<boolean>, ms = 15_000): Promise<void> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < ms) {
+    if (await fn()) return;
+    await sleep(150);
+  }
+  throw new Error(`timed out (${ms} ms) waiting for ${what}`);
+}
+
+const SERVER = `
+import socket, threading
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 7000)); s.listen(64)
+print('listening', flush=True)
+def serve(c):
+    while True:
+        d = c.recv(100)
+        if not d: break
+        c.sendall(d)
+while True:
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+`;
+const CLIENT = `
+import socket, sys, errno
+t = sys.argv[1]; h, p = t.rsplit(':', 1)
+try:
+    s = socket.create_connection((h, int(p)), timeout=5); s.sendall(b'ping'); print('ok' if s.recv(10) == b'ping' else 'bad')
+except socket.gaierror: print('noname')
+except OSError as e: print(errno.errorcode.get(e.errno, str(e.errno)))
+`;
+const HOLD = `
+import socket, sys, time
+s = socket.create_connection((sys.argv[1], 7000), timeout=5)
+s.settimeout(None)
+s.sendall(b'ping\\n'); print('got', s.recv(100).decode().strip(), flush=True)
+try:
+    while True:
+        s.sendall(b'x'); d = s.recv(100)
+        if not d: print('closed', flush=True); break
+        time.sleep(0.05)
+except OSError as e:
+    print('cut', e.__class__.__name__, flush=True)
+`;
+
+t.test('policy on three hosts: added on a, enforced on c against a service on b; live connections cut; owners hold', async (t) => {
+  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
+  const hosts: Host[] = [];
+  t.teardown(() => {
+    for (const h of hosts) h.destroy();
+    spawnSync('ip', ['link', 'del', bridge]);
+  });
+  const [a, b, c] = [new Host(1, 'a'), new Host(2, 'b'), new Host(3, 'c')];
+  hosts.push(a, b, c);
+  await a.startDaemon();
+  await b.startDaemon(['--join', a.ip]);
+  await c.startDaemon(['--join', a.ip]);
+  await until('three alive members everywhere', async () => {
+    for (const h of [a, b, c]) if ((await h.get('members')).filter((x) => x.state === 'alive').length !== 3) return false;
+    return true;
+  });
+  const srv = b.run(['--name', 'echo', '--labels', 'team=blue'], ['python3', '-u', '-c', SERVER]);
+  await srv.waitFor(/listening/);
+  await until('echo visible on c', async () => (await c.get('services')).some((s) => s.name === 'echo'));
+  const probe = async (h: Host, labels: string) => (await h.run(['--labels', labels], ['python3', '-c', CLIENT, 'echo:7000']).result()).stdout.trim();
+  t.equal(await probe(c, 'team=blue,role=batch'), 'ok', 'before the rule: c -> echo on b works');
+  const hold = c.run(['--labels', 'team=blue,role=batch'], ['python3', '-u', '-c', HOLD, 'echo']);
+  await hold.waitFor(/got ping/);
+
+  // The rule is added on a; c (client host) enforces it for a service on b.
+  const add = await a.ax(['policy', 'add', 'no-batch', 'deny', '--from', 'role=batch', '--to', 'ax.name=echo']);
+  t.equal(add.code, 0, `policy add on a (${add.stderr})`);
+  await until('rule replicated to c', async () => (await c.ax(['policy', 'ls', '-o', 'json'])).stdout.includes('no-batch'));
+  await hold.waitFor(/cut|closed/, 15_000);
+  t.match(hold.stdout, /cut \w+Error|closed/, 'the live connection c -> b was cut on c');
+  t.equal(await probe(c, 'team=blue,role=batch'), 'noname', 'denied on c: the name does not resolve');
+  t.equal(await probe(c, 'team=blue'), 'ok', 'other clients on c unaffected');
+  t.match(String((await b.ax(['policy', 'ls'])).stdout), /no-batch\s+deny connect from "role=batch" to "ax.name=echo"\s+a/, 'b lists the rule (origin a)');
+
+  // Removed on b: allowed again on c.
+  t.equal((await b.ax(['policy', 'rm', 'no-batch'])).code, 0);
+  await until('removal replicated to c', async () => !(await c.ax(['policy', 'ls', '-o', 'json'])).stdout.includes('no-batch'));
+  t.equal(await probe(c, 'team=blue,role=batch'), 'ok', 'removal replicated: allowed again');
+
+  // The name "echo" belongs to root (its first publisher, on b): nobody on c cannot join its pool.
+  const NOBODY = ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups', 'env', '-i', `PATH=${process.env.PATH ?? '/usr/bin:/bin'}`, 'HOME=/'];
+  const foreign = await run('ip', ['netns', 'exec', c.ns, ...NOBODY, process.execPath, AX, 'run', '--socket', c.socket, '--no-start', '--name', 'echo', '--', 'true']);
+  t.equal(foreign.code, 1, 'a foreign uid on another host is refused');
+  t.match(foreign.stderr, /name "echo" belongs to uid 0 \(root on b\); uid 65534 \(nobody\) cannot join its pool/);
+});
