@@ -156,7 +156,7 @@ t.test('allowed and denied connects are events; follow, metrics, graph, restart,
   const refused = (await events(d)).events.filter((e) => e.verdict === 'publish-refused');
   t.equal(refused.length, 1, 'the refused publish is an event');
   t.equal(refused[0].op, 'publish');
-  t.equal(refused[0].rule, 'ownership');
+  t.equal(refused[0].rule, 'owner');
   t.equal(refused[0].src.labels['ax.user'], 'nobody');
   t.equal(refused[0].dst.name, 'secure');
   t.equal(refused[0].dst.app_id, server.id);

@@ -44,7 +44,7 @@ export interface AuditEvent {
   op: AuditOp;
   src: AuditSource;
   dst: AuditDest;
-  /** the rule that decided it: a rule id, or "default:<posture>" (today "default:shared-label"), or "ownership" */
+  /** the rule that decided it: a rule id, or "default:<posture>" (today "default:shared-label"), or "owner" (name/VIP ownership) */
   rule: string;
   /** a short human reason, optional */
   detail?: string;

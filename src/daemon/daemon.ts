@@ -114,17 +114,24 @@ export class Daemon {
       policy: this.policy,
     });
     // Every decision of the policy layer is an audit event (ax events, ax graph, /metrics).
-    this.policy.onDecision((dec) =>
+    // Allowed publishes and lookups are not access to anything: only their refusals are kept.
+    this.policy.onDecision((dec) => {
+      if ((dec.op === 'publish' || dec.op === 'lookup') && dec.verdict === 'allow') return;
       this.audit.record({
         time: dec.at,
         verdict: dec.op === 'publish' && dec.verdict === 'deny' ? 'publish-refused' : dec.verdict,
         op: dec.op,
         src: { appId: dec.src.app, name: dec.src.name, labels: dec.src.labels, node: dec.node },
-        dst: { name: dec.dst.name, addr: dec.dst.real ?? (dec.dst.port ? `${dec.dst.vip}:${dec.dst.port}` : dec.dst.vip), labels: dec.dst.labels },
+        dst: {
+          name: dec.dst.name,
+          addr: dec.dst.real ?? (dec.dst.port ? `${dec.dst.vip}:${dec.dst.port}` : dec.dst.vip),
+          appId: dec.dst.appId,
+          labels: dec.dst.labels,
+        },
         rule: dec.rule,
-        detail: [dec.dst.proto === 'udp' ? 'udp' : '', dec.reason ?? ''].filter(Boolean).join(': ') || undefined,
-      }),
-    );
+        detail: dec.dst.proto === 'udp' ? 'udp' : dec.reason,
+      });
+    });
     const cutEvent = (appId: string, dst: string, dport: number): void => {
       const app = this.table.getApp(appId);
       this.audit.record({

@@ -240,7 +240,7 @@ export class PolicyEngine {
   connect(src: PolicyApp, svc: PolicyService, op: 'connect' | 'accept' = 'connect'): Decision {
     const proto = svc.proto ?? 'tcp';
     const [ok, rule, reason] = this.judgeApps(src, svc);
-    return this.decide(op, srcOf(src), { name: svc.name, vip: svc.vip, port: svc.vport, proto, labels: svc.labels }, ok ? 'allow' : 'deny', rule, reason);
+    return this.decide(op, srcOf(src), { name: svc.name, vip: svc.vip, port: svc.vport, proto, labels: svc.labels, appId: svc.appId }, ok ? 'allow' : 'deny', rule, reason);
   }
 
   /** Whether `src` may connect to `svc`, without emitting a decision (backend filtering, revocation scans). */
@@ -288,7 +288,8 @@ export class PolicyEngine {
    * uid of the earliest of them; another uid needs a publish rule allowing it.
    */
   publish(app: PolicyApp, name: string, vip: string, port: number, proto: 'tcp' | 'udp', holders: PolicyApp[]): Decision {
-    const dst: DecisionDst = { name, vip, port, proto, labels: app.labels };
+    const first = ownerOf(holders.filter((h) => h.id !== app.id));
+    const dst: DecisionDst = { name, vip, port, proto, labels: first?.labels ?? app.labels, appId: first?.id };
     const emit = (ok: boolean, rule: string, reason: string) => this.decide('publish', srcOf(app), dst, ok ? 'allow' : 'deny', rule, reason);
     let allowBy: CompiledRule | undefined;
     for (const r of this.publishRules) {

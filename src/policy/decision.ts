@@ -41,6 +41,8 @@ export interface DecisionDst {
   real?: string;
   /** the service's labels when known (the server app's), ax.* included */
   labels?: Labels;
+  /** the app serving it (connect/accept/lookup of a service), or holding the name (publish), when known */
+  appId?: string;
 }
 
 /**
