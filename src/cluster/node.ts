@@ -428,6 +428,7 @@ export class ClusterNode extends EventEmitter {
       case MsgType.Suspect: ms.onSuspect(m); return;
       case MsgType.Dead: ms.onDead(m); return;
       case MsgType.Vouch: ms.onVouch(m); return;
+      case MsgType.Alert: ms.onAlert(m); return;
       case MsgType.Entry: this.onEntry(from, m); return;
       case MsgType.Head: this.onHead(from, m); return;
       default: this.rl.warn('unexpected', 'unexpected message type on packet channel', { from, type: m.t });
