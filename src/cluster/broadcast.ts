@@ -15,7 +15,7 @@ export interface Broadcast {
 }
 
 export function retransmitLimit(mult: number, n: number): number {
-  return mult * Math.ceil(Math.log10(n + 1));
+  return mult * Math.max(3, Math.ceil(Math.log10(n + 1)));
 }
 
 export class BroadcastQueue {
