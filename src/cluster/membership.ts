@@ -69,6 +69,8 @@ export interface MembershipHost {
   send(addr: string, msgs: Uint8Array[]): void;
   /** Queue a message for gossip dissemination under an invalidation key. */
   broadcast(key: string, msg: Uint8Array, done?: () => void): void;
+  /** Drop a queued broadcast that became useless (e.g. alerts about a member that is removed now). */
+  unbroadcast(key: string): void;
   /** Send a packet made of exactly `msgs` (no piggybacked gossip): probation probes of removed members. */
   sendDirect(addr: string, msgs: Uint8Array[]): void;
   /** Probe over the reliable stream; resolves true on ack. */
@@ -402,6 +404,8 @@ export class Membership {
       g.removals.push(now); g.flaps.push(now);
       g.pending = null; g.vouchers.clear(); g.cleanSince = null; g.vouched = false;
       this.stats.removed++;
+      // the alerts did their job: stop relaying them (each one costs every node retransmitLimit sends)
+      for (const o of this.alerts.get(m.name)?.keys() ?? []) this.host.unbroadcast('a:' + m.name + ':' + o);
       this.alerts.delete(m.name); this.watches.delete(m.name); this.cutByAlert.delete(m.name);
     }
     if (gossip) this.host.broadcast('m:' + m.name, encodeMsg(d));
@@ -743,7 +747,8 @@ export class Membership {
     const prev = al.get(a.from);
     if (prev !== undefined && now - prev < this.alertTtlMs()) return;
     al.set(a.from, now);
-    this.host.broadcast('a:' + a.name + ':' + a.from, encodeMsg(a));
+    // relayed while the member is not yet in our pending cut; beyond H alerts, the removal itself spreads
+    if (!this.cutDead.has(a.name)) this.host.broadcast('a:' + a.name + ':' + a.from, encodeMsg(a));
     this.maybeWatch(a.name);
     this.checkAlerts(m);
   }

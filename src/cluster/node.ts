@@ -102,6 +102,7 @@ export class ClusterNode extends EventEmitter {
       send: (addr, msgs) => this.sendWithPiggyback(addr, msgs),
       sendDirect: (addr, msgs) => this.sendRaw(addr, msgs),
       broadcast: (key, msg, done) => this.queue.enqueue(key, msg, done ? () => done() : undefined),
+      unbroadcast: (key) => this.queue.invalidate(key),
       streamPing: (addr, target) => this.streamPing(addr, target),
       memberChanged: (m, prev, prevInc) => this.onMemberChanged(m, prev, prevInc),
     }, this.rand, 0, 1);
