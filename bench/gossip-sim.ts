@@ -206,6 +206,7 @@ async function grayTable(n: number, seconds: number): Promise<void> {
   console.log('| scenario | rules | healthy flips suspect / dead | distinct views / agreeing samples | faulty removed everywhere | recovered back after | KB/s per node | table update p99 | wall |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   const only = args.get('scenarios')?.split(',');
+  const checks: string[] = [];
   for (const s of SCENARIOS) {
     if (only && !only.includes(s.kind)) continue;
     const rules = args.get('rules') ?? 'both';
@@ -215,8 +216,27 @@ async function grayTable(n: number, seconds: number): Promise<void> {
       process.stderr.write(`gray: N=${n} ${s.kind} ${calm ? 'calm' : 'stock'}...\n`);
       const r = await runScenario({ kind: s.kind, n, seed: SEED, faulty: 0.01, faultMs: seconds * 1000, config: { calmMembership: calm } });
       console.log(`| ${s.label} | ${calm ? 'calm' : 'stock'} | ${cell(r).join(' | ')} | ${((wall() - w0) / 1000).toFixed(0)} s |`);
+      if (calm) checks.push(`${s.label}: ${targetsOf(r).join(', ')}`);
     }
   }
+  if (checks.length > 0) console.log(`\nIssue 11 targets (calm rules):\n${checks.map((c) => '* ' + c).join('\n')}`);
+}
+
+/** The issue-11 targets a scenario result meets or misses, as short "name ok/MISSED (value)" strings. */
+function targetsOf(r: ScenarioResult): string[] {
+  const out: string[] = [];
+  const mark = (name: string, ok: boolean, v: string) => out.push(`${name} ${ok ? 'ok' : 'MISSED'} (${v})`);
+  mark('0 healthy flipped', r.healthySuspected === 0 && r.healthyRemoved === 0, `${r.healthySuspected}/${r.healthyRemoved}`);
+  if (r.kind === 'crash') mark('withdrawn <= 10 s', r.removedEverywhereMs <= 10_000, sec(r.removedEverywhereMs));
+  else if (r.kind !== 'none') {
+    mark('removed <= 30 s and kept out', r.removedEverywhereMs <= 30_000 && r.shownAfterRemoval === 0, sec(r.removedEverywhereMs));
+    mark('back after probation', Number.isFinite(r.returnedMs), sec(r.returnedMs));
+  }
+  mark('<= 4 views', r.distinctViews <= 4, String(r.distinctViews));
+  mark('>= 95 % agreeing', r.agreement >= 0.95, `${(r.agreement * 100).toFixed(1)} %`);
+  mark('<= 1 KB/s', r.bytesPerNodeSec <= 1000, `${(r.bytesPerNodeSec / 1000).toFixed(2)} KB/s`);
+  mark('update p99 <= 2 s', r.updateP99Ms <= 2000 && r.updatesUndelivered === 0, sec(r.updateP99Ms));
+  return out;
 }
 
 async function main(): Promise<void> {
@@ -226,7 +246,7 @@ async function main(): Promise<void> {
   for (let k = 0; k < SIZES.length; k++) rows.push(await runSize(SIZES[k]!, FP_SECONDS[k] ?? FP_SECONDS[FP_SECONDS.length - 1]!));
   const d = DEFAULT_CONFIG;
   console.log(`\nParameters: one-way delay 1 ms + exp(mean 4 ms) capped at 100 ms; TCP model RTO 200 ms; auth overhead 24 B/packet counted; value ${VALUE_BYTES} B; seed ${SEED}.`);
-  console.log(`Config: probe ${d.probeIntervalMs}/${d.probeTimeoutMs} ms, indirect ${d.indirectChecks}, suspicion ${d.suspicionMult}×log10(N+1)×probe..×${d.suspicionMaxMult} (K=${d.suspicionConfirmations}, verifiers ${d.suspicionVerifiers}), gossip ${d.gossipIntervalMs} ms × ${d.gossipNodes}, retransmit ${d.retransmitMult}×ceil(log10(N+1)), anti-entropy ${d.pushPullIntervalMs / 1000} s, packet ${d.maxPacketSize} B.\n`);
+  console.log(`Config: probe ${d.probeIntervalMs}/${d.probeTimeoutMs} ms, indirect ${d.indirectChecks}, suspicion ${d.suspicionMult}×log10(N+1)×probe..×${d.suspicionMaxMult} (K=${d.suspicionConfirmations}, verifiers ${d.suspicionVerifiers}), gossip ${d.gossipIntervalMs} ms × ${d.gossipNodes}, retransmit ${d.retransmitMult}×max(3, ceil(log10(N+1))), anti-entropy ${d.pushPullIntervalMs / 1000} s, packet ${d.maxPacketSize} B.\n`);
   console.log('| N | loss | update → 99.9 % p50 / p99 | update → 100 % p50 / p99 | failure → withdrawn everywhere p50 / p99 | false "dead" at 10 % loss | bytes/node/s (steady, 0 % / 10 % loss) | updates/s sustained without loss | wall |');
   console.log('|---|---|---|---|---|---|---|---|---|');
   for (const r of rows) {

@@ -18,7 +18,7 @@ export const VERSION = 1;
 export const MAX_STR = 1024;
 
 export const enum MsgType {
-  Ping = 1, PingReq = 2, Ack = 3, Nack = 4, Alive = 5, Suspect = 6, Dead = 7, Entry = 8, Head = 9, Vouch = 10,
+  Ping = 1, PingReq = 2, Ack = 3, Nack = 4, Alive = 5, Suspect = 6, Dead = 7, Entry = 8, Head = 9, Vouch = 10, Alert = 11,
   SyncSummary = 20, SyncDigests = 21, SyncPush = 22, SyncDeltas = 23, Pull = 24, Error = 26,
 }
 
@@ -37,6 +37,13 @@ export interface DeadMsg { t: MsgType.Dead; name: string; inc: number; from: str
  * observers (`from`) vouched. See Membership.onVouch.
  */
 export interface VouchMsg { t: MsgType.Vouch; name: string; addr: string; inc: number; epoch: number; from: string }
+/**
+ * An observer (`from`) of member `name` reports that its own probe rounds of `name` (seen at
+ * incarnation `inc`) failed repeatedly: one of Rapid's K monitoring edges raising an alert (Suresh et al.,
+ * ATC'18, sec. 4.1). Not refutable by the member; `name` is removed once H of its K observers alerted.
+ * See Membership.onAlert.
+ */
+export interface AlertMsg { t: MsgType.Alert; name: string; inc: number; from: string }
 export interface EntryMsg { t: MsgType.Entry; owner: string; epoch: number; counter: number; key: string; value: Uint8Array | null }
 export interface HeadMsg { t: MsgType.Head; owner: string; epoch: number; counter: number }
 
@@ -51,7 +58,7 @@ export interface SyncDeltasMsg { t: MsgType.SyncDeltas; members: OwnerDigest[]; 
 export interface PullMsg { t: MsgType.Pull; owner: string; epoch: number; head: number }
 export interface ErrorMsg { t: MsgType.Error; message: string }
 
-export type PacketMsg = PingMsg | PingReqMsg | AckMsg | NackMsg | AliveMsg | SuspectMsg | DeadMsg | VouchMsg | EntryMsg | HeadMsg;
+export type PacketMsg = PingMsg | PingReqMsg | AckMsg | NackMsg | AliveMsg | SuspectMsg | DeadMsg | VouchMsg | AlertMsg | EntryMsg | HeadMsg;
 export type StreamMsg = SyncSummaryMsg | SyncDigestsMsg | SyncPushMsg | SyncDeltasMsg | PullMsg | ErrorMsg | PingMsg | AckMsg;
 export type Msg = PacketMsg | StreamMsg;
 
@@ -222,7 +229,7 @@ function writeBody(w: Writer, m: Msg): void {
     case MsgType.PingReq: w.u32(m.seq); w.str(m.target); w.str(m.targetAddr); w.str(m.from); w.str(m.fromAddr); return;
     case MsgType.Ack: case MsgType.Nack: w.u32(m.seq); w.str(m.from); return;
     case MsgType.Alive: w.str(m.name); w.str(m.addr); w.varint(m.inc); w.varint(m.epoch); return;
-    case MsgType.Suspect: case MsgType.Dead: w.str(m.name); w.varint(m.inc); w.str(m.from); return;
+    case MsgType.Suspect: case MsgType.Dead: case MsgType.Alert: w.str(m.name); w.varint(m.inc); w.str(m.from); return;
     case MsgType.Vouch: w.str(m.name); w.str(m.addr); w.varint(m.inc); w.varint(m.epoch); w.str(m.from); return;
     case MsgType.Entry:
       w.str(m.owner); w.varint(m.epoch); w.varint(m.counter); w.str(m.key);
@@ -250,6 +257,7 @@ function readBody(t: number, r: Reader, lim: Limits): Msg {
     case MsgType.Alive: return { t, name: r.str(), addr: r.str(), inc: r.varint(), epoch: r.varint() };
     case MsgType.Suspect: return { t, name: r.str(), inc: r.varint(), from: r.str() };
     case MsgType.Dead: return { t, name: r.str(), inc: r.varint(), from: r.str() };
+    case MsgType.Alert: return { t, name: r.str(), inc: r.varint(), from: r.str() };
     case MsgType.Vouch: return { t, name: r.str(), addr: r.str(), inc: r.varint(), epoch: r.varint(), from: r.str() };
     case MsgType.Entry: {
       const owner = r.str(); const epoch = r.varint(); const counter = r.varint(); const key = r.str();

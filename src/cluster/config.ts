@@ -70,6 +70,17 @@ export interface ClusterConfig {
   probationMemoryProbes: number;
   /** Period of the probation probes an observer sends to a removed member, in probe intervals. */
   probationProbeEvery: number;
+  /**
+   * Observer alerts (Rapid's H-of-K, Suresh et al. ATC'18 sec. 4.1-4.2): once a member is suspected by a
+   * witnessed accuser, each of its `observers` watches it with one probe round (3 pings) per probe
+   * interval. An observer that saw `alertFailures` failed rounds among its last `alertRounds` rounds
+   * gossips an alert; the member is removed once `alertQuorum` (H) of its observers alerted (capped at the
+   * observers available) within `alertTtlProbes` probe intervals. Alerts cannot be refuted.
+   */
+  alertRounds: number;
+  alertFailures: number;
+  alertQuorum: number;
+  alertTtlProbes: number;
   /** View changes are batched: applied once no new one arrived for viewSettleMs (bounded by viewMaxDelayMs). */
   viewSettleMs: number;
   viewMaxDelayMs: number;
@@ -142,6 +153,10 @@ export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'ran
   probationMaxProbes: 320,
   probationMemoryProbes: 1200,
   probationProbeEvery: 1,
+  alertRounds: 20,
+  alertFailures: 3,
+  alertQuorum: 3,
+  alertTtlProbes: 120,
   viewSettleMs: 700,
   viewMaxDelayMs: 3000,
 
@@ -260,6 +275,10 @@ const CONFIG_SHAPE = {
   probationMaxProbes: positive,
   probationMemoryProbes: positive,
   probationProbeEvery: positive,
+  alertRounds: positive,
+  alertFailures: positive,
+  alertQuorum: positive,
+  alertTtlProbes: positive,
 
   flapGuardFraction: nonNegative,
   viewSettleMs: nonNegative,
@@ -290,6 +309,7 @@ const CROSS_RULES: CrossRule[] = [
     'a probation round (1.5 * probeTimeoutMs) must fit in 0.9 * probationProbeEvery * probeIntervalMs',
   ],
   ['probationMaxProbes', (c) => c.probationMaxProbes >= c.probationProbes, 'must be >= probationProbes'],
+  ['alertFailures', (c) => c.alertFailures <= c.alertRounds, 'must be <= alertRounds'],
 ];
 
 const CONFIG_SCHEMA = z.object(CONFIG_SHAPE).superRefine((c, ctx) => {

@@ -41,7 +41,7 @@ import type { ClusterConfig } from './config';
 import {
   MsgType, MemberStateCode, encodeMsg,
   type AliveMsg, type SuspectMsg, type DeadMsg, type PingMsg, type PingReqMsg, type AckMsg, type NackMsg,
-  type VouchMsg, hash2,
+  type VouchMsg, type AlertMsg, hash2,
 } from './codec';
 import type { Clock, Logger, TimerHandle } from './transport';
 
@@ -69,6 +69,8 @@ export interface MembershipHost {
   send(addr: string, msgs: Uint8Array[]): void;
   /** Queue a message for gossip dissemination under an invalidation key. */
   broadcast(key: string, msg: Uint8Array, done?: () => void): void;
+  /** Drop a queued broadcast that became useless (e.g. alerts about a member that is removed now). */
+  unbroadcast(key: string): void;
   /** Send a packet made of exactly `msgs` (no piggybacked gossip): probation probes of removed members. */
   sendDirect(addr: string, msgs: Uint8Array[]): void;
   /** Probe over the reliable stream; resolves true on ack. */
@@ -78,6 +80,9 @@ export interface MembershipHost {
 }
 
 interface AckWaiter { onAck: () => void; onNack?: () => void; timer: TimerHandle | null }
+
+/** Pings per observer watch round (Membership.watchRound). */
+const WATCH_PINGS = 3;
 
 /** Accuser name used for suspicions that come from an anti-entropy digest (not a real accuser). */
 const SYNC_ACCUSER = 'sync';
@@ -118,6 +123,17 @@ interface GrayRecord {
   probing: boolean;
   /** observer side: we already vouched since the last removal */
   vouched: boolean;
+  /** alerts about incarnations below this one predate the member's last readmission and are ignored */
+  alertFloor: number;
+}
+
+/** Observer side of one monitoring edge that is active (Rapid sec. 4.1): the subject is being watched. */
+interface Watch {
+  /** outcome of the last alertRounds rounds, true = failed */
+  rounds: boolean[];
+  /** clock time after which the watch ends unless renewed by a new suspicion or alert */
+  until: number;
+  probing: boolean;
 }
 
 export class Membership {
@@ -146,6 +162,8 @@ export class Membership {
     removed: 0, readmitted: 0,
     /** batched view changes applied and vouches sent (calm mode) */
     viewChanges: 0, vouchesSent: 0,
+    /** observer alerts sent (calm mode) */
+    alertsSent: 0,
   };
   private readonly gray = new Map<string, GrayRecord>();
   /** pending cut: removals and readmissions waiting to be applied together */
@@ -156,6 +174,12 @@ export class Membership {
   /** the pending cut holds a removal decided by another node (it waited for stability already) */
   private remoteCut = false;
   private probationTimer: TimerHandle | null = null;
+  /** observer side: members we watch because they were suspected (name -> watch) */
+  private readonly watches = new Map<string, Watch>();
+  /** alerts heard: member name -> observer name -> clock time the alert arrived */
+  private readonly alerts = new Map<string, Map<string, number>>();
+  /** members of the pending cut whose removal comes from H-of-K observer alerts (refutation does not cancel it) */
+  private readonly cutByAlert = new Set<string>();
   /** K hash rings over all known members (observer topology); rebuilt lazily */
   private rings: Array<{ keys: Float64Array; names: string[] }> | null = null;
 
@@ -191,7 +215,8 @@ export class Membership {
     this.probeTimer = null;
     for (const t of [this.cutTimer, this.probationTimer]) if (t) this.clock.clearTimeout(t);
     this.cutTimer = null; this.probationTimer = null;
-    this.cutDead.clear(); this.cutAlive.clear();
+    this.cutDead.clear(); this.cutAlive.clear(); this.cutByAlert.clear();
+    this.watches.clear(); this.alerts.clear();
     for (const s of this.suspicions.values()) if (s.timer) this.clock.clearTimeout(s.timer);
     this.suspicions.clear();
     for (const a of this.acks.values()) if (a.timer) this.clock.clearTimeout(a.timer);
@@ -276,7 +301,7 @@ export class Membership {
       }
       const sp = this.suspicions.get(m.name);
       const cut = this.cutDead.get(m.name);
-      if ((sp || cut) && this.isDamped(m.name)) {
+      if ((sp || cut) && (this.isDamped(m.name) || this.cutByAlert.has(m.name))) {
         // Damped: accept the new incarnation but keep the suspicion (and its accusers) or the pending
         // removal, now at that incarnation, so that "dead" still applies everywhere.
         const prevInc = m.inc;
@@ -310,6 +335,7 @@ export class Membership {
       return false;
     }
     const m = this.members.get(s.name);
+    if (m && s.from !== SYNC_ACCUSER && (m.state === 'alive' || m.state === 'suspect')) this.maybeWatch(m.name);
     if (!m || s.inc < m.inc || m.state === 'dead' || m.state === 'left') return false;
     if (m.state === 'suspect' && s.inc === m.inc) {
       const sp = this.suspicions.get(m.name);
@@ -353,7 +379,11 @@ export class Membership {
       // (same settle period); its sender already waited for the cut to be stable, so we do not wait
       // for our own half-way suspicions again.
       const cur = this.cutDead.get(m.name);
-      if (!cur || d.inc > cur.inc) this.cutDead.set(m.name, { ...d });
+      if (cur && d.inc <= cur.inc) return false;
+      this.cutDead.set(m.name, { ...d });
+      // relayed at once, not after our own settle period: a removal that waited for a commit at every
+      // hop spread one settle period per hop and left a tail of nodes seconds behind
+      if (gossip) this.host.broadcast('m:' + m.name, encodeMsg(d));
       this.remoteCut = true;
       this.scheduleCut();
       return true;
@@ -374,6 +404,9 @@ export class Membership {
       g.removals.push(now); g.flaps.push(now);
       g.pending = null; g.vouchers.clear(); g.cleanSince = null; g.vouched = false;
       this.stats.removed++;
+      // the alerts did their job: stop relaying them (each one costs every node retransmitLimit sends)
+      for (const o of this.alerts.get(m.name)?.keys() ?? []) this.host.unbroadcast('a:' + m.name + ':' + o);
+      this.alerts.delete(m.name); this.watches.delete(m.name); this.cutByAlert.delete(m.name);
     }
     if (gossip) this.host.broadcast('m:' + m.name, encodeMsg(d));
     this.host.memberChanged(m, prev, prevInc);
@@ -386,7 +419,8 @@ export class Membership {
     if (m.state === 'alive' || m.state === 'suspect') this.liveCount--;
     this.members.delete(name);
     this.gray.delete(name);
-    this.cutDead.delete(name); this.cutAlive.delete(name);
+    this.cutDead.delete(name); this.cutAlive.delete(name); this.cutByAlert.delete(name);
+    this.alerts.delete(name); this.watches.delete(name);
     this.rings = null;
     this.clearSuspicion(name);
     const i = this.probeList.indexOf(name);
@@ -477,7 +511,7 @@ export class Membership {
   private grayOf(name: string): GrayRecord {
     let g = this.gray.get(name);
     if (!g) {
-      g = { flaps: [], removals: [], pending: null, vouchers: new Set(), cleanSince: null, probing: false, vouched: false };
+      g = { flaps: [], removals: [], pending: null, vouchers: new Set(), cleanSince: null, probing: false, vouched: false, alertFloor: 0 };
       this.gray.set(name, g);
     }
     return g;
@@ -523,6 +557,7 @@ export class Membership {
    * members are rare enough that one accuser is our L.
    */
   private unstable(): boolean {
+    if (this.alertUnstable()) return true;
     for (const [name, sp] of this.suspicions) {
       if (sp.accusers() >= 1 && !this.cutDead.has(name)) return true;
     }
@@ -549,17 +584,20 @@ export class Membership {
   private commitCut(): void {
     this.cutTimer = null;
     if (!this.running) return;
-    if (!this.remoteCut && this.unstable() && this.clock.now() - this.cutFirst < this.cfg.viewMaxDelayMs) {
+    if ((this.remoteCut ? this.alertUnstable() : this.unstable()) && this.clock.now() - this.cutFirst < this.cfg.viewMaxDelayMs) {
       this.cutTimer = this.clock.setTimeout(() => this.commitCut(), this.cfg.viewSettleMs);
       return;
     }
     const dead = [...this.cutDead.values()];
     const alive = [...this.cutAlive.values()];
-    this.cutDead.clear(); this.cutAlive.clear();
+    const byAlert = new Set(this.cutByAlert);
+    this.cutDead.clear(); this.cutAlive.clear(); this.cutByAlert.clear();
     this.remoteCut = false;
     let changed = 0;
     for (const d of dead) {
       const m = this.members.get(d.name);
+      // an alert-based removal is not undone by a refutation heard meanwhile (alerts are not refutable)
+      if (m && byAlert.has(d.name) && m.inc > d.inc) d.inc = m.inc;
       if (!m || d.inc < m.inc || m.state === 'dead' || m.state === 'left') continue;
       this.applyDead(m, d, true);
       changed++;
@@ -574,6 +612,7 @@ export class Membership {
       this.liveCount++;
       const g = this.grayOf(m.name);
       g.pending = null; g.vouchers.clear(); g.cleanSince = null; g.vouched = false;
+      g.alertFloor = m.inc;
       this.stats.readmitted++;
       this.log.info('member readmitted after probation', { member: m.name, inc: m.inc });
       this.host.memberChanged(m, 'dead', prevInc);
@@ -619,6 +658,137 @@ export class Membership {
     return out;
   }
 
+  // ---------------------------------------------------------------- observer alerts (calm mode)
+  //
+  // Rapid (Suresh et al., USENIX ATC 2018), sec. 4.1-4.2: every member has K observers on K rings; an
+  // observer reports an alert about its subject after repeated failed probes, and the subject is removed
+  // once H of its K observers alerted. Since the same K observers watch a subject and every node counts
+  // the same alerts, nodes reach the decision at about the same time and removals of members that turned
+  // sick together are cut together. Here the observers watch only once SWIM raised a witnessed
+  // suspicion (or another observer alerted), which keeps the steady-state cost at SWIM's.
+
+  /** Start (or extend) watching `name` if we are one of its observers. */
+  private maybeWatch(name: string): void {
+    if (!this.cfg.calmMembership || !this.running) return;
+    const until = this.clock.now() + this.cfg.alertRounds * this.cfg.probationProbeEvery * this.cfg.probeIntervalMs;
+    const w = this.watches.get(name);
+    if (w) { w.until = Math.max(w.until, until); return; }
+    if (!this.observersOf(name).includes(this.self.name)) return;
+    this.watches.set(name, { rounds: [], until, probing: false });
+  }
+
+  /**
+   * One watch round: WATCH_PINGS (3) pings probeTimeout/4 apart; failed if no ack came back within
+   * probeTimeout of the last one. alertFailures failed rounds among the last alertRounds -> alert.
+   * Under a uniform per-packet loss p a healthy member fails a round with q = (1-(1-p)^2)^3 (0.7 % at
+   * p = 10 %, 4.7 % at 20 %), so with the defaults (3 of 20) an observer alerts about a healthy member
+   * with probability ~C(20,3) q^3: 4e-4 at 10 %, 7 % at 20 % loss, and H = 3 of 5 observers at once
+   * ~3e-3 at 20 % (the watch only starts after a witnessed suspicion). A member that drops everything
+   * 1 s of every 5 s fails ~1.7 rounds per outage; one at 80 % loss 88 % of the rounds.
+   */
+  private watchRound(m: Member, w: Watch): void {
+    w.probing = true;
+    const seq = this.nextSeq();
+    let acked = false;
+    const waiter: AckWaiter = { onAck: () => { acked = true; }, timer: null };
+    this.acks.set(seq, waiter);
+    const ping = encodeMsg({ t: MsgType.Ping, seq, target: m.name, from: this.self.name, fromAddr: this.self.addr });
+    const gap = Math.max(1, Math.floor(this.cfg.probeTimeoutMs / 4));
+    for (let i = 0; i < WATCH_PINGS; i++) {
+      const send = () => { if (this.running && !acked) this.host.sendDirect(m.addr, [ping]); };
+      if (i === 0) send(); else this.clock.setTimeout(send, i * gap);
+    }
+    waiter.timer = this.clock.setTimeout(() => {
+      this.acks.delete(seq);
+      w.probing = false;
+      if (!this.running || this.watches.get(m.name) !== w) return;
+      w.rounds.push(!acked);
+      if (w.rounds.length > this.cfg.alertRounds) w.rounds.shift();
+      let failed = 0; for (const f of w.rounds) if (f) failed++;
+      if (failed < this.cfg.alertFailures) return;
+      this.watches.delete(m.name);
+      const cur = this.members.get(m.name);
+      if (!cur || (cur.state !== 'alive' && cur.state !== 'suspect')) return;
+      this.stats.alertsSent++;
+      this.onAlert({ t: MsgType.Alert, name: cur.name, inc: cur.inc, from: this.self.name });
+    }, (WATCH_PINGS - 1) * gap + this.cfg.probeTimeoutMs);
+  }
+
+  private alertTtlMs(): number { return this.cfg.alertTtlProbes * this.cfg.probeIntervalMs; }
+
+  /** Recent alerts about `name` from members of `obs` (its observers in our view). */
+  private alertCount(name: string, obs: string[]): number {
+    const al = this.alerts.get(name);
+    if (!al) return 0;
+    const since = this.clock.now() - this.alertTtlMs();
+    let n = 0;
+    for (const o of obs) { const t = al.get(o); if (t !== undefined && t >= since) n++; }
+    return n;
+  }
+
+  /** H: alerts needed to remove a member with `observers` observers (alertQuorum capped at K, >= 1). */
+  private alertsNeeded(observers: number): number {
+    return Math.max(1, Math.min(this.cfg.alertQuorum, observers));
+  }
+
+  /**
+   * An observer's alert about `a.name` (gossiped). Recorded and relayed once per TTL; the member joins
+   * the pending cut once H of its observers alerted. A member cannot refute alerts about itself: its
+   * observers readmit it after its probation.
+   */
+  onAlert(a: AlertMsg): void {
+    if (!this.cfg.calmMembership || a.name === this.self.name) return;
+    const m = this.members.get(a.name);
+    if (!m || (m.state !== 'alive' && m.state !== 'suspect')) return;
+    if (a.inc < this.grayOf(m.name).alertFloor) return; // about a sickness it already served probation for
+    let al = this.alerts.get(a.name);
+    if (!al) { al = new Map(); this.alerts.set(a.name, al); }
+    const now = this.clock.now();
+    const prev = al.get(a.from);
+    if (prev !== undefined && now - prev < this.alertTtlMs()) return;
+    al.set(a.from, now);
+    // relayed while the member is not yet in our pending cut; beyond H alerts, the removal itself spreads
+    if (!this.cutDead.has(a.name)) this.host.broadcast('a:' + a.name + ':' + a.from, encodeMsg(a));
+    this.maybeWatch(a.name);
+    this.checkAlerts(m);
+  }
+
+  private checkAlerts(m: Member): void {
+    if (this.cutDead.has(m.name)) return;
+    const obs = this.observersOf(m.name);
+    const got = this.alertCount(m.name, obs);
+    if (got < this.alertsNeeded(obs.length)) { this.scheduleCutIfPending(); return; }
+    this.stats.deadDeclared++;
+    this.log.info('member ready to be removed: H of K observers alerted', { member: m.name, inc: m.inc, alerts: got, observers: obs.length });
+    this.cutDead.set(m.name, { t: MsgType.Dead, name: m.name, inc: m.inc, from: this.self.name });
+    this.cutByAlert.add(m.name);
+    this.scheduleCut();
+  }
+
+  /** A new alert below H: a pending cut waits one more settle period (the alert may be the first of a batch). */
+  private scheduleCutIfPending(): void {
+    if (this.cutTimer && this.cutDead.size + this.cutAlive.size > 0) this.scheduleCut();
+  }
+
+  /**
+   * Some live member has between 1 and H-1 recent observer alerts (Rapid's L..H band): a cut waits for
+   * it, so that members that turned sick together leave together.
+   */
+  private alertUnstable(): boolean {
+    const since = this.clock.now() - this.alertTtlMs();
+    for (const [name, al] of this.alerts) {
+      if (this.cutDead.has(name)) continue;
+      const m = this.members.get(name);
+      if (!m || (m.state !== 'alive' && m.state !== 'suspect')) continue;
+      let recent = false; for (const t of al.values()) if (t >= since) { recent = true; break; }
+      if (!recent) continue;
+      const obs = this.observersOf(name);
+      const got = this.alertCount(name, obs);
+      if (got >= 1 && got < this.alertsNeeded(obs.length)) return true;
+    }
+    return false;
+  }
+
   private scheduleProbation(): void {
     if (!this.running) return;
     // +-10 % jitter only: the rounds must stay close enough together that a recurring outage (e.g. 1 s
@@ -630,6 +800,12 @@ export class Membership {
   /** Observer duty: probe the removed members we observe; vouch for those that passed their probation. */
   private probationTick(): void {
     if (!this.running || this.leaving) return;
+    const now = this.clock.now();
+    for (const [name, w] of this.watches) {
+      const m = this.members.get(name);
+      if (!m || (m.state !== 'alive' && m.state !== 'suspect') || now > w.until) { if (!w.probing) this.watches.delete(name); continue; }
+      if (!w.probing) this.watchRound(m, w);
+    }
     // every removed member has a gray record (applyDead), so only those are looked at
     for (const [name, g] of this.gray) {
       const m = this.members.get(name);
@@ -667,9 +843,11 @@ export class Membership {
       if (!acked) { g.cleanSince = null; return; }
       if (g.cleanSince === null) { g.cleanSince = startedAt; return; }
       if (this.clock.now() - g.cleanSince < this.probationMs(m.name)) return;
-      // passed: vouch at its own refutation if we heard one, else one above its removal
+      // passed: vouch one above both its removal and its latest refutation we heard of. Nodes that heard
+      // the refutation before the removal removed it at the refuted incarnation; a vouch at that very
+      // incarnation would not readmit it there (alive(i) beats dead(j) only if i > j).
       const p = g.pending && g.pending.inc > m.inc ? g.pending : null;
-      const v: VouchMsg = { t: MsgType.Vouch, name: m.name, addr: p?.addr || m.addr, inc: p ? p.inc : m.inc + 1, epoch: Math.max(m.epoch, p?.epoch ?? 0), from: this.self.name };
+      const v: VouchMsg = { t: MsgType.Vouch, name: m.name, addr: p?.addr || m.addr, inc: Math.max(m.inc, p?.inc ?? 0) + 1, epoch: Math.max(m.epoch, p?.epoch ?? 0), from: this.self.name };
       g.vouched = true;
       this.stats.vouchesSent++;
       this.onVouch(v);

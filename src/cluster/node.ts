@@ -102,6 +102,7 @@ export class ClusterNode extends EventEmitter {
       send: (addr, msgs) => this.sendWithPiggyback(addr, msgs),
       sendDirect: (addr, msgs) => this.sendRaw(addr, msgs),
       broadcast: (key, msg, done) => this.queue.enqueue(key, msg, done ? () => done() : undefined),
+      unbroadcast: (key) => this.queue.invalidate(key),
       streamPing: (addr, target) => this.streamPing(addr, target),
       memberChanged: (m, prev, prevInc) => this.onMemberChanged(m, prev, prevInc),
     }, this.rand, 0, 1);
@@ -428,6 +429,7 @@ export class ClusterNode extends EventEmitter {
       case MsgType.Suspect: ms.onSuspect(m); return;
       case MsgType.Dead: ms.onDead(m); return;
       case MsgType.Vouch: ms.onVouch(m); return;
+      case MsgType.Alert: ms.onAlert(m); return;
       case MsgType.Entry: this.onEntry(from, m); return;
       case MsgType.Head: this.onHead(from, m); return;
       default: this.rl.warn('unexpected', 'unexpected message type on packet channel', { from, type: m.t });

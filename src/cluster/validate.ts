@@ -48,7 +48,7 @@ export function messageProblem(m: Msg): string | null {
     case MsgType.PingReq: return badName(m.target) ?? badAddr(m.targetAddr) ?? badName(m.from) ?? badAddr(m.fromAddr);
     case MsgType.Ack: case MsgType.Nack: return badName(m.from);
     case MsgType.Alive: return badName(m.name) ?? badAddr(m.addr) ?? badInc(m.inc, 'incarnation') ?? badInc(m.epoch, 'epoch');
-    case MsgType.Suspect: case MsgType.Dead: return badName(m.name) ?? badName(m.from) ?? badInc(m.inc, 'incarnation');
+    case MsgType.Suspect: case MsgType.Dead: case MsgType.Alert: return badName(m.name) ?? badName(m.from) ?? badInc(m.inc, 'incarnation');
     case MsgType.Vouch: return badName(m.name) ?? badAddr(m.addr) ?? badName(m.from) ?? badInc(m.inc, 'incarnation') ?? badInc(m.epoch, 'epoch');
     case MsgType.Entry: return badName(m.owner) ?? badInc(m.epoch, 'epoch') ?? (m.key.length === 0 ? 'empty key' : null);
     case MsgType.Head: return badName(m.owner) ?? badInc(m.epoch, 'epoch');
