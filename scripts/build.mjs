@@ -23,7 +23,8 @@ const common = {
   platform: 'node',
   target: 'node20',
   format: 'cjs',
-  sourcemap: 'inline',
+  // a separate .map file: an inline one is megabytes every start must read and scan
+  sourcemap: 'linked',
   // Native addons stay in node_modules; everything else is in the one file.
   external: ['koffi', 'level', 'classic-level'],
   define: { __AX_PROTOS__: JSON.stringify(protos) },

@@ -26,9 +26,10 @@ function axClient(d: TestDaemon, cmd: string[]) {
 
 t.test('dig, node dns.resolve4 and getaddrinfo find ax names through the redirect, and agree', async (t) => {
   // an upstream for names that are not ax's
-  const up = start('/usr/sbin/dnsmasq', ['--no-daemon', '--port=5399', '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', '--address=/example.test/192.0.2.7'], {}, t);
+  const upPort = 25400 + (process.pid % 500); // test files run side by side in one namespace
+  const up = start('/usr/sbin/dnsmasq', ['--no-daemon', `--port=${upPort}`, '--listen-address=127.0.0.1', '--bind-interfaces', '--no-resolv', '--no-hosts', '--address=/example.test/192.0.2.7'], {}, t);
   await up.waitFor(/started/);
-  const d = await TestDaemon.start(t, ['--dns-upstream', '127.0.0.1:5399']);
+  const d = await TestDaemon.start(t, ['--dns-upstream', `127.0.0.1:${upPort}`]);
   d.run(['--name', 'web', '--ip', '10.6.0.10'], ['/usr/bin/python3', '-m', 'http.server', '80']);
   await d.until('web', async () => (await d.get('services')).some((s) => s.name === 'web'));
 

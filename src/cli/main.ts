@@ -1,15 +1,10 @@
 // The `ax` command: one binary, two roles (daemon and run) plus queries.
+// Each command's module is loaded when it runs (esbuild keeps dynamic imports
+// lazy in the bundle): `ax run` and `ax get` do not initialize the daemon's
+// code (LevelDB, the DNS responder, metrics, the policy file parser), which
+// keeps every wrapper's start-up and memory small.
 import { UsageError } from './args';
-import { ApiError, DaemonUnreachable } from './client';
-import { DAEMON_USAGE, daemonMain } from './daemon';
-import { DOCTOR_USAGE, doctorMain } from './doctor';
-import { GET_USAGE, getMain } from './get';
-import { EVENTS_USAGE, eventsMain } from './events';
-import { GRAPH_USAGE, graphMain, NoGraphviz } from './graph';
-import { LOGS_USAGE, logsMain, STATUS_USAGE, statusMain, STOP_USAGE, stopMain } from './manage';
-import { POLICY_USAGE, policyMain } from './policy';
-import { RUN_USAGE, RunRefused, runMain } from './run';
-import { VERSION } from '../daemon/daemon';
+import { VERSION } from '../common/version';
 
 export const USAGE = `usage: ax <command> [flags]
 
@@ -29,32 +24,67 @@ commands:
 Run 'ax <command> --help' for a command's flags.
 `;
 
+/** A command: its entry point, its usage text, and the errors it turns into a one-line message. */
+interface Command {
+  run: (args: string[]) => Promise<number> | number;
+  usage: string;
+  /** error classes printed as "prefix message" with exit status 1 */
+  known?: Array<[new (...a: never[]) => Error, string]>;
+}
+
+/** Loads the command `cmd` (undefined: no such command). */
+async function load(cmd: string, rest: string[], entry: string): Promise<Command | undefined> {
+  switch (cmd) {
+    case 'run': {
+      const m = await import('./run.js');
+      return { run: (a) => m.runMain(a, entry), usage: m.RUN_USAGE, known: [[m.RunRefused, 'ax run: the daemon refused the app: ']] };
+    }
+    case 'daemon': {
+      if (rest[0] === 'stop') {
+        const s = await import('./manage.js');
+        return { run: (a) => s.stopMain(a.slice(1)), usage: s.STOP_USAGE };
+      }
+      const m = await import('./daemon.js');
+      return { run: m.daemonMain, usage: m.DAEMON_USAGE };
+    }
+    case 'stop':
+    case 'status':
+    case 'logs': {
+      const m = await import('./manage.js');
+      if (cmd === 'stop') return { run: m.stopMain, usage: m.STOP_USAGE };
+      if (cmd === 'status') return { run: m.statusMain, usage: m.STATUS_USAGE };
+      return { run: m.logsMain, usage: m.LOGS_USAGE };
+    }
+    case 'get': {
+      const m = await import('./get.js');
+      return { run: m.getMain, usage: m.GET_USAGE };
+    }
+    case 'events': {
+      const m = await import('./events.js');
+      return { run: m.eventsMain, usage: m.EVENTS_USAGE };
+    }
+    case 'graph': {
+      const m = await import('./graph.js');
+      return { run: m.graphMain, usage: m.GRAPH_USAGE, known: [[m.NoGraphviz, 'ax graph: ']] };
+    }
+    case 'doctor': {
+      const m = await import('./doctor.js');
+      return { run: m.doctorMain, usage: m.DOCTOR_USAGE };
+    }
+    case 'policy': {
+      const m = await import('./policy.js');
+      return { run: m.policyMain, usage: m.POLICY_USAGE };
+    }
+    default:
+      return undefined;
+  }
+}
+
 export async function main(argv: string[], entry: string): Promise<number> {
   const [cmd, ...rest] = argv;
-  const usageFor: Record<string, string> = { run: RUN_USAGE, daemon: rest[0] === 'stop' ? STOP_USAGE : DAEMON_USAGE, get: GET_USAGE, status: STATUS_USAGE, stop: STOP_USAGE, logs: LOGS_USAGE, events: EVENTS_USAGE, graph: GRAPH_USAGE, doctor: DOCTOR_USAGE, policy: POLICY_USAGE };
+  let command: Command | undefined;
   try {
     switch (cmd) {
-      case 'run':
-        return await runMain(rest, entry);
-      case 'daemon':
-        if (rest[0] === 'stop') return await stopMain(rest.slice(1));
-        return await daemonMain(rest);
-      case 'stop':
-        return await stopMain(rest);
-      case 'get':
-        return await getMain(rest);
-      case 'status':
-        return await statusMain(rest);
-      case 'logs':
-        return await logsMain(rest);
-      case 'events':
-        return await eventsMain(rest);
-      case 'graph':
-        return await graphMain(rest);
-      case 'doctor':
-        return doctorMain(rest);
-      case 'policy':
-        return await policyMain(rest);
       case 'version':
       case '--version':
         process.stdout.write(`ax ${VERSION}\n`);
@@ -66,24 +96,24 @@ export async function main(argv: string[], entry: string): Promise<number> {
         return 0;
       case undefined:
         throw new UsageError('missing command');
-      default:
-        throw new UsageError(`unknown command "${cmd}"`);
     }
+    command = await load(cmd, rest, entry);
+    if (!command) throw new UsageError(`unknown command "${cmd}"`);
+    return await command.run(rest);
   } catch (e) {
     if (e instanceof UsageError) {
-      process.stderr.write(`ax: ${e.message.replace(/^ax run: /, '')}\n\n${usageFor[cmd ?? ''] ?? USAGE}`);
+      process.stderr.write(`ax: ${e.message.replace(/^ax run: /, '')}\n\n${command?.usage ?? USAGE}`);
       return 2;
     }
-    if (e instanceof RunRefused) {
-      process.stderr.write(`ax run: the daemon refused the app: ${e.message}\n`);
-      return 1;
+    for (const [cls, prefix] of command?.known ?? []) {
+      if (e instanceof cls) {
+        process.stderr.write(`${prefix}${e.message}\n`);
+        return 1;
+      }
     }
+    const { ApiError, DaemonUnreachable } = await import('./client.js');
     if (e instanceof ApiError) {
       process.stderr.write(`ax: ${e.code === 7 ? 'permission denied: ' : ''}${e.message}\n`);
-      return 1;
-    }
-    if (e instanceof NoGraphviz) {
-      process.stderr.write(`ax graph: ${e.message}\n`);
       return 1;
     }
     if (e instanceof DaemonUnreachable) {

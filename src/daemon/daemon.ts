@@ -24,7 +24,7 @@ import { PolicyEngine } from '../policy/decide';
 import { PolicyRuntime } from '../policy/runtime';
 import { pidAlive } from './trust';
 
-export const VERSION = '0.1.0';
+export { VERSION } from '../common/version';
 
 
 /** True when something accepts connections on the unix socket at `path`. */
