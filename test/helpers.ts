@@ -11,6 +11,15 @@ export const CBIN = join(ROOT, 'native', 'build');
 
 if (!existsSync(AX)) throw new Error(`${AX} is missing: run npm run build first`);
 
+// tap puts its process-info hook in NODE_OPTIONS, and every node child would load it:
+// the daemons and each `ax run` and `ax get` a test starts (CPU, memory, and a tracking
+// file per process). Programs under test run as they would for a user.
+if (process.env.NODE_OPTIONS) {
+  const kept = process.env.NODE_OPTIONS.split(/\s+/).filter((o) => o && !o.includes('@tapjs/'));
+  if (kept.length) process.env.NODE_OPTIONS = kept.join(' ');
+  else delete process.env.NODE_OPTIONS;
+}
+
 interface Teardown {
   teardown(fn: () => unknown): void;
 }

@@ -1,6 +1,6 @@
 // Policy (issue 10): the selector language, policy files, the decision layer, and
 // enforcement against real programs (python clients and servers under ax run).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -12,7 +12,7 @@ import { ServiceTable } from '../src/table/table';
 import type { Decision } from '../src/policy/decision';
 import { parsePolicyText, PolicyFileError } from '../src/policy/rules';
 import { matches, parseSelector } from '../src/policy/selector';
-import { run, start, TestDaemon } from './helpers';
+import { AX, run, start, TestDaemon } from './helpers';
 import { Revoker } from '../src/policy/revoke';
 
 t.test('selectors: parse and match like Kubernetes label selectors', async (t) => {
@@ -248,4 +248,38 @@ t.test('revocation mechanisms on native connections: SOCK_DESTROY, and pidfd_get
     t.match(client.stdout, want, `${mode}: the client sees it (${mode === 'auto' ? 'ECONNABORTED' : 'EPIPE, ECONNRESET or EOF: the connection is shut down'})`);
     server.killGroup();
   }
+});
+
+t.test('egress: a rule with a cidr denies a connect to a real destination, for the apps it selects', async (t) => {
+  // In a namespace of its own: the real destination is an address added to its loopback.
+  const dir = mkdtempSync(join(tmpdir(), 'ax-egress-'));
+  chmodSync(dir, 0o755);
+  const sh = join(dir, 'egress.sh');
+  writeFileSync(
+    sh,
+    `
+set -e
+trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null' EXIT
+ip link set lo up
+ip addr add 192.0.2.10/32 dev lo
+ax() { node ${AX} "$@" --socket ${dir}/ax.sock; }
+node ${AX} daemon --socket ${dir}/ax.sock --state-dir ${dir}/state --ports 42000-42100 >${dir}/d.log 2>&1 &
+for i in $(seq 100); do grep -q "ready:" ${dir}/d.log 2>/dev/null && break; sleep 0.1; done
+/usr/bin/python3 -m http.server 8080 --bind 192.0.2.10 --directory ${dir} >/dev/null 2>&1 &
+sleep 0.5
+get() { node ${AX} run --socket ${dir}/ax.sock --no-start --labels "$1" -- curl -sS -o /dev/null -w '%{http_code}' --max-time 5 http://192.0.2.10:8080/ 2>&1 || true; }
+echo "before etl $(get stage=etl)"
+ax policy add no-outside deny --from stage=etl --cidr 192.0.2.0/24 >/dev/null
+echo "after etl $(get stage=etl)"
+echo "after web $(get stage=web)"
+ax policy rm no-outside >/dev/null
+echo "removed etl $(get stage=etl)"
+`,
+  );
+  const r = await run('unshare', ['-n', 'bash', sh], { timeoutMs: 60_000 });
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^before etl 200$/m, 'allowed before the rule');
+  t.match(r.stdout, /^after etl curl: \(7\)/m, 'denied by the egress rule (connection refused)');
+  t.match(r.stdout, /^after web 200$/m, 'an app the rule does not select still reaches it');
+  t.match(r.stdout, /^removed etl 200$/m, 'allowed again once the rule is removed');
 });

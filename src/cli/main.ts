@@ -32,47 +32,66 @@ interface Command {
   known?: Array<[new (...a: never[]) => Error, string]>;
 }
 
+/**
+ * The command modules, each loaded on first use. require() with a literal path (not
+ * import()) works the same in the bundle (esbuild keeps such modules lazy) and from
+ * source under the test runner.
+ */
+/* eslint-disable @typescript-eslint/no-require-imports */
+const mod = {
+  run: () => require('./run') as typeof import('./run.js'),
+  manage: () => require('./manage') as typeof import('./manage.js'),
+  daemon: () => require('./daemon') as typeof import('./daemon.js'),
+  get: () => require('./get') as typeof import('./get.js'),
+  events: () => require('./events') as typeof import('./events.js'),
+  graph: () => require('./graph') as typeof import('./graph.js'),
+  doctor: () => require('./doctor') as typeof import('./doctor.js'),
+  policy: () => require('./policy') as typeof import('./policy.js'),
+  client: () => require('./client') as typeof import('./client.js'),
+};
+/* eslint-enable @typescript-eslint/no-require-imports */
+
 /** Loads the command `cmd` (undefined: no such command). */
 async function load(cmd: string, rest: string[], entry: string): Promise<Command | undefined> {
   switch (cmd) {
     case 'run': {
-      const m = await import('./run.js');
+      const m = mod.run();
       return { run: (a) => m.runMain(a, entry), usage: m.RUN_USAGE, known: [[m.RunRefused, 'ax run: the daemon refused the app: ']] };
     }
     case 'daemon': {
       if (rest[0] === 'stop') {
-        const s = await import('./manage.js');
+        const s = mod.manage();
         return { run: (a) => s.stopMain(a.slice(1)), usage: s.STOP_USAGE };
       }
-      const m = await import('./daemon.js');
+      const m = mod.daemon();
       return { run: m.daemonMain, usage: m.DAEMON_USAGE };
     }
     case 'stop':
     case 'status':
     case 'logs': {
-      const m = await import('./manage.js');
+      const m = mod.manage();
       if (cmd === 'stop') return { run: m.stopMain, usage: m.STOP_USAGE };
       if (cmd === 'status') return { run: m.statusMain, usage: m.STATUS_USAGE };
       return { run: m.logsMain, usage: m.LOGS_USAGE };
     }
     case 'get': {
-      const m = await import('./get.js');
+      const m = mod.get();
       return { run: m.getMain, usage: m.GET_USAGE };
     }
     case 'events': {
-      const m = await import('./events.js');
+      const m = mod.events();
       return { run: m.eventsMain, usage: m.EVENTS_USAGE };
     }
     case 'graph': {
-      const m = await import('./graph.js');
+      const m = mod.graph();
       return { run: m.graphMain, usage: m.GRAPH_USAGE, known: [[m.NoGraphviz, 'ax graph: ']] };
     }
     case 'doctor': {
-      const m = await import('./doctor.js');
+      const m = mod.doctor();
       return { run: m.doctorMain, usage: m.DOCTOR_USAGE };
     }
     case 'policy': {
-      const m = await import('./policy.js');
+      const m = mod.policy();
       return { run: m.policyMain, usage: m.POLICY_USAGE };
     }
     default:
@@ -111,7 +130,7 @@ export async function main(argv: string[], entry: string): Promise<number> {
         return 1;
       }
     }
-    const { ApiError, DaemonUnreachable } = await import('./client.js');
+    const { ApiError, DaemonUnreachable } = mod.client();
     if (e instanceof ApiError) {
       process.stderr.write(`ax: ${e.code === 7 ? 'permission denied: ' : ''}${e.message}\n`);
       return 1;

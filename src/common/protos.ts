@@ -15,7 +15,15 @@ export function protoText(file: string): string {
 
 const options: protoLoader.Options = { keepCase: true, longs: Number, enums: String, defaults: true, oneofs: true };
 
+const loaded = new Map<string, grpc.GrpcObject>();
+
+/** The grpc-js package of a .proto file, parsed once per process (clients are made again and again). */
 export function loadProto(file: string): grpc.GrpcObject {
-  const root = protobuf.parse(protoText(file), { keepCase: true }).root;
-  return grpc.loadPackageDefinition(protoLoader.fromJSON(root.toJSON(), options));
+  let pkg = loaded.get(file);
+  if (!pkg) {
+    const root = protobuf.parse(protoText(file), { keepCase: true }).root;
+    pkg = grpc.loadPackageDefinition(protoLoader.fromJSON(root.toJSON(), options));
+    loaded.set(file, pkg);
+  }
+  return pkg;
 }

@@ -440,7 +440,19 @@ export class HookDispatcher implements Dispatcher {
     if (!dest) throw new ProtocolError('CONNECT without an address');
     if (family !== AF_INET && family !== AF_INET6) throw new ProtocolError(`CONNECT for family ${family}`);
     const ip = unmapV4(dest.ip);
-    if (!this.d.table.isVirtual(ip)) return { status: Status.NATIVE };
+    if (!this.d.table.isVirtual(ip)) {
+      // Egress: with rules for real destinations (cidr), a connect to one is judged here
+      // (every connect to a real address asks the daemon; TCP only: UDP to real
+      // destinations never leaves the hook).
+      if (this.policy.hasEgress && !(m.arg & ConnectFlag.DGRAM)) {
+        const dec = this.policy.egress(app, ip, dest.port, 'tcp');
+        if (dec.verdict === 'deny') {
+          this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: ${dec.reason ?? dec.rule}`);
+          return { status: Status.ERR, err: this.policy.opts.denyErrno };
+        }
+      }
+      return { status: Status.NATIVE };
+    }
     if (m.arg & ConnectFlag.DGRAM) {
       // No host UDP socket is handed to an app outside our namespace: it could be re-aimed.
       if (s.data.foreign === true) return { status: Status.ERR, err: ENETUNREACH };

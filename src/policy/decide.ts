@@ -85,6 +85,8 @@ const RESERVED = 'ax.';
 export class PolicyEngine {
   private readonly records = new Map<string, PolicyRecord>();
   private connectRules: CompiledRule[] = [];
+  /** Some connect rule names real destinations (cidr): connects to real addresses are judged. */
+  hasEgress = false;
   private publishRules: CompiledRule[] = [];
   private readonly decisionListeners: DecisionListener[] = [];
   private readonly changeListeners: Array<(c: PolicyChange) => void> = [];
@@ -171,6 +173,7 @@ export class PolicyEngine {
     const live = [...this.records.values()].filter((r) => r.rule).map((r) => compileRule(r.rule!));
     live.sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1));
     this.connectRules = live.filter((r) => r.rule.kind === 'connect');
+    this.hasEgress = this.connectRules.some((r) => r.cidrs.length > 0);
     this.publishRules = live.filter((r) => r.rule.kind === 'publish');
     this.version++;
     this.memo = new WeakMap();
