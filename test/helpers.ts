@@ -11,14 +11,6 @@ export const CBIN = join(ROOT, 'native', 'build');
 
 if (!existsSync(AX)) throw new Error(`${AX} is missing: run npm run build first`);
 
-// tap puts its process-info hook in NODE_OPTIONS, and every node child would load it:
-// the daemons and each `ax run` and `ax get` a test starts (CPU, memory, and a tracking
-// file per process). Programs under test run as they would for a user.
-if (process.env.NODE_OPTIONS) {
-  const kept = process.env.NODE_OPTIONS.split(/\s+/).filter((o) => o && !o.includes('@tapjs/'));
-  if (kept.length) process.env.NODE_OPTIONS = kept.join(' ');
-  else delete process.env.NODE_OPTIONS;
-}
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -110,7 +102,11 @@ export class Proc {
 
 export function start(cmd: string, args: string[], opts: SpawnOptions = {}, t?: Teardown): Proc {
   // A process group of its own, so teardown can kill what it started too.
-  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
+  // tap's process-info hook adds itself to NODE_OPTIONS of every child it sees spawned, so
+  // every node program a test starts (daemons, each `ax run` and `ax get`) would load it:
+  // CPU, memory and a tracking file per process. `env -u` drops it (and execs the command:
+  // same pid); programs under test run as they would for a user.
+  const child = spawn('env', ['-u', 'NODE_OPTIONS', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
   const p = new Proc(child, [cmd, ...args].join(' ').slice(0, 120));
   t?.teardown(() => p.killGroup());
   return p;
