@@ -92,6 +92,7 @@ export class Proc {
 
   /** Kills the process and everything it started (its own process group). */
   killGroup(): void {
+    if (!this.pid) return; // never spawned: -0 would be our own process group
     try {
       process.kill(-this.pid, 'SIGKILL');
     } catch {
@@ -106,7 +107,7 @@ export function start(cmd: string, args: string[], opts: SpawnOptions = {}, t?: 
   // every node program a test starts (daemons, each `ax run` and `ax get`) would load it:
   // CPU, memory and a tracking file per process. `env -u` drops it (and execs the command:
   // same pid); programs under test run as they would for a user.
-  const child = spawn('env', ['-u', 'NODE_OPTIONS', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
+  const child = spawn('/usr/bin/env', ['-u', 'NODE_OPTIONS', cmd, ...args], { stdio: ['ignore', 'pipe', 'pipe'], detached: true, ...opts });
   const p = new Proc(child, [cmd, ...args].join(' ').slice(0, 120));
   t?.teardown(() => p.killGroup());
   return p;
