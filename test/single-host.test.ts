@@ -444,3 +444,24 @@ t.test('--expose binds a virtual port on a fixed host port; --lb random balances
   const repeats = lines.slice(1).filter((l, i) => l === lines[i]).length;
   t.ok(repeats > 0, `random, not round robin: ${repeats} repeated picks in a row (round robin would have none)`);
 });
+
+t.test('several ax run started at once with no daemon: one daemon starts, every one of them runs', async (t) => {
+  const home = mkdtempSync(join(tmpdir(), 'ax-race-'));
+  const env: NodeJS.ProcessEnv = { ...process.env, XDG_STATE_HOME: join(home, 'state'), XDG_RUNTIME_DIR: join(home, 'run') };
+  delete env.AX_SOCKET;
+  const rs = await Promise.all([1, 2, 3].map((i) => run(process.execPath, [AX, 'run', '--', 'sh', '-c', `echo ran ${i}`], { env, timeoutMs: 30_000 })));
+  rs.forEach((r, i) => {
+    t.equal(r.code, 0, `ax run ${i + 1}: ${r.stderr}`);
+    t.equal(r.stdout.trim(), `ran ${i + 1}`);
+  });
+  const st = await run(process.execPath, [AX, 'status'], { env });
+  const pid = Number(/pid\s+(\d+)/.exec(st.stdout)?.[1]);
+  t.ok(pid > 0, 'one daemon answers');
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGTERM');
+    } catch {
+      /* gone */
+    }
+  });
+});

@@ -1,7 +1,7 @@
 // The CLI's side of the gRPC API, and starting a daemon when none runs.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadProto } from '../common/protos';
 import { defaultStateDir } from '../common/paths';
@@ -70,6 +70,17 @@ export function unreachableMessage(socket: string, err: { code?: number; details
   if (/ECONNREFUSED/.test(text)) return `${at}: none is running (the socket is left over, nothing listens); ${start}`;
   if (err.code === grpc.status.DEADLINE_EXCEEDED) return `${at}: it does not answer (stopped or overloaded?); see ax logs, or restart it`;
   return `${at}; ${start}`;
+}
+
+/** Whether some process holds the daemon's state database lock (a daemon is starting or running). */
+function lockHeld(stateDir: string): boolean {
+  try {
+    const locks = readFileSync('/proc/locks', 'utf8');
+    const ino = statSync(join(stateDir, 'LOCK')).ino;
+    return locks.split('\n').some((l) => l.split(/\s+/).some((f) => f.endsWith(`:${ino}`)));
+  } catch {
+    return false;
+  }
 }
 
 export class AxClient {
@@ -155,12 +166,10 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (exited !== null) {
-      // Another `ax run` may have won the race to start it.
-      try {
-        if (await up(1000)) return client;
-      } catch {
-        break;
-      }
+      // Ours exited: another `ax run` may have won the race to start one (ours then finds
+      // the state database locked). Keep asking until the deadline while such a daemon is
+      // still coming up; give up at once only when nothing else is starting.
+      if (!lockHeld(stateDir)) break;
     }
     try {
       if (await up(500)) return client;

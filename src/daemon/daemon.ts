@@ -134,12 +134,14 @@ export class Daemon {
     });
     const cutEvent = (appId: string, dst: string, dport: number): void => {
       const app = this.table.getApp(appId);
+      // the real host port the connection went to -> the service, as other events name it
+      const svc = this.table.services().find((s) => s.hostPort === dport && (s.hostIp === dst || s.hostIp === dst.replace(/^::ffff:/, '')));
       this.audit.record({
         time: Date.now(),
         verdict: 'revoke',
         op: 'connect',
         src: { appId, name: app?.name ?? '', labels: app?.labels ?? {}, node: this.config.nodeName },
-        dst: { name: this.table.nameOf(dst) ?? '', addr: `${dst}:${dport}` },
+        dst: svc ? { name: svc.name, addr: `${svc.vip}:${svc.vport}`, appId: svc.appId, labels: svc.labels } : { name: '', addr: `${dst}:${dport}` },
         rule: 'policy change',
         detail: 'an established connection no longer allowed was cut',
       });

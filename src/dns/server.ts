@@ -295,8 +295,10 @@ export class DnsResponder {
     } else if (c.kind === 'service') {
       if (qtype === 'A' || qtype === 'ANY') answers.push({ type: 'A', name: q.name, ttl: this.ttl, data: c.vip });
       else if (q.type === 'SRV') {
-        for (const port of this.o.names.ports(c.vip, c.proto)) answers.push({ type: 'SRV', name: q.name, ttl: this.ttl, data: { priority: 0, weight: 0, port, target: q.name } });
-        if (answers.length > 0) additionals.push({ type: 'A', name: q.name, ttl: this.ttl, data: c.vip });
+        // RFC 2782: the target is the host; `_tcp.NAME` / `_udp.NAME` name the same host NAME
+        const host = q.name.replace(/^_(tcp|udp)\./i, '');
+        for (const port of this.o.names.ports(c.vip, c.proto)) answers.push({ type: 'SRV', name: q.name, ttl: this.ttl, data: { priority: 0, weight: 0, port, target: host } });
+        if (answers.length > 0) additionals.push({ type: 'A', name: host, ttl: this.ttl, data: c.vip });
       }
     } else if (c.kind === 'reverse') {
       if (qtype === 'PTR' || qtype === 'ANY') answers.push({ type: 'PTR', name: q.name, ttl: this.ttl, data: `${c.name}.${AX_ZONE}` });
