@@ -47,6 +47,8 @@ t.test('policy files: YAML and JSON; errors name the file, line and field', asyn
   t.match(err('- id: a\n  action: allow\n- id: a\n  action: deny\n'), /^f\.yaml:3: rule 2: id: "a" is used twice \(first on line 1\)/);
   t.match(err('rules:\n  - id: a\n    action: [allow\n'), /^f\.yaml:\d+: /);
   t.match(err('- id: p\n  action: allow\n  kind: publish\n'), /^f\.yaml:1: rule 1 \(rule "p"\): names: a publish rule needs names/);
+  // a .json file's syntax errors are JSON's, with the line
+  t.throws(() => parsePolicyText('[{"id":"a",\n "action": allow}]', 'p.json'), /^p\.json:2: not valid JSON: /);
 });
 
 const app = (id: string, labels: Record<string, string>, uid = 0): PolicyApp => ({ id, name: id, vip: `10.240.0.${id.length}`, labels: { ...labels, 'ax.name': id }, uid, node: 'n', createdAt: 1 });

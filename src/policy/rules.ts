@@ -106,6 +106,22 @@ export function checkRule(raw: unknown): Rule {
 export function parsePolicyText(text: string, file: string): Rule[] {
   const lc = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
+  if (/\.json$/i.test(file)) {
+    // JSON is YAML too (the parse gives the lines), but a JSON syntax error reads better in
+    // JSON's words: what JSON.parse says, at its position's line (else the YAML parser's).
+    try {
+      JSON.parse(text);
+    } catch (e) {
+      const msg = (e as Error).message;
+      const m = /position (\d+)/.exec(msg);
+      const e0 = doc.errors[0];
+      // Node 20 names no position for some errors, only the text around it: ..."context"...
+      const ctx = /"(?:\.\.\.)?([\s\S]*?)(?:\.\.\.)?" is not valid JSON/.exec(msg)?.[1];
+      const at = m ? Number(m[1]) : ctx && text.indexOf(ctx) >= 0 ? text.indexOf(ctx) + Math.floor(ctx.length / 2) : -1;
+      const line = at >= 0 ? text.slice(0, at).split('\n').length : e0 ? (e0.linePos?.[0]?.line ?? lc.linePos(e0.pos[0]).line) : 1;
+      throw new PolicyFileError(`${file}:${line}: not valid JSON: ${msg.replace(/ in JSON at position \d+.*$/s, '').split('\n')[0]}`);
+    }
+  }
   if (doc.errors.length > 0) {
     const e = doc.errors[0];
     const line = e.linePos?.[0]?.line ?? lc.linePos(e.pos[0]).line;
