@@ -601,7 +601,9 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
     if (sa_to_ax(sa, *len, &ra) < 0)
         return;
     struct meta snap;
-    if (!tbl_peek(fd, &snap) || !snap.dgram)
+    /* a socket this process has no record of (inherited across exec, received over
+     * SCM_RIGHTS) is learned once, as for sends */
+    if ((!tbl_peek(fd, &snap) && !snapshot_or_learn(fd, &snap, 0)) || !snap.dgram)
         return;
     struct sockaddr_storage v;
     socklen_t vl = 0;

@@ -185,6 +185,30 @@ t.test('a python echo server sees the client VIP; replies come back from the ser
   t.equal((srv.stdout.match(/got m\d from 10\.5\.0\.24 /g) ?? []).length, 5, 'the server saw the batch from the sender VIP');
 });
 
+t.test('a UDP socket inherited across exec (systemd-socket-activate) keeps its service and sees client VIPs', async (t) => {
+  const d = await TestDaemon.start(t);
+  // the launcher binds the socket under ax and execs the server with it on fd 3
+  const inherit = script(
+    'inherit.py',
+    `
+import socket
+s = socket.socket(fileno=3)
+print('local', *s.getsockname()[:2], flush=True)
+while True:
+    data, a = s.recvfrom(100)
+    print('got', data.decode(), 'from', a[0], flush=True)
+    s.sendto(data.upper(), a)
+`,
+  );
+  const srv = d.run(['--name', 'inh', '--ip', '10.5.0.40'], ['systemd-socket-activate', '--datagram', '-l', '9000', PY, inherit]);
+  await d.until('the udp service', async () => (await d.get('services')).some((x) => x.name === 'inh' && x.proto === 'udp' && x.vport === 9000));
+  const r = await d.run(['--name', 'inhc', '--ip', '10.5.0.41'], [PY, '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(5); s.sendto(b'hi', ('inh', 9000)); d, a = s.recvfrom(100); print(d.decode(), a[0], a[1])"]).result();
+  t.equal(r.stdout.trim(), 'HI 10.5.0.40 9000', `the reply comes from the service VIP\n${r.stderr}`);
+  // the launcher binds [::]:9000 (dual stack): IPv4 peers appear v4-mapped, as natively
+  await srv.waitFor(/got hi from ::ffff:10\.5\.0\.41/);
+  t.match(srv.stdout, /^local :: 9000$/m, 'getsockname on the inherited socket: what the launcher bound, as natively');
+});
+
 t.test('closed ports, unregistered addresses and bind conflicts behave as the kernel does', async (t) => {
   const d = await TestDaemon.start(t);
   const srv = d.run(['--name', 'up', '--ip', '10.5.0.30'], [PY, echo, '7']);
