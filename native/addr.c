@@ -40,9 +40,10 @@ void ax_unmap(struct ax_addr *a)
 /* ax_addr -> sockaddr of the socket's family (maps IPv4 into ::ffff:0:0/96). */
 socklen_t ax_to_sa(const struct ax_addr *a, int family, struct sockaddr_storage *ss)
 {
-    memset(ss, 0, sizeof *ss);
+    /* only the address's own length is written (callers use the length returned) */
     if (family == AF_INET6) {
         struct sockaddr_in6 *s = (void *)ss;
+        memset(s, 0, sizeof *s);
         s->sin6_family = AF_INET6;
         s->sin6_port = htons(a->port);
         if (a->family == AF_INET) {
@@ -55,6 +56,7 @@ socklen_t ax_to_sa(const struct ax_addr *a, int family, struct sockaddr_storage 
         return sizeof *s;
     }
     struct sockaddr_in *s = (void *)ss;
+    memset(s, 0, sizeof *s);
     s->sin_family = AF_INET;
     s->sin_port = htons(a->port);
     if (a->family == AF_INET6 && memcmp(a->ip, v4mapped_prefix, 12) == 0)

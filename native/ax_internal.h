@@ -237,6 +237,18 @@ struct epreg {
     uint64_t data;
 };
 
+/* A datagram socket's last translation each way, valid under one table
+ * generation: the send side (virtual destination -> real one) and the receive
+ * side (real source -> virtual one).  A repeated flow then costs one table
+ * lookup instead of the flow table, the answer cache and their locks. */
+struct udp_memo {
+    uint32_t gen;           /* table generation of the send pair; 0 = none */
+    uint32_t rgen;          /* same, receive pair */
+    int local;              /* the real destination is on this host */
+    struct ax_addr vdst, rdst;
+    struct ax_addr rsrc, vsrc;
+};
+
 struct meta {
     struct meta *next;      /* free list */
     uint64_t gen;           /* 0 while on the free list */
@@ -254,6 +266,7 @@ struct meta {
     int has_vlocal, has_vpeer, has_rdest;
     socklen_t vlocal_len, vpeer_len, rdest_len;
     struct sockaddr_storage vlocal, vpeer, rdest;
+    struct udp_memo memo;   /* datagram sockets: the last flow each way (udp.c) */
     int nopts, neps;
     struct opt opts[MAX_OPTS];
     struct epreg eps[MAX_EPS];

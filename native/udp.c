@@ -249,6 +249,7 @@ static void set_conn(int fd, const struct meta *snap, const struct sockaddr *vpe
     tbl_lock();
     struct meta *m = tbl_get_gen_locked(fd, snap->gen);
     if (m) {
+        m->memo.gen = m->memo.rgen = 0; /* a new association: forget the last flows */
         m->state = state;
         m->has_vpeer = vpeer != NULL;
         if (vpeer) {
@@ -391,6 +392,42 @@ static int dgram_snapshot(int fd, struct meta *snap)
     return snap->dgram;
 }
 
+/* The send half of the socket's memo (see struct udp_memo): 1 and *real,
+ * *pktinfo when fd is a datagram socket of the family `family` whose last
+ * datagram went to d under the current generation. */
+static int memo_send(int fd, int family, const struct ax_addr *d, struct ax_addr *real, int *pktinfo)
+{
+    uint32_t gen = cur_gen();
+    if (gen == 0)
+        return 0;
+    int hit = 0;
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    struct meta *m = s ? *s : NULL;
+    if (m && m->dgram && m->family == family && m->memo.gen == gen && same_addr(&m->memo.vdst, d)) {
+        *real = m->memo.rdst;
+        *pktinfo = m->memo.local && have_src && m->src_free && !(m->family == AF_INET6 && m->v6only);
+        hit = 1;
+    }
+    tbl_unlock();
+    return hit;
+}
+
+/* Remember d -> real (learned under generation gen) as the socket's send memo. */
+static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const struct ax_addr *d,
+                            const struct ax_addr *real, int local)
+{
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m) {
+        m->memo.gen = gen;
+        m->memo.vdst = *d;
+        m->memo.rdst = *real;
+        m->memo.local = local;
+    }
+    tbl_unlock();
+}
+
 /* Translation of one datagram's destination.  1: *out (length *outlen, the
  * socket's family) is where it goes, *pktinfo: add the app's source address;
  * 0: send unchanged; -1: errno set. */
@@ -416,6 +453,12 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
     }
     if (d.port != 53 && !map_virtual(&d)) /* every VIP, clients' too, lies in a virtual range */
         return 0;
+    struct ax_addr real;
+    if (memo_send(fd, addr->sa_family, &d, &real, pktinfo)) {
+        *outlen = ax_to_sa(&real, addr->sa_family, out);
+        return 1;
+    }
+    uint32_t gen = cur_gen();
     if (!*have_snap) {
         if (!dgram_snapshot(fd, snap))
             return 0;
@@ -423,7 +466,6 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
     }
     if (addr->sa_family != snap->family)
         return 0;
-    struct ax_addr real;
     struct ax_msg p;
     int local = 0, nfd = -1;
     int rt = route(snap->family, &d, flow_hash(snap, &d), &real, &local, &nfd, &p);
@@ -436,6 +478,7 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
     if (rt <= 0)
         return rt;
     flow_put(by_real, &real, &d);
+    memo_send_store(fd, snap, gen, &d, &real, local);
     *outlen = ax_to_sa(&real, snap->family, out);
     *pktinfo = local && have_src && snap->src_free && !(snap->family == AF_INET6 && snap->v6only);
     return 1;
@@ -474,6 +517,26 @@ static size_t with_pktinfo(const struct msghdr *app, char *buf, size_t room, int
     return need;
 }
 
+/* Sends the app's message `msg` to the translated destination out, adding
+ * IP_PKTINFO with the app's source address when pktinfo is set. */
+static ssize_t send_out(int fd, const struct msghdr *msg, struct sockaddr_storage *out, socklen_t outlen,
+                        int pktinfo, int flags)
+{
+    struct msghdr m = *msg;
+    m.msg_name = out;
+    m.msg_namelen = outlen;
+    char ctl[CTL_ROOM] __attribute__((aligned(8)));
+    if (pktinfo) {
+        int use_app;
+        size_t l = with_pktinfo(msg, ctl, sizeof ctl, &use_app);
+        if (!use_app) {
+            m.msg_control = ctl;
+            m.msg_controllen = l;
+        }
+    }
+    return R.sendmsg(fd, &m, flags);
+}
+
 int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
 {
     struct meta snap;
@@ -490,34 +553,42 @@ int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
         *r = -1;
         return 1;
     }
-    struct msghdr m = *msg;
-    m.msg_name = &out;
-    m.msg_namelen = outlen;
-    char ctl[CTL_ROOM] __attribute__((aligned(8)));
-    if (pktinfo) {
-        int use_app;
-        size_t l = with_pktinfo(msg, ctl, sizeof ctl, &use_app);
-        if (!use_app) {
-            m.msg_control = ctl;
-            m.msg_controllen = l;
-        }
-    }
     errno = e;
-    *r = R.sendmsg(fd, &m, flags);
+    *r = send_out(fd, msg, &out, outlen, pktinfo, flags);
     return 1;
 }
 
 int udp_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen,
                ssize_t *r)
 {
+    struct meta snap;
+    int have_snap = 0, pktinfo = 0;
+    struct sockaddr_storage out;
+    socklen_t outlen = 0;
+    GUARD_ENTER;
+    int e = errno;
+    int t = translate_dest(fd, addr, alen, &out, &outlen, &pktinfo, &snap, &have_snap);
+    GUARD_LEAVE;
+    if (t == 0)
+        return 0;
+    if (t < 0) {
+        *r = -1;
+        return 1;
+    }
+    errno = e;
+    if (!pktinfo) {
+        /* the common case (no source address to add) stays a sendto: the kernel's
+         * sendmsg path copies and checks a msghdr and an iovec more */
+        *r = R.sendto(fd, buf, n, flags, (struct sockaddr *)&out, outlen);
+        return 1;
+    }
     struct iovec iov = {(void *)buf, n};
     struct msghdr m;
     memset(&m, 0, sizeof m);
-    m.msg_name = (void *)addr;
-    m.msg_namelen = alen;
     m.msg_iov = &iov;
     m.msg_iovlen = 1;
-    return udp_sendmsg(fd, &m, flags, r);
+    *r = send_out(fd, &m, &out, outlen, pktinfo, flags);
+    return 1;
 }
 
 #define MMSG_CHUNK 32
@@ -593,6 +664,33 @@ int h_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 /* ------------------------------------------------------------------------ */
 /* receive                                                                   */
 
+/* The receive half of the socket's memo: the virtual source for real source u
+ * (unmapped) into *v, or the connected socket's virtual peer.  Returns its
+ * length; 0 when fd has no memo for u (or is untracked: the caller learns it);
+ * -1 when fd is a tracked socket that is no datagram socket. */
+static socklen_t memo_recv(int fd, const struct ax_addr *u, struct sockaddr_storage *v)
+{
+    uint32_t gen = cur_gen();
+    socklen_t vl = 0;
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    struct meta *m = s ? *s : NULL;
+    if (!m) {
+        vl = 0;
+    } else if (!m->dgram) {
+        vl = (socklen_t)-1;
+    } else if (m->state == ST_CONN && m->has_vpeer) {
+        memcpy(v, &m->vpeer, m->vpeer_len);
+        vl = m->vpeer_len;
+    } else if (gen != 0 && m->memo.gen == gen && same_addr(&m->memo.rdst, u)) {
+        vl = ax_to_sa(&m->memo.vdst, m->family, v); /* the reply of the flow it sent last */
+    } else if (gen != 0 && m->memo.rgen == gen && same_addr(&m->memo.rsrc, u)) {
+        vl = ax_to_sa(&m->memo.vsrc, m->family, v);
+    }
+    tbl_unlock();
+    return vl;
+}
+
 void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
 {
     if (!sa || (sa->sa_family != AF_INET && sa->sa_family != AF_INET6))
@@ -600,28 +698,43 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
     struct ax_addr ra;
     if (sa_to_ax(sa, *len, &ra) < 0)
         return;
-    struct meta snap;
-    /* a socket this process has no record of (inherited across exec, received over
-     * SCM_RIGHTS) is learned once, as for sends */
-    if ((!tbl_peek(fd, &snap) && !snapshot_or_learn(fd, &snap, 0)) || !snap.dgram)
-        return;
+    struct ax_addr u = ra, virt;
+    ax_unmap(&u);
     struct sockaddr_storage v;
-    socklen_t vl = 0;
-    if (snap.state == ST_CONN && snap.has_vpeer) {
-        memcpy(&v, &snap.vpeer, snap.vpeer_len);
-        vl = snap.vpeer_len;
-    } else {
-        struct ax_addr u = ra, virt;
-        ax_unmap(&u);
-        if (u.family != AF_INET)
+    socklen_t vl = memo_recv(fd, &u, &v);
+    if (vl == (socklen_t)-1)
+        return;
+    if (vl == 0) {
+        uint32_t gen = cur_gen();
+        struct meta snap;
+        /* a socket this process has no record of (inherited across exec, received over
+         * SCM_RIGHTS) is learned once, as for sends */
+        if ((!tbl_peek(fd, &snap) && !snapshot_or_learn(fd, &snap, 0)) || !snap.dgram)
             return;
-        if (flow_get(by_real, &u, &virt)) {
-            vl = ax_to_sa(&virt, snap.family, &v);
-        } else if (ident_peer(&u, &virt)) {
-            struct ax_addr known;
-            if (!flow_get(by_virt, &virt, &known) || !same_addr(&known, &u))
-                flow_put(by_virt, &virt, &u);
-            vl = ax_to_sa(&virt, snap.family, &v);
+        if (snap.state == ST_CONN && snap.has_vpeer) {
+            memcpy(&v, &snap.vpeer, snap.vpeer_len);
+            vl = snap.vpeer_len;
+        } else {
+            if (u.family != AF_INET)
+                return;
+            if (flow_get(by_real, &u, &virt)) {
+                vl = ax_to_sa(&virt, snap.family, &v);
+            } else if (ident_peer(&u, &virt)) {
+                struct ax_addr known;
+                if (!flow_get(by_virt, &virt, &known) || !same_addr(&known, &u))
+                    flow_put(by_virt, &virt, &u);
+                vl = ax_to_sa(&virt, snap.family, &v);
+            }
+            if (vl && gen != 0) {
+                tbl_lock();
+                struct meta *m = tbl_get_gen_locked(fd, snap.gen);
+                if (m) {
+                    m->memo.rgen = gen;
+                    m->memo.rsrc = u;
+                    m->memo.vsrc = virt;
+                }
+                tbl_unlock();
+            }
         }
     }
     if (vl) {
@@ -635,6 +748,21 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
     NEED(recvfrom);
     if (!addr || !alen || !hook_on())
         return R.recvfrom(fd, buf, n, flags, addr, alen);
+    socklen_t have = *alen;
+    if (have >= sizeof(struct sockaddr_in6) && have <= sizeof(struct sockaddr_storage)) {
+        /* room for any inet address: the kernel writes it where the app wants it,
+         * and it is translated in place */
+        ssize_t r = R.recvfrom(fd, buf, n, flags, addr, alen);
+        if (r < 0)
+            return r;
+        int e = errno;
+        GUARD_ENTER;
+        if (*alen > 0 && *alen <= have)
+            udp_fix_source(fd, addr, alen, have);
+        GUARD_LEAVE;
+        errno = e;
+        return r;
+    }
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     socklen_t room = *alen;

@@ -273,6 +273,60 @@ print('done', flush=True)
   t.ok((flow(a) === 6 && flow(b) === 0) || (flow(a) === 0 && flow(b) === 6), `one flow stays on one backend (${flow(a)} / ${flow(b)})`);
 });
 
+t.test('an unconnected sender alternating between services, and following a replaced backend', async (t) => {
+  // Each datagram socket remembers its last flow each way (the hook's memo): a socket
+  // that alternates destinations must still see every reply from the right VIP, and
+  // one that keeps sending to a VIP must follow the table when the backend changes.
+  const d = await TestDaemon.start(t);
+  const a1 = d.run(['--name', 'ea', '--ip', '10.5.1.1'], [PY, echo, '7000']);
+  const b = d.run(['--name', 'eb', '--ip', '10.5.1.2'], [PY, echo, '7000']);
+  await a1.waitFor(/bound/);
+  await b.waitFor(/bound/);
+  const stop = join(work, 'alt.stop');
+  const alt = script(
+    'alt.py',
+    `
+import os, socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(2)
+for i in range(4):
+    for svc in ('ea', 'eb'):
+        u.sendto(b'p1-' + svc.encode(), (svc, 7000))
+        d, a = u.recvfrom(100)
+        print('reply', d.decode(), 'from', a[0], a[1], flush=True)
+print('phase1 done', flush=True)
+u.settimeout(0.1)
+n = 0
+deadline = time.time() + 20
+while time.time() < deadline and not os.path.exists(sys.argv[1]):
+    n += 1
+    u.sendto(b'p2-%d' % n, ('ea', 7000))
+    try:
+        d, a = u.recvfrom(100)
+        print('reply', d.decode(), 'from', a[0], a[1], flush=True)
+    except socket.timeout:
+        pass
+print('stopped' if os.path.exists(sys.argv[1]) else 'timeout', flush=True)
+`,
+  );
+  const c = d.run(['--ip', '10.5.1.9'], [PY, alt, stop]);
+  await c.waitFor(/phase1 done/);
+  const replies = c.stdout.split('\n').filter((l) => l.startsWith('reply P1-'));
+  t.equal(replies.length, 8);
+  t.ok(replies.every((l) => /^reply P1-EA from 10\.5\.1\.1 7000$/.test(l) || /^reply P1-EB from 10\.5\.1\.2 7000$/.test(l)), `each reply from its service's VIP:\n${replies.join('\n')}`);
+  t.equal(replies.filter((l) => l.includes('EA')).length, 4);
+  t.ok((a1.stdout.match(/got p1-ea from 10\.5\.1\.9 /g) ?? []).length === 4, 'the server saw the client VIP on every datagram');
+  // replace ea's backend while the same socket keeps sending: the new backend gets them
+  await a1.waitFor(/got p2-/);
+  a1.killGroup();
+  await a1.exited;
+  const a2 = d.run(['--name', 'ea', '--ip', '10.5.1.1'], [PY, echo, '7000']);
+  await a2.waitFor(/got p2-\d+ from 10\.5\.1\.9 /, 15_000);
+  writeFileSync(stop, '');
+  await c.waitFor(/stopped|timeout/);
+  t.match(c.stdout, /stopped/);
+  t.match(c.stdout.split('phase1 done')[1], /reply P2-\d+ from 10\.5\.1\.1 7000/, 'replies of the new backend come from the VIP');
+});
+
 t.test('dnsmasq, a real Debian UDP server, serves DNS on a virtual port 53 without privilege', { skip: !existsSync('/usr/sbin/dnsmasq') && 'dnsmasq not installed' }, async (t) => {
   const d = await TestDaemon.start(t);
   const dns = d.run(
