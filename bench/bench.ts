@@ -237,6 +237,13 @@ async function main(): Promise<void> {
   rows.push({ metric: 'UDP request/response round trips/s (sendto+recvfrom, 4 B)', native: urr.n.cps, ax: urr.a.cps, unit: '/s', higherIsBetter: true });
   rows.push({ metric: 'UDP round trip p50', native: urr.n.p50, ax: urr.a.p50, unit: 'µs', higherIsBetter: false });
   notes.push(`UDP request/response: ${urr.runs}; daemon messages: ${uasked} for ${REPEATS * (N + 200)} datagrams (one per client process)`);
+  // the same from a connected socket (connect once, then send + recvfrom), as stub resolvers do
+  const ucr = interleaved(
+    () => connectRun([], 'ucclient', ['127.0.0.1', '7301', String(N)]),
+    () => connectRun(axc, 'ucclient', ['uecho', '7', String(N)]),
+  );
+  rows.push({ metric: 'UDP request/response round trips/s, connected socket (send+recvfrom)', native: ucr.n.cps, ax: ucr.a.cps, unit: '/s', higherIsBetter: true });
+  notes.push(`UDP request/response, connected: ${ucr.runs}`);
 
   // ---- the daemon: CPU and memory across everything above ----
   const cpuAll = daemonCpuSeconds(daemon.p.pid!);

@@ -22,6 +22,8 @@
  *        N request/response rounds of one small datagram from one unconnected
  *        socket (sendto + recvfrom); prints "p50_us=.. p99_us=.. cps=.. errors=.. fast=.."
  *        (cps = round trips per second)
+ *   bench-connect ucclient HOST PORT N
+ *        the same from a connected socket (connect once, then send + recvfrom)
  *
  * HOST may be a name (resolved once with getaddrinfo, as apps do). "fast" is the
  * share of connects under 16 µs: native connect latency on a 2-vCPU VM is bimodal
@@ -205,7 +207,7 @@ static int userver(int port)
     }
 }
 
-static int uclient(const char *host, const char *port, int n)
+static int uclient(const char *host, const char *port, int n, int connected)
 {
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res;
     if (getaddrinfo(host, port, &hints, &res) != 0)
@@ -213,11 +215,18 @@ static int uclient(const char *host, const char *port, int n)
     int s = socket(AF_INET, SOCK_DGRAM, 0);
     struct timeval tv = {1, 0};
     setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connected && connect(s, res->ai_addr, res->ai_addrlen) != 0) {
+        perror("connect");
+        return 1;
+    }
+    /* a connected socket sends with no address (send), as a stub resolver does */
+    const struct sockaddr *to = connected ? NULL : res->ai_addr;
+    socklen_t tolen = connected ? 0 : res->ai_addrlen;
     double *lat = calloc((size_t)n, sizeof *lat);
     int errors = 0, ok = 0, fast = 0;
     char msg[32] = "ping", buf[64];
     for (int i = 0; i < 200; i++) { /* warm-up: the first datagram routes the flow */
-        sendto(s, msg, 4, 0, res->ai_addr, res->ai_addrlen);
+        sendto(s, msg, 4, 0, to, tolen);
         recvfrom(s, buf, sizeof buf, 0, NULL, NULL);
     }
     double t0 = now_us();
@@ -225,7 +234,7 @@ static int uclient(const char *host, const char *port, int n)
         double a = now_us();
         struct sockaddr_storage from;
         socklen_t fl = sizeof from;
-        if (sendto(s, msg, 4, 0, res->ai_addr, res->ai_addrlen) == 4 &&
+        if (sendto(s, msg, 4, 0, to, tolen) == 4 &&
             recvfrom(s, buf, sizeof buf, 0, (struct sockaddr *)&from, &fl) == 4) {
             double l = now_us() - a;
             lat[ok++] = l;
@@ -246,7 +255,9 @@ int main(int argc, char **argv)
     if (argc == 3 && strcmp(argv[1], "userver") == 0)
         return userver(atoi(argv[2]));
     if (argc == 5 && strcmp(argv[1], "uclient") == 0)
-        return uclient(argv[2], argv[3], atoi(argv[4]));
+        return uclient(argv[2], argv[3], atoi(argv[4]), 0);
+    if (argc == 5 && strcmp(argv[1], "ucclient") == 0)
+        return uclient(argv[2], argv[3], atoi(argv[4]), 1);
     if (argc >= 3 && strcmp(argv[1], "server") == 0) {
         int peer = argc >= 4 && strcmp(argv[3], "peer") == 0;
         int nports = argc >= 5 ? atoi(argv[4]) : 1;
