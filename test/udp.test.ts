@@ -327,6 +327,55 @@ print('stopped' if os.path.exists(sys.argv[1]) else 'timeout', flush=True)
   t.match(c.stdout.split('phase1 done')[1], /reply P2-\d+ from 10\.5\.1\.1 7000/, 'replies of the new backend come from the VIP');
 });
 
+t.test('a UDP service socket passed over SCM_RIGHTS to another app, then to a forked child, keeps its service and identities', async (t) => {
+  // The kernel socket is the unit: the app that bound it exits, a process of another
+  // ax run receives it over a unix socket, forks, and the child serves it.
+  const d = await TestDaemon.start(t);
+  const path = join(work, 'fdpass.sock');
+  const receiver = script(
+    'fdrecv.py',
+    `
+import os, socket, sys
+l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); l.bind(sys.argv[1]); l.listen(1)
+print('waiting', flush=True)
+c, _ = l.accept()
+msg, fds, _, _ = socket.recv_fds(c, 10, 1)
+s = socket.socket(fileno=fds[0])
+if os.fork() > 0:
+    print('parent exits', flush=True)
+    os._exit(0)
+print('child serves', s.getsockname()[:2], flush=True)
+while True:
+    d, a = s.recvfrom(2000)
+    print('got', d.decode(), 'from', a[0], a[1], flush=True)
+    s.sendto(d.upper(), a)
+`,
+  );
+  const sender = script(
+    'fdsend.py',
+    `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9100))
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); c.connect(sys.argv[1])
+socket.send_fds(c, [b'fd'], [s.fileno()])
+print('passed', flush=True)
+`,
+  );
+  const rx = d.run([], [PY, receiver, path]);
+  await rx.waitFor(/waiting/);
+  const tx = await d.run(['--name', 'fdsrv', '--ip', '10.5.2.1'], [PY, sender, path]).result();
+  t.equal(tx.code, 0, tx.stderr);
+  await rx.waitFor(/child serves/);
+  t.match(rx.stdout, /child serves \('0\.0\.0\.0', 9100\)/, 'getsockname as natively: the wildcard and the port the app bound');
+  t.ok((await d.get('services')).some((x) => x.name === 'fdsrv' && x.proto === 'udp' && x.vport === 9100), 'the service outlives the app that bound it');
+  const r = await d.run(['--ip', '10.5.2.9'], [PY, client, 'fdsrv', '9100']).result();
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /reply UNCONNECTED from 10\.5\.2\.1 9100/);
+  t.match(r.stdout, /reply CONNECTED from 10\.5\.2\.1 9100/);
+  t.match(rx.stdout, /got unconnected from 10\.5\.2\.9 \d+/, 'the child sees the client VIP');
+  t.match(rx.stdout, /got connected from 10\.5\.2\.9 \d+/);
+});
+
 t.test('dnsmasq, a real Debian UDP server, serves DNS on a virtual port 53 without privilege', { skip: !existsSync('/usr/sbin/dnsmasq') && 'dnsmasq not installed' }, async (t) => {
   const d = await TestDaemon.start(t);
   const dns = d.run(
