@@ -62,6 +62,9 @@ export class Daemon {
   private readonly attached = new Map<string, { streams: number; since: number }>();
   readonly startedAt = Date.now();
   private stopping: Promise<void> | null = null;
+  /** start() finished: "stopped" is logged only for a daemon that ran (a start that failed,
+   *  e.g. a second daemon racing for the same state, says why on stderr and nothing here). */
+  private ready = false;
   /** The names ax answers (DNS responder and, through names.resolve, the hook's RESOLVE). */
   readonly names: AxNames;
   /** The DNS responder; null when --dns-listen off (or before start). */
@@ -191,6 +194,7 @@ export class Daemon {
     }
     this.sweeper = setInterval(() => this.sweep(), c.orphanCheckMs);
     this.sweeper.unref();
+    this.ready = true;
     this.log.info(
       `ready: api ${c.socket}, hook ${c.hookSocket}, state ${c.stateDir}, host ${c.hostIp}, ports ${c.ports.first}-${c.ports.last}, ` +
         `dns ${this.dns?.address ? formatAddr(this.dns.address) : 'off'}, ` +
@@ -354,7 +358,7 @@ export class Daemon {
       await this.audit?.close().catch((e: Error) => this.log.warn(`audit: ${e.message}`));
       this.policyRuntime?.close();
       await this.store?.close();
-      this.log.info('stopped');
+      if (this.ready) this.log.info('stopped');
     })();
     return this.stopping;
   }
