@@ -537,57 +537,61 @@ static ssize_t send_out(int fd, const struct msghdr *msg, struct sockaddr_storag
     return R.sendmsg(fd, &m, flags);
 }
 
-int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
+/* One send's translated destination. */
+struct dest_out {
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int pktinfo; /* add the app's source address (IP_PKTINFO) */
+};
+
+/* translate_dest for one send: 0 = not ours (send unchanged), 1 = *o filled
+ * (errno as the app left it), -1 = failed (errno set). */
+static int dest_for_send(int fd, const struct sockaddr *addr, socklen_t alen, struct dest_out *o)
 {
     struct meta snap;
-    int have_snap = 0, pktinfo = 0;
-    struct sockaddr_storage out;
-    socklen_t outlen = 0;
+    int have_snap = 0;
+    o->pktinfo = 0;
+    o->len = 0;
     GUARD_ENTER;
     int e = errno;
-    int t = translate_dest(fd, msg->msg_name, msg->msg_namelen, &out, &outlen, &pktinfo, &snap, &have_snap);
+    int t = translate_dest(fd, addr, alen, &o->ss, &o->len, &o->pktinfo, &snap, &have_snap);
     GUARD_LEAVE;
+    if (t > 0)
+        errno = e;
+    return t;
+}
+
+int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
+{
+    struct dest_out o;
+    int t = dest_for_send(fd, msg->msg_name, msg->msg_namelen, &o);
     if (t == 0)
         return 0;
-    if (t < 0) {
-        *r = -1;
-        return 1;
-    }
-    errno = e;
-    *r = send_out(fd, msg, &out, outlen, pktinfo, flags);
+    *r = t < 0 ? -1 : send_out(fd, msg, &o.ss, o.len, o.pktinfo, flags);
     return 1;
 }
 
 int udp_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen,
                ssize_t *r)
 {
-    struct meta snap;
-    int have_snap = 0, pktinfo = 0;
-    struct sockaddr_storage out;
-    socklen_t outlen = 0;
-    GUARD_ENTER;
-    int e = errno;
-    int t = translate_dest(fd, addr, alen, &out, &outlen, &pktinfo, &snap, &have_snap);
-    GUARD_LEAVE;
+    struct dest_out o;
+    int t = dest_for_send(fd, addr, alen, &o);
     if (t == 0)
         return 0;
     if (t < 0) {
         *r = -1;
-        return 1;
-    }
-    errno = e;
-    if (!pktinfo) {
+    } else if (!o.pktinfo) {
         /* the common case (no source address to add) stays a sendto: the kernel's
          * sendmsg path copies and checks a msghdr and an iovec more */
-        *r = R.sendto(fd, buf, n, flags, (struct sockaddr *)&out, outlen);
-        return 1;
+        *r = R.sendto(fd, buf, n, flags, (struct sockaddr *)&o.ss, o.len);
+    } else {
+        struct iovec iov = {(void *)buf, n};
+        struct msghdr m;
+        memset(&m, 0, sizeof m);
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        *r = send_out(fd, &m, &o.ss, o.len, o.pktinfo, flags);
     }
-    struct iovec iov = {(void *)buf, n};
-    struct msghdr m;
-    memset(&m, 0, sizeof m);
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    *r = send_out(fd, &m, &out, outlen, pktinfo, flags);
     return 1;
 }
 

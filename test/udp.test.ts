@@ -22,14 +22,25 @@ function script(name: string, text: string): string {
   return p;
 }
 
-/** A UDP echo server: prints each datagram's source as recvfrom reports it, answers in upper case. */
+/** A UDP echo server: prints each datagram's source as recvfrom reports it, answers in upper case.
+ *  Argument PORT [6]: binds the wildcard:PORT; or unix:PATH: waits on a unix socket at PATH for
+ *  a UDP socket passed over SCM_RIGHTS, forks, and the child serves it (the parent exits). */
 const echo = script(
   'echo.py',
   `
-import socket, sys
-fam = socket.AF_INET6 if sys.argv[2:] == ['6'] else socket.AF_INET
-s = socket.socket(fam, socket.SOCK_DGRAM)
-s.bind(('::' if fam == socket.AF_INET6 else '0.0.0.0', int(sys.argv[1])))
+import os, socket, sys
+if sys.argv[1].startswith('unix:'):
+    l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); l.bind(sys.argv[1][5:]); l.listen(1)
+    print('waiting', flush=True)
+    c, _ = l.accept()
+    msg, fds, _, _ = socket.recv_fds(c, 10, 1)
+    s = socket.socket(fileno=fds[0])
+    if os.fork() > 0:
+        os._exit(0)
+else:
+    fam = socket.AF_INET6 if sys.argv[2:] == ['6'] else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind(('::' if fam == socket.AF_INET6 else '0.0.0.0', int(sys.argv[1])))
 print('bound', s.getsockname()[:2], flush=True)
 while True:
     d, a = s.recvfrom(2000)
@@ -332,25 +343,6 @@ t.test('a UDP service socket passed over SCM_RIGHTS to another app, then to a fo
   // ax run receives it over a unix socket, forks, and the child serves it.
   const d = await TestDaemon.start(t);
   const path = join(work, 'fdpass.sock');
-  const receiver = script(
-    'fdrecv.py',
-    `
-import os, socket, sys
-l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); l.bind(sys.argv[1]); l.listen(1)
-print('waiting', flush=True)
-c, _ = l.accept()
-msg, fds, _, _ = socket.recv_fds(c, 10, 1)
-s = socket.socket(fileno=fds[0])
-if os.fork() > 0:
-    print('parent exits', flush=True)
-    os._exit(0)
-print('child serves', s.getsockname()[:2], flush=True)
-while True:
-    d, a = s.recvfrom(2000)
-    print('got', d.decode(), 'from', a[0], a[1], flush=True)
-    s.sendto(d.upper(), a)
-`,
-  );
   const sender = script(
     'fdsend.py',
     `
@@ -361,12 +353,12 @@ socket.send_fds(c, [b'fd'], [s.fileno()])
 print('passed', flush=True)
 `,
   );
-  const rx = d.run([], [PY, receiver, path]);
+  const rx = d.run([], [PY, echo, `unix:${path}`]);
   await rx.waitFor(/waiting/);
   const tx = await d.run(['--name', 'fdsrv', '--ip', '10.5.2.1'], [PY, sender, path]).result();
   t.equal(tx.code, 0, tx.stderr);
-  await rx.waitFor(/child serves/);
-  t.match(rx.stdout, /child serves \('0\.0\.0\.0', 9100\)/, 'getsockname as natively: the wildcard and the port the app bound');
+  await rx.waitFor(/bound/);
+  t.match(rx.stdout, /bound \('0\.0\.0\.0', 9100\)/, 'getsockname as natively: the wildcard and the port the app bound');
   t.ok((await d.get('services')).some((x) => x.name === 'fdsrv' && x.proto === 'udp' && x.vport === 9100), 'the service outlives the app that bound it');
   const r = await d.run(['--ip', '10.5.2.9'], [PY, client, 'fdsrv', '9100']).result();
   t.equal(r.code, 0, r.stderr);
