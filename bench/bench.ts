@@ -12,51 +12,17 @@
 //
 // Virtual addresses are used, so the whole run happens in a loopback-only
 // network namespace (re-executed under `unshare -n`).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AX, bg, CONNECT, fg, has, inLoopbackNamespace, median, procs, sleep, waitOut } from './common';
 
-const ROOT = join(__dirname, '..');
-const AX = join(ROOT, 'dist', 'ax.js');
-const CONNECT = join(ROOT, 'native', 'build', 'bench-connect');
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 20000);
 const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 3);
 const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
 const DESTS = 200;
 
-if (!process.env.AX_ISOLATED) {
-  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, AX_ISOLATED: '1' },
-  });
-  if (r.error || r.status === null) console.error('bench: needs a private network namespace (unshare -n): run as root');
-  process.exit(r.status ?? 1);
-}
-
-const procs: ChildProcess[] = [];
-function bg(cmd: string, args: string[], env = process.env): { p: ChildProcess; out: () => string } {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
-  let out = '';
-  p.stdout!.on('data', (d) => (out += d));
-  p.stderr!.on('data', (d) => (out += d));
-  procs.push(p);
-  return { p, out: () => out };
-}
-async function waitOut(h: { out: () => string }, re: RegExp, ms = 10000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!re.test(h.out())) {
-    if (Date.now() > end) throw new Error(`timeout waiting for ${re}: ${h.out()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-function fg(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
-const has = (c: string) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+inLoopbackNamespace('bench', __filename);
 
 const dir = mkdtempSync(join(tmpdir(), 'ax-bench-'));
 const sock = join(dir, 'ax.sock');
@@ -104,10 +70,6 @@ function connectRun(prefix: string[], mode: string, args: string[]): ConnResult 
   return { p50: +m[1], p99: +m[2], cps: +m[3], fast: +m[5] };
 }
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 /**
  * Native and ax alternately, REPEATS times each (so a slow phase of the shared VM

@@ -9,39 +9,19 @@
 // the limit, the same for every target (the dnsmasq row shows how far it goes).
 //
 // Runs in a loopback-only network namespace (re-executed under `unshare -n`).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import dgram from 'node:dgram';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as dnsPacket from 'dns-packet';
+import { AX, bg, inLoopbackNamespace, median, procs, sleep } from './common';
 
-const ROOT = join(__dirname, '..');
-const AX = join(ROOT, 'dist', 'ax.js');
 const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 2);
 const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 5);
 const CLIENTS = Number(process.env.AX_BENCH_CLIENTS ?? 4);
 const DNSMASQ_PORT = 5399;
 
-if (!process.env.AX_ISOLATED) {
-  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, AX_ISOLATED: '1' },
-  });
-  if (r.error || r.status === null) console.error('bench:dns: needs a private network namespace (unshare -n): run as root');
-  process.exit(r.status ?? 1);
-}
-
-const procs: ChildProcess[] = [];
-function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string } {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  p.stdout!.on('data', (d) => (out += d));
-  p.stderr!.on('data', (d) => (out += d));
-  procs.push(p);
-  return { p, out: () => out };
-}
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+inLoopbackNamespace('bench:dns', __filename);
 
 function encodeQuery(name: string, id: number): Buffer {
   return dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type: 'A', name }] });
@@ -114,11 +94,6 @@ async function load(port: number, name: string): Promise<Round> {
   const pct = (p: number) => (lat.length ? lat[Math.min(lat.length - 1, Math.floor((p / 100) * lat.length))] : NaN);
   return { qps: lat.length / secs, p50: pct(50), p99: pct(99), errors };
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ax-bench-dns-'));

@@ -13,49 +13,22 @@
 //   cluster   (with --cluster) three hosts (network namespaces on a bridge, one daemon each):
 //             a rule added on a, a client on c of a service on b; time from the add returning
 //             on a until c refuses, and from the rm until c connects again; p50/p99.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AxClient } from '../src/cli/client';
 
-const ROOT = join(__dirname, '..');
-const AX = join(ROOT, 'dist', 'ax.js');
-const CONNECT = join(ROOT, 'native', 'build', 'bench-connect');
+import { AX, bg, CONNECT, inLoopbackNamespace, lineDriver, procs, waitOut } from './common';
+
 const ROUNDS = Number(process.env.AX_BENCH_ROUNDS ?? 300);
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 10000);
 const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
 const CLUSTER_ROUNDS = Number(process.env.AX_BENCH_CLUSTER_ROUNDS ?? 20);
 
-if (!process.env.AX_ISOLATED) {
-  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, AX_ISOLATED: '1' },
-  });
-  if (r.error || r.status === null) console.error('bench: needs a private network namespace (unshare -n): run as root');
-  process.exit(r.status ?? 1);
-}
+inLoopbackNamespace('bench:policy', __filename);
+const PIPE = { stdin: 'pipe' as const }; // drivers are fed line by line
 
-const procs: ChildProcess[] = [];
-function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string; stdout: () => string } {
-  const p = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  let out = '';
-  let stdout = '';
-  p.stdout!.on('data', (d) => {
-    out += d;
-    stdout += d;
-  });
-  p.stderr!.on('data', (d) => (out += d));
-  procs.push(p);
-  return { p, out: () => out, stdout: () => stdout };
-}
-async function waitOut(h: { out: () => string }, re: RegExp, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!re.test(h.out())) {
-    if (Date.now() > end) throw new Error(`timeout waiting for ${re}: ${h.out().slice(-2000)}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 const pct = (xs: number[], p: number) => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
@@ -64,9 +37,9 @@ const pct = (xs: number[], p: number) => {
 async function daemon(extra: string[]) {
   const dir = mkdtempSync(join(tmpdir(), 'ax-bench-pol-'));
   const socket = join(dir, 'ax.sock');
-  const h = bg(process.execPath, [AX, 'daemon', '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'info', ...extra]);
+  const h = bg(process.execPath, [AX, 'daemon', '--socket', socket, '--state-dir', join(dir, 'state'), '--log-level', 'info', ...extra], PIPE);
   await waitOut(h, /ready: api/);
-  return { dir, socket, h, run: (args: string[]) => bg(process.execPath, [AX, 'run', '--socket', socket, '--no-start', ...args]) };
+  return { dir, socket, h, run: (args: string[]) => bg(process.execPath, [AX, 'run', '--socket', socket, '--no-start', ...args], PIPE) };
 }
 
 // A client under ax: for each line on stdin, connects to argv[1]:argv[2] and prints ok or the errno.
@@ -89,20 +62,7 @@ async function enforce(): Promise<void> {
   const vip = ((await c.call('ListServices')).services ?? [])[0].vip;
   const drv = d.run(['--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', DRIVER, vip, '80']);
   await waitOut(drv, /ready/);
-  let seen = drv.stdout().length;
-  const ask = async (): Promise<string> => {
-    drv.p.stdin!.write('go\n');
-    for (;;) {
-      const text = drv.stdout();
-      const nl = text.indexOf('\n', seen);
-      if (nl >= 0) {
-        const line = text.slice(seen, nl).trim();
-        seen = nl + 1;
-        return line;
-      }
-      await new Promise((r) => setImmediate(r));
-    }
-  };
+  const ask = lineDriver(drv);
   const rule = JSON.stringify({ id: 'probe', action: 'deny', from: 'role=probe', to: 'ax.name=cb' });
   const base: number[] = [];
   const add: number[] = [];
@@ -189,7 +149,7 @@ async function cluster(): Promise<void> {
       sh(`ip -n ${h.ns} addr add ${h.ip}/24 dev vc${tag}${h.i} && ip -n ${h.ns} link set vc${tag}${h.i} up && ip -n ${h.ns} link set lo up && ip link set vb${tag}${h.i} master ${br} up`);
     }
     const sock = (i: number) => join(hosts[i].dir, 'ax.sock');
-    const inNs = (i: number, args: string[]) => bg('ip', ['netns', 'exec', hosts[i].ns, ...args]);
+    const inNs = (i: number, args: string[]) => bg('ip', ['netns', 'exec', hosts[i].ns, ...args], PIPE);
     for (let i = 0; i < 3; i++) {
       const d = inNs(i, [process.execPath, AX, 'daemon', '--node-name', `h${i}`, '--advertise', hosts[i].ip, '--socket', sock(i), '--state-dir', join(hosts[i].dir, 'state'),
         '--cluster-key', 'bench-cluster-key-0123456789', '--probe-interval', '200ms', ...(i > 0 ? ['--join', hosts[0].ip] : [])]);
@@ -207,20 +167,7 @@ async function cluster(): Promise<void> {
     if (!vip) throw new Error('the service on b never reached c');
     const drv = inNs(2, [process.execPath, AX, 'run', '--socket', sock(2), '--no-start', '--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', DRIVER, vip, '80']);
     await waitOut(drv, /ready/);
-    let seen = drv.stdout().length;
-    const ask = async (): Promise<string> => {
-      drv.p.stdin!.write('go\n');
-      for (;;) {
-        const text = drv.stdout();
-        const nl = text.indexOf('\n', seen);
-        if (nl >= 0) {
-          const line = text.slice(seen, nl).trim();
-          seen = nl + 1;
-          return line;
-        }
-        await new Promise((r) => setImmediate(r));
-      }
-    };
+    const ask = lineDriver(drv);
     const until = async (want: string): Promise<number> => {
       const t0 = performance.now();
       while ((await ask()) !== want) {
