@@ -57,6 +57,7 @@
 #define TCP_IDLE_MS 10000
 #define FRAME_MAX  (2 + 65535)
 #define RETRY_MS   200
+#define UDP_RCVBUF (4 << 20)
 
 enum { T_UDP = 0, T_TCP = 1 };
 
@@ -363,6 +364,11 @@ static int bind_both(const char *ip)
     if (udp_fd < 0 || tcp_fd < 0)
         return -1;
     setsockopt(tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    /* room for a burst of queries (a resolver's parallel lookups) while one is relayed: past
+     * net.core.rmem_max with the namespace's CAP_NET_ADMIN (held until drop_caps) */
+    int rcvbuf = UDP_RCVBUF;
+    if (setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+        setsockopt(udp_fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
     if (bind(udp_fd, (struct sockaddr *)&a, sizeof a) < 0 || bind(tcp_fd, (struct sockaddr *)&a, sizeof a) < 0 ||
         listen(tcp_fd, 64) < 0) {
         fprintf(stderr, "ax-dnsrelay: bind %s:53: %s\n", ip, strerror(errno));

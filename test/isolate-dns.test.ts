@@ -138,6 +138,37 @@ s.settimeout(3); print('closed' if s.recv(10) == b'' else 'open')`, `${join(d.di
   web.killGroup();
 });
 
+/** Python inside the app: 300 queries at once for names the (silent) upstream never answers, then what came back. */
+const FLOOD = String.raw`
+import socket, struct
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+def q(i):
+    name = b'n%d.slow.test' % i
+    return struct.pack('!HHHHHH', 0x1000 + i, 0x0100, 1, 0, 0, 0) + b''.join(bytes([len(p)]) + p for p in name.split(b'.')) + b'\0' + struct.pack('!HH', 1, 1)
+for i in range(300):
+    u.sendto(q(i), ('127.0.0.53', 53))
+u.settimeout(10)
+order = []
+for _ in range(300):
+    r = u.recv(2048)
+    order.append((struct.unpack('!H', r[:2])[0] - 0x1000, r[3] & 15))
+print('answers', len(order), 'distinct', len(set(i for i, _ in order)), 'servfail', sum(1 for _, c in order if c == 2))
+print('first44', sorted(i for i, _ in order[:44]) == list(range(256, 300)))
+`;
+
+t.test('bounded: 300 queries in flight to a silent upstream: 256 relayed, the rest SERVFAIL at once; all answered, ids kept', async (t) => {
+  const hole = start('python3', ['-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); print('port', s.getsockname()[1], flush=True)\nwhile True: s.recv(4096)"], {}, t);
+  const holePort = (await hole.waitFor(/port (\d+)/))[1];
+  const d = await TestDaemon.start(t, ['--dns-upstream', `127.0.0.1:${holePort}`]);
+  const web = d.run(['--name', 'web', '--ip', '10.7.0.11'], ['sleep', '30']);
+  const r = await d.run(['--isolate'], ['sh', '-c', 'python3 -c "$1" && dig +short +time=2 +tries=1 web', 'sh', FLOOD]).result();
+  t.match(r.stdout, /^answers 300 distinct 300 servfail 300$/m, `every query answered once (SERVFAIL: the upstream is silent), with its own id: ${r.stderr}`);
+  t.match(r.stdout, /^first44 True$/m, 'the 44 over the bound of 256 were answered first (by the relay, not after the upstream timeout)');
+  t.match(r.stdout, /^10\.7\.0\.11$/m, 'and the relay serves again');
+  web.killGroup();
+});
+
 t.test('as nobody, rootless daemon: dig inside finds an isolated service', { skip: !existsSync(DNSMASQ) && 'dnsmasq missing' }, async (t) => {
   const home = mkdtempSync(join(tmpdir(), 'ax-isodns-nobody-'));
   chmodSync(home, 0o755);
