@@ -118,7 +118,12 @@ export class DnsRelayServer {
         if (!appId) {
           const m = /^AXDNS1 (udp|tcp) (\S+)$/.exec(msg.toString('latin1'));
           if (!m) return drop('hello', 'not a relay hello');
-          const v = this.o.admit(cred.pid, cred.uid, m[2]);
+          let v: RelayAdmission;
+          try {
+            v = this.o.admit(cred.pid, cred.uid, m[2]);
+          } catch (e) {
+            return drop('admit', `no verdict (${(e as Error).message})`); // /proc unreadable now: the relay connects again
+          }
           if (!v.ok) {
             this.stats.refused++;
             return drop('refused', v.why);
