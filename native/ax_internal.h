@@ -325,6 +325,7 @@ extern const volatile uint32_t *gen_page; /* NULL until mapped */
 extern struct ax_addr app_src;            /* this app's source address */
 extern int have_src;
 extern int session_direct; /* the session was granted AX_HF_DIRECT (the daemon's own netns) */
+extern int session_foreign; /* the daemon said AX_HF_FOREIGN (another netns: no DNS redirect) */
 void map_identity(const char *path);
 /* the client VIP (port kept) for a real peer address in the source range; 1 if found */
 int ident_peer(const struct ax_addr *real, struct ax_addr *virt);

@@ -109,6 +109,10 @@ enum ax_status {
 
 /* HELLO flags (request.arg: supported by the hook; reply.arg: granted) */
 #define AX_HF_DIRECT    0x1  /* CONNECT may be answered AX_ST_DIRECT */
+#define AX_HF_FOREIGN   0x2  /* reply only: the session is in another network namespace than
+                                the daemon (ax run --isolate): the responder's address is out of
+                                reach there, so DNS traffic is not redirected to it (the
+                                namespace's own resolv.conf names its relay, ax-dnsrelay) */
 
 /* BIND flags (request.arg) */
 #define AX_BF_V6ONLY    0x1  /* the app set IPV6_V6ONLY=1 before bind */

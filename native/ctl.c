@@ -258,6 +258,7 @@ static int ctl_ensure_locked(long long deadline)
     have_vip = r.a.family == AF_INET || r.a.family == AF_INET6;
     /* direct sessions bind the app's source address before connecting */
     session_direct = (r.arg & AX_HF_DIRECT) != 0;
+    session_foreign = (r.arg & AX_HF_FOREIGN) != 0;
     have_src = session_direct && r.b.family == AF_INET;
     if (have_src)
         app_src = r.b;

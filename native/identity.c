@@ -15,6 +15,7 @@ static uint32_t map_base, map_count;
 struct ax_addr app_src; /* this app's source address (HELLO reply b) */
 int have_src;
 int session_direct;
+int session_foreign;
 
 void map_identity(const char *path)
 {

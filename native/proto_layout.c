@@ -133,6 +133,7 @@ int main(void)
     N(AX_MAP_VERSION);
     N(AX_MAP_RANGES);
     N(AX_HF_DIRECT);
+    N(AX_HF_FOREIGN);
     N(AX_BF_V6ONLY);
     N(AX_BF_REUSEPORT);
     N(AX_BF_AUTOBIND);

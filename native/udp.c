@@ -166,7 +166,8 @@ static void ns_load(void)
 
 int dns_redirect(const struct ax_addr *dest, struct ax_addr *real)
 {
-    if (dest->port != 53 || dest->family != AF_INET || !map_dns(real))
+    /* map_dns needs the HELLO reply, which also says whether the responder is reachable */
+    if (dest->port != 53 || dest->family != AF_INET || !map_dns(real) || session_foreign)
         return 0;
     pthread_once(&ns_once, ns_load);
     for (int i = 0; i < ns_count; i++)

@@ -132,6 +132,17 @@ export function hookLibrary(): string {
   throw new Error(`the ax hook library was not found (looked at ${candidates.join(', ')}); build it with: npm run build`);
 }
 
+/** ax-dnsrelay (native/dnsrelay.c), beside the hook library (dist/ or native/build/); null if missing. */
+export function dnsRelayProgram(hookLib: string): string | null {
+  const f = join(hookLib, '..', 'ax-dnsrelay');
+  try {
+    accessSync(f, fsConstants.X_OK);
+    return f;
+  } catch {
+    return null;
+  }
+}
+
 /** The daemon's answer to RunApp: the app's id, token, VIP and hook socket. */
 type Registration = RunEvent__Output;
 
@@ -265,32 +276,63 @@ export class Attachment {
 }
 
 /**
- * The nameserver an isolated app's private /etc/resolv.conf names. Inside the app's
- * network namespace only loopback exists; name lookups through libc go to the daemon
- * through the hook (RESOLVE) before any resolver runs. A program with its own resolver
- * sends its queries here, inside the namespace, where the hook's UDP path (the daemon's
- * DNS responder) answers them; without it they are refused at once instead of waiting
- * for a host nameserver the app cannot reach.
+ * The nameserver an isolated app's private /etc/resolv.conf names, inside its network
+ * namespace (whose only interface is loopback). ax-dnsrelay (native/dnsrelay.c), started
+ * there by the app's init, answers on UDP and TCP port 53 of this address and passes each
+ * query to the daemon's DNS responder over the hook socket's path + ".dns", admitted like a
+ * hook session. Libc lookups go to the daemon through the hook (RESOLVE) first; programs
+ * with their own resolver (dig, c-ares, Go) ask here.
  */
-export const ISOLATE_NAMESERVER = '127.0.0.1';
+export const ISOLATE_NAMESERVER = '127.0.0.53';
+
+/** resolv.conf options kept from the host's file: the ones about how to ask, not whom. */
+const KEPT_RESOLV_OPTIONS = /^(ndots:\d+|timeout:\d+|attempts:\d+|edns0|use-vc|single-request|single-request-reopen|no-aaaa|trust-ad|no-reload)$/;
+
+/**
+ * The resolv.conf of an isolated app (resolv.conf(5)): `nameserver ISOLATE_NAMESERVER`
+ * only; `search ax` then the host's search domains (its last `search` or `domain` line, as
+ * glibc reads it; at most 6 in all); the host's `options` that say how to ask (ndots,
+ * timeout, attempts, edns0, use-vc, single-request*, no-aaaa, trust-ad, no-reload), not
+ * those that assume the host's servers (rotate: there is one) or network (inet6).
+ */
+export function isolatedResolvConf(host: string): string {
+  let search: string[] = [];
+  const options: string[] = [];
+  for (const raw of host.split('\n')) {
+    const line = raw.replace(/[#;].*$/, '').trim();
+    const [key, ...vals] = line.split(/\s+/);
+    if (key === 'search') search = vals;
+    else if (key === 'domain' && vals[0]) search = [vals[0]];
+    else if (key === 'options') for (const o of vals) if (KEPT_RESOLV_OPTIONS.test(o) && !options.includes(o)) options.push(o);
+  }
+  const domains = ['ax', ...search.map((d) => d.replace(/\.$/, '').toLowerCase()).filter((d) => d && d !== 'ax' && d !== '.')].slice(0, 6);
+  return (
+    `# written by ax run --isolate: names resolve through ax (ax-dnsrelay on ${ISOLATE_NAMESERVER})\n` +
+    `nameserver ${ISOLATE_NAMESERVER}\nsearch ${domains.join(' ')}\n` +
+    (options.length ? `options ${options.join(' ')}\n` : '')
+  );
+}
 
 /**
  * The first program in an isolated app's namespaces (pid 1 of its pid namespace), run
  * by `sh` with the capabilities of the new user namespace:
  *   $1 hook socket, $2 resolv.conf to bind over /etc/resolv.conf (or ""; ax run's private
  *   temporary file in a directory of its own: both are removed once it is bound),
- *   then "D:dir" (a tmpfs over it) and "F:file" (/dev/null over it) arguments, "--", CMD...
+ *   $3 the ax-dnsrelay program (or ""), then "D:dir" (a tmpfs over it) and "F:file"
+ *   (/dev/null over it) arguments, "--", CMD...
  * It brings loopback up; bind-mounts the resolv.conf; hides the daemon's state and API
- * socket; keeps the hook socket reachable (re-bound from a directory fd opened before
- * hiding, when a hidden directory held it) and its identity map read-only; then runs
- * CMD with every capability dropped (inheritable, ambient, bounding) and LD_PRELOAD
- * from AX_ISOLATE_PRELOAD, as its child. It forwards the signals ax run forwards
- * (pid 1 gets only signals it has handlers for) and exits with CMD's status. When it
- * exits, the kernel ends everything left in the pid namespace.
+ * socket; keeps the hook socket and the DNS relay socket (hook + ".dns") reachable
+ * (re-bound from a directory fd opened before hiding, when a hidden directory held them)
+ * and its identity map read-only; starts ax-dnsrelay on ISOLATE_NAMESERVER:53 (it binds,
+ * drops every capability and forks: names work before CMD starts); then runs CMD with
+ * every capability dropped (inheritable, ambient, bounding) and LD_PRELOAD from
+ * AX_ISOLATE_PRELOAD, as its child. It forwards the signals ax run forwards (pid 1 gets
+ * only signals it has handlers for) and exits with CMD's status. When it exits, the
+ * kernel ends everything left in the pid namespace (the relay too).
  * Needs: ip (iproute2), mount and setpriv (util-linux).
  */
 export const ISOLATE_INIT = `set -eu
-hook=$1 resolv=$2; shift 2
+hook=$1 resolv=$2 relay=$3; shift 3
 ip link set lo up
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then mount -c --bind "$resolv" /etc/resolv.conf; fi
 if [ -n "$resolv" ]; then rm -f "$resolv"; rmdir "\${resolv%/*}" 2>/dev/null || :; fi
@@ -308,12 +350,16 @@ if [ ! -S "$hook" ]; then
   mkdir -p "$hd"; : >"$hook"; : >"$hook.map"
   mount -c --bind "/proc/self/fd/8/$hb" "$hook"
   mount -c --bind "/proc/self/fd/8/$hb.map" "$hook.map"
+  if [ -S "/proc/self/fd/8/$hb.dns" ]; then : >"$hook.dns"; mount -c --bind "/proc/self/fd/8/$hb.dns" "$hook.dns"; fi
 else
   mount -c --bind "$hook" "$hook"
   if [ -e "$hook.map" ]; then mount -c --bind "$hook.map" "$hook.map"; fi
 fi
 if [ -e "$hook.map" ]; then mount -c -o remount,bind,ro "$hook.map"; fi
 exec 8<&-
+if [ -n "$relay" ] && [ -S "$hook.dns" ]; then
+  "$relay" "$hook.dns" ${ISOLATE_NAMESERVER} || echo "ax run: no DNS relay inside (programs with their own resolver cannot reach ax's DNS)" >&2
+fi
 export LD_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
 unset AX_ISOLATE_PRELOAD
 [ -n "$LD_PRELOAD" ] || unset LD_PRELOAD
@@ -332,6 +378,8 @@ export interface IsolatePlan {
   hookSocket: string;
   /** a file with the isolated resolv.conf ("" = keep the host's) */
   resolvConf: string;
+  /** the ax-dnsrelay program ("" = no relay: no nameserver answers inside) */
+  relay: string;
   /** directories covered by an empty tmpfs (the daemon's state directory) */
   hideDirs: string[];
   /** files covered by /dev/null (the API socket, the daemon's log) */
@@ -354,7 +402,7 @@ export function isolateArgs(plan: IsolatePlan): string[] {
   return [
     '--user', '--map-current-user', '--keep-caps', '--net', '--mount', '--propagation', 'private',
     '--pid', '--fork', '--mount-proc', '--kill-child=SIGKILL',
-    '--', 'sh', '-c', ISOLATE_INIT, 'ax-isolate', plan.hookSocket, plan.resolvConf,
+    '--', 'sh', '-c', ISOLATE_INIT, 'ax-isolate', plan.hookSocket, plan.resolvConf, plan.relay,
     ...outer.map((d) => `D:${d}`), ...files.map((f) => `F:${f}`), '--', ...plan.command,
   ];
 }
@@ -455,7 +503,15 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     }
     isolateTmp = mkdtempSync(join(tmpdir(), 'ax-isolate-'));
     const resolvConf = join(isolateTmp, 'resolv.conf');
-    writeFileSync(resolvConf, `# written by ax run --isolate: names resolve through ax\nnameserver ${ISOLATE_NAMESERVER}\nsearch ax\n`, { mode: 0o644 });
+    let hostResolv = '';
+    try {
+      hostResolv = readFileSync('/etc/resolv.conf', 'utf8');
+    } catch {
+      /* none: glibc's defaults */
+    }
+    writeFileSync(resolvConf, isolatedResolvConf(hostResolv), { mode: 0o644 });
+    const relay = dnsRelayProgram(lib);
+    if (!relay) process.stderr.write(`ax run: warning: ax-dnsrelay not found beside ${lib}: programs with their own resolver get no answers inside (build it with: npm run build)\n`);
     env.AX_ISOLATE_PRELOAD = env.LD_PRELOAD;
     if (userPreload) env.LD_PRELOAD = userPreload;
     else delete env.LD_PRELOAD;
@@ -463,6 +519,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     const inner = isolateArgs({
       hookSocket: reg.hook_socket,
       resolvConf,
+      relay: relay ?? '',
       hideDirs: st.state_dir ? [st.state_dir] : [],
       hideFiles: [resolve(spec.socket), st.api_socket ?? '', st.log_file ?? ''],
       command: spec.command,

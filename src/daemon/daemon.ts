@@ -5,6 +5,7 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { formatAddr, intToIpv4 } from '../common/addr';
 import { AxNames } from '../dns/names';
+import { DnsRelayServer } from '../dns/relay';
 import { DnsResponder } from '../dns/server';
 import { resolvConfServers, type HostPort } from '../dns/upstream';
 import { makeLogger, type Logger } from '../common/log';
@@ -69,6 +70,8 @@ export class Daemon {
   readonly names: AxNames;
   /** The DNS responder; null when --dns-listen off (or before start). */
   dns: DnsResponder | null = null;
+  /** The responder's unix socket for isolated apps' relays (hook socket + ".dns"); null when the responder is off. */
+  dnsRelay: DnsRelayServer | null = null;
 
   constructor(readonly config: DaemonConfig) {
     this.log = makeLogger(config.logLevel, config.logFile, `ax-daemon[${config.nodeName}]`);
@@ -169,8 +172,18 @@ export class Daemon {
         upstreams: c.dnsUpstream === 'resolv.conf' ? resolvConfServers() : c.dnsUpstream,
         log: this.log,
         tcpIdleMs: c.dnsTcpIdleMs,
+        // need to know: a relayed query names its app; others are judged by their source address
+        visible: (asker, name) => (asker.appId ? this.hooks.visibleToApp(asker.appId, name) : this.hooks.visibleTo(asker.ip, name)),
       });
       await this.dns.start();
+      // isolated apps' relays (ax-dnsrelay) reach the responder here: their namespace has only loopback
+      this.dnsRelay = new DnsRelayServer({
+        path: `${c.hookSocket}.dns`,
+        responder: this.dns,
+        admit: (pid, uid, appToken) => this.hooks.admit(pid, uid, appToken),
+        log: this.log,
+      });
+      await this.dnsRelay.listen();
       // hooks send their apps' DNS traffic here (native/udp.c, dns_redirect)
       const a = this.dns.address;
       if (a && this.map && !a.ip.includes(':')) this.map.setDns(a.ip, a.port);
@@ -348,6 +361,7 @@ export class Daemon {
         if ((await Promise.race([cluster, late])) === 'late') this.log.warn('cluster stop: peers did not answer within 1 s; going on');
         clearTimeout(timer);
       }
+      await this.dnsRelay?.close();
       await this.dns?.close();
       this.map?.setDns('', 0); // while no responder runs, apps' DNS goes to their own servers
       await this.hookServer?.close();

@@ -28,7 +28,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError,
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, Proto, ServiceTable, Sock } from '../table/table';
-import { AppTrust, confineSocket, pidAlive } from './trust';
+import { AppTrust, confineSocket, pidAlive, type Verdict } from './trust';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -217,10 +217,7 @@ export class HookDispatcher implements Dispatcher {
       return { status: Status.ERR, err: EACCES, end: true };
     }
     if (s.appId && s.appId !== app.id) throw new ProtocolError(`HELLO for app ${app.id} in a session of app ${s.appId}`);
-    let verdict = this.trust.verify(app, s.pid, s.uid);
-    if (!verdict.ok && this.trust.adoptHolder(app.id, s.pid, this.socketInodes(app.id))) {
-      verdict = { ok: true, via: "a socket of the app it holds (inherited or received)" };
-    }
+    const verdict = this.verdictFor(app, s.pid, s.uid);
     if (!verdict.ok) {
       this.warn(`hook session ${s.id} (pid ${s.pid}, uid ${s.uid}) refused for app ${app.id}: ${verdict.why}`);
       return { status: Status.ERR, err: EACCES, end: true };
@@ -238,11 +235,46 @@ export class HookDispatcher implements Dispatcher {
     return {
       status: Status.OK,
       sock: s.id,
-      arg: direct ? HelloFlag.DIRECT : 0,
+      // FOREIGN: the hook does not redirect DNS to our responder (out of its namespace's reach).
+      arg: (direct ? HelloFlag.DIRECT : 0) | (foreign ? HelloFlag.FOREIGN : 0),
       a: { family: AF_INET, ip: app.vip, port: 0 },
       b: direct && src ? { family: AF_INET, ip: src, port: 0 } : null,
       name: this.d.map?.path ?? '',
     };
+  }
+
+  /** Whether process `pid` (SO_PEERCRED) belongs to `app`: its ancestry, or a socket of the app it holds (trust.ts). */
+  private verdictFor(app: App, pid: number, uid: number): Verdict {
+    const verdict = this.trust.verify(app, pid, uid);
+    if (!verdict.ok && this.trust.adoptHolder(app.id, pid, this.socketInodes(app.id))) {
+      return { ok: true, via: 'a socket of the app it holds (inherited or received)' };
+    }
+    return verdict;
+  }
+
+  /**
+   * Admits a DNS relay connection (src/dns/relay.ts, from ax-dnsrelay inside an isolated
+   * app) exactly as a hook session's HELLO: `appToken` is "<app id>:<token>", and the peer
+   * process (`pid`, `uid` from SO_PEERCRED) must belong to that app. Returns the app's id,
+   * or why not. Throws when /proc cannot be read (no verdict).
+   */
+  admit(pid: number, uid: number, appToken: string): { ok: true; appId: string } | { ok: false; why: string } {
+    const [appId, token] = appToken.split(':');
+    const app = appId ? this.d.table.getApp(appId) : undefined;
+    if (!app || !sameToken(app.token, token ?? '')) return { ok: false, why: `unknown app or wrong token "${appId ?? ''}"` };
+    const verdict = this.verdictFor(app, pid, uid);
+    if (!verdict.ok) return { ok: false, why: verdict.why };
+    this.d.log.debug(`dns relay for app ${app.id}: pid ${pid} uid ${uid} admitted through ${verdict.via}`);
+    return { ok: true, appId: app.id };
+  }
+
+  /** For the DNS responder: whether the app `appId` (a relayed query's asker) may see `name`. */
+  visibleToApp(appId: string, name: string): boolean {
+    const vip = this.d.table.resolve(name);
+    if (!vip) return true;
+    const app = this.d.table.getApp(appId);
+    if (!app) return this.policy.opts.unknownPeers === 'allow';
+    return this.visible(app, vip);
   }
 
   /** Inodes of this node's sockets of an app (the kernel files it was handed). */

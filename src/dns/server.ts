@@ -29,9 +29,14 @@ export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP:
 /** The opcode bits of the header's flags word (RFC 1035 4.1.1). */
 const OPCODE_MASK = 0xf << 11;
 
-/** Who asks: the source address of the datagram or TCP connection. */
+/**
+ * Who asks: the source address of the datagram or TCP connection; for a query relayed
+ * from an isolated app (src/dns/relay.ts), the app's id (ip/port then only name it in logs).
+ */
 export interface Asker extends HostPort {
   tcp: boolean;
+  /** the app a relayed query comes from (admitted like a hook session) */
+  appId?: string;
 }
 
 /** Counters the daemon shows in `ax status`. */

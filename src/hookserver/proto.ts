@@ -26,7 +26,7 @@ export function opName(op: number): string {
 
 export const Status = { OK: 0, NATIVE: 1, PENDING: 2, ERR: 3, DIRECT: 4 } as const;
 
-export const HelloFlag = { DIRECT: 0x1 } as const;
+export const HelloFlag = { DIRECT: 0x1, FOREIGN: 0x2 } as const;
 
 /** reply.flags */
 export const ReplyFlag = { CACHE: 0x1, LOCAL: 0x2 } as const;
