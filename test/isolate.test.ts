@@ -309,6 +309,30 @@ t.test('isolated apps as root, root daemon', async (t) => {
     db.killGroup();
   });
 
+  await t.test('root: every uid exists inside, a server that drops to nobody works; the kept capabilities cannot undo the isolation', async (t) => {
+    const mc = d.run(['--isolate', '--name', 'mc'], ['memcached', '-u', 'nobody', '-p', '11211', '-U', '0', '-l', '0.0.0.0', '-vv']);
+    const ask = `
+import socket
+s = socket.create_connection(('mc', 11211), timeout=5); s.sendall(b'version\\r\\n'); print(s.recv(100).decode().strip())
+`;
+    let r: { code: number | null; stdout: string; stderr: string } = { code: 1, stdout: '', stderr: '' };
+    for (let i = 0; i < 50 && r.code !== 0; i++) {
+      r = await d.run(['--isolate'], ['python3', '-c', ask]).result();
+      if (r.code !== 0) await new Promise((res) => setTimeout(res, 100));
+    }
+    t.match(r.stdout, /^VERSION \d/, `memcached -u nobody answers by name: ${r.stderr}`);
+    const pid = (await run('pgrep', ['-f', '^memcached -u nobody -p 11211'])).stdout.trim().split('\n')[0];
+    t.match(readFileSync(`/proc/${pid}/status`, 'utf8'), /^Uid:\s+65534\s/m, 'memcached runs as nobody (uid 65534 on the host too)');
+    const caps = await d.run(['--isolate'], ['sh', '-c', `grep CapEff /proc/self/status; umount ${d.socket} && echo umount-ok || echo umount-refused; unshare -n true && echo unshare-ok || echo unshare-refused`]).result();
+    t.match(caps.stdout, /umount-refused/, 'the mount hiding the API socket stays');
+    t.match(caps.stdout, /unshare-refused/, 'no new namespaces');
+    const eff = BigInt(`0x${/CapEff:\s+([0-9a-f]+)/.exec(caps.stdout)?.[1] ?? '0'}`);
+    const CAP_SYS_ADMIN = 21n, CAP_NET_RAW = 13n, CAP_NET_ADMIN = 12n, CAP_SETUID = 7n;
+    t.equal((eff >> CAP_SETUID) & 1n, 1n, 'keeps CAP_SETUID');
+    for (const [n, c] of [['SYS_ADMIN', CAP_SYS_ADMIN], ['NET_RAW', CAP_NET_RAW], ['NET_ADMIN', CAP_NET_ADMIN]] as const) t.equal((eff >> c) & 1n, 0n, `no CAP_${n}`);
+    mc.killGroup();
+  });
+
   await t.test('UDP: no host UDP socket reaches an isolated app (it could be re-aimed anywhere)', async (t) => {
     const sink = d.run(['--name', 'usink', '--ip', '10.1.0.2'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000)); print('bound', flush=True); [print('got', s.recvfrom(100)[0].decode(), flush=True) for _ in range(9)]"]);
     await sink.waitFor(/bound/);

@@ -332,7 +332,7 @@ export function isolatedResolvConf(host: string): string {
  * Needs: ip (iproute2), mount and setpriv (util-linux).
  */
 export const ISOLATE_INIT = `set -eu
-hook=$1 resolv=$2 relay=$3; shift 3
+hook=$1 resolv=$2 relay=$3 keep=$4; shift 4
 ip link set lo up
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then mount -c --bind "$resolv" /etc/resolv.conf; fi
 if [ -n "$resolv" ]; then rm -f "$resolv"; rmdir "\${resolv%/*}" 2>/dev/null || :; fi
@@ -364,7 +364,7 @@ export LD_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
 unset AX_ISOLATE_PRELOAD
 [ -n "$LD_PRELOAD" ] || unset LD_PRELOAD
 exec 3<&0
-setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- "$@" <&3 3<&- &
+setpriv --inh-caps=-all --ambient-caps=-all --bounding-set="-all$keep" -- "$@" <&3 3<&- &
 child=$!
 exec 3<&-
 for s in HUP INT QUIT TERM USR1 USR2 WINCH TTIN TTOU CONT ALRM; do trap "kill -$s $child 2>/dev/null || :" $s; done
@@ -372,6 +372,17 @@ set +e
 while :; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done
 exit $rc
 `;
+
+/**
+ * The capabilities an app run isolated by root keeps (setpriv names): what servers that
+ * start as root and drop privileges need (nginx, memcached -u, postgres, sshd): change
+ * uid/gid, files, signals, chroot. Not SYS_ADMIN (mounts, setns: the hidden files stay
+ * hidden, the namespaces stay), NET_ADMIN, NET_RAW (AF_PACKET), SYS_PTRACE,
+ * DAC_READ_SEARCH (open_by_handle_at), MKNOD, SYS_MODULE, BPF and the rest. Like the
+ * default set of container runtimes (Docker's, docs.docker.com "Runtime privilege and
+ * Linux capabilities") less NET_RAW, MKNOD, SETPCAP and SETFCAP.
+ */
+export const ROOT_ISOLATE_CAPS = ['chown', 'dac_override', 'fowner', 'fsetid', 'kill', 'setgid', 'setuid', 'net_bind_service', 'sys_chroot', 'audit_write'];
 
 /** What an isolated app must not reach, and what it must. */
 export interface IsolatePlan {
@@ -385,12 +396,21 @@ export interface IsolatePlan {
   /** files covered by /dev/null (the API socket, the daemon's log) */
   hideFiles: string[];
   command: string[];
+  /**
+   * The caller is root: no user namespace (every uid and gid of the host exists inside,
+   * so servers that drop privileges work) and the app keeps ROOT_ISOLATE_CAPS. Otherwise a
+   * user namespace maps the caller's own uid and gid only (no setuid newuidmap) and the
+   * app keeps no capability (inside its user namespace they would let it undo the mounts
+   * that hide the daemon).
+   */
+  root?: boolean;
 }
 
 /**
  * The program and arguments that run `plan.command` isolated: util-linux `unshare`
- * makes new user (the caller's uid and gid mapped to themselves, capabilities kept
- * for the setup only), network, mount (private propagation) and pid namespaces, with
+ * makes new user (not for root, see IsolatePlan.root: the caller's uid and gid mapped
+ * to themselves, capabilities kept for the setup only), network, mount (private
+ * propagation) and pid namespaces, with
  * a fresh /proc (host processes, and their /proc/PID/root views of the host's files,
  * are out of sight); ISOLATE_INIT does the rest. `--kill-child` ends the namespace
  * when unshare dies. Nested directories to hide are reduced to the outermost.
@@ -399,10 +419,12 @@ export function isolateArgs(plan: IsolatePlan): string[] {
   const dirs = [...new Set(plan.hideDirs.filter(Boolean).map((d) => resolve(d)))].filter((d) => d !== '/');
   const outer = dirs.filter((d) => !dirs.some((o) => o !== d && d.startsWith(`${o}/`)));
   const files = [...new Set(plan.hideFiles.filter(Boolean).map((f) => resolve(f)))].filter((f) => !outer.some((o) => f.startsWith(`${o}/`)));
+  const user = plan.root ? [] : ['--user', '--map-current-user', '--keep-caps'];
+  const keep = plan.root ? ROOT_ISOLATE_CAPS.map((c) => `,+${c}`).join('') : '';
   return [
-    '--user', '--map-current-user', '--keep-caps', '--net', '--mount', '--propagation', 'private',
+    ...user, '--net', '--mount', '--propagation', 'private',
     '--pid', '--fork', '--mount-proc', '--kill-child=SIGKILL',
-    '--', 'sh', '-c', ISOLATE_INIT, 'ax-isolate', plan.hookSocket, plan.resolvConf, plan.relay,
+    '--', 'sh', '-c', ISOLATE_INIT, 'ax-isolate', plan.hookSocket, plan.resolvConf, plan.relay, keep,
     ...outer.map((d) => `D:${d}`), ...files.map((f) => `F:${f}`), '--', ...plan.command,
   ];
 }
@@ -523,6 +545,7 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
       hideDirs: st.state_dir ? [st.state_dir] : [],
       hideFiles: [resolve(spec.socket), st.api_socket ?? '', st.log_file ?? ''],
       command: spec.command,
+      root: process.getuid?.() === 0,
     });
     [file, args] = [setpriv ?? unshare, setpriv ? ['--pdeathsig', 'KILL', '--', unshare, ...inner] : inner];
   }
