@@ -5,7 +5,7 @@ import { release } from 'node:os';
 import { canConfine } from '../daemon/trust';
 import { SockDiag } from '../hookserver/sockdiag';
 import { bool, parseFlags, str, UsageError, type FlagSpec } from './args';
-import { findInPath, hookLibrary } from './run';
+import { dnsRelayProgram, findInPath, hookLibrary } from './run';
 
 export const DOCTOR_USAGE = `usage: ax doctor [-o json]
 
@@ -108,7 +108,10 @@ export function doctorReport(): DoctorReport {
   add(`socket filters (SO_ATTACH_FILTER) as uid ${uid}`, filters, filters ? 'allowed' : 'refused by the kernel');
 
   try {
-    add('hook library (LD_PRELOAD)', true, hookLibrary());
+    const lib = hookLibrary();
+    add('hook library (LD_PRELOAD)', true, lib);
+    const relay = dnsRelayProgram(lib);
+    add('DNS relay (ax-dnsrelay, for --isolate)', relay !== null, relay ?? `missing beside ${lib}: isolated programs with their own resolver get no answers (npm run build)`);
   } catch (e) {
     add('hook library (LD_PRELOAD)', false, (e as Error).message);
   }
@@ -121,6 +124,7 @@ export function doctorReport(): DoctorReport {
   const tools = ['unshare', 'setpriv', 'mount', 'ip'].every((t) => get(`program ${t}`)?.ok);
   const userns = get(`unshare -U -n as uid ${uid}`)?.ok ?? false;
   if (!tools) verdicts.push('ax run --isolate: unavailable (a program it needs is missing, see above).');
+  else if (uid === 0) verdicts.push('ax run --isolate: available for root: new network, mount and pid namespaces (no user namespace: every uid exists inside; the app keeps only the capabilities servers need to drop privileges).');
   else if (!userns) verdicts.push(`ax run --isolate: unavailable for uid ${uid} (user namespaces are refused: see above).`);
   else verdicts.push(`ax run --isolate: available for uid ${uid}: new user, network, mount and pid namespaces, no root needed.`);
   const nobody = get('unshare -U -n as nobody');

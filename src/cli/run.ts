@@ -318,14 +318,15 @@ export function isolatedResolvConf(host: string): string {
  * by `sh` with the capabilities of the new user namespace:
  *   $1 hook socket, $2 resolv.conf to bind over /etc/resolv.conf (or ""; ax run's private
  *   temporary file in a directory of its own: both are removed once it is bound),
- *   $3 the ax-dnsrelay program (or ""), then "D:dir" (a tmpfs over it) and "F:file"
- *   (/dev/null over it) arguments, "--", CMD...
+ *   $3 the ax-dnsrelay program (or ""), $4 the capabilities CMD keeps (setpriv's
+ *   ",+cap,+cap" form; "" = none; see IsolatePlan.root), then "D:dir" (a tmpfs over it)
+ *   and "F:file" (/dev/null over it) arguments, "--", CMD...
  * It brings loopback up; bind-mounts the resolv.conf; hides the daemon's state and API
  * socket; keeps the hook socket and the DNS relay socket (hook + ".dns") reachable
  * (re-bound from a directory fd opened before hiding, when a hidden directory held them)
  * and its identity map read-only; starts ax-dnsrelay on ISOLATE_NAMESERVER:53 (it binds,
  * drops every capability and forks: names work before CMD starts); then runs CMD with
- * every capability dropped (inheritable, ambient, bounding) and LD_PRELOAD from
+ * every capability but $4's dropped (inheritable, ambient, bounding) and LD_PRELOAD from
  * AX_ISOLATE_PRELOAD, as its child. It forwards the signals ax run forwards (pid 1 gets
  * only signals it has handlers for) and exits with CMD's status. When it exits, the
  * kernel ends everything left in the pid namespace (the relay too).
