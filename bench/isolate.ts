@@ -17,56 +17,20 @@
 //                     daemon's threads and open fds, and the end compares first and last.
 //
 // The whole run happens in a loopback-only network namespace (re-executed under `unshare -n`).
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { AX, bg, CONNECT, fg as fgWithin, inLoopbackNamespace, median, procs, sleep, waitOut } from './common';
 
-const ROOT = join(__dirname, '..');
-const AX = join(ROOT, 'dist', 'ax.js');
-const CONNECT = join(ROOT, 'native', 'build', 'bench-connect');
 const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 3);
 const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
 const CONNECTS = Number(process.env.AX_BENCH_CONNECTS ?? 5000);
 const REDIS_N = Number(process.env.AX_BENCH_REDIS_N ?? 50000);
 
-if (!process.env.AX_ISOLATED) {
-  const r = spawnSync('unshare', ['-n', '--', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh', process.execPath, __filename, ...process.argv.slice(2)], {
-    stdio: 'inherit',
-    env: { ...process.env, AX_ISOLATED: '1' },
-  });
-  if (r.error || r.status === null) console.error('bench: needs a private network namespace (unshare -n): run as root');
-  process.exit(r.status ?? 1);
-}
+inLoopbackNamespace('bench:isolate', __filename);
 
-const procs: ChildProcess[] = [];
-/** A background process; its output collects in out(). */
-function bg(cmd: string, args: string[]): { p: ChildProcess; out: () => string } {
-  const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  p.stdout!.on('data', (d) => (out += d));
-  p.stderr!.on('data', (d) => (out += d));
-  procs.push(p);
-  return { p, out: () => out };
-}
-async function waitOut(h: { out: () => string }, re: RegExp, ms = 15000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!re.test(h.out())) {
-    if (Date.now() > end) throw new Error(`timeout waiting for ${re}: ${h.out()}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-/** Runs to completion; stdout, or an Error with the output. */
-function fg(cmd: string, args: string[]): string {
-  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 300_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2) : NaN;
-};
+/** Runs to completion (5 minutes at most: a soak interval, a slow slirp4netns start). */
+const fg = (cmd: string, args: string[]) => fgWithin(cmd, args, 300_000);
 
 /** A duration with its unit (30s, 10m, 2h) in ms. */
 export function parseSoak(text: string): number {
