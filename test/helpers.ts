@@ -1,7 +1,8 @@
 // Test helpers: a daemon per test file in its own temp dirs, programs run under
 // `ax run`, and waiting on their output. Everything is torn down by t.teardown.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { chmodSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -213,4 +214,25 @@ export function clean(t: Asserts, what: string, r: { code: number | null; stdout
 
 export function have(cmd: string): boolean {
   return (process.env.PATH ?? '').split(':').some((d) => existsSync(join(d, cmd)));
+}
+
+/**
+ * An ordinary user's ax: user nobody (65534) with a home, XDG_RUNTIME_DIR and state of
+ * its own (a temporary directory `prefix`*), so `ax` starts a rootless daemon there.
+ * ax(args) starts `ax ARGS` as nobody; nobody(args) is setpriv's argument list that runs
+ * ARGS as nobody in that environment. The daemon is stopped and the home removed at teardown.
+ */
+export function nobodyAx(t: Teardown, prefix: string): { home: string; env: Record<string, string>; ax: (args: string[]) => Proc; nobody: (args: string[]) => string[] } {
+  const home = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(home, 0o755);
+  mkdirSync(join(home, 'run'), { mode: 0o700 });
+  execFileSync('chown', ['-R', '65534:65534', home]);
+  const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home, XDG_RUNTIME_DIR: join(home, 'run'), XDG_STATE_HOME: join(home, 'state') };
+  const nobody = (args: string[]) => ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args];
+  const ax = (args: string[]) => start('setpriv', nobody([process.execPath, AX, ...args]), { env }, t);
+  t.teardown(async () => {
+    await run('setpriv', nobody([process.execPath, AX, 'stop']), { env });
+    rmSync(home, { recursive: true, force: true });
+  });
+  return { home, env, ax, nobody };
 }

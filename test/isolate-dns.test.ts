@@ -4,13 +4,11 @@
 // over UDP and TCP, node's c-ares) get ax names and forwarded names; garbage leaves the
 // relay serving; the relay ends with the app; need-to-know policy sees the asking app.
 // As root against a root daemon, and as nobody against a rootless daemon.
-import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import t from 'tap';
 import { isolatedResolvConf } from '../src/cli/run';
-import { AX, run, start, TestDaemon } from './helpers';
+import { AX, nobodyAx, run, start, TestDaemon } from './helpers';
 
 const DNSMASQ = '/usr/sbin/dnsmasq';
 
@@ -170,17 +168,7 @@ t.test('bounded: 300 queries in flight to a silent upstream: 256 relayed, the re
 });
 
 t.test('as nobody, rootless daemon: dig inside finds an isolated service', { skip: !existsSync(DNSMASQ) && 'dnsmasq missing' }, async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'ax-isodns-nobody-'));
-  chmodSync(home, 0o755);
-  mkdirSync(join(home, 'run'), { mode: 0o700 });
-  execFileSync('chown', ['-R', '65534:65534', home]);
-  const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home, XDG_RUNTIME_DIR: join(home, 'run'), XDG_STATE_HOME: join(home, 'state') };
-  const nobody = (args: string[]) => ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args];
-  const ax = (args: string[]) => start('setpriv', nobody([process.execPath, AX, ...args]), { env }, t);
-  t.teardown(async () => {
-    await run('setpriv', nobody([process.execPath, AX, 'stop']), { env });
-    rmSync(home, { recursive: true, force: true });
-  });
+  const { ax } = nobodyAx(t, 'ax-isodns-nobody-');
   const db = ax(['run', '--isolate', '--name', 'db', '--', '/usr/bin/python3', '-u', '-m', 'http.server', '8000']);
   await db.waitFor(/Serving HTTP/, 20_000);
   const vip = (JSON.parse((await ax(['get', 'services', '-o', 'json']).result()).stdout) as Array<{ name: string; vip: string }>).find((x) => x.name === 'db')?.vip;

@@ -4,12 +4,12 @@
 // and with --isolate, where it must not. Then the functional path (names, redis, curl, loopback
 // inside), as root against a root daemon and as nobody against a rootless daemon.
 import { execFileSync } from 'node:child_process';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { classifyCommand, classifyElf } from '../src/cli/elf';
-import { AX, ROOT, run, start, TestDaemon, type Proc } from './helpers';
+import { AX, nobodyAx, ROOT, run, start, TestDaemon, type Proc } from './helpers';
 
 /** Probes with raw system calls (inline `syscall` instruction: no LD_PRELOAD hook sees them). */
 const PROBE_C = String.raw`// Probes what a process can reach, with raw system calls (no libc socket wrappers, so no
@@ -355,17 +355,7 @@ except OSError as e:
 });
 
 t.test('as nobody, with a rootless daemon it starts itself', async (t) => {
-  const home = mkdtempSync(join(tmpdir(), 'ax-isolate-nobody-'));
-  chmodSync(home, 0o755);
-  mkdirSync(join(home, 'run'), { mode: 0o700 });
-  execFileSync('chown', ['-R', '65534:65534', home]);
-  const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: home, XDG_RUNTIME_DIR: join(home, 'run'), XDG_STATE_HOME: join(home, 'state') };
-  const nobody = (args: string[]) => ['--reuid=65534', '--regid=65534', '--clear-groups', 'env', '-i', ...Object.entries(env).map(([k, v]) => `${k}=${v}`), ...args];
-  const ax = (args: string[]) => start('setpriv', nobody([process.execPath, AX, ...args]), { env }, t);
-  t.teardown(async () => {
-    await run('setpriv', nobody([process.execPath, AX, 'stop']), { env });
-    rmSync(home, { recursive: true, force: true });
-  });
+  const { home, env, ax, nobody } = nobodyAx(t, 'ax-isolate-nobody-');
   const db: Proc = ax(['run', '--isolate', '--name', 'db', '--', 'redis-server', '--port', '6379', '--protected-mode', 'no', '--save', '', '--appendonly', 'no']);
   await db.waitFor(/Ready to accept connections/, 20_000);
   const status = JSON.parse((await ax(['status', '-o', 'json']).result()).stdout);
