@@ -687,7 +687,17 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
         if (nonblock < 0) {
             int fl = R.fcntl(fd, F_GETFL);
             nonblock = fl >= 0 && (fl & O_NONBLOCK);
-            deadline = now_ms() + cfg.wait_ms;
+            /* a send timeout the app set bounds a blocking connect natively (it is the
+             * connect's timeout, socket(7)): it bounds the wait for a starting app too */
+            long wait = cfg.wait_ms;
+            struct timeval tv = {0, 0};
+            socklen_t tl = sizeof tv;
+            if (R.getsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, &tl) == 0 && (tv.tv_sec || tv.tv_usec)) {
+                long snd = tv.tv_sec * 1000L + tv.tv_usec / 1000L;
+                if (snd < wait)
+                    wait = snd;
+            }
+            deadline = now_ms() + wait;
         }
         long left = deadline - now_ms();
         if (nonblock || left <= 0) {

@@ -70,6 +70,20 @@ for (const mode of ['direct', 'fd'] as const) {
     const idle = d.run(['--name', 'idle'], ['sleep', '60']);
     await d.until('idle registered', async () => (await d.get('apps')).some((a) => a.name === 'idle'));
     clean(t, 'blocking connect to a starting app refused after the wait', await d.run(['--connect-wait', '100ms'], [bin('handoff'), 'idle', '80', 'refused']).result());
+    // SO_SNDTIMEO is a blocking connect's timeout natively (socket(7)): it bounds that wait too.
+    const sndtimeo = `
+import errno, socket, struct, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 0, 300000))
+t0 = time.monotonic()
+try:
+    s.connect(('idle', 80)); print('connected')
+except OSError as e:
+    print(errno.errorcode[e.errno], int((time.monotonic() - t0) * 1000))
+`;
+    const st = await d.run([], ['python3', '-c', sndtimeo]).result();
+    const m = /^(\w+) (\d+)$/m.exec(st.stdout);
+    t.equal(m?.[1], 'ECONNREFUSED', `refused: ${st.stdout}${st.stderr}`);
+    t.ok(m && Number(m[2]) >= 250 && Number(m[2]) < 2500, `after the 300 ms send timeout, not the 5 s connect-wait (${m?.[2]} ms)`);
     idle.kill();
   });
 
