@@ -44,8 +44,12 @@ const axRun = (args: string[], cmd: string[]) => [AX, 'run', '--socket', sock, '
 const iso = (cmd: string[]) => fg(process.execPath, axRun(['--isolate'], cmd));
 
 /** Gbit/s received, from iperf3 -J. */
+/** Gbit/s received from iperf3 -J output; throws with iperf3's own error ("the server is busy", ...). */
 function iperfGbps(json: string): number {
-  return JSON.parse(json).end.sum_received.bits_per_second / 1e9;
+  const r = JSON.parse(json) as { error?: string; end?: { sum_received?: { bits_per_second?: number } } };
+  const bps = r.end?.sum_received?.bits_per_second;
+  if (bps === undefined) throw new Error(`iperf3: ${r.error ?? 'no result'}`);
+  return bps / 1e9;
 }
 /** requests/s of SET and GET from redis-benchmark -q (progress lines end with \r). */
 function redisRps(out: string): { set: number; get: number } {
@@ -151,25 +155,40 @@ async function soak(ms: number, daemonPid: number): Promise<void> {
   const end = Date.now() + ms;
   const samples: Array<{ t: number; gbps: number; cps: number; threads: number; fds: number; rssMiB: number }> = [];
   console.log(`soak: ${Math.round(ms / 1000)} s of isolated iperf3 (2 s) + connect loops, a sample every ${interval / 1000} s`);
-  console.log('  t(s)   Gbit/s   conn/s  threads  fds  rss MiB');
+  console.log('  t(s)   Gbit/s   conn/s  threads  fds  rss MiB  failed runs');
   const t0 = Date.now();
   let next = t0 + interval;
   let gb: number[] = [];
   let cs: number[] = [];
+  let failed = 0;
+  let runs = 0;
+  const errors = new Map<string, number>();
+  // A failed client run is counted and named (the soak goes on): a soak is about what keeps working.
+  const attempt = (f: () => void) => {
+    runs++;
+    try {
+      f();
+    } catch (e) {
+      failed++;
+      const m = (e as Error).message.split('\n')[0].slice(0, 160);
+      errors.set(m, (errors.get(m) ?? 0) + 1);
+    }
+  };
   while (Date.now() < end) {
-    gb.push(iperfGbps(iso(['iperf3', '-4', '-c', 'ipsrv', '-p', '5201', '-t', '2', '-J'])));
-    cs.push(connectStats(iso([CONNECT, 'client', 'cb', '80', '2000'])).cps);
+    attempt(() => gb.push(iperfGbps(iso(['iperf3', '-4', '-c', 'ipsrv', '-p', '5201', '-t', '2', '-J']))));
+    attempt(() => cs.push(connectStats(iso([CONNECT, 'client', 'cb', '80', '2000'])).cps));
     if (Date.now() >= next || Date.now() >= end) {
       await sleep(1500); // let the sessions of the last clients end
       const u = daemonUsage(daemonPid);
       const s = { t: Math.round((Date.now() - t0) / 1000), gbps: median(gb), cps: median(cs), ...u };
       samples.push(s);
-      console.log(`${String(s.t).padStart(6)} ${s.gbps.toFixed(2).padStart(8)} ${s.cps.toFixed(0).padStart(8)} ${String(s.threads).padStart(8)} ${String(s.fds).padStart(4)} ${s.rssMiB.toFixed(0).padStart(8)}`);
+      console.log(`${String(s.t).padStart(6)} ${s.gbps.toFixed(2).padStart(8)} ${s.cps.toFixed(0).padStart(8)} ${String(s.threads).padStart(8)} ${String(s.fds).padStart(4)} ${s.rssMiB.toFixed(0).padStart(8)}  ${failed}/${runs}`);
       gb = [];
       cs = [];
       next += interval;
     }
   }
+  console.log(`\nclient runs: ${runs}, failed: ${failed}${[...errors].map(([m, n]) => `\n  ${n} × ${m}`).join('')}`);
   if (samples.length >= 2) {
     const a = samples[0];
     const z = samples[samples.length - 1];
