@@ -80,12 +80,13 @@ export function median(xs: number[]): number {
 
 /**
  * A request/answer driver fed over stdin: ask() writes "go" and resolves with the
- * next line the process prints (the lines before the call are skipped).
+ * next line the process prints (the lines before the first call are skipped);
+ * ask(false) only waits for the next line.
  */
-export function lineDriver(h: Bg): () => Promise<string> {
+export function lineDriver(h: Bg): (send?: boolean) => Promise<string> {
   let seen = h.stdout().length;
-  return async () => {
-    h.p.stdin!.write('go\n');
+  return async (send = true) => {
+    if (send) h.p.stdin!.write('go\n');
     for (;;) {
       const text = h.stdout();
       const nl = text.indexOf('\n', seen);

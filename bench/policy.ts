@@ -19,7 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AxClient } from '../src/cli/client';
 
-import { AX, bg, CONNECT, inLoopbackNamespace, lineDriver, procs, waitOut } from './common';
+import { AX, bg, CONNECT, inLoopbackNamespace, lineDriver, procs, waitOut, type Bg } from './common';
 
 const ROUNDS = Number(process.env.AX_BENCH_ROUNDS ?? 300);
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 10000);
@@ -54,6 +54,64 @@ for line in sys.stdin:
         print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
 `;
 
+// A client under ax holding a connection: for each line on stdin, connects to argv[1]:argv[2],
+// prints "open", blocks until the connection is cut and prints "cut" with CLOCK_MONOTONIC in ns
+// (process.hrtime's clock: the two are comparable on one host, across network namespaces too).
+const HOLDER = `
+import socket, sys, time
+h, p = sys.argv[1], int(sys.argv[2])
+print('ready', flush=True)
+for line in sys.stdin:
+    try:
+        s = socket.create_connection((h, p), timeout=5)
+    except OSError as e:
+        print('refused', e.errno, flush=True); continue
+    s.settimeout(None)
+    print('open', flush=True)
+    try:
+        s.recv(1)
+    except OSError:
+        pass
+    print('cut', time.monotonic_ns(), flush=True)
+    s.close()
+`;
+
+// A server that keeps every connection it accepts open (never reads, never closes).
+const KEEPER = `
+import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('0.0.0.0', 81)); l.listen(128)
+print('listening', flush=True)
+held = []
+while True:
+    held.append(l.accept()[0])
+`;
+
+/**
+ * Revocation: a connection held open by a client under ax; `put` adds the deny rule and
+ * resolves when the API replied (on any host); then the time until the client saw its
+ * connection cut, from that reply (negative: cut before the reply). ROUNDS rounds, the rule
+ * removed (and the connection made again) between them.
+ */
+async function revocation(holder: Bg, put: () => Promise<unknown>, remove: () => Promise<unknown>, rounds: number): Promise<number[]> {
+  const ask = lineDriver(holder);
+  const cut: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    let line = await ask();
+    for (let k = 0; line !== 'open' && k < 100; k++) {
+      await new Promise((r) => setTimeout(r, 50)); // the removal may not have reached the client's host yet
+      line = await ask();
+    }
+    if (line !== 'open') throw new Error(`the holder could not connect: ${line}`);
+    await put();
+    const replied = process.hrtime.bigint();
+    const m = /^cut (\d+)$/.exec(await ask(false));
+    if (!m) throw new Error('the holder printed no cut');
+    cut.push(Number(BigInt(m[1]) - replied) / 1e6);
+    await remove();
+  }
+  return cut;
+}
+
 async function enforce(): Promise<void> {
   const d = await daemon([]);
   const srv = d.run(['--name', 'cb', '--labels', 'zone=default', '--', CONNECT, 'server', '80']);
@@ -87,6 +145,14 @@ async function enforce(): Promise<void> {
   console.log(`  after policy add (refused)    ${f(add)}`);
   console.log(`  after policy rm (allowed)     ${f(rm)}`);
   console.log(`  extra over baseline (p99)     ${(pct(add, 99) - pct(base, 99)).toFixed(3)} ms;  connects not matching the rule in force: ${missed}`);
+  const keep = d.run(['--name', 'cb', '--labels', 'zone=default', '--', 'python3', '-u', '-c', KEEPER]);
+  await waitOut(keep, /listening/);
+  const holder = d.run(['--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', HOLDER, vip, '81']);
+  await waitOut(holder, /ready/);
+  const REVOKES = Math.min(ROUNDS, 100);
+  const cut = await revocation(holder, () => c.call('PolicyPut', { rules_json: [rule] }), () => c.call('PolicyRemove', { ids: ['probe'] }), REVOKES);
+  console.log(`  existing connection cut       ${f(cut)}  (${REVOKES} rounds; from the add's reply to the client seeing the cut)`);
+  for (const x of [keep, holder]) x.p.kill('SIGKILL');
   c.close();
   for (const x of [drv, srv, d.h]) x.p.kill('SIGKILL');
   rmSync(d.dir, { recursive: true, force: true });
@@ -188,6 +254,12 @@ async function cluster(): Promise<void> {
     const f = (xs: number[]) => `p50 ${pct(xs, 50).toFixed(1)} ms  p99 ${pct(xs, 99).toFixed(1)} ms  max ${Math.max(...xs).toFixed(1)} ms`;
     console.log(`cluster (3 hosts, ${CLUSTER_ROUNDS} rounds): rule added on a -> refused on c: ${f(add)}`);
     console.log(`                               rule removed on a -> allowed on c: ${f(rm)}`);
+    const keep = inNs(1, [process.execPath, AX, 'run', '--socket', sock(1), '--no-start', '--name', 'cb', '--', 'python3', '-u', '-c', KEEPER]);
+    await waitOut(keep, /listening/);
+    const holder = inNs(2, [process.execPath, AX, 'run', '--socket', sock(2), '--no-start', '--labels', 'zone=default,role=probe', '--', 'python3', '-u', '-c', HOLDER, vip, '81']);
+    await waitOut(holder, /ready/);
+    const cut = await revocation(holder, () => ca.call('PolicyPut', { rules_json: [rule] }), () => ca.call('PolicyRemove', { ids: ['probe'] }), CLUSTER_ROUNDS);
+    console.log(`                               rule added on a -> c's connection to b cut: ${f(cut)}`);
     ca.close();
     cc.close();
   } finally {

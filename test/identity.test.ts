@@ -205,6 +205,30 @@ print('restarts ok', ok, flush=True)
   t.match(r.stdout, /restarts ok 10/, `every restart bound at once (${r.stdout.trim()})`);
 });
 
+t.test('listeners closed and made again in a tight loop (iperf3 -s does it per test) all listen, while others close theirs', async (t) => {
+  // Every close has the daemon ask the kernel which sockets live (sock_diag). A dump walks the
+  // listening and the bound tables one after the other: a socket bound before the dump and
+  // listening during it was in neither, was taken for gone, and its LISTEN refused (EBADF).
+  const d = await TestDaemon.start(t);
+  const loop = script(
+    'relisten.py',
+    `
+import socket, sys
+port, n, bad = int(sys.argv[1]), int(sys.argv[2]), 0
+for i in range(n):
+    s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(('::', port)); s.listen(8)
+    except OSError as e:
+        bad += 1; print('run', i, 'errno', e.errno, flush=True)
+    s.close()
+print('listened', n - bad, 'of', n, flush=True)
+`,
+  );
+  const runs = [7001, 7002, 7003].map((port) => d.run(['--name', `relisten${port}`], [PY, '-u', loop, String(port), '300']).result(60_000));
+  for (const r of await Promise.all(runs)) t.match(r.stdout, /listened 300 of 300/, `every listen worked (${r.stdout.trim().split('\n').slice(-3).join('; ')})`);
+});
+
 t.test('a client that binds a chosen source port keeps it (curl --local-port)', async (t) => {
   const d = await TestDaemon.start(t);
   const p = script('plain.py', SERVE + `\ns = socket.socket(); s.bind(('0.0.0.0', 80)); s.listen(8); print('up', flush=True)\nserve(s, 'srv')\n`);

@@ -241,6 +241,7 @@ t.test('revocation mechanisms on native connections: SOCK_DESTROY, and pidfd_get
     const r = new Revoker({
       pids: () => new Map([['app1', new Set([client.pid])]]),
       allowed: (_app, ip, p) => (ip === '127.0.0.1' && p === port ? false : undefined),
+      isService: (ip, p) => ip === '127.0.0.1' && p === port,
       log: { warn: quiet, info: quiet, debug: quiet },
       mode,
     });

@@ -859,10 +859,22 @@ export class HookDispatcher implements Dispatcher {
         this.d.log.warn(`sock_diag unavailable (${(e as Error).message}): a service now ends with the process that bound it`);
       }
     }
+    const missing = (l: Set<bigint> | null, s: Sock) => (l && s.cookie ? !l.has(BigInt(s.cookie)) : !pidAlive(s.pid));
+    let gone = mine.filter((s) => missing(live, s));
+    if (gone.length > 0 && live) {
+      // A dump walks the listening, bound and UDP tables one after another: a socket that
+      // moves between them meanwhile (an app's listen() right after its bind, while an
+      // earlier close had this pass run) is in neither. A socket moves once that way, so
+      // one that a second dump also misses is gone.
+      try {
+        const again = this.d.diag!.liveCookies();
+        gone = gone.filter((s) => missing(again, s));
+      } catch {
+        gone = [];
+      }
+    }
     let n = 0;
-    for (const s of mine) {
-      const gone = live && s.cookie ? !live.has(BigInt(s.cookie)) : !pidAlive(s.pid);
-      if (!gone) continue;
+    for (const s of gone) {
       this.d.log.debug(`socket gone: ${s.name || s.appId} ${s.vip}:${s.vport} (host port ${s.hostPort})`);
       this.release(s);
       n++;

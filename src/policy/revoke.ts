@@ -77,6 +77,8 @@ export interface RevokeDeps {
   pids: () => Map<string, Set<number>>;
   /** whether app `appId` may still use its connection to real address ip:port; undefined = not a service */
   allowed: (appId: string, ip: string, port: number) => boolean | undefined;
+  /** whether real address ip:port is a TCP service's (a connection elsewhere is never policy's to cut) */
+  isService: (ip: string, port: number) => boolean;
   log: { warn(m: string): void; info(m: string): void; debug(m: string): void };
   /** Called for each connection cut: the app, and the real destination it was connected to. */
   onCut?: (appId: string, dst: string, dport: number) => void;
@@ -95,45 +97,50 @@ export class Revoker {
 
   constructor(private readonly d: RevokeDeps) {}
 
-  /** One pass over every established connection of this host's apps. */
+  /**
+   * One pass over every established connection of this host's apps. The kernel's list
+   * comes first (one sock_diag dump per family); only when some connection goes to a
+   * service are the apps' fds read (/proc/PID/fd) to learn whose it is, and only until
+   * every such connection's owner is known.
+   */
   sweep(): number {
-    const owner = new Map<number, string>();
-    const holder = new Map<number, { pid: number; fd: number }>();
-    for (const [appId, pids] of this.d.pids()) {
+    const candidates: Conn[] = [];
+    for (const family of [2, 10]) {
+      try {
+        for (const c of this.diag.dump(family, 1 << TCP_ESTABLISHED)) if (this.d.isService(c.dst, c.dport)) candidates.push(c);
+      } catch (e) {
+        this.warnOnce(`revocation: cannot list connections (${(e as Error).message})`);
+        return 0;
+      }
+    }
+    if (candidates.length === 0) return 0;
+    const wanted = new Set(candidates.map((c) => c.inode));
+    const owner = new Map<number, { appId: string; pid: number; fd: number }>();
+    scan: for (const [appId, pids] of this.d.pids()) {
       for (const pid of pids) {
         for (const [ino, fd] of socketFdsOf(pid)) {
-          owner.set(ino, appId);
-          holder.set(ino, { pid, fd });
+          if (!wanted.has(ino) || owner.has(ino)) continue;
+          owner.set(ino, { appId, pid, fd });
+          if (owner.size === wanted.size) break scan;
         }
       }
     }
-    if (owner.size === 0) return 0;
     let n = 0;
-    for (const family of [2, 10]) {
-      let conns: Conn[];
-      try {
-        conns = this.diag.dump(family, 1 << TCP_ESTABLISHED);
-      } catch (e) {
-        this.warnOnce(`revocation: cannot list connections (${(e as Error).message})`);
-        return n;
+    for (const c of candidates) {
+      const o = owner.get(c.inode);
+      if (!o || this.d.allowed(o.appId, c.dst, c.dport) !== false) continue;
+      let err = this.d.mode === 'pidfd' ? -1 : this.diag.destroy(c);
+      if (err !== 0) {
+        const alt = shutdownRemote(o.pid, o.fd);
+        if (alt === 0) err = 0;
+        else if (err === -1) err = alt;
       }
-      for (const c of conns) {
-        const appId = owner.get(c.inode);
-        if (!appId || this.d.allowed(appId, c.dst, c.dport) !== false) continue;
-        let err = this.d.mode === 'pidfd' ? -1 : this.diag.destroy(c);
-        if (err !== 0) {
-          const h = holder.get(c.inode);
-          const alt = h ? shutdownRemote(h.pid, h.fd) : -1;
-          if (alt === 0) err = 0;
-          else if (err === -1) err = alt;
-        }
-        if (err === 0) {
-          n++;
-          this.d.onCut?.(appId, c.dst, c.dport);
-          this.d.log.info(`policy: cut app ${appId}'s connection ${c.src}:${c.port} -> ${c.dst}:${c.dport} (no longer allowed)`);
-        } else {
-          this.warnOnce(`policy: cannot cut app ${appId}'s connection to ${c.dst}:${c.dport}: SOCK_DESTROY (needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY) and pidfd_getfd (needs ptrace access) both failed (errno ${err}); it lives until closed`);
-        }
+      if (err === 0) {
+        n++;
+        this.d.onCut?.(o.appId, c.dst, c.dport);
+        this.d.log.info(`policy: cut app ${o.appId}'s connection ${c.src}:${c.port} -> ${c.dst}:${c.dport} (no longer allowed)`);
+      } else {
+        this.warnOnce(`policy: cannot cut app ${o.appId}'s connection to ${c.dst}:${c.dport}: SOCK_DESTROY (needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY) and pidfd_getfd (needs ptrace access) both failed (errno ${err}); it lives until closed`);
       }
     }
     this.cut += n;

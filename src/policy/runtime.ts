@@ -9,8 +9,6 @@ import type { App, ServiceTable } from '../table/table';
 import type { PolicyEngine, PolicyRecord } from './decide';
 import { Revoker } from './revoke';
 
-/** Delay of the revocation pass after a rule change (ms). */
-const SWEEP_DELAY_MS = 20;
 
 export interface PolicyRuntimeDeps {
   engine: PolicyEngine;
@@ -31,6 +29,10 @@ export class PolicyRuntime {
     this.revoker = new Revoker({
       pids: d.pids,
       allowed: (appId, ip, port) => this.allowed(appId, ip, port),
+      isService: (ip, port) => {
+        const peer = unmapV4(ip);
+        return d.table.services().some((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
+      },
       log: d.log,
       onCut: d.onCut,
     });
@@ -52,16 +54,17 @@ export class PolicyRuntime {
   queueSweep(): void {
     if (this.sweepQueued) return;
     this.sweepQueued = true;
-    // A few ms later: connects asked right after the change are answered first (the sweep
-    // reads /proc and dumps every connection: milliseconds, not microseconds).
-    setTimeout(() => {
+    // Right after the change's own work (its API reply is written first): existing
+    // connections are cut as soon as new ones are refused. The pass is one sock_diag dump,
+    // and /proc reads only when a connection goes to a service.
+    setImmediate(() => {
       this.sweepQueued = false;
       try {
         this.revoker.sweep();
       } catch (e) {
         this.d.log.warn(`policy: revocation pass failed: ${(e as Error).message}`);
       }
-    }, SWEEP_DELAY_MS).unref();
+    });
   }
 
   /** Whether local app `appId` may keep a connection to real ip:port (undefined: not a service). */
