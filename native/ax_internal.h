@@ -333,6 +333,8 @@ int ident_peer(const struct ax_addr *real, struct ax_addr *virt);
 int map_virtual(const struct ax_addr *a);
 /* the daemon's DNS responder (AF_INET, host port), 1 if it has one */
 int map_dns(struct ax_addr *out);
+/* the map header's AX_MAP_F_* flags (0 without a map) */
+uint32_t map_flags(void);
 
 /* ------------------------------------------------------------------------ */
 /* cache.c: cached DIRECT answers                                            */
@@ -342,6 +344,9 @@ int map_dns(struct ax_addr *out);
 void cache_store(const struct ax_addr *dest, int key, const struct ax_msg *p);
 /* pick < 0: the next backend round robin; else backend pick % n (a flow's own) */
 int cache_lookup(const struct ax_addr *dest, int key, struct ax_msg *p, long pick);
+/* cached verdicts for (a, tag) under the current generation: 1 allow, 0 deny, -1 unknown */
+int verdict_lookup(const struct ax_addr *a, uint32_t tag);
+void verdict_store(const struct ax_addr *a, uint32_t tag, uint32_t gen, int allow);
 
 /* ------------------------------------------------------------------------ */
 /* sock.c: socket logic                                                      */
