@@ -347,6 +347,8 @@ int cache_lookup(const struct ax_addr *dest, int key, struct ax_msg *p, long pic
 /* cached verdicts for (a, tag) under the current generation: 1 allow, 0 deny, -1 unknown */
 int verdict_lookup(const struct ax_addr *a, uint32_t tag);
 void verdict_store(const struct ax_addr *a, uint32_t tag, uint32_t gen, int allow);
+/* the verdict tag of UDP egress (real destinations); accept verdicts use the listener's id */
+#define VC_TAG_UDP_EGRESS 0xffffffffu
 
 /* ------------------------------------------------------------------------ */
 /* sock.c: socket logic                                                      */
@@ -369,6 +371,8 @@ int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct
 /* shared with udp.c */
 int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl);
 int snapshot_or_learn(int fd, struct meta *out, int verify);
+/* egress policy for a datagram to real IPv4 destination d (AX_MAP_F_EGRESS set): 1 = send */
+int egress_dgram_allowed(const struct ax_addr *d, int family);
 
 /* ------------------------------------------------------------------------ */
 /* udp.c: datagram sockets                                                   */

@@ -138,7 +138,10 @@ enum ax_status {
                                 socket): answered DIRECT toward a udp backend, the source
                                 address of a local app owning the VIP (a reply to a client),
                                 or a closed port (nothing serves it: the kernel's own
-                                ICMP port-unreachable follows); never PENDING */
+                                ICMP port-unreachable follows); never PENDING.  A real
+                                destination (asked only under AX_MAP_F_EGRESS): NATIVE
+                                (send natively) or ERR with err = EPERM (egress policy),
+                                arg = the generation the verdict holds for */
 
 /* LOOKUP reply.arg: what the socket is to ax */
 #define AX_LK_BOUND     1    /* bound by the daemon (sock = its id), not listening */
@@ -228,6 +231,10 @@ struct ax_map_hdr {
 #define AX_MAP_F_ACCEPT 0x1 /* accepts are filtered: a peer that is no local ax app is judged by
                                the daemon (AX_OP_ACCEPT, once per listening socket and peer IP
                                and generation); clear: accept() asks nothing */
+#define AX_MAP_F_EGRESS 0x2 /* egress rules exist: a datagram to a real (not virtual, not
+                               redirected DNS) IPv4 destination is judged by the daemon
+                               (AX_OP_CONNECT with AX_CF_DGRAM, once per destination and
+                               generation); clear: such datagrams ask nothing */
 struct ax_map_ent {
     uint32_t vip;          /*   0: the app's virtual IP (IPv4, host order); 0 = unused */
     uint32_t reserved;     /*   4: 0 */

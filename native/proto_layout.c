@@ -136,6 +136,7 @@ int main(void)
     N(AX_MAP_VERSION);
     N(AX_MAP_RANGES);
     N(AX_MAP_F_ACCEPT);
+    N(AX_MAP_F_EGRESS);
     N(AX_HF_DIRECT);
     N(AX_HF_FOREIGN);
     N(AX_BF_V6ONLY);

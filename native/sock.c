@@ -844,6 +844,41 @@ static int accept_allowed(int fd, const struct meta *snap, const struct sockaddr
     return verdict;
 }
 
+/* Egress policy for a datagram to real destination d (unmapped IPv4): 1 = send it.
+ * Judged only while the map's flags have AX_MAP_F_EGRESS (a process with no session
+ * yet, e.g. one that only talked to loopback so far, opens one to read them).
+ * Another ax app's source address is no egress.  Asked once per destination and
+ * generation (AX_OP_CONNECT, AX_CF_DGRAM), kept in the verdict cache.  Daemon
+ * unreachable: the fail mode. */
+int egress_dgram_allowed(const struct ax_addr *d, int family)
+{
+    struct ax_addr v;
+    if (!gen_page)
+        ctl_session();
+    if (!(map_flags() & AX_MAP_F_EGRESS) || d->family != AF_INET || ident_peer(d, &v))
+        return 1;
+    int verdict = verdict_lookup(d, VC_TAG_UDP_EGRESS);
+    if (verdict >= 0)
+        return verdict;
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_CONNECT;
+    q.a = *d;
+    q.b.family = (uint16_t)family;
+    q.arg = AX_CF_DGRAM;
+    int nfd;
+    if (ax_request(&q, &p, &nfd) < 0)
+        return cfg.fail_open;
+    if (nfd >= 0)
+        R.close(nfd);
+    if (p.status == AX_ST_ERR && p.err != EPERM)
+        return cfg.fail_open;
+    verdict = p.status != AX_ST_ERR;
+    verdict_store(d, VC_TAG_UDP_EGRESS, (uint32_t)p.arg, verdict);
+    dbg("udp egress to port %u: %s by the daemon", d->port, verdict ? "allowed" : "denied");
+    return verdict;
+}
+
 /* A connection policy refuses: reset (SO_LINGER {1, 0}: RST, no FIN, nothing was read)
  * and closed before the app ever sees it. */
 static void reset_close(int fd)

@@ -136,7 +136,7 @@ export class Daemon {
     // Hooks learn from the map whether accepts are filtered (before any rule is restored).
     const map = this.map;
     if (map) {
-      const flags = () => map.setFlags(this.policy.filtersAccept ? MapConst.F_ACCEPT : 0);
+      const flags = () => map.setFlags((this.policy.filtersAccept ? MapConst.F_ACCEPT : 0) | (this.policy.hasEgress ? MapConst.F_EGRESS : 0));
       flags();
       this.policy.onChange(flags);
     }

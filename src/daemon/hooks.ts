@@ -33,6 +33,7 @@ import { AppTrust, confineSocket, pidAlive, type Verdict } from './trust';
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
 
+const EPERM = 1;
 const EBADF = 9;
 const EACCES = 13;
 const EADDRINUSE = 98;
@@ -479,16 +480,20 @@ export class HookDispatcher implements Dispatcher {
     const ip = unmapV4(dest.ip);
     if (!this.d.table.isVirtual(ip)) {
       // Egress: with rules for real destinations (cidr), a connect to one is judged here
-      // (every connect to a real address asks the daemon; TCP only: UDP to real
-      // destinations never leaves the hook).
-      if (this.policy.hasEgress && !(m.arg & ConnectFlag.DGRAM)) {
-        const dec = this.policy.egress(app, ip, dest.port, 'tcp');
+      // (every TCP connect to a real address asks the daemon). Datagrams to real
+      // destinations ask only while the map's F_EGRESS flag is set, once per destination
+      // (the hook keeps the verdict for the generation in arg); denied: EPERM, what a
+      // netfilter OUTPUT drop gives a UDP send natively.
+      const dgram = (m.arg & ConnectFlag.DGRAM) !== 0;
+      const generation = this.d.table.generation;
+      if (this.policy.hasEgress) {
+        const dec = this.policy.egress(app, ip, dest.port, dgram ? 'udp' : 'tcp');
         if (dec.verdict === 'deny') {
-          this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: ${dec.reason ?? dec.rule}`);
-          return { status: Status.ERR, err: this.policy.opts.denyErrno };
+          this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not ${dgram ? 'send udp' : 'connect'} to ${ip}:${dest.port}: ${dec.reason ?? dec.rule}`);
+          return dgram ? { status: Status.ERR, err: EPERM, arg: generation } : { status: Status.ERR, err: this.policy.opts.denyErrno };
         }
       }
-      return { status: Status.NATIVE };
+      return dgram ? { status: Status.NATIVE, arg: generation } : { status: Status.NATIVE };
     }
     if (m.arg & ConnectFlag.DGRAM) {
       // No host UDP socket is handed to an app outside our namespace: it could be re-aimed.

@@ -95,7 +95,7 @@ export class IdentityMap {
 
   /**
    * Publishes which checks hooks make (MapConst.F_*: F_ACCEPT = accepts of peers outside
-   * ax are judged by the daemon). Read by the hook on every call that may need it.
+   * ax are judged by the daemon, F_EGRESS = datagrams to real destinations are). Read by the hook on every call that may need it.
    */
   setFlags(flags: number): void {
     Atomics.store(this.words, H.flags.off / 4, flags | 0);

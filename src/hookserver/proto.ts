@@ -34,7 +34,7 @@ export const ReplyFlag = { CACHE: 0x1, LOCAL: 0x2 } as const;
 /** LOOKUP reply.arg (AX_LK_*): what the socket is to ax. */
 export const Lookup = { BOUND: 1, LISTEN: 2, CONN: 3, ACCEPTED: 4 } as const;
 /** The identity map file (struct ax_map_hdr, ax_map_ent). */
-export const MapConst = { MAGIC: 0x504d5841, VERSION: 2, RANGES: 4, F_ACCEPT: 0x1 } as const;
+export const MapConst = { MAGIC: 0x504d5841, VERSION: 2, RANGES: 4, F_ACCEPT: 0x1, F_EGRESS: 0x2 } as const;
 /** Backends in one cacheable DIRECT answer (struct ax_cache_answer). */
 export const CACHE_MAX = 10;
 
