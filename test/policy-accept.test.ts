@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { PolicyEngine } from '../src/policy/decide';
 import { parsePolicyText } from '../src/policy/rules';
-import { have, run, TestDaemon } from './helpers';
+import { have, run, start, TestDaemon } from './helpers';
 
 const www = mkdtempSync(join(tmpdir(), 'ax-pacc-'));
 chmodSync(www, 0o755);
@@ -217,4 +217,82 @@ t.test('from_cidr rules: schema errors name file, line and field; the decision l
   t.equal(off.filtersAccept, false, 'no from_cidr rule, unknown peers allowed: no filtering');
   off.put(rules.slice(1));
   t.equal(off.filtersAccept, true, 'a from_cidr rule turns it on');
+});
+
+// accept4 called straight through libc (ctypes, so the hook is what answers): the flags
+// and the address out-parameters of the connection returned after a refused one.
+const ACCEPT4 = `
+import ctypes, socket, fcntl, os, sys, errno, struct
+libc = ctypes.CDLL(None, use_errno=True)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 80)); s.listen(16)
+if sys.argv[1] == 'nonblock': s.setblocking(False)
+print('up', flush=True)
+for _ in sys.stdin:
+    buf = ctypes.create_string_buffer(64); ln = ctypes.c_uint32(int(sys.argv[2]))
+    fd = libc.accept4(s.fileno(), buf, ctypes.byref(ln), socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    if fd < 0:
+        print('accept', errno.errorcode[ctypes.get_errno()], flush=True); continue
+    ip = socket.inet_ntoa(buf.raw[4:8]) if ln.value >= 8 else '-'
+    nb = 1 if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK else 0
+    ce = 1 if fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC else 0
+    print('peer %s len %d nonblock %d cloexec %d' % (ip, ln.value, nb, ce), flush=True)
+    os.write(fd, b'hi\\n'); os.close(fd)
+`;
+/** A native client: connects, prints what it reads or how it ended. */
+const NATIVE_CLIENT = `
+import socket, sys
+c = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=10)
+print('connected', flush=True)
+try:
+    d = c.recv(10); print('read', d.decode().strip() or 'eof', flush=True)
+except ConnectionResetError:
+    print('reset', flush=True)
+`;
+
+t.test('accept4 after a refused connection: blocking waits, non-blocking gives EAGAIN or the next one; flags and address kept', async (t) => {
+  const d = await TestDaemon.start(t, ['--policy-unknown-peers', 'deny']);
+  const axClient = (ip: string) => d.run(['--ip', ip], ['curl', '-sS', '--http0.9', '--max-time', '10', 'http://acc/']);
+  const nativeClient = async (port: number) => {
+    const c = start('python3', ['-u', '-c', NATIVE_CLIENT, String(port)], {}, t);
+    await c.waitFor(/connected/);
+    return c;
+  };
+
+  // blocking listener: accept is already waiting when the refused peer arrives
+  const blk = d.run(['--name', 'acc'], ['python3', '-u', '-c', ACCEPT4, 'block', '16'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  await blk.waitFor(/up/);
+  let port = await hostPort(d, 'acc');
+  blk.child.stdin!.write('go\n');
+  const n1 = await nativeClient(port);
+  await n1.waitFor(/reset|read/);
+  t.match(n1.stdout, /reset/, 'the native peer is reset');
+  const a1 = await axClient('10.77.5.5').result();
+  t.equal(a1.stdout, 'hi\n', 'the ax client is served by the same accept call');
+  await blk.waitFor(/peer/);
+  t.equal(blk.stdout.trim().split('\n').pop(), 'peer 10.77.5.5 len 16 nonblock 1 cloexec 1', 'the blocking accept4 returned the next connection, flags and address as asked');
+  blk.kill();
+  await blk.exited;
+  await d.until('acc gone', async () => (await d.get('services')).length === 0);
+
+  // non-blocking listener, truncated address buffer (8 bytes: the kernel reports 16)
+  const nb = d.run(['--name', 'acc'], ['python3', '-u', '-c', ACCEPT4, 'nonblock', '8'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  await nb.waitFor(/up/);
+  port = await hostPort(d, 'acc');
+  const n2 = await nativeClient(port);
+  nb.child.stdin!.write('go\n');
+  await nb.waitFor(/accept|peer/);
+  t.equal(nb.stdout.trim().split('\n').pop(), 'accept EAGAIN', 'only a refused connection pending: EAGAIN, as with nothing pending');
+  await n2.waitFor(/reset|read/);
+  t.match(n2.stdout, /reset/, 'the native peer is reset');
+  // a refused one and an allowed one pending: one call returns the allowed one
+  const n3 = await nativeClient(port);
+  const a2p = axClient('10.77.5.6');
+  await d.until('both pending', async () => (await run('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`])).stdout.trim().split('\n').filter(Boolean).length >= 2);
+  nb.child.stdin!.write('go\n');
+  const a2 = await a2p.result();
+  t.equal(a2.stdout, 'hi\n', 'the ax client is served');
+  t.equal(nb.stdout.trim().split('\n').pop(), 'peer 10.77.5.6 len 16 nonblock 1 cloexec 1', 'one non-blocking accept4 skipped the refused connection; the length says 16 though 8 were given');
+  await n3.waitFor(/reset|read/);
+  t.match(n3.stdout, /reset/);
+  nb.kill();
 });
