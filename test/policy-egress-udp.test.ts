@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { AX, have, run, start, TestDaemon } from './helpers';
+import { AX, cbin, have, run, start, TestDaemon } from './helpers';
 
 const work = mkdtempSync(join(tmpdir(), 'ax-udpeg-'));
 chmodSync(work, 0o755);
@@ -64,6 +64,9 @@ t.test('udp egress: allowed, denied (EPERM as natively under netfilter), cached 
   t.equal((await d.ax(['policy', 'add', 'no5', 'deny', '--cidr', '127.0.0.5/32', '--protocol', 'udp'])).code, 0);
   const denied = await ax();
   t.equal(denied, 'sendto EPERM\nsendmsg EPERM\nconnect+send EPERM\n', 'denied: EPERM on every way of sending');
+  const evs = await events();
+  t.equal(evs.length, 1, 'three sends from one process to one destination: the daemon was asked once');
+  t.match(evs[0], { op: 'connect', verdict: 'deny', rule: 'no5', detail: 'udp' });
   // natively, a netfilter OUTPUT drop of the same destination
   const nft = (args: string) => run('nft', args.split(' '));
   t.equal((await nft('add table inet axudpeg')).code, 0);
@@ -72,10 +75,12 @@ t.test('udp egress: allowed, denied (EPERM as natively under netfilter), cached 
   await nft(`add rule inet axudpeg out ip daddr 127.0.0.5 udp dport ${port} drop`);
   const native = await run('python3', ['-u', '-c', CLIENT, '127.0.0.5', String(port)]);
   t.equal(native.stdout, denied, `the same program natively under a netfilter drop prints the same (${native.stdout.trim().replace(/\n/g, ' | ')})`);
+  // sendmmsg (a C program batching three datagrams)
+  const mmAx = (await d.run([], [cbin('udpmmsg'), '127.0.0.5', String(port), '3']).result()).stdout;
+  const mmNative = (await run(cbin('udpmmsg'), ['127.0.0.5', String(port), '3'])).stdout;
+  t.equal(mmAx, 'fail sendmmsg sent=-1 errno=1\n', 'sendmmsg denied: EPERM (1), nothing sent');
+  t.equal(mmNative, mmAx, 'natively under the netfilter drop: the same');
   await nft('delete table inet axudpeg');
-  const evs = await events();
-  t.equal(evs.length, 1, 'three sends from one process to one destination: the daemon was asked once');
-  t.match(evs[0], { op: 'connect', verdict: 'deny', rule: 'no5', detail: 'udp' });
   t.notMatch(lis.stdout.split('got connected')[1] ?? '', /got/, 'the listener received nothing while denied');
 
   // a TCP-only rule does not touch datagrams; the change applies at the next send
