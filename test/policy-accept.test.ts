@@ -3,7 +3,7 @@
 // denied one is reset before the app sees it and the server goes on accepting. Real
 // servers (python http.server, python asyncio, node, nginx) and native curl from
 // loopback addresses, compared with curl under ax.
-import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -94,16 +94,21 @@ t.test('--policy-unknown-peers deny: native peers are reset, ax peers connect, f
 
 t.test('filtering off (no from_cidr rule, unknown peers allowed): the hook asks nothing at accept', async (t) => {
   const d = await TestDaemon.start(t);
-  const web = d.run(['--name', 'web'], ['python3', '-u', '-m', 'http.server', '80'], { cwd: www });
+  // the hook's own log says when it asks the daemon at accept
+  const dbg = join(www, `hook-${process.pid}.log`);
+  const web = d.run(['--name', 'web'], ['python3', '-u', '-m', 'http.server', '80'], { cwd: www, env: { ...process.env, AX_HOOK_DEBUG: dbg } });
   await web.waitFor(/Serving HTTP/);
   const port = await hostPort(d, 'web');
+  const asked = () => (existsSync(dbg) ? readFileSync(dbg, 'utf8').match(/accept on socket \d+: peer \w+ by the daemon/g) ?? [] : []).length;
   for (const src of ['127.0.0.1', '127.0.0.2']) t.equal((await native(port, src)).out, 'hello from web\n', `native curl from ${src} answered`);
   t.equal((await acceptEvents(d)).length, 0, 'no accept decision: the daemon was never asked');
+  t.equal(asked(), 0, 'and the hook sent no message at accept (its log)');
   // a from_cidr rule turns filtering on at once (the map's flag), without restarting the app
   t.equal((await d.ax(['policy', 'add', 'no2', 'deny', '--from-cidr', '127.0.0.2/32'])).code, 0);
   t.not((await native(port, '127.0.0.2')).code, 0, 'a deny from_cidr rule resets 127.0.0.2');
   t.equal((await native(port, '127.0.0.1')).out, 'hello from web\n', '127.0.0.1 still allowed (--policy-unknown-peers allow)');
   t.same((await acceptEvents(d)).map((e) => `${e.verdict} ${e.rule}`), ['deny no2', 'allow default:unknown-peers-allow']);
+  t.equal(asked(), 2, 'filtering on: the hook asked twice, once per peer');
   web.kill();
 });
 
