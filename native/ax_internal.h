@@ -333,6 +333,8 @@ int ident_peer(const struct ax_addr *real, struct ax_addr *virt);
 int map_virtual(const struct ax_addr *a);
 /* the daemon's DNS responder (AF_INET, host port), 1 if it has one */
 int map_dns(struct ax_addr *out);
+/* the map header's AX_MAP_F_* flags (0 without a map) */
+uint32_t map_flags(void);
 
 /* ------------------------------------------------------------------------ */
 /* cache.c: cached DIRECT answers                                            */
@@ -342,6 +344,11 @@ int map_dns(struct ax_addr *out);
 void cache_store(const struct ax_addr *dest, int key, const struct ax_msg *p);
 /* pick < 0: the next backend round robin; else backend pick % n (a flow's own) */
 int cache_lookup(const struct ax_addr *dest, int key, struct ax_msg *p, long pick);
+/* cached verdicts for (a, tag) under the current generation: 1 allow, 0 deny, -1 unknown */
+int verdict_lookup(const struct ax_addr *a, uint32_t tag);
+void verdict_store(const struct ax_addr *a, uint32_t tag, uint32_t gen, int allow);
+/* the verdict tag of UDP egress (real destinations); accept verdicts use the listener's id */
+#define VC_TAG_UDP_EGRESS 0xffffffffu
 
 /* ------------------------------------------------------------------------ */
 /* sock.c: socket logic                                                      */
@@ -364,6 +371,8 @@ int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct
 /* shared with udp.c */
 int swap_fd(int fd, int nfd, const struct meta *snap, ino_t *ino, int *app_fl);
 int snapshot_or_learn(int fd, struct meta *out, int verify);
+/* egress policy for a datagram to real IPv4 destination d (AX_MAP_F_EGRESS set): 1 = send */
+int egress_dgram_allowed(const struct ax_addr *d, int family);
 
 /* ------------------------------------------------------------------------ */
 /* udp.c: datagram sockets                                                   */

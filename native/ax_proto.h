@@ -89,6 +89,13 @@ enum ax_op {
                           sock = daemon socket id (0 for connected sockets), a = virtual
                           local address, b = virtual peer address (family 0: none); or
                           NATIVE (nothing virtual about it). */
+    AX_OP_ACCEPT = 12, /* only while the identity map's flags have AX_MAP_F_ACCEPT: a
+                          connection accepted on listening socket sock (daemon socket id)
+                          from a = the real peer address, which is no local ax app (not in
+                          the identity map).  reply: OK (the app may have it) or ERR with
+                          err = EACCES (policy: the hook resets it and accepts the next);
+                          arg = the generation the verdict holds for, for this (sock, peer
+                          IP), as for RESOLVE (0: do not keep it). */
     /* 7, 9 and 10 (PEER, CONNECTED, CONNECTING) are retired: identities travel in
        source addresses now, and are never reused for another meaning. */
 };
@@ -131,7 +138,10 @@ enum ax_status {
                                 socket): answered DIRECT toward a udp backend, the source
                                 address of a local app owning the VIP (a reply to a client),
                                 or a closed port (nothing serves it: the kernel's own
-                                ICMP port-unreachable follows); never PENDING */
+                                ICMP port-unreachable follows); never PENDING.  A real
+                                destination (asked only under AX_MAP_F_EGRESS): NATIVE
+                                (send natively) or ERR with err = EPERM (egress policy),
+                                arg = the generation the verdict holds for */
 
 /* LOOKUP reply.arg: what the socket is to ax */
 #define AX_LK_BOUND     1    /* bound by the daemon (sock = its id), not listening */
@@ -202,7 +212,7 @@ _Static_assert(AX_MSG_SIZE % 8 == 0 && AX_MSG_SIZE <= 512, "message size");
  * binds before its connects, so a server's hook turns an accepted peer address
  * into the client's virtual IP with one read and no message. */
 #define AX_MAP_MAGIC    0x504d5841u /* "AXMP" read as little endian bytes */
-#define AX_MAP_VERSION  1
+#define AX_MAP_VERSION  2
 struct ax_map_hdr {
     uint32_t generation;   /*   0: the table generation; 0 = trust no cached answer */
     uint32_t magic;        /*   4: AX_MAP_MAGIC */
@@ -214,14 +224,23 @@ struct ax_map_hdr {
     uint32_t n_ranges;     /*  28: virtual ranges that follow (0..AX_MAP_RANGES) */
     uint32_t ranges[2 * 4];/*  32: (base, mask) pairs, IPv4 host order: a datagram to an
                                    address inside one is virtual (the hook routes it) */
-};                         /* 64 bytes; entries follow */
+    uint32_t flags;        /*  64: AX_MAP_F_*: which checks the hook makes (read per call) */
+    uint32_t reserved;     /*  68: 0 */
+};                         /* 72 bytes; entries follow */
 #define AX_MAP_RANGES   4
+#define AX_MAP_F_ACCEPT 0x1 /* accepts are filtered: a peer that is no local ax app is judged by
+                               the daemon (AX_OP_ACCEPT, once per listening socket and peer IP
+                               and generation); clear: accept() asks nothing */
+#define AX_MAP_F_EGRESS 0x2 /* egress rules exist: a datagram to a real (not virtual, not
+                               redirected DNS) IPv4 destination is judged by the daemon
+                               (AX_OP_CONNECT with AX_CF_DGRAM, once per destination and
+                               generation); clear: such datagrams ask nothing */
 struct ax_map_ent {
     uint32_t vip;          /*   0: the app's virtual IP (IPv4, host order); 0 = unused */
     uint32_t reserved;     /*   4: 0 */
 };
 #ifndef __cplusplus
-_Static_assert(sizeof(struct ax_map_hdr) == 64 && sizeof(struct ax_map_ent) == 8, "map layout");
+_Static_assert(sizeof(struct ax_map_hdr) == 72 && sizeof(struct ax_map_ent) == 8, "map layout");
 #endif
 
 /* Environment passed from `ax run` to the hooked program (and kept across exec). */

@@ -109,3 +109,88 @@ int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p, long 
     pthread_mutex_unlock(&cache_mu);
     return hit;
 }
+
+/*
+ * Verdicts: (address, tag) -> allow or deny, valid while the identity map's
+ * generation is unchanged (a table or policy change bumps it).  Used for the
+ * daemon's ACCEPT answers (tag: the listening socket's id, address: the peer IP).
+ * Same scheme as above, smaller entries.
+ */
+#define VC_SLOTS 1024
+#define VC_PROBE 8
+
+struct vc_ent {
+    uint32_t gen; /* 0: empty */
+    uint32_t stamp;
+    uint32_t tag;
+    int allow;
+    struct ax_addr a;
+};
+static struct vc_ent vcache[VC_SLOTS];
+static uint32_t vc_clock;
+
+static unsigned vc_slot(const struct ax_addr *a, uint32_t tag)
+{
+    uint32_t h = 2166136261u;
+    for (int i = 0; i < 16; i++)
+        h = (h ^ a->ip[i]) * 16777619u;
+    h = (h ^ a->port) * 16777619u;
+    h = (h ^ a->family) * 16777619u;
+    h = (h ^ tag) * 16777619u;
+    return h & (VC_SLOTS - 1);
+}
+
+static int vc_same(const struct vc_ent *e, const struct ax_addr *a, uint32_t tag)
+{
+    return e->gen != 0 && e->tag == tag && same_addr(&e->a, a);
+}
+
+int verdict_lookup(const struct ax_addr *a, uint32_t tag)
+{
+    if (!gen_page)
+        return -1;
+    uint32_t gen = *gen_page;
+    if (gen == 0)
+        return -1;
+    unsigned h = vc_slot(a, tag);
+    int v = -1;
+    pthread_mutex_lock(&cache_mu);
+    for (unsigned k = 0; k < VC_PROBE; k++) {
+        struct vc_ent *e = &vcache[(h + k) & (VC_SLOTS - 1)];
+        if (!vc_same(e, a, tag))
+            continue;
+        if (e->gen != gen)
+            e->gen = 0; /* the table or the rules changed: ask again */
+        else
+            v = e->allow;
+        break;
+    }
+    pthread_mutex_unlock(&cache_mu);
+    return v;
+}
+
+void verdict_store(const struct ax_addr *a, uint32_t tag, uint32_t gen, int allow)
+{
+    if (!gen_page || gen == 0)
+        return;
+    unsigned h = vc_slot(a, tag);
+    pthread_mutex_lock(&cache_mu);
+    struct vc_ent *e = NULL, *empty = NULL, *oldest = NULL;
+    for (unsigned k = 0; k < VC_PROBE && !e; k++) {
+        struct vc_ent *c = &vcache[(h + k) & (VC_SLOTS - 1)];
+        if (vc_same(c, a, tag))
+            e = c;
+        else if (c->gen == 0 && !empty)
+            empty = c;
+        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
+            oldest = c;
+    }
+    if (!e)
+        e = empty ? empty : oldest;
+    e->gen = gen;
+    e->stamp = ++vc_clock;
+    e->tag = tag;
+    e->allow = allow != 0;
+    e->a = *a;
+    pthread_mutex_unlock(&cache_mu);
+}

@@ -106,3 +106,9 @@ int map_dns(struct ax_addr *out)
     memcpy(out->ip, &ip, 4);
     return 1;
 }
+
+uint32_t map_flags(void)
+{
+    const volatile struct ax_map_hdr *h = map_hdr;
+    return h ? __atomic_load_n(&h->flags, __ATOMIC_ACQUIRE) : 0;
+}

@@ -84,6 +84,8 @@ int main(void)
     F(ax_map_hdr, dns_port);
     F(ax_map_hdr, n_ranges);
     F(ax_map_hdr, ranges);
+    F(ax_map_hdr, flags);
+    F(ax_map_hdr, reserved);
     F(ax_map_ent, vip);
     F(ax_map_ent, reserved);
     F(ax_msg, magic);
@@ -118,6 +120,7 @@ int main(void)
     N(AX_OP_RESOLVE);
     N(AX_OP_REVERSE);
     N(AX_OP_LOOKUP);
+    N(AX_OP_ACCEPT);
     N(AX_ST_OK);
     N(AX_ST_NATIVE);
     N(AX_ST_PENDING);
@@ -132,6 +135,8 @@ int main(void)
     N(AX_MAP_MAGIC);
     N(AX_MAP_VERSION);
     N(AX_MAP_RANGES);
+    N(AX_MAP_F_ACCEPT);
+    N(AX_MAP_F_EGRESS);
     N(AX_HF_DIRECT);
     N(AX_HF_FOREIGN);
     N(AX_BF_V6ONLY);

@@ -804,18 +804,126 @@ static int accepted_peer(int fd, struct meta *snap, const struct sockaddr_storag
     return 1;
 }
 
+/* Accept filtering (only while the map's flags have AX_MAP_F_ACCEPT): whether the
+ * connection fd, accepted on listening socket snap, may reach the app.  A peer in
+ * the identity map is a local ax app, judged at its own connect: it passes.  Any
+ * other peer is judged by the daemon (AX_OP_ACCEPT) once per (listening socket,
+ * peer IP) and generation; the verdict is kept in the verdict cache.  The kernel's
+ * peer address is taken from the caller's buffer when it holds all of it, else
+ * asked for (one getpeername, only here).  Daemon unreachable: the fail mode. */
+static int accept_allowed(int fd, const struct meta *snap, const struct sockaddr *addr, const socklen_t *alen,
+                          socklen_t inlen)
+{
+    struct sockaddr_storage real;
+    socklen_t rlen;
+    if (addr && alen && *alen <= sizeof real && *alen <= inlen) {
+        rlen = *alen;
+        memcpy(&real, addr, rlen);
+    } else {
+        rlen = sizeof real;
+        if (R.getpeername(fd, (struct sockaddr *)&real, &rlen) != 0)
+            return 1; /* gone already: the app learns it from the socket itself */
+    }
+    struct ax_addr ra, v;
+    if (sa_to_ax((const struct sockaddr *)&real, rlen, &ra) != 0 || ident_peer(&ra, &v))
+        return 1;
+    ax_unmap(&ra);
+    struct ax_addr key = ra;
+    key.port = 0;
+    int verdict = verdict_lookup(&key, snap->sock_id);
+    if (verdict >= 0)
+        return verdict;
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_ACCEPT;
+    q.sock = snap->sock_id;
+    q.a = ra;
+    int nfd;
+    if (ax_request(&q, &p, &nfd) < 0) {
+        dbg("accept on socket %u: daemon unreachable, fail %s", snap->sock_id, cfg.fail_open ? "open" : "closed");
+        return cfg.fail_open;
+    }
+    if (nfd >= 0)
+        R.close(nfd);
+    if (p.status == AX_ST_ERR && p.err != EACCES)
+        return cfg.fail_open; /* the daemon failed internally */
+    verdict = !(p.status == AX_ST_ERR);
+    if (p.status == AX_ST_OK || p.status == AX_ST_ERR)
+        verdict_store(&key, snap->sock_id, (uint32_t)p.arg, verdict);
+    dbg("accept on socket %u: peer %s by the daemon", snap->sock_id, verdict ? "allowed" : "denied");
+    return verdict;
+}
+
+/* Egress policy for a datagram to real destination d (unmapped IPv4): 1 = send it.
+ * Judged only while the map's flags have AX_MAP_F_EGRESS (a process with no session
+ * yet, e.g. one that only talked to loopback so far, opens one to read them).
+ * Another ax app's source address is no egress.  Asked once per destination and
+ * generation (AX_OP_CONNECT, AX_CF_DGRAM), kept in the verdict cache.  Daemon
+ * unreachable: the fail mode. */
+int egress_dgram_allowed(const struct ax_addr *d, int family)
+{
+    struct ax_addr v;
+    if (!gen_page)
+        ctl_session();
+    if (!(map_flags() & AX_MAP_F_EGRESS) || d->family != AF_INET || ident_peer(d, &v))
+        return 1;
+    int verdict = verdict_lookup(d, VC_TAG_UDP_EGRESS);
+    if (verdict >= 0)
+        return verdict;
+    struct ax_msg q, p;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_CONNECT;
+    q.a = *d;
+    q.b.family = (uint16_t)family;
+    q.arg = AX_CF_DGRAM;
+    int nfd;
+    if (ax_request(&q, &p, &nfd) < 0)
+        return cfg.fail_open;
+    if (nfd >= 0)
+        R.close(nfd);
+    if (p.status == AX_ST_ERR && p.err != EPERM)
+        return cfg.fail_open;
+    verdict = p.status != AX_ST_ERR;
+    verdict_store(d, VC_TAG_UDP_EGRESS, (uint32_t)p.arg, verdict);
+    dbg("udp egress to port %u: %s by the daemon", d->port, verdict ? "allowed" : "denied");
+    return verdict;
+}
+
+/* A connection policy refuses: reset (SO_LINGER {1, 0}: RST, no FIN, nothing was read)
+ * and closed before the app ever sees it. */
+static void reset_close(int fd)
+{
+    struct linger lg = {1, 0};
+    R.setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    tbl_forget(fd);
+    R.close(fd);
+}
+
 static int do_accept(int lfd, struct sockaddr *addr, socklen_t *alen, int flags, int four)
 {
     socklen_t inlen = (addr && alen) ? *alen : 0;
-    int fd = four ? R.accept4(lfd, addr, alen, flags) : R.accept(lfd, addr, alen);
-    if (fd < 0 || !hook_on())
-        return fd;
-    GUARD_ENTER;
-    int e = errno;
+    int fd, e;
     struct meta snap;
-    if (!snapshot_or_learn(lfd, &snap, 0) || snap.state != ST_LISTEN || !snap.has_vlocal) {
-        tbl_forget(fd);
-        goto out;
+    for (;;) {
+        fd = four ? R.accept4(lfd, addr, alen, flags) : R.accept(lfd, addr, alen);
+        if (fd < 0 || !hook_on())
+            return fd;
+        GUARD_ENTER;
+        e = errno;
+        if (!snapshot_or_learn(lfd, &snap, 0) || snap.state != ST_LISTEN || !snap.has_vlocal) {
+            tbl_forget(fd);
+            goto out;
+        }
+        if (!(map_flags() & AX_MAP_F_ACCEPT) || accept_allowed(fd, &snap, addr, alen, inlen))
+            break;
+        /* Denied: as if it never arrived.  The next accept waits for (blocking) or
+         * returns (non-blocking: the next pending connection, or EAGAIN) what the
+         * kernel has, with the caller's flags and buffers as given. */
+        reset_close(fd);
+        if (addr && alen)
+            *alen = inlen;
+        errno = e;
+        GUARD_LEAVE;
     }
     struct meta acc;
     memset(&acc, 0, sizeof acc);

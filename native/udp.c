@@ -199,8 +199,14 @@ static int route(int family, const struct ax_addr *d, long flow, struct ax_addr 
         *local = 1;
         return RT_REAL;
     }
-    if (!map_virtual(d))
+    if (!map_virtual(d)) {
+        /* real: egress rules may forbid it; EPERM, as a netfilter OUTPUT drop gives natively */
+        if (!egress_dgram_allowed(d, family)) {
+            errno = EPERM;
+            return -1;
+        }
         return RT_NATIVE;
+    }
     if (cache_lookup(d, family | CACHE_DGRAM, p, flow) && atomic_load(&ctl_ok)) {
         *real = p->b;
         *local = (p->flags & AX_RF_LOCAL) != 0;
@@ -452,8 +458,15 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
         errno = ENETUNREACH;
         return -1;
     }
-    if (d.port != 53 && !map_virtual(&d)) /* every VIP, clients' too, lies in a virtual range */
-        return 0;
+    if (d.port != 53 && !map_virtual(&d)) { /* every VIP, clients' too, lies in a virtual range */
+        if ((gen_page && !(map_flags() & AX_MAP_F_EGRESS)) || (!*have_snap && !dgram_snapshot(fd, snap)))
+            return 0; /* no egress rules, or not a datagram socket */
+        *have_snap = 1;
+        if (egress_dgram_allowed(&d, snap->family))
+            return 0;
+        errno = EPERM; /* what a netfilter OUTPUT drop gives natively */
+        return -1;
+    }
     struct ax_addr real;
     if (memo_send(fd, addr->sa_family, &d, &real, pktinfo)) {
         *outlen = ax_to_sa(&real, addr->sa_family, out);

@@ -158,3 +158,28 @@ t.test('policy on three hosts: added on a, enforced on c against a service on b;
   t.equal(foreign.code, 1, 'a foreign uid on another host is refused');
   t.match(foreign.stderr, /name "echo" belongs to uid 0 \(root on b\); uid 65534 \(nobody\) cannot join its pool/);
 });
+
+t.test('accept filtering across hosts: a client under ax on another member is an ax peer; a host outside the cluster is reset', async (t) => {
+  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
+  const hosts: Host[] = [];
+  t.teardown(() => {
+    for (const h of hosts) h.destroy();
+    spawnSync('ip', ['link', 'del', bridge]);
+  });
+  const [a, b, outside] = [new Host(4, 'a'), new Host(5, 'b'), new Host(6, 'outside')]; // outside: no daemon
+  hosts.push(a, b, outside);
+  await a.startDaemon();
+  await b.startDaemon(['--join', a.ip, '--policy-unknown-peers', 'deny']);
+  await until('two alive members', async () => (await b.get('members')).filter((x) => x.state === 'alive').length === 2);
+  const srv = b.run(['--name', 'echo'], ['python3', '-u', '-c', SERVER]);
+  await srv.waitFor(/listening/);
+  await until('echo visible on a', async () => (await a.get('services')).some((s) => s.name === 'echo'));
+  const hostPort = (await b.get('services')).find((s) => s.name === 'echo')!.host_port as number;
+  const viaAx = (await a.run([], ['python3', '-c', CLIENT, 'echo:7000']).result()).stdout.trim();
+  t.equal(viaAx, 'ok', 'a client under ax on member a reaches echo on b (an ax peer: judged at its own connect)');
+  const native = await run('ip', ['netns', 'exec', outside.ns, 'python3', '-c', CLIENT, `${b.ip}:${hostPort}`]);
+  t.match(native.stdout.trim(), /^(ECONNRESET|bad|EPIPE)$/, `a native client from ${outside.ip} (no member) is reset (${native.stdout.trim()})`);
+  const ev = JSON.parse((await b.ax(['events', '-o', 'json'])).stdout) as { events: Array<{ op: string; verdict: string; src: { name: string } }> };
+  const acc = ev.events.filter((e) => e.op === 'accept');
+  t.same(acc.map((e) => `${e.verdict} ${e.src.name.split(':')[0]}`), [`deny ${outside.ip}`], 'one accept decision, for the outside peer only');
+});

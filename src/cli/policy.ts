@@ -9,16 +9,17 @@ import { table } from './get';
 export const POLICY_USAGE = `usage: ax policy <command> [flags] [--socket PATH]
 
   ax policy add ID allow|deny [--from SEL] [--to SEL] [--same K,..] [--ports P,..]
-                [--protocol tcp|udp] [--cidr CIDR,..] [--publish NAME,..]
+                [--protocol tcp|udp] [--cidr CIDR,..] [--from-cidr CIDR,..] [--publish NAME,..]
       add (or replace) rule ID. SEL: a label selector (k=v, k!=v, k in (a,b), k notin (a,b), k, !k;
       ',' = and) on the client's labels (--from) and the service's (--to; ax.name, ax.user and
       ax.node are set by ax). --cidr: real destinations instead of services (egress).
+      --from-cidr: peers outside ax (source addresses) instead of --from, judged at accept.
       --publish NAME: a publish rule (apps matching --from may serve NAME; "*" = any name).
   ax policy rm ID..          remove rules
   ax policy ls [-o json]     list the rules in force
   ax policy apply -f FILE    add or replace every rule of FILE (YAML or JSON: a list of rules,
                              or "rules: [...]"; fields as in the flags above: id, action, kind,
-                             from, to, same, ports, protocol, cidr, names)
+                             from, to, same, ports, protocol, cidr, from_cidr, names)
 
 Changing rules needs root or the daemon's user; they apply on every host of the cluster.
 `;
@@ -30,6 +31,7 @@ const SPECS: FlagSpec[] = [
   { name: 'ports', kind: 'list' },
   { name: 'protocol', kind: 'string' },
   { name: 'cidr', kind: 'list' },
+  { name: 'from-cidr', kind: 'list' },
   { name: 'publish', kind: 'list' },
   { name: 'file', short: 'f', kind: 'string' },
   { name: 'output', short: 'o', kind: 'string' },
@@ -51,6 +53,7 @@ export function ruleFromArgs(rest: string[], p: ReturnType<typeof parseFlags>): 
   if (list(p, 'ports').length) raw.ports = csv(list(p, 'ports')).map((x) => (/^\d+$/.test(x) ? Number(x) : x));
   if (str(p, 'protocol') !== undefined) raw.protocol = str(p, 'protocol');
   if (list(p, 'cidr').length) raw.cidr = csv(list(p, 'cidr'));
+  if (list(p, 'from-cidr').length) raw.from_cidr = csv(list(p, 'from-cidr'));
   if (publish.length) raw.names = publish;
   try {
     return checkRule(raw);

@@ -11,6 +11,7 @@ import { resolvConfServers, type HostPort } from '../dns/upstream';
 import { makeLogger, type Logger } from '../common/log';
 import { IdentityMap } from '../hookserver/identmap';
 import { HookServer } from '../hookserver/server';
+import { MapConst } from '../hookserver/proto';
 import { SockDiag } from '../hookserver/sockdiag';
 import { Store } from '../store/store';
 import { PortPool } from '../table/ports';
@@ -39,6 +40,14 @@ function socketAnswers(path: string): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
+}
+
+/** The host of "ip:port" or "[ipv6]:port" (unchanged when there is no port). */
+function hostOfAddr(addr: string): string {
+  const v6 = /^\[([^\]]+)\]:\d+$/.exec(addr);
+  if (v6) return v6[1];
+  const v4 = /^([^:]+):\d+$/.exec(addr);
+  return v4 ? v4[1] : addr;
 }
 
 export class Daemon {
@@ -118,7 +127,19 @@ export class Daemon {
       starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
       names: this.names,
       policy: this.policy,
+      isPeerHost: (ip) => {
+        if (!this.cluster) return false;
+        for (const m of this.cluster.members()) if (m.name !== c.nodeName && hostOfAddr(m.address) === ip) return true;
+        return false;
+      },
     });
+    // Hooks learn from the map whether accepts are filtered (before any rule is restored).
+    const map = this.map;
+    if (map) {
+      const flags = () => map.setFlags((this.policy.filtersAccept ? MapConst.F_ACCEPT : 0) | (this.policy.hasEgress ? MapConst.F_EGRESS : 0));
+      flags();
+      this.policy.onChange(flags);
+    }
     // Every decision of the policy layer is an audit event (ax events, ax graph, /metrics).
     // Allowed publishes and lookups are not access to anything: only their refusals are kept.
     this.policy.onDecision((dec) => {
@@ -127,7 +148,8 @@ export class Daemon {
         time: dec.at,
         verdict: dec.op === 'publish' && dec.verdict === 'deny' ? 'publish-refused' : dec.verdict,
         op: dec.op,
-        src: { appId: dec.src.app, name: dec.src.name, labels: dec.src.labels, node: dec.node },
+        // a peer outside ax (accept) is named by its address
+        src: { appId: dec.src.app, name: dec.src.name || dec.src.addr || '', labels: dec.src.labels, node: dec.node },
         dst: {
           name: dec.dst.name,
           addr: dec.dst.real ?? (dec.dst.port ? `${dec.dst.vip}:${dec.dst.port}` : dec.dst.vip),

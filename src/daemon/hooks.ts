@@ -33,6 +33,7 @@ import { AppTrust, confineSocket, pidAlive, type Verdict } from './trust';
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
 
+const EPERM = 1;
 const EBADF = 9;
 const EACCES = 13;
 const EADDRINUSE = 98;
@@ -78,6 +79,9 @@ export interface HookDeps {
   /** The decision layer (publish, connect, lookup verdicts). Absent: the shared-label default,
    *  denied connects get ECONNREFUSED. */
   policy?: PolicyEngine;
+  /** Whether `ip` (dotted IPv4 or IPv6) is the host address of another member of the cluster:
+   *  connections from there are ax apps judged at their own host's connect. Absent: none. */
+  isPeerHost?: (ip: string) => boolean;
 }
 
 
@@ -195,6 +199,8 @@ export class HookDispatcher implements Dispatcher {
       }
       case Op.LOOKUP:
         return this.lookup(app, m);
+      case Op.ACCEPT:
+        return this.accept(app, m);
       case Op.REVERSE: {
         const name = m.a ? this.d.table.nameOf(unmapV4(m.a.ip)) : undefined;
         return name ? { status: Status.OK, name } : { status: Status.NATIVE };
@@ -474,16 +480,20 @@ export class HookDispatcher implements Dispatcher {
     const ip = unmapV4(dest.ip);
     if (!this.d.table.isVirtual(ip)) {
       // Egress: with rules for real destinations (cidr), a connect to one is judged here
-      // (every connect to a real address asks the daemon; TCP only: UDP to real
-      // destinations never leaves the hook).
-      if (this.policy.hasEgress && !(m.arg & ConnectFlag.DGRAM)) {
-        const dec = this.policy.egress(app, ip, dest.port, 'tcp');
+      // (every TCP connect to a real address asks the daemon). Datagrams to real
+      // destinations ask only while the map's F_EGRESS flag is set, once per destination
+      // (the hook keeps the verdict for the generation in arg); denied: EPERM, what a
+      // netfilter OUTPUT drop gives a UDP send natively.
+      const dgram = (m.arg & ConnectFlag.DGRAM) !== 0;
+      const generation = this.d.table.generation;
+      if (this.policy.hasEgress) {
+        const dec = this.policy.egress(app, ip, dest.port, dgram ? 'udp' : 'tcp');
         if (dec.verdict === 'deny') {
-          this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not connect to ${ip}:${dest.port}: ${dec.reason ?? dec.rule}`);
-          return { status: Status.ERR, err: this.policy.opts.denyErrno };
+          this.warn(`policy: app ${app.id} (${formatLabels(app.labels)}) may not ${dgram ? 'send udp' : 'connect'} to ${ip}:${dest.port}: ${dec.reason ?? dec.rule}`);
+          return dgram ? { status: Status.ERR, err: EPERM, arg: generation } : { status: Status.ERR, err: this.policy.opts.denyErrno };
         }
       }
-      return { status: Status.NATIVE };
+      return dgram ? { status: Status.NATIVE, arg: generation } : { status: Status.NATIVE };
     }
     if (m.arg & ConnectFlag.DGRAM) {
       // No host UDP socket is handed to an app outside our namespace: it could be re-aimed.
@@ -525,6 +535,29 @@ export class HookDispatcher implements Dispatcher {
         return this.handoff(s, app, dest, family, target, local);
       }
     }
+  }
+
+  /**
+   * ACCEPT: a connection from a peer that is no local ax app reached listening socket
+   * m.sock (the hook asks only while the map's flags say accepts are filtered). A peer at
+   * another cluster member's host address is an ax app (judged at its own host's connect):
+   * allowed. Any other is judged by the decision layer (from_cidr rules, then
+   * --policy-unknown-peers), which records the decision. arg: the generation the verdict
+   * holds for (the hook keeps it per listening socket and peer IP until the table or the
+   * rules change).
+   */
+  private accept(app: App, m: Msg): Reply {
+    const generation = this.d.table.generation;
+    const sock = this.d.table.getSock(m.sock);
+    if (!sock || sock.appId !== app.id || !m.a) return { status: Status.NATIVE };
+    const ip = unmapV4(m.a.ip);
+    const idx = this.d.map ? this.d.map.indexOf(ip) : -1;
+    if ((idx > 0 && this.d.table.appBySource(idx)) || this.d.isPeerHost?.(ip)) return { status: Status.OK, arg: generation };
+    const peer = ip.includes(':') ? `[${ip}]:${m.a.port}` : `${ip}:${m.a.port}`;
+    const d = this.policy.accept(undefined, sock, peer);
+    if (d.verdict === 'allow') return { status: Status.OK, arg: generation };
+    this.warn(`policy: connection from ${peer} to ${sock.name || sock.appId} (${sock.vip}:${sock.vport}) reset: ${d.reason ?? d.rule}`);
+    return { status: Status.ERR, err: EACCES, arg: generation };
   }
 
   /**

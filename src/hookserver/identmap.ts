@@ -93,6 +93,14 @@ export class IdentityMap {
     Atomics.store(this.words, H.dns_port.off / 4, port);
   }
 
+  /**
+   * Publishes which checks hooks make (MapConst.F_*: F_ACCEPT = accepts of peers outside
+   * ax are judged by the daemon, F_EGRESS = datagrams to real destinations are). Read by the hook on every call that may need it.
+   */
+  setFlags(flags: number): void {
+    Atomics.store(this.words, H.flags.off / 4, flags | 0);
+  }
+
   /** Source address (dotted) of entry `index` (1 .. count-1). */
   sourceIp(index: number): string {
     const n = (this.base + index) >>> 0;

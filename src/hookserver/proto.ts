@@ -17,6 +17,7 @@ export const Op = {
   RESOLVE: 6,
   REVERSE: 8,
   LOOKUP: 11,
+  ACCEPT: 12,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 const OP_NAMES = new Map<number, string>(Object.entries(Op).map(([k, v]) => [v, k]));
@@ -33,7 +34,7 @@ export const ReplyFlag = { CACHE: 0x1, LOCAL: 0x2 } as const;
 /** LOOKUP reply.arg (AX_LK_*): what the socket is to ax. */
 export const Lookup = { BOUND: 1, LISTEN: 2, CONN: 3, ACCEPTED: 4 } as const;
 /** The identity map file (struct ax_map_hdr, ax_map_ent). */
-export const MapConst = { MAGIC: 0x504d5841, VERSION: 1, RANGES: 4 } as const;
+export const MapConst = { MAGIC: 0x504d5841, VERSION: 2, RANGES: 4, F_ACCEPT: 0x1, F_EGRESS: 0x2 } as const;
 /** Backends in one cacheable DIRECT answer (struct ax_cache_answer). */
 export const CACHE_MAX = 10;
 
@@ -95,7 +96,7 @@ export const Layout = {
     },
   },
   ax_map_hdr: {
-    size: 64,
+    size: 72,
     fields: {
       generation: { off: 0, size: 4 },
       magic: { off: 4, size: 4 },
@@ -106,6 +107,8 @@ export const Layout = {
       dns_port: { off: 24, size: 4 },
       n_ranges: { off: 28, size: 4 },
       ranges: { off: 32, size: 32 },
+      flags: { off: 64, size: 4 },
+      reserved: { off: 68, size: 4 },
     },
   },
   ax_map_ent: {

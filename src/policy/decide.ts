@@ -22,7 +22,7 @@ import type { Labels } from './labels';
 import { mayConnect } from './labels';
 import { matches } from './selector';
 import type { Decision, DecisionDst, DecisionListener, DecisionSrc, Op } from './decision';
-import { cidrMatches, compileRule, portMatches, type CompiledRule, type Rule } from './rules';
+import { cidrMatches, compileRule, fromCidrMatches, portMatches, type CompiledRule, type Rule } from './rules';
 
 /** --policy-default */
 export type Posture = 'allow-all' | 'deny-all' | 'shared-label';
@@ -87,6 +87,8 @@ export class PolicyEngine {
   private connectRules: CompiledRule[] = [];
   /** Some connect rule names real destinations (cidr): connects to real addresses are judged. */
   hasEgress = false;
+  /** Some connect rule is about peers outside ax (from_cidr). */
+  hasFromCidr = false;
   private publishRules: CompiledRule[] = [];
   private readonly decisionListeners: DecisionListener[] = [];
   private readonly changeListeners: Array<(c: PolicyChange) => void> = [];
@@ -99,6 +101,14 @@ export class PolicyEngine {
   version = 0;
 
   constructor(readonly opts: PolicyOptions) {}
+
+  /**
+   * Whether accepts of peers outside ax are judged at all: --policy-unknown-peers deny, or
+   * some from_cidr rule. When false every such peer is allowed and hooks need not ask.
+   */
+  get filtersAccept(): boolean {
+    return this.opts.unknownPeers === 'deny' || this.hasFromCidr;
+  }
 
   // ---- subscriptions ---------------------------------------------------
 
@@ -174,6 +184,7 @@ export class PolicyEngine {
     live.sort((a, b) => (a.rule.id < b.rule.id ? -1 : 1));
     this.connectRules = live.filter((r) => r.rule.kind === 'connect');
     this.hasEgress = this.connectRules.some((r) => r.cidrs.length > 0);
+    this.hasFromCidr = this.connectRules.some((r) => r.fromCidrs.length > 0);
     this.publishRules = live.filter((r) => r.rule.kind === 'publish');
     this.version++;
     this.memo = new WeakMap();
@@ -202,6 +213,7 @@ export class PolicyEngine {
   private judge(src: Labels, dst: Labels | null, port: number, proto: 'tcp' | 'udp', realIp?: string): [boolean, string, string] {
     let allowBy: CompiledRule | undefined;
     for (const r of this.connectRules) {
+      if (r.fromCidrs.length > 0) continue; // about peers outside ax (acceptUnknown)
       if (r.rule.protocol && r.rule.protocol !== proto) continue;
       if (!portMatches(r, port)) continue;
       if (!matches(r.from, src)) continue;
@@ -264,13 +276,30 @@ export class PolicyEngine {
 
   /**
    * A connection reaches a server: `peer` is the client app (undefined: a peer that is
-   * no ax app, judged by --policy-unknown-peers).
+   * no ax app). `peerAddr` is the peer's address as "ip", "ip:port" or "[ipv6]:port".
+   * A peer outside ax is judged by the from_cidr rules whose ranges hold its IP and whose
+   * to/ports/protocol select `svc` (deny wins), else by --policy-unknown-peers.
    */
   accept(peer: PolicyApp | undefined, svc: PolicyService, peerAddr = ''): Decision {
     if (peer) return this.connect(peer, svc, 'accept');
-    const v = this.opts.unknownPeers;
+    const proto = svc.proto ?? 'tcp';
+    const ip = peerIpOf(peerAddr);
     const src: DecisionSrc = { app: '', name: '', labels: {}, addr: peerAddr };
-    return this.decide('accept', src, { name: svc.name, vip: svc.vip, port: svc.vport, proto: svc.proto ?? 'tcp', labels: svc.labels }, v, `default:unknown-peers-${v}`, `peer is no ax app`);
+    const dst: DecisionDst = { name: svc.name, vip: svc.vip, port: svc.vport, proto, labels: svc.labels, appId: svc.appId };
+    const who = `peer ${peerAddr || '(unknown address)'} is no ax app`;
+    let allowBy: CompiledRule | undefined;
+    for (const r of this.connectRules) {
+      if (r.fromCidrs.length === 0) continue;
+      if (r.rule.protocol && r.rule.protocol !== proto) continue;
+      if (!portMatches(r, svc.vport)) continue;
+      if (r.to && !matches(r.to, svc.labels)) continue;
+      if (!fromCidrMatches(r, ip)) continue;
+      if (r.rule.action === 'deny') return this.decide('accept', src, dst, 'deny', r.rule.id, `${who}: rule ${r.rule.id} denies`);
+      allowBy ??= r;
+    }
+    if (allowBy) return this.decide('accept', src, dst, 'allow', allowBy.rule.id, `${who}: rule ${allowBy.rule.id} allows`);
+    const v = this.opts.unknownPeers;
+    return this.decide('accept', src, dst, v, `default:unknown-peers-${v}`, `${who}: no from_cidr rule matches; --policy-unknown-peers ${v}`);
   }
 
   /**
@@ -318,6 +347,14 @@ export function ownerOf(holders: PolicyApp[]): PolicyApp | undefined {
     if (!best || h.createdAt < best.createdAt || (h.createdAt === best.createdAt && (h.node < best.node || (h.node === best.node && h.id < best.id)))) best = h;
   }
   return best;
+}
+
+/** The IP of a peer address "ip", "ip:port" or "[ipv6]:port" (v4-mapped kept as given). */
+function peerIpOf(addr: string): string {
+  const v6 = /^\[([^\]]+)\](?::\d+)?$/.exec(addr);
+  if (v6) return v6[1];
+  const v4 = /^(\d+\.\d+\.\d+\.\d+)(?::\d+)?$/.exec(addr);
+  return v4 ? v4[1] : addr;
 }
 
 function srcOf(a: PolicyApp): DecisionSrc {

@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
-import { cidrContains, parseCidr, type Cidr } from '../common/addr';
+import { isIPv4 } from 'node:net';
+import { unmapV4 } from '../common/addr';
 import { parseSelector, SelectorError, type Selector } from './selector';
 
 const ID_RE = /^[A-Za-z0-9]([A-Za-z0-9._-]{0,62})$/;
@@ -32,9 +33,43 @@ const portItem = z.union([
     }, 'ports are 1-65535 and a range is "lo-hi" with lo <= hi'),
 ]);
 
+/** An IPv4 range of a rule: `base` (host order, masked) and `bits` (0..32). */
+export interface RuleCidr {
+  base: number;
+  bits: number;
+}
+
+function maskOf(bits: number): number {
+  return bits === 0 ? 0 : (0xffffffff << (32 - bits)) >>> 0;
+}
+
+function ipv4Int(ip: string): number {
+  const p = ip.split('.').map(Number);
+  return ((p[0] << 24) | (p[1] << 16) | (p[2] << 8) | p[3]) >>> 0;
+}
+
+/**
+ * Parses a rule's CIDR: "a.b.c.d/bits" (bits 0..32) or a bare address (= /32).
+ * Throws an Error naming the text otherwise.
+ */
+export function parseRuleCidr(text: string): RuleCidr {
+  const m = /^(\d+\.\d+\.\d+\.\d+)(?:\/(\d{1,2}))?$/.exec(text);
+  if (!m || !isIPv4(m[1])) throw new Error('expected a.b.c.d/bits or a.b.c.d');
+  const bits = m[2] === undefined ? 32 : Number(m[2]);
+  if (bits > 32) throw new Error('the prefix length is 0..32');
+  return { base: (ipv4Int(m[1]) & maskOf(bits)) >>> 0, bits };
+}
+
+/** Whether IPv4 `ip` (dotted, or v4-mapped IPv6) lies in `c`; other addresses never do. */
+export function ruleCidrContains(c: RuleCidr, ip: string): boolean {
+  const v4 = unmapV4(ip);
+  if (!isIPv4(v4)) return false;
+  return ((ipv4Int(v4) & maskOf(c.bits)) >>> 0) === c.base;
+}
+
 const cidrText = z.string().superRefine((s, ctx) => {
   try {
-    parseCidr(s.includes('/') ? s : `${s}/32`);
+    parseRuleCidr(s);
   } catch (e) {
     ctx.addIssue({ code: z.ZodIssueCode.custom, message: `"${s}" is not an IPv4 CIDR: ${(e as Error).message}` });
   }
@@ -48,6 +83,10 @@ const cidrText = z.string().superRefine((s, ctx) => {
  *   included), or, with `cidr`, to real destinations in those ranges (egress).
  *   `ports`/`protocol` narrow it; `same: [k, ...]` requires equal values of k on both sides.
  *   The same rule governs lookups (a name is visible when it may be reached) and accepts.
+ *   With `from_cidr` instead of `from` the rule is about peers outside ax (clients that are
+ *   no ax app) whose source address lies in those ranges, connecting to the services
+ *   matching `to` (judged at the server's accept; deny wins, otherwise
+ *   --policy-unknown-peers).
  * - kind "publish": apps matching `from` may (allow) or may not (deny) serve the names in
  *   `names` ("*" = any) — by default a name belongs to the uid that first published it.
  */
@@ -62,13 +101,14 @@ export const RuleSchema = z
     ports: z.array(portItem).default([]),
     protocol: z.enum(['tcp', 'udp']).optional(),
     cidr: z.array(cidrText).default([]),
+    from_cidr: z.array(cidrText).min(1, 'from_cidr needs at least one range (omit it for ax apps)').optional(),
     names: z.array(z.string().regex(NAME_RE, 'a name is a DNS label (lowercase letters, digits, "-") or "*"')).default([]),
   })
   .strict()
   .superRefine((r, ctx) => {
     if (r.kind === 'publish') {
       if (r.names.length === 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['names'], message: 'a publish rule needs names (or ["*"])' });
-      for (const f of ['to', 'cidr', 'same'] as const) {
+      for (const f of ['to', 'cidr', 'same', 'from_cidr'] as const) {
         const v = r[f];
         if (v !== undefined && (!Array.isArray(v) || v.length > 0)) ctx.addIssue({ code: z.ZodIssueCode.custom, path: [f], message: `"${f}" is for connect rules` });
       }
@@ -76,6 +116,11 @@ export const RuleSchema = z
       if (r.names.length > 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['names'], message: '"names" is for publish rules (use to: "ax.name=NAME")' });
       if (r.cidr.length > 0 && r.to !== undefined) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['cidr'], message: 'a rule has either "to" (services) or "cidr" (real destinations), not both' });
       if (r.cidr.length > 0 && r.same.length > 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['same'], message: '"same" needs labels on both sides: not with "cidr"' });
+      if (r.from_cidr) {
+        if (r.cidr.length > 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['from_cidr'], message: 'a rule has either "from_cidr" (peers outside ax) or "cidr" (real destinations), not both' });
+        if (r.from !== '') ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['from'], message: '"from" selects ax apps, "from_cidr" peers outside ax: not both in one rule' });
+        if (r.same.length > 0) ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['same'], message: '"same" needs labels on both sides: not with "from_cidr"' });
+      }
     }
   });
 
@@ -176,7 +221,9 @@ export interface CompiledRule {
   from: Selector;
   to: Selector | null;
   ports: Array<[number, number]>;
-  cidrs: Cidr[];
+  cidrs: RuleCidr[];
+  /** from_cidr: the rule is about peers outside ax from these ranges (empty: about ax apps) */
+  fromCidrs: RuleCidr[];
 }
 
 /** Compiles a validated rule (selectors parsed, ports and CIDRs resolved). */
@@ -190,7 +237,8 @@ export function compileRule(rule: Rule): CompiledRule {
       const [lo, hi] = p.split('-').map(Number);
       return [lo, hi ?? lo];
     }),
-    cidrs: rule.cidr.map((c) => parseCidr(c.includes('/') ? c : `${c}/32`)),
+    cidrs: rule.cidr.map(parseRuleCidr),
+    fromCidrs: (rule.from_cidr ?? []).map(parseRuleCidr),
   };
 }
 
@@ -203,12 +251,17 @@ export function portMatches(r: CompiledRule, port: number): boolean {
 
 /** Whether an egress rule's CIDRs contain `ip`. */
 export function cidrMatches(r: CompiledRule, ip: string): boolean {
-  return r.cidrs.some((c) => cidrContains(c, ip));
+  return r.cidrs.some((c) => ruleCidrContains(c, ip));
+}
+
+/** Whether a from_cidr rule's ranges contain the peer address `ip`. */
+export function fromCidrMatches(r: CompiledRule, ip: string): boolean {
+  return r.fromCidrs.some((c) => ruleCidrContains(c, ip));
 }
 
 /** One line describing a rule, for `ax policy ls` and logs. */
 export function describeRule(r: Rule): string {
-  const parts = [r.action, r.kind, `from "${r.from}"`];
+  const parts = [r.action, r.kind, r.from_cidr ? `from cidr ${r.from_cidr.join(',')}` : `from "${r.from}"`];
   if (r.kind === 'publish') parts.push(`names ${r.names.join(',')}`);
   else if (r.cidr.length) parts.push(`cidr ${r.cidr.join(',')}`);
   else parts.push(`to "${r.to ?? ''}"`);

@@ -4,6 +4,7 @@
  *   udpmmsg IP PORT N   sends N datagrams "m<i>" in one sendmmsg to IP:PORT from
  *                       one unconnected socket, then receives the N replies with
  *                       recvmmsg and prints "reply <text> from <ip>:<port>".
+ *                       A sendmmsg that fails prints "fail sendmmsg sent=-1 errno=E" and exits 1.
  */
 #include "common.h"
 #include <sys/time.h>
@@ -37,6 +38,10 @@ int main(int argc, char **argv)
         m[i].msg_hdr.msg_namelen = sizeof to;
     }
     int s = sendmmsg(fd, m, (unsigned)n, 0);
+    if (s < 0) { /* nothing sent: the errno, and no replies to wait for */
+        printf("fail sendmmsg sent=-1 errno=%d\n", errno);
+        return 1;
+    }
     printf("%s sendmmsg sent=%d\n", s == n ? "ok" : "fail", s);
     int got = 0;
     while (got < n) {
