@@ -339,6 +339,25 @@ uint32_t map_flags(void);
 /* ------------------------------------------------------------------------ */
 /* cache.c: cached DIRECT answers                                            */
 
+/* The hook's small hash tables (answers, verdicts, UDP flows) are open-addressed
+ * arrays whose entries start with this header: gen 0 is an empty slot. */
+struct slot_hdr {
+    uint32_t gen;   /* table generation the entry was learned under; 0 = empty */
+    uint32_t stamp; /* insertion order, for eviction */
+};
+/* FNV-1a (32-bit) over an address and one more word (a family, a tag) */
+uint32_t addr_hash(const struct ax_addr *a, uint32_t extra);
+/* The slot for (key, tag) among the probe slots from h (an array of entries of
+ * `size` bytes, mask = slots - 1): its own, else the first empty, else the
+ * oldest (evicted).  same(e, key, tag): whether entry e holds the key.  The
+ * caller holds the table's lock and fills the entry. */
+void *slot_claim(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe,
+                 int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag);
+/* The entry holding (key, tag) learned under generation gen, or NULL (an entry of
+ * an older generation is emptied on the way). */
+void *slot_find(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe, uint32_t gen,
+                int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag);
+
 /* key: the socket family, | CACHE_DGRAM for datagram destinations */
 #define CACHE_DGRAM 0x100
 void cache_store(const struct ax_addr *dest, int key, const struct ax_msg *p);

@@ -8,6 +8,8 @@
  * probing at most CACHE_PROBE slots; a full probe window evicts its oldest
  * entry.  Sized for real programs: 4096 slots hold well over 1 024 destinations.
  * The table lives in .bss (untouched pages cost nothing) and is never freed.
+ * The open-addressing helpers (addr_hash, slot_claim, slot_find) serve the
+ * verdict cache below and udp.c's flow tables too.
  */
 #include "ax_internal.h"
 
@@ -15,8 +17,7 @@
 #define CACHE_PROBE 16
 
 struct cache_ent {
-    uint32_t gen;            /* 0: empty */
-    uint32_t stamp;          /* insertion order, for eviction */
+    struct slot_hdr h;       /* gen 0: empty */
     uint16_t family, n;
     uint32_t next, local_mask;
     struct ax_addr dest, vpeer, be[AX_CACHE_MAX];
@@ -25,22 +26,63 @@ static struct cache_ent cache[CACHE_SLOTS];
 static uint32_t cache_clock;
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
 
-/* FNV-1a over the destination and the socket family */
+uint32_t addr_hash(const struct ax_addr *a, uint32_t extra)
+{
+    uint32_t h = 2166136261u; /* FNV-1a (Fowler, Noll, Vo), 32-bit */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ a->ip[i]) * 16777619u;
+    h = (h ^ a->port) * 16777619u;
+    h = (h ^ extra) * 16777619u;
+    h = (h ^ a->family) * 16777619u;
+    return h;
+}
+
+void *slot_claim(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe,
+                 int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag)
+{
+    char *base = tab;
+    struct slot_hdr *hit = NULL, *empty = NULL, *oldest = NULL;
+    for (unsigned k = 0; k < probe && !hit; k++) {
+        struct slot_hdr *c = (struct slot_hdr *)(base + ((h + k) & mask) * size);
+        if (same(c, key, tag))
+            hit = c;
+        else if (c->gen == 0 && !empty)
+            empty = c;
+        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
+            oldest = c;
+    }
+    return hit ? hit : empty ? empty : oldest;
+}
+
+void *slot_find(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe, uint32_t gen,
+                int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag)
+{
+    char *base = tab;
+    for (unsigned k = 0; k < probe; k++) {
+        struct slot_hdr *c = (struct slot_hdr *)(base + ((h + k) & mask) * size);
+        if (!same(c, key, tag))
+            continue;
+        if (c->gen == gen)
+            return c;
+        c->gen = 0; /* learned under an older generation: ask again */
+        return NULL;
+    }
+    return NULL;
+}
+
 static unsigned slot_of(const struct ax_addr *dest, int family)
 {
-    uint32_t h = 2166136261u;
-    const uint8_t *p = dest->ip;
-    for (int i = 0; i < 16; i++)
-        h = (h ^ p[i]) * 16777619u;
-    h = (h ^ dest->port) * 16777619u;
-    h = (h ^ (uint32_t)family) * 16777619u;
-    h = (h ^ dest->family) * 16777619u;
-    return h & (CACHE_SLOTS - 1);
+    return addr_hash(dest, (uint32_t)family) & (CACHE_SLOTS - 1);
 }
 
 static int same_key(const struct cache_ent *e, const struct ax_addr *dest, int family)
 {
-    return e->gen != 0 && e->family == family && same_addr(&e->dest, dest);
+    return e->h.gen != 0 && e->family == family && same_addr(&e->dest, dest);
+}
+
+static int same_key_v(const void *e, const void *dest, uint32_t family)
+{
+    return same_key(e, dest, (int)family);
 }
 
 void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p)
@@ -48,22 +90,11 @@ void cache_store(const struct ax_addr *dest, int family, const struct ax_msg *p)
     if (!gen_page || !(p->flags & AX_RF_CACHE) || p->cache.n_backends < 1 || p->cache.n_backends > AX_CACHE_MAX ||
         p->cache.generation == 0)
         return;
-    unsigned h = slot_of(dest, family);
     pthread_mutex_lock(&cache_mu);
-    struct cache_ent *e = NULL, *empty = NULL, *oldest = NULL;
-    for (unsigned k = 0; k < CACHE_PROBE && !e; k++) {
-        struct cache_ent *c = &cache[(h + k) & (CACHE_SLOTS - 1)];
-        if (same_key(c, dest, family))
-            e = c;
-        else if (c->gen == 0 && !empty)
-            empty = c;
-        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
-            oldest = c;
-    }
-    if (!e)
-        e = empty ? empty : oldest;
-    e->gen = p->cache.generation;
-    e->stamp = ++cache_clock;
+    struct cache_ent *e = slot_claim(cache, sizeof *cache, CACHE_SLOTS - 1, slot_of(dest, family), CACHE_PROBE, same_key_v,
+                                     dest, (uint32_t)family);
+    e->h.gen = p->cache.generation;
+    e->h.stamp = ++cache_clock;
     e->family = (uint16_t)family;
     e->dest = *dest;
     e->vpeer = p->a;
@@ -86,17 +117,11 @@ int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p, long 
     uint32_t gen = *gen_page;
     if (gen == 0)
         return 0;
-    unsigned h = slot_of(dest, family);
     int hit = 0;
     pthread_mutex_lock(&cache_mu);
-    for (unsigned k = 0; k < CACHE_PROBE; k++) {
-        struct cache_ent *e = &cache[(h + k) & (CACHE_SLOTS - 1)];
-        if (!same_key(e, dest, family))
-            continue;
-        if (e->gen != gen) {
-            e->gen = 0; /* the table changed: ask the daemon again */
-            break;
-        }
+    struct cache_ent *e = slot_find(cache, sizeof *cache, CACHE_SLOTS - 1, slot_of(dest, family), CACHE_PROBE, gen, same_key_v,
+                                    dest, (uint32_t)family);
+    if (e) {
         unsigned i = pick < 0 ? e->next++ % e->n : (unsigned)((unsigned long)pick % e->n);
         memset(p, 0, sizeof *p);
         p->status = AX_ST_DIRECT;
@@ -104,7 +129,6 @@ int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p, long 
         p->a = e->vpeer;
         p->b = e->be[i];
         hit = 1;
-        break;
     }
     pthread_mutex_unlock(&cache_mu);
     return hit;
@@ -120,8 +144,7 @@ int cache_lookup(const struct ax_addr *dest, int family, struct ax_msg *p, long 
 #define VC_PROBE 8
 
 struct vc_ent {
-    uint32_t gen; /* 0: empty */
-    uint32_t stamp;
+    struct slot_hdr h; /* gen 0: empty */
     uint32_t tag;
     int allow;
     struct ax_addr a;
@@ -131,18 +154,17 @@ static uint32_t vc_clock;
 
 static unsigned vc_slot(const struct ax_addr *a, uint32_t tag)
 {
-    uint32_t h = 2166136261u;
-    for (int i = 0; i < 16; i++)
-        h = (h ^ a->ip[i]) * 16777619u;
-    h = (h ^ a->port) * 16777619u;
-    h = (h ^ a->family) * 16777619u;
-    h = (h ^ tag) * 16777619u;
-    return h & (VC_SLOTS - 1);
+    return addr_hash(a, tag) & (VC_SLOTS - 1);
 }
 
 static int vc_same(const struct vc_ent *e, const struct ax_addr *a, uint32_t tag)
 {
-    return e->gen != 0 && e->tag == tag && same_addr(&e->a, a);
+    return e->h.gen != 0 && e->tag == tag && same_addr(&e->a, a);
+}
+
+static int vc_same_v(const void *e, const void *a, uint32_t tag)
+{
+    return vc_same(e, a, tag);
 }
 
 int verdict_lookup(const struct ax_addr *a, uint32_t tag)
@@ -152,19 +174,9 @@ int verdict_lookup(const struct ax_addr *a, uint32_t tag)
     uint32_t gen = *gen_page;
     if (gen == 0)
         return -1;
-    unsigned h = vc_slot(a, tag);
-    int v = -1;
     pthread_mutex_lock(&cache_mu);
-    for (unsigned k = 0; k < VC_PROBE; k++) {
-        struct vc_ent *e = &vcache[(h + k) & (VC_SLOTS - 1)];
-        if (!vc_same(e, a, tag))
-            continue;
-        if (e->gen != gen)
-            e->gen = 0; /* the table or the rules changed: ask again */
-        else
-            v = e->allow;
-        break;
-    }
+    struct vc_ent *e = slot_find(vcache, sizeof *vcache, VC_SLOTS - 1, vc_slot(a, tag), VC_PROBE, gen, vc_same_v, a, tag);
+    int v = e ? e->allow : -1;
     pthread_mutex_unlock(&cache_mu);
     return v;
 }
@@ -173,22 +185,10 @@ void verdict_store(const struct ax_addr *a, uint32_t tag, uint32_t gen, int allo
 {
     if (!gen_page || gen == 0)
         return;
-    unsigned h = vc_slot(a, tag);
     pthread_mutex_lock(&cache_mu);
-    struct vc_ent *e = NULL, *empty = NULL, *oldest = NULL;
-    for (unsigned k = 0; k < VC_PROBE && !e; k++) {
-        struct vc_ent *c = &vcache[(h + k) & (VC_SLOTS - 1)];
-        if (vc_same(c, a, tag))
-            e = c;
-        else if (c->gen == 0 && !empty)
-            empty = c;
-        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
-            oldest = c;
-    }
-    if (!e)
-        e = empty ? empty : oldest;
-    e->gen = gen;
-    e->stamp = ++vc_clock;
+    struct vc_ent *e = slot_claim(vcache, sizeof *vcache, VC_SLOTS - 1, vc_slot(a, tag), VC_PROBE, vc_same_v, a, tag);
+    e->h.gen = gen;
+    e->h.stamp = ++vc_clock;
     e->tag = tag;
     e->allow = allow != 0;
     e->a = *a;

@@ -38,22 +38,20 @@
 #define FLOW_PROBE 8
 
 struct flow_ent {
-    uint32_t gen;   /* table generation it was learned under; 0 = empty */
-    uint32_t stamp; /* insertion order, for eviction */
+    struct slot_hdr h; /* gen 0: empty */
     struct ax_addr key, val;
 };
 static struct flow_ent by_real[FLOW_SLOTS], by_virt[FLOW_SLOTS];
 static uint32_t flow_clock;
 static pthread_mutex_t flow_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static unsigned flow_slot(const struct ax_addr *a)
+static unsigned flow_slot(const struct ax_addr *a) { return addr_hash(a, 0) & (FLOW_SLOTS - 1); }
+
+static int flow_same(const void *e, const void *key, uint32_t tag)
 {
-    uint32_t h = 2166136261u;
-    for (int i = 0; i < 16; i++)
-        h = (h ^ a->ip[i]) * 16777619u;
-    h = (h ^ a->port) * 16777619u;
-    h = (h ^ a->family) * 16777619u;
-    return h & (FLOW_SLOTS - 1);
+    (void)tag;
+    const struct flow_ent *c = e;
+    return c->h.gen != 0 && same_addr(&c->key, key);
 }
 
 static uint32_t cur_gen(void) { return gen_page ? *gen_page : 0; }
@@ -63,20 +61,10 @@ static void flow_put(struct flow_ent *tab, const struct ax_addr *key, const stru
     uint32_t gen = cur_gen();
     if (gen == 0)
         return;
-    unsigned h = flow_slot(key);
     pthread_mutex_lock(&flow_mu);
-    struct flow_ent *e = NULL, *oldest = NULL;
-    for (unsigned k = 0; k < FLOW_PROBE && !e; k++) {
-        struct flow_ent *c = &tab[(h + k) & (FLOW_SLOTS - 1)];
-        if (c->gen == 0 || same_addr(&c->key, key))
-            e = c;
-        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
-            oldest = c;
-    }
-    if (!e)
-        e = oldest;
-    e->gen = gen;
-    e->stamp = ++flow_clock;
+    struct flow_ent *e = slot_claim(tab, sizeof *tab, FLOW_SLOTS - 1, flow_slot(key), FLOW_PROBE, flow_same, key, 0);
+    e->h.gen = gen;
+    e->h.stamp = ++flow_clock;
     e->key = *key;
     e->val = *val;
     pthread_mutex_unlock(&flow_mu);
@@ -87,20 +75,12 @@ static int flow_get(struct flow_ent *tab, const struct ax_addr *key, struct ax_a
     uint32_t gen = cur_gen();
     if (gen == 0)
         return 0;
-    unsigned h = flow_slot(key);
     int hit = 0;
     pthread_mutex_lock(&flow_mu);
-    for (unsigned k = 0; k < FLOW_PROBE; k++) {
-        struct flow_ent *c = &tab[(h + k) & (FLOW_SLOTS - 1)];
-        if (c->gen != 0 && same_addr(&c->key, key)) {
-            if (c->gen == gen) {
-                *val = c->val;
-                hit = 1;
-            } else {
-                c->gen = 0;
-            }
-            break;
-        }
+    struct flow_ent *c = slot_find(tab, sizeof *tab, FLOW_SLOTS - 1, flow_slot(key), FLOW_PROBE, gen, flow_same, key, 0);
+    if (c) {
+        *val = c->val;
+        hit = 1;
     }
     pthread_mutex_unlock(&flow_mu);
     return hit;
