@@ -2,7 +2,7 @@
 // `ax run`, and waiting on their output. Everything is torn down by t.teardown.
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -235,4 +235,30 @@ export function nobodyAx(t: Teardown, prefix: string): { home: string; env: Reco
     rmSync(home, { recursive: true, force: true });
   });
   return { home, env, ax, nobody };
+}
+
+/**
+ * A directory (mode 0777, under tmpdir, named `prefix`*) with an nginx.conf for a test
+ * server: 2 workers (as `user` when given), pid, logs and temp files in the directory,
+ * and the http `server` block given. Returns the directory and the config's path.
+ */
+export function nginxConf(prefix: string, server: string, user?: string): { dir: string; conf: string } {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  chmodSync(dir, 0o777);
+  const conf = join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    `${user ? `user ${user};\n` : ''}worker_processes 2;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 64; }
+http {
+  access_log ${dir}/access.log;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  ${server}
+}
+`,
+  );
+  return { dir, conf };
 }

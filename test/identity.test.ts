@@ -8,7 +8,7 @@ import { chmodSync, closeSync, mkdtempSync, openSync, readFileSync, writeFileSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { cbin, clean, have, run, sleep, start, TestDaemon } from './helpers';
+import { cbin, clean, have, nginxConf, run, sleep, start, TestDaemon } from './helpers';
 
 const work = mkdtempSync(join(tmpdir(), 'ax-ident-'));
 chmodSync(work, 0o755);
@@ -289,24 +289,7 @@ if (cluster.isPrimary) {
 
 t.test('nginx: workers as nobody see client VIPs; binary upgrade (USR2, then QUIT) with traffic flowing', { skip: !have('nginx') && 'no nginx' }, async (t) => {
   const d = await TestDaemon.start(t);
-  const dir = mkdtempSync(join(tmpdir(), 'ax-nginx-'));
-  chmodSync(dir, 0o777);
-  const conf = join(dir, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `user nobody nogroup;
-worker_processes 2;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log info;
-events { worker_connections 64; }
-http {
-  access_log ${dir}/access.log;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  server { listen 80; location / { return 200 "nginx $remote_addr $server_addr:$server_port\\n"; } }
-}
-`,
-  );
+  const { dir, conf } = nginxConf('ax-nginx-', 'server { listen 80; location / { return 200 "nginx $remote_addr $server_addr:$server_port\\n"; } }', 'nobody nogroup');
   // nginx re-executes argv[0] on USR2: start it by its full path
   const start = await d.run(['--name', 'ngx'], ['/usr/sbin/nginx', '-c', conf]).result();
   t.teardown(() => {

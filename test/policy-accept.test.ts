@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { PolicyEngine } from '../src/policy/decide';
 import { parsePolicyText } from '../src/policy/rules';
-import { have, run, start, TestDaemon } from './helpers';
+import { have, nginxConf, run, start, TestDaemon } from './helpers';
 
 const www = mkdtempSync(join(tmpdir(), 'ax-pacc-'));
 chmodSync(www, 0o755);
@@ -156,23 +156,7 @@ for (const [tag, cmd] of [
 
 t.test('nginx (workers, epoll): native peers reset, ax peers served', { skip: !have('nginx') && 'no nginx' }, async (t) => {
   const d = await TestDaemon.start(t, ['--policy-unknown-peers', 'deny']);
-  const dir = mkdtempSync(join(tmpdir(), 'ax-nginx-acc-'));
-  chmodSync(dir, 0o777);
-  const conf = join(dir, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `worker_processes 2;
-pid ${dir}/nginx.pid;
-error_log ${dir}/error.log info;
-events { worker_connections 64; }
-http {
-  access_log ${dir}/access.log;
-  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fcgi;
-  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
-  server { listen 80; location / { return 200 "nginx $remote_addr\\n"; } }
-}
-`,
-  );
+  const { dir, conf } = nginxConf('ax-nginx-acc-', 'server { listen 80; location / { return 200 "nginx $remote_addr\\n"; } }');
   const started = await d.run(['--name', 'ngx'], ['/usr/sbin/nginx', '-c', conf]).result();
   t.teardown(() => {
     try {
