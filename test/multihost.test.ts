@@ -1,92 +1,18 @@
-// Several real hosts on one machine: network namespaces joined by veth pairs on a
+// Several real hosts on one machine (test/netns.ts): network namespaces joined by veth pairs on a
 // bridge, each with its own daemon and address (10.99.0.N). Created and removed
 // by this test; traffic stays inside them.
 import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { AX, run, sleep, start, type Proc } from './helpers';
+import { AX, run, sleep } from './helpers';
+import { Bridge, NsHost, until } from './netns';
 
-const KEY = 'test-cluster-key-0123456789';
-const tag = String(process.pid % 100000);
-const bridge = `axbr${tag}`;
-
-function sh(cmd: string): void {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
-}
-
-class Host {
-  readonly ns: string;
-  readonly ip: string;
-  readonly dir: string;
-  readonly socket: string;
-  daemon!: Proc;
-  readonly apps: Proc[] = [];
-
-  constructor(readonly i: number, readonly name: string) {
-    this.ns = `axh${tag}-${i}`;
-    this.ip = `10.99.0.${i}`;
-    this.dir = mkdtempSync(join(tmpdir(), `ax-host-${name}-`));
-    chmodSync(this.dir, 0o755);
-    this.socket = join(this.dir, 'ax.sock');
-    sh(`ip netns add ${this.ns}`);
-    sh(`ip link add vh${tag}${i} type veth peer name vp${tag}${i}`);
-    sh(`ip link set vp${tag}${i} netns ${this.ns}`);
-    sh(`ip -n ${this.ns} addr add ${this.ip}/24 dev vp${tag}${i}`);
-    sh(`ip -n ${this.ns} link set vp${tag}${i} up && ip -n ${this.ns} link set lo up`);
-    sh(`ip link set vh${tag}${i} master ${bridge} up`);
-  }
-
-  async startDaemon(extra: string[] = [], key = KEY): Promise<void> {
-    this.daemon = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'daemon', '--node-name', this.name, '--advertise', this.ip,
-      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', key, '--probe-interval', '200ms', '--sync-interval', '2s', '--log-level', 'debug', ...extra]);
-    await this.daemon.waitFor(/ready: api/, 20_000);
-  }
-
-  run(axArgs: string[], cmd: string[], cwd?: string): Proc {
-    const p = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'run', '--socket', this.socket, '--no-start', ...axArgs, '--', ...cmd], cwd ? { cwd } : {});
-    this.apps.push(p);
-    return p;
-  }
-
-  async get(kind: string): Promise<Array<Record<string, any>>> { // eslint-disable-line @typescript-eslint/no-explicit-any
-    const r = await run(process.execPath, [AX, 'get', kind, '-o', 'json', '--socket', this.socket]);
-    if (r.code !== 0) throw new Error(`${this.name}: ax get ${kind}: ${r.stderr}`);
-    return JSON.parse(r.stdout);
-  }
-
-  async curl(url: string): Promise<string> {
-    const r = await this.run([], ['curl', '-sS', '--max-time', '5', url]).result();
-    return r.code === 0 ? r.stdout : `curl failed (${r.code}): ${r.stderr.trim()}`;
-  }
-
-  /** Kills the daemon and every app of this host at once. */
-  killAll(): void {
-    this.daemon?.killGroup();
-    for (const a of this.apps) a.killGroup();
-  }
-
-  link(up: boolean): void {
-    sh(`ip link set vh${tag}${this.i} ${up ? 'up' : 'down'}`);
-  }
-
-  destroy(): void {
-    this.killAll();
-    spawnSync('ip', ['netns', 'del', this.ns]);
-    spawnSync('ip', ['link', 'del', `vh${tag}${this.i}`]);
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 15_000): Promise<number> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if (await fn()) return Date.now() - t0;
-    await sleep(150);
-  }
-  throw new Error(`timed out (${ms} ms) waiting for ${what}`);
+/** curl URL from an app under ax on host h: the body, or why it failed. */
+async function curl(h: NsHost, url: string): Promise<string> {
+  const r = await h.run([], ['curl', '-sS', '--max-time', '5', url]).result();
+  return r.code === 0 ? r.stdout : `curl failed (${r.code}): ${r.stderr.trim()}`;
 }
 
 const www = (text: string) => {
@@ -96,14 +22,9 @@ const www = (text: string) => {
 };
 
 t.test('three hosts: cross-host connect, labels, balancing, failure, partition, wrong key', async (t) => {
-  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
-  const hosts: Host[] = [];
-  t.teardown(() => {
-    for (const h of hosts) h.destroy();
-    spawnSync('ip', ['link', 'del', bridge]);
-  });
-  const [a, b, c] = [new Host(1, 'a'), new Host(2, 'b'), new Host(3, 'c')];
-  hosts.push(a, b, c);
+  const net = new Bridge('h', '10.99.0');
+  t.teardown(() => net.destroy());
+  const [a, b, c] = [net.host(1, 'a'), net.host(2, 'b'), net.host(3, 'c')];
   await a.startDaemon();
   await b.startDaemon(['--join', a.ip]);
   await c.startDaemon(['--join', a.ip]);
@@ -130,8 +51,8 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   t.pass(`update reached every host (in ${waited} ms)`);
   const svc = (await a.get('services')).find((s) => s.name === 'web')!;
   t.equal(svc.host_ip, '10.99.0.2', "service bound on b's real address");
-  t.equal(await a.curl('http://web/'), 'from b\n', 'a → web (on b) by name');
-  t.equal(await a.curl(`http://${svc.vip}/`), 'from b\n', 'by VIP');
+  t.equal(await curl(a, 'http://web/'), 'from b\n', 'a → web (on b) by name');
+  t.equal(await curl(a, `http://${svc.vip}/`), 'from b\n', 'by VIP');
   // While a connection from a is open, a's kernel shows it going straight to b.
   const hold = a.run([], ['python3', '-c', 'import socket,time; s=socket.create_connection(("web",80)); print("open", s.getpeername()[0], flush=True); time.sleep(3)']);
   await hold.waitFor(/open \S+\n/);
@@ -156,7 +77,7 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   const apps = (await a.get('apps')).filter((x) => x.name === 'web');
   t.equal(new Set(apps.map((x) => x.vip)).size, 1, 'one name, one VIP across hosts');
   const got = new Set<string>();
-  for (let i = 0; i < 4; i++) got.add(await a.curl('http://web/'));
+  for (let i = 0; i < 4; i++) got.add(await curl(a, 'http://web/'));
   t.same([...got].sort(), ['from b\n', 'from c\n'], 'balanced over both hosts');
 
   // --- host b killed with SIGKILL (daemon and apps): withdrawn everywhere within the bound.
@@ -167,7 +88,7 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   }, 15_000);
   t.ok(withdrawn <= 10_000, `b's services withdrawn everywhere in ${withdrawn} ms (bound 10 s)`);
   t.match((await a.get('members')).find((m) => m.name === 'b')?.state, /dead|suspect/);
-  for (let i = 0; i < 3; i++) t.equal(await a.curl('http://web/'), 'from c\n', 'only the live backend is used');
+  for (let i = 0; i < 3; i++) t.equal(await curl(a, 'http://web/'), 'from c\n', 'only the live backend is used');
 
   // --- partition: c cut off; its web is stopped meanwhile; a starts a new service.
   c.link(false);
@@ -185,12 +106,11 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   await sleep(1500);
   t.notOk((await a.get('services')).some((s) => s.name === 'web'), 'the web deleted during the partition is not resurrected on a');
   t.notOk((await c.get('services')).some((s) => s.name === 'web'), 'nor on c');
-  t.equal(await c.curl('http://api:81/'), 'api on a\n', 'c reaches the service a started during the partition');
+  t.equal(await curl(c, 'http://api:81/'), 'api on a\n', 'c reaches the service a started during the partition');
 
   // --- a peer with the wrong key is refused and logged.
-  const d = new Host(4, 'd');
-  hosts.push(d);
-  await d.startDaemon(['--join', a.ip], 'a-completely-different-key-000');
+  const d = net.host(4, 'd');
+  await d.startDaemon(['--join', a.ip], { key: 'a-completely-different-key-000' });
   await d.daemon.waitFor(/join failed/, 15_000);
   await a.daemon.waitFor(/(auth|MAC|key|refus)/i, 15_000);
   await sleep(1000);
@@ -212,5 +132,5 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   const incAfter = (await a.get('members')).find((m) => m.name === 'c')!.incarnation as number;
   t.ok(incAfter > incBefore, `rejoined with a new incarnation (${incBefore} → ${incAfter})`);
   await until('keep back on a', async () => (await a.get('services')).some((s) => s.name === 'keep' && s.node === 'c'));
-  t.equal(await a.curl('http://keep:82/'), 'kept on c\n', 'the restored service is reachable from a');
+  t.equal(await curl(a, 'http://keep:82/'), 'kept on c\n', 'the restored service is reachable from a');
 });

@@ -1,83 +1,9 @@
-// Policy across hosts: network namespaces joined by a bridge (as test/multihost.test.ts),
+// Policy across hosts: network namespaces joined by a bridge (test/netns.ts),
 // one daemon each. A rule added on one host is enforced on the others, cuts live
 // connections there, and a name's owner uid holds across hosts.
-import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
-import { AX, run, sleep, start, type Proc } from './helpers';
-
-const KEY = 'test-cluster-key-0123456789';
-const tag = String(process.pid % 100000);
-const bridge = `axpb${tag}`;
-
-function sh(cmd: string): void {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
-}
-
-class Host {
-  readonly ns: string;
-  readonly ip: string;
-  readonly dir: string;
-  readonly socket: string;
-  daemon!: Proc;
-  readonly apps: Proc[] = [];
-
-  constructor(readonly i: number, readonly name: string) {
-    this.ns = `axp${tag}-${i}`;
-    this.ip = `10.98.0.${i}`;
-    this.dir = mkdtempSync(join(tmpdir(), `ax-phost-${name}-`));
-    chmodSync(this.dir, 0o755);
-    this.socket = join(this.dir, 'ax.sock');
-    sh(`ip netns add ${this.ns}`);
-    sh(`ip link add vq${tag}${i} type veth peer name vr${tag}${i}`);
-    sh(`ip link set vr${tag}${i} netns ${this.ns}`);
-    sh(`ip -n ${this.ns} addr add ${this.ip}/24 dev vr${tag}${i}`);
-    sh(`ip -n ${this.ns} link set vr${tag}${i} up && ip -n ${this.ns} link set lo up`);
-    sh(`ip link set vq${tag}${i} master ${bridge} up`);
-  }
-
-  async startDaemon(extra: string[] = []): Promise<void> {
-    this.daemon = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'daemon', '--node-name', this.name, '--advertise', this.ip,
-      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', KEY, '--probe-interval', '200ms', '--sync-interval', '2s', '--log-level', 'debug', ...extra]);
-    await this.daemon.waitFor(/ready: api/, 20_000);
-  }
-
-  run(axArgs: string[], cmd: string[]): Proc {
-    const p = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'run', '--socket', this.socket, '--no-start', ...axArgs, '--', ...cmd]);
-    this.apps.push(p);
-    return p;
-  }
-
-  ax(args: string[]) {
-    return run(process.execPath, [AX, ...args, '--socket', this.socket]);
-  }
-
-  async get(kind: string): Promise<Array<Record<string, any>>> { // eslint-disable-line @typescript-eslint/no-explicit-any
-    const r = await this.ax(['get', kind, '-o', 'json']);
-    if (r.code !== 0) throw new Error(`${this.name}: ax get ${kind}: ${r.stderr}`);
-    return JSON.parse(r.stdout);
-  }
-
-  destroy(): void {
-    this.daemon?.killGroup();
-    for (const a of this.apps) a.killGroup();
-    spawnSync('ip', ['netns', 'del', this.ns]);
-    spawnSync('ip', ['link', 'del', `vq${tag}${this.i}`]);
-    rmSync(this.dir, { recursive: true, force: true });
-  }
-}
-
-async function until(what: string, fn: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const t0 = Date.now();
-  while (Date.now() - t0 < ms) {
-    if (await fn()) return;
-    await sleep(150);
-  }
-  throw new Error(`timed out (${ms} ms) waiting for ${what}`);
-}
+import { AX, run } from './helpers';
+import { Bridge, type NsHost, until } from './netns';
 
 const SERVER = `
 import socket, threading
@@ -114,14 +40,9 @@ except OSError as e:
 `;
 
 t.test('policy on three hosts: added on a, enforced on c against a service on b; live connections cut; owners hold', async (t) => {
-  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
-  const hosts: Host[] = [];
-  t.teardown(() => {
-    for (const h of hosts) h.destroy();
-    spawnSync('ip', ['link', 'del', bridge]);
-  });
-  const [a, b, c] = [new Host(1, 'a'), new Host(2, 'b'), new Host(3, 'c')];
-  hosts.push(a, b, c);
+  const net = new Bridge('p', '10.98.0');
+  t.teardown(() => net.destroy());
+  const [a, b, c] = [net.host(1, 'a'), net.host(2, 'b'), net.host(3, 'c')];
   await a.startDaemon();
   await b.startDaemon(['--join', a.ip]);
   await c.startDaemon(['--join', a.ip]);
@@ -132,7 +53,7 @@ t.test('policy on three hosts: added on a, enforced on c against a service on b;
   const srv = b.run(['--name', 'echo', '--labels', 'team=blue'], ['python3', '-u', '-c', SERVER]);
   await srv.waitFor(/listening/);
   await until('echo visible on c', async () => (await c.get('services')).some((s) => s.name === 'echo'));
-  const probe = async (h: Host, labels: string) => (await h.run(['--labels', labels], ['python3', '-c', CLIENT, 'echo:7000']).result()).stdout.trim();
+  const probe = async (h: NsHost, labels: string) => (await h.run(['--labels', labels], ['python3', '-c', CLIENT, 'echo:7000']).result()).stdout.trim();
   t.equal(await probe(c, 'team=blue,role=batch'), 'ok', 'before the rule: c -> echo on b works');
   const hold = c.run(['--labels', 'team=blue,role=batch'], ['python3', '-u', '-c', HOLD, 'echo']);
   await hold.waitFor(/got ping/);
@@ -160,14 +81,9 @@ t.test('policy on three hosts: added on a, enforced on c against a service on b;
 });
 
 t.test('accept filtering across hosts: a client under ax on another member is an ax peer; a host outside the cluster is reset', async (t) => {
-  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
-  const hosts: Host[] = [];
-  t.teardown(() => {
-    for (const h of hosts) h.destroy();
-    spawnSync('ip', ['link', 'del', bridge]);
-  });
-  const [a, b, outside] = [new Host(4, 'a'), new Host(5, 'b'), new Host(6, 'outside')]; // outside: no daemon
-  hosts.push(a, b, outside);
+  const net = new Bridge('p', '10.98.0');
+  t.teardown(() => net.destroy());
+  const [a, b, outside] = [net.host(4, 'a'), net.host(5, 'b'), net.host(6, 'outside')]; // outside: no daemon
   await a.startDaemon();
   await b.startDaemon(['--join', a.ip, '--policy-unknown-peers', 'deny']);
   await until('two alive members', async () => (await b.get('members')).filter((x) => x.state === 'alive').length === 2);
