@@ -243,6 +243,50 @@ except ConnectionResetError:
     print('reset', flush=True)
 `;
 
+t.test('revocation: a rule change that denies a peer outside ax cuts its established connection (the server end)', async (t) => {
+  const d = await TestDaemon.start(t);
+  const keeper = `
+import socket, threading
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind(('0.0.0.0', 80)); l.listen(8)
+print('up', flush=True)
+def serve(c):
+    while True:
+        d = c.recv(100)
+        if not d:
+            break
+        c.sendall(d)
+while True:
+    c, a = l.accept(); print('peer', a[0], flush=True); threading.Thread(target=serve, args=(c,), daemon=True).start()
+`;
+  const holder = `
+import socket, sys, time
+s = socket.create_connection(('127.0.0.1', int(sys.argv[1])), timeout=5); s.settimeout(None)
+s.sendall(b'ping'); print('echo', s.recv(10).decode(), flush=True)
+try:
+    d = s.recv(10); print('closed' if not d else 'data', flush=True)
+except OSError as e:
+    print('cut', e.__class__.__name__, flush=True)
+`;
+  const srv = d.run(['--name', 'keep', '--labels', 'tier=db'], ['python3', '-u', '-c', keeper]);
+  await srv.waitFor(/up/);
+  const port = await hostPort(d, 'keep');
+  const c1 = start('python3', ['-u', '-c', holder, String(port)], {}, t);
+  await c1.waitFor(/echo ping/);
+  t.match(srv.stdout, /peer 127\.0\.0\.1/, 'the native peer is served (unknown peers allowed by default)');
+  // a rule for some other range changes nothing for it
+  t.equal((await d.ax(['policy', 'add', 'lan', 'deny', '--from-cidr', '192.168.0.0/16', '--to', 'tier=db'])).code, 0);
+  await new Promise((r) => setTimeout(r, 300));
+  t.notMatch(c1.stdout, /cut|closed/, 'a rule for another range leaves it alone');
+  // a rule denying loopback peers cuts it
+  const add = await d.ax(['policy', 'add', 'no-local', 'deny', '--from-cidr', '127.0.0.0/8', '--to', 'tier=db']);
+  t.equal(add.code, 0, add.stderr);
+  await c1.waitFor(/cut \w+|closed/);
+  t.match(c1.stdout, /cut ConnectionResetError|cut ConnectionAbortedError|closed/, 'the peer outside ax sees its connection end');
+  const ev = JSON.parse((await d.ax(['events', '-o', 'json'])).stdout) as { events: Array<Ev & { op: string }> };
+  t.ok(ev.events.some((e) => e.verdict === 'revoke' && e.op === 'accept' && /^127\.0\.0\.1:\d+$/.test(e.src.name) && e.dst.name === 'keep'), 'a revoke event names the peer and the service');
+  srv.kill();
+});
+
 t.test('accept4 after a refused connection: blocking waits, non-blocking gives EAGAIN or the next one; flags and address kept', async (t) => {
   const d = await TestDaemon.start(t, ['--policy-unknown-peers', 'deny']);
   const axClient = (ip: string) => d.run(['--ip', ip], ['curl', '-sS', '--http0.9', '--max-time', '10', 'http://acc/']);
@@ -262,7 +306,7 @@ t.test('accept4 after a refused connection: blocking waits, non-blocking gives E
   t.match(n1.stdout, /reset/, 'the native peer is reset');
   const a1 = await axClient('10.77.5.5').result();
   t.equal(a1.stdout, 'hi\n', 'the ax client is served by the same accept call');
-  await blk.waitFor(/peer/);
+  await blk.waitFor(/peer .*\n/);
   t.equal(blk.stdout.trim().split('\n').pop(), 'peer 10.77.5.5 len 16 nonblock 1 cloexec 1', 'the blocking accept4 returned the next connection, flags and address as asked');
   blk.kill();
   await blk.exited;
@@ -274,7 +318,7 @@ t.test('accept4 after a refused connection: blocking waits, non-blocking gives E
   port = await hostPort(d, 'acc');
   const n2 = await nativeClient(port);
   nb.child.stdin!.write('go\n');
-  await nb.waitFor(/accept|peer/);
+  await nb.waitFor(/(accept \w+|peer .*)\n/);
   t.equal(nb.stdout.trim().split('\n').pop(), 'accept EAGAIN', 'only a refused connection pending: EAGAIN, as with nothing pending');
   await n2.waitFor(/reset|read/);
   t.match(n2.stdout, /reset/, 'the native peer is reset');
@@ -285,6 +329,7 @@ t.test('accept4 after a refused connection: blocking waits, non-blocking gives E
   nb.child.stdin!.write('go\n');
   const a2 = await a2p.result();
   t.equal(a2.stdout, 'hi\n', 'the ax client is served');
+  await nb.waitFor(/peer .*\n/);
   t.equal(nb.stdout.trim().split('\n').pop(), 'peer 10.77.5.6 len 16 nonblock 1 cloexec 1', 'one non-blocking accept4 skipped the refused connection; the length says 16 though 8 were given');
   await n3.waitFor(/reset|read/);
   t.match(n3.stdout, /reset/);

@@ -127,11 +127,7 @@ export class Daemon {
       starting: (appId) => (this.attached.get(appId)?.streams ?? 0) > 0,
       names: this.names,
       policy: this.policy,
-      isPeerHost: (ip) => {
-        if (!this.cluster) return false;
-        for (const m of this.cluster.members()) if (m.name !== c.nodeName && hostOfAddr(m.address) === ip) return true;
-        return false;
-      },
+      isPeerHost: (ip) => this.isPeerHost(ip),
     });
     // Hooks learn from the map whether accepts are filtered (before any rule is restored).
     const map = this.map;
@@ -160,10 +156,23 @@ export class Daemon {
         detail: dec.dst.proto === 'udp' ? 'udp' : dec.reason,
       });
     });
-    const cutEvent = (appId: string, dst: string, dport: number): void => {
+    const cutEvent = (appId: string, dst: string, dport: number, peer?: string): void => {
       const app = this.table.getApp(appId);
       // the real host port the connection went to -> the service, as other events name it
       const svc = this.table.services().find((s) => s.hostPort === dport && (s.hostIp === dst || s.hostIp === dst.replace(/^::ffff:/, '')));
+      if (peer) {
+        // the server end of a connection from a peer outside ax (accept filtering)
+        this.audit.record({
+          time: Date.now(),
+          verdict: 'revoke',
+          op: 'accept',
+          src: { appId: '', name: peer, labels: {}, node: '' },
+          dst: svc ? { name: svc.name, addr: `${svc.vip}:${svc.vport}`, appId: svc.appId, labels: svc.labels } : { name: app?.name ?? '', addr: `${dst}:${dport}`, appId },
+          rule: 'policy change',
+          detail: 'an accepted connection from a peer outside ax no longer allowed was cut',
+        });
+        return;
+      }
       this.audit.record({
         time: Date.now(),
         verdict: 'revoke',
@@ -181,6 +190,10 @@ export class Daemon {
       log: this.log,
       pids: () => this.hooks.appPids(),
       onCut: cutEvent,
+      isAxPeer: (ip) => {
+        const idx = this.map ? this.map.indexOf(ip) : -1;
+        return (idx > 0 && this.table.appBySource(idx) !== undefined) || this.isPeerHost(ip);
+      },
     });
     await this.policyRuntime.start();
     this.hooks.onReaped = () => this.sweepApps();
@@ -307,6 +320,13 @@ export class Daemon {
       ended++;
     }
     if (ended > 0) this.log.info(`restore: ${ended} apps ended while the daemon was away`);
+  }
+
+  /** Whether ip is the host address of another cluster member (its apps are ax peers). */
+  private isPeerHost(ip: string): boolean {
+    if (!this.cluster) return false;
+    for (const m of this.cluster.members()) if (m.name !== this.config.nodeName && hostOfAddr(m.address) === ip) return true;
+    return false;
   }
 
   // ---- apps (used by the API) ------------------------------------------

@@ -283,9 +283,21 @@ export class PolicyEngine {
   accept(peer: PolicyApp | undefined, svc: PolicyService, peerAddr = ''): Decision {
     if (peer) return this.connect(peer, svc, 'accept');
     const proto = svc.proto ?? 'tcp';
-    const ip = peerIpOf(peerAddr);
     const src: DecisionSrc = { app: '', name: '', labels: {}, addr: peerAddr };
     const dst: DecisionDst = { name: svc.name, vip: svc.vip, port: svc.vport, proto, labels: svc.labels, appId: svc.appId };
+    const [verdict, rule, reason] = this.judgeUnknownPeer(svc, peerAddr);
+    return this.decide('accept', src, dst, verdict, rule, reason);
+  }
+
+  /** accept()'s verdict for a peer outside ax, with no decision recorded (revocation scans). */
+  allowsUnknownPeer(svc: PolicyService, peerAddr: string): boolean {
+    return this.judgeUnknownPeer(svc, peerAddr)[0] === 'allow';
+  }
+
+  /** [verdict, deciding rule, reason] for a peer outside ax at peerAddr reaching svc (see accept). */
+  private judgeUnknownPeer(svc: PolicyService, peerAddr: string): ['allow' | 'deny', string, string] {
+    const proto = svc.proto ?? 'tcp';
+    const ip = peerIpOf(peerAddr);
     const who = `peer ${peerAddr || '(unknown address)'} is no ax app`;
     let allowBy: CompiledRule | undefined;
     for (const r of this.connectRules) {
@@ -294,12 +306,12 @@ export class PolicyEngine {
       if (!portMatches(r, svc.vport)) continue;
       if (r.to && !matches(r.to, svc.labels)) continue;
       if (!fromCidrMatches(r, ip)) continue;
-      if (r.rule.action === 'deny') return this.decide('accept', src, dst, 'deny', r.rule.id, `${who}: rule ${r.rule.id} denies`);
+      if (r.rule.action === 'deny') return ['deny', r.rule.id, `${who}: rule ${r.rule.id} denies`];
       allowBy ??= r;
     }
-    if (allowBy) return this.decide('accept', src, dst, 'allow', allowBy.rule.id, `${who}: rule ${allowBy.rule.id} allows`);
+    if (allowBy) return ['allow', allowBy.rule.id, `${who}: rule ${allowBy.rule.id} allows`];
     const v = this.opts.unknownPeers;
-    return this.decide('accept', src, dst, v, `default:unknown-peers-${v}`, `${who}: no from_cidr rule matches; --policy-unknown-peers ${v}`);
+    return [v, `default:unknown-peers-${v}`, `${who}: no from_cidr rule matches; --policy-unknown-peers ${v}`];
   }
 
   /**

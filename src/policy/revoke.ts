@@ -79,9 +79,20 @@ export interface RevokeDeps {
   allowed: (appId: string, ip: string, port: number) => boolean | undefined;
   /** whether real address ip:port is a TCP service's (a connection elsewhere is never policy's to cut) */
   isService: (ip: string, port: number) => boolean;
+  /**
+   * The server end of an accepted connection: whether a peer outside ax at peerIp may
+   * still reach the local service listening on real ip:port (accept filtering);
+   * undefined when ip:port is no local service or the peer is an ax app (judged at its
+   * own connect: its client end is cut on its host).
+   */
+  peerAllowed?: (ip: string, port: number, peerIp: string) => boolean | undefined;
   log: { warn(m: string): void; info(m: string): void; debug(m: string): void };
-  /** Called for each connection cut: the app, and the real destination it was connected to. */
-  onCut?: (appId: string, dst: string, dport: number) => void;
+  /**
+   * Called for each connection cut: the app, and the real destination it was connected
+   * to; for the server end of a connection from a peer outside ax, the service's real
+   * address and `peer` ("ip:port").
+   */
+  onCut?: (appId: string, dst: string, dport: number, peer?: string) => void;
   /** 'auto' (default): SOCK_DESTROY, then pidfd_getfd + shutdown; 'pidfd': only the latter. */
   mode?: 'auto' | 'pidfd';
 }
@@ -104,10 +115,18 @@ export class Revoker {
    * every such connection's owner is known.
    */
   sweep(): number {
+    // client ends (to a service) and server ends (a service's accepted connection from a peer outside ax)
     const candidates: Conn[] = [];
+    const serverEnd = new Set<Conn>();
     for (const family of [2, 10]) {
       try {
-        for (const c of this.diag.dump(family, 1 << TCP_ESTABLISHED)) if (this.d.isService(c.dst, c.dport)) candidates.push(c);
+        for (const c of this.diag.dump(family, 1 << TCP_ESTABLISHED)) {
+          if (this.d.isService(c.dst, c.dport)) candidates.push(c);
+          else if (this.d.peerAllowed?.(c.src, c.port, c.dst) !== undefined) {
+            candidates.push(c);
+            serverEnd.add(c);
+          }
+        }
       } catch (e) {
         this.warnOnce(`revocation: cannot list connections (${(e as Error).message})`);
         return 0;
@@ -128,7 +147,8 @@ export class Revoker {
     let n = 0;
     for (const c of candidates) {
       const o = owner.get(c.inode);
-      if (!o || this.d.allowed(o.appId, c.dst, c.dport) !== false) continue;
+      const server = serverEnd.has(c);
+      if (!o || (server ? this.d.peerAllowed!(c.src, c.port, c.dst) : this.d.allowed(o.appId, c.dst, c.dport)) !== false) continue;
       let err = this.d.mode === 'pidfd' ? -1 : this.diag.destroy(c);
       if (err !== 0) {
         const alt = shutdownRemote(o.pid, o.fd);
@@ -137,8 +157,9 @@ export class Revoker {
       }
       if (err === 0) {
         n++;
-        this.d.onCut?.(o.appId, c.dst, c.dport);
-        this.d.log.info(`policy: cut app ${o.appId}'s connection ${c.src}:${c.port} -> ${c.dst}:${c.dport} (no longer allowed)`);
+        if (server) this.d.onCut?.(o.appId, c.src, c.port, `${c.dst}:${c.dport}`);
+        else this.d.onCut?.(o.appId, c.dst, c.dport);
+        this.d.log.info(`policy: cut app ${o.appId}'s connection ${c.src}:${c.port} ${server ? '<-' : '->'} ${c.dst}:${c.dport} (no longer allowed)`);
       } else {
         this.warnOnce(`policy: cannot cut app ${o.appId}'s connection to ${c.dst}:${c.dport}: SOCK_DESTROY (needs CAP_NET_ADMIN and CONFIG_INET_DIAG_DESTROY) and pidfd_getfd (needs ptrace access) both failed (errno ${err}); it lives until closed`);
       }

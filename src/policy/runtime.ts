@@ -17,8 +17,10 @@ export interface PolicyRuntimeDeps {
   log: Logger;
   /** pids of each local app's processes (hook sessions), by app id */
   pids: () => Map<string, Set<number>>;
-  /** Told of every connection cut (the audit trail records a 'revoke' event). */
-  onCut?: (appId: string, dst: string, dport: number) => void;
+  /** Told of every connection cut (the audit trail records a 'revoke' event; see RevokeDeps.onCut). */
+  onCut?: (appId: string, dst: string, dport: number, peer?: string) => void;
+  /** Whether ip is an ax app's address (a local source address, or another member's host). */
+  isAxPeer?: (ip: string) => boolean;
 }
 
 export class PolicyRuntime {
@@ -33,6 +35,7 @@ export class PolicyRuntime {
         const peer = unmapV4(ip);
         return d.table.services().some((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
       },
+      peerAllowed: (ip, port, peerIp) => this.peerAllowed(ip, port, peerIp),
       log: d.log,
       onCut: d.onCut,
     });
@@ -75,6 +78,19 @@ export class PolicyRuntime {
     const svc = this.d.table.services().find((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
     if (!svc || svc.appId === appId) return undefined;
     return this.d.engine.allowsApp(app, svc);
+  }
+
+  /** RevokeDeps.peerAllowed: judged only while accepts are filtered (as the hooks do). */
+  peerAllowed(ip: string, port: number, peerIp: string): boolean | undefined {
+    if (!this.d.engine.filtersAccept) return undefined;
+    const local = unmapV4(ip);
+    const svc = this.d.table
+      .listSocks()
+      .find((s) => s.node === this.d.table.node && s.hostPort === port && unmapV4(s.hostIp) === local && (s.proto ?? 'tcp') === 'tcp' && s.state === 'listening');
+    if (!svc) return undefined;
+    const peer = unmapV4(peerIp);
+    if (this.d.isAxPeer?.(peer)) return undefined;
+    return this.d.engine.allowsUnknownPeer(svc, peer);
   }
 
   close(): void {
