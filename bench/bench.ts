@@ -41,6 +41,7 @@ const rows: Row[] = [];
 function iperf(args: string[], prefix: string[] = []): number {
   const out = prefix.length ? fg(process.execPath, [...prefix, 'iperf3', ...args, '-J']) : fg('iperf3', [...args, '-J']);
   const j = JSON.parse(out.slice(out.indexOf('{')));
+  if (j.error || !j.end) throw new Error(`iperf3 ${args.join(' ')}: ${j.error ?? 'no result'}`);
   if (j.end.sum_received) return j.end.sum_received.bits_per_second / 1e9;
   // UDP on older iperf3: end.sum is the sender's rate with the receiver's loss
   const u = j.end.sum;
