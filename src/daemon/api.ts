@@ -361,6 +361,7 @@ export class ApiServer {
             }
           });
           const recs = d.policy.put(rules);
+          d.policyRuntime.sweepNow(); // what the change denies is cut before the caller hears back
           d.log.info(`policy: uid ${who.uid} set ${recs.map((r) => r.id).join(', ')}`);
           return { rules: recs.map(ruleOut), missing: [] };
         },
@@ -370,6 +371,7 @@ export class ApiServer {
         (req: PolicyRemoveRequest__Output, who): PolicyReply => {
           const ids = (req.ids ?? []).map(String);
           const recs = d.policy.remove(ids);
+          if (recs.length) d.policyRuntime.sweepNow(); // removing an allow can deny
           const gone = new Set(recs.map((r) => r.id));
           if (recs.length) d.log.info(`policy: uid ${who.uid} removed ${[...gone].join(', ')}`);
           return { rules: recs.map(ruleOut), missing: ids.filter((id) => !gone.has(id)) };

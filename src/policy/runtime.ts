@@ -53,20 +53,30 @@ export class PolicyRuntime {
     });
   }
 
-  /** Runs a revocation pass soon (once for a burst of changes). */
+  /**
+   * Runs the revocation pass now (the API does it before answering `ax policy add|rm`, so a
+   * change has cut what it denies, existing connections included, by the time it returns).
+   * Returns how many connections were cut.
+   */
+  sweepNow(): number {
+    try {
+      return this.revoker.sweep();
+    } catch (e) {
+      this.d.log.warn(`policy: revocation pass failed: ${(e as Error).message}`);
+      return 0;
+    }
+  }
+
+  /** Runs a revocation pass soon (once for a burst of changes, e.g. replicated ones). */
   queueSweep(): void {
     if (this.sweepQueued) return;
     this.sweepQueued = true;
-    // Right after the change's own work (its API reply is written first): existing
-    // connections are cut as soon as new ones are refused. The pass is one sock_diag dump,
-    // and /proc reads only when a connection goes to a service.
+    // Right after the change's own work: existing connections are cut as soon as new ones
+    // are refused. The pass is one sock_diag dump, and /proc reads only when a connection
+    // goes to a service.
     setImmediate(() => {
       this.sweepQueued = false;
-      try {
-        this.revoker.sweep();
-      } catch (e) {
-        this.d.log.warn(`policy: revocation pass failed: ${(e as Error).message}`);
-      }
+      this.sweepNow();
     });
   }
 
