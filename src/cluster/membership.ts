@@ -31,8 +31,9 @@
 //   readmitted once `probationVouches` distinct observers vouched. The probation doubles with every
 //   removal within the probation memory (bounded by probationMaxProbes).
 // * Batched view changes: removals and readmissions enter a pending cut that is applied in one step
-//   once no change arrived for viewSettleMs and no other member is half-way (suspected but not
-//   ready), at most viewMaxDelayMs after the first (Rapid's multi-process cut detection, sec. 4.2,
+//   once no change arrived for viewSettleMs and no other member is half-way (between 1 and H-1
+//   observer alerts: at most viewMaxAlertDelayMs; suspected but not ready: at most viewMaxDelayMs,
+//   after the first change) (Rapid's multi-process cut detection, sec. 4.2,
 //   without its consensus step: each side of a partition still moves on by itself).
 // Papers: SWIM (Das, Gupta, Motivala, DSN 2002); Lifeguard (Dadgar, Phillips, Currey, 2018,
 // arXiv:1707.00788); Rapid (Suresh et al., USENIX ATC 2018).
