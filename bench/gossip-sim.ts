@@ -6,6 +6,9 @@
 //          --gray-only (only the gray-failure table)  --gray-n=1000  --gray-seconds=160  --no-gray
 //          --rules=both|stock|calm (which membership rules the gray table runs; default both)
 //          --scenarios=none,crash,loss80,blink,inflap (default all)
+//          --propagation (only the policy-propagation table: pol/ entry written at one node -> every live
+//          node, N = --prop-n (1000), --prop-writes (60) writes 1 s apart, no fault and 1 % crashed;
+//          eager push on (default config) and off (eagerPushNodes: 0) for comparison)
 //
 // Prints a markdown table: update -> 99.9 % / 100 % of nodes, failure -> withdrawn everywhere,
 // false "dead" at 10 % loss, steady-state bytes per node per second, sustained updates/s.
@@ -48,9 +51,9 @@ function trackUpdates(c: SimCluster) {
     });
   });
   return {
-    write(i: number, key: string): string {
+    write(i: number, key: string, value?: Uint8Array): string {
       const node = c.nodes[i]!;
-      const v = node.set(key, new Uint8Array(VALUE_BYTES).fill(i & 255));
+      const v = node.set(key, value ?? new Uint8Array(VALUE_BYTES).fill(i & 255));
       const tag = node.name + '/' + key + '@' + v.counter;
       arrivals.set(tag, { t0: c.clock.now(), seen: new Set([i]), times: [0] });
       return tag;
@@ -239,7 +242,65 @@ function targetsOf(r: ScenarioResult): string[] {
   return out;
 }
 
+/**
+ * Issue 10: propagation part of "`ax policy add` returning -> enforced on every host". A policy rule
+ * travels as a `pol/<id>` entry (src/daemon/cluster.ts publishRule: JSON of a PolicyRecord); measured
+ * from `set()` on one node until every live node emitted the `change` event. With `crashed`, 1 % of
+ * the nodes crash (no leave) just before the first write, so the first writes race their detection.
+ */
+async function policyPropagation(n: number, writes: number, crashed: boolean, eager: boolean) {
+  const c = new SimCluster({ n, seed: SEED, ...(eager ? {} : { config: { eagerPushNodes: 0 } }) });
+  await c.startSeeded();
+  await c.clock.advance(10_000);
+  if (crashed) {
+    const victims = new Set<number>();
+    while (victims.size < Math.max(1, Math.round(n / 100))) victims.add(Math.floor(c.net.rand() * n));
+    for (const v of victims) await c.crash(v);
+  }
+  const tr = trackUpdates(c);
+  const tags: string[] = [];
+  const b0 = c.net.totalBytes();
+  for (let u = 0; u < writes; u++) {
+    const live = c.liveIdx();
+    const w = live[Math.floor(c.net.rand() * live.length)]!;
+    const rec = {
+      id: `r${u}`, rev: { t: 1_764_000_000_000 + u, node: c.nodes[w]!.name },
+      rule: { action: 'deny', from: { labels: { app: 'web', tier: 'front' } }, to: { labels: { app: 'db' } }, ports: [5432] },
+    };
+    tags.push(tr.write(w, `pol/r${u}`, new TextEncoder().encode(JSON.stringify(rec))));
+    await c.clock.advance(1000);
+  }
+  const bytes = (c.net.totalBytes() - b0) / c.liveIdx().length / writes;
+  await c.clock.advance(10_000);
+  const live = c.liveIdx().length;
+  const t100: number[] = []; let undelivered = 0;
+  for (const tag of tags) {
+    const a = tr.arrivals.get(tag)!;
+    if (a.times.length >= live) t100.push(Math.max(...a.times)); else undelivered++;
+  }
+  await c.stopAll();
+  return { p50: pct(t100, 50), p99: pct(t100, 99), max: t100.length ? Math.max(...t100) : NaN, undelivered, bytes };
+}
+
+async function propagationTable(): Promise<void> {
+  const n = Number(args.get('prop-n') ?? 1000);
+  const writes = Number(args.get('prop-writes') ?? 60);
+  console.log(`\nPolicy propagation (issue 10, propagation part): a pol/<id> entry (~190 B JSON) written at one node until every live node has it; N = ${n}, ${writes} writes 1 s apart, seed ${SEED}.`);
+  console.log('The local part (rule applied -> connections cut) is measured by bench/policy.ts (enforce, cluster).\n');
+  console.log('| cluster | eager push | p50 | p99 | max | bytes/node/s (1 write/s) | wall |');
+  console.log('|---|---|---|---|---|---|---|');
+  for (const crashed of [false, true]) {
+    for (const eager of [true, false]) {
+      const w0 = wall();
+      process.stderr.write(`propagation: N=${n} ${crashed ? '1 % crashed' : 'no fault'} eager=${eager}...\n`);
+      const r = await policyPropagation(n, writes, crashed, eager);
+      console.log(`| ${crashed ? '1 % crashed (no leave) before the first write' : 'no fault'} | ${eager ? 'on (default)' : 'off (eagerPushNodes 0; lazy HEADs on)'} | ${sec(r.p50)} | ${sec(r.p99)}${r.undelivered ? ` (${r.undelivered} not everywhere in 10 s)` : ''} | ${sec(r.max)} | ${r.bytes.toFixed(0)} | ${((wall() - w0) / 1000).toFixed(0)} s |`);
+    }
+  }
+}
+
 async function main(): Promise<void> {
+  if (args.has('propagation')) { await propagationTable(); return; }
   if (!args.has('no-gray')) await grayTable(Number(args.get('gray-n') ?? (quick ? 200 : 1000)), Number(args.get('gray-seconds') ?? 160));
   if (args.has('gray-only')) return;
   const rows: Row[] = [];

@@ -79,6 +79,35 @@ export class BroadcastQueue {
     return out;
   }
 
+  /** Broadcasts never transmitted yet (eager push pending). */
+  get freshCount(): number { return this.levels[0]?.size ?? 0; }
+
+  /**
+   * Eager push (gossip on receipt): the broadcasts never transmitted yet that fit into `budget` bytes,
+   * oldest first, counted as `copies` transmissions each (the caller sends the same packet to `copies`
+   * peers). They then wait in the queue for their remaining `limit - copies` transmissions.
+   */
+  takeFresh(budget: number, copies: number, limit: number): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    const fresh = this.levels[0];
+    if (!fresh || fresh.size === 0 || copies <= 0) return out;
+    let used = 0;
+    const taken: Broadcast[] = [];
+    for (const b of fresh.values()) {
+      if (used + b.msg.length > budget) continue;
+      used += b.msg.length;
+      out.push(b.msg);
+      taken.push(b);
+    }
+    for (const b of taken) {
+      fresh.delete(b.key);
+      b.transmits = Math.min(limit, copies);
+      if (b.transmits >= limit) { this.byKey.delete(b.key); b.done?.('sent'); }
+      else this.level(b.transmits).set(b.key, b);
+    }
+    return out;
+  }
+
   /** Reset (e.g. on stop). */
   clear(): void { this.levels = []; this.byKey.clear(); }
 

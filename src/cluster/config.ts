@@ -83,12 +83,31 @@ export interface ClusterConfig {
   alertTtlProbes: number;
   /** View changes are batched: applied once no new one arrived for viewSettleMs (bounded by viewMaxDelayMs). */
   viewSettleMs: number;
+  /** ...and while another member is suspected by a witnessed accuser, at most this long after the first change. */
   viewMaxDelayMs: number;
+  /**
+   * ...and while another member has between 1 and H-1 observer alerts (Rapid's L..H band, sec. 4.2), at
+   * most this long: members whose alerts reach H seconds apart are removed in one cut.
+   */
+  viewMaxAlertDelayMs: number;
 
   // ---- dissemination -------------------------------------------------------------------
   /** Gossip tick: piggyback queue is flushed to `gossipNodes` random peers every tick (only if non-empty). */
   gossipIntervalMs: number;
   gossipNodes: number;
+  /**
+   * Eager push ("gossip on receipt", the eager half of Plumtree, Leitão, Pereira, Rodrigues, SRDS 2007):
+   * a broadcast that is new to this node (own write, first receipt of an entry or of membership news) is
+   * sent at once, in one packet, to this many random alive peers instead of waiting for the next gossip
+   * tick; those sends count toward its retransmit limit, so the bytes per update stay the same. 0 = off
+   * (every broadcast waits for the tick, memberlist's behaviour).
+   */
+  eagerPushNodes: number;
+  /**
+   * Lazy push: after an entry was sent its retransmit limit, its owner's head is announced on this node's
+   * probes and acks for this long (a node that missed every copy pulls it; see ClusterNode). 0 = off.
+   */
+  lazyPushMs: number;
   /** Keep gossiping to a dead node for this long so it can learn it was declared dead and refute. */
   gossipToTheDeadMs: number;
   /** Each broadcast is sent retransmitMult * ceil(log10(N+1)) times. */
@@ -159,9 +178,12 @@ export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'ran
   alertTtlProbes: 120,
   viewSettleMs: 700,
   viewMaxDelayMs: 3000,
+  viewMaxAlertDelayMs: 10_000,
 
   gossipIntervalMs: 200,
   gossipNodes: 3,
+  eagerPushNodes: 3,
+  lazyPushMs: 1500,
   gossipToTheDeadMs: 15_000,
   retransmitMult: 4,
   maxBroadcastQueue: 8192,
@@ -283,8 +305,11 @@ const CONFIG_SHAPE = {
   flapGuardFraction: nonNegative,
   viewSettleMs: nonNegative,
   viewMaxDelayMs: nonNegative,
+  viewMaxAlertDelayMs: nonNegative,
   indirectChecks: nonNegative,
   gossipNodes: nonNegative,
+  eagerPushNodes: nonNegative,
+  lazyPushMs: nonNegative,
   gossipToTheDeadMs: nonNegative,
   suspicionVerifiers: nonNegative,
   maxPendingPerOwner: nonNegative,
@@ -303,6 +328,7 @@ const CROSS_RULES: CrossRule[] = [
   ['maxValueBytes', (c) => c.maxValueBytes + c.maxKeyBytes + 200 <= c.maxStreamMessageSize, 'entries must fit in maxStreamMessageSize'],
   ['tombstoneTtlMs', (c) => c.tombstoneTtlMs >= c.reapAfterMs, 'must be >= reapAfterMs (otherwise a partitioned peer could resurrect deletes)'],
   ['viewMaxDelayMs', (c) => c.viewMaxDelayMs >= c.viewSettleMs, 'must be >= viewSettleMs'],
+  ['viewMaxAlertDelayMs', (c) => c.viewMaxAlertDelayMs >= c.viewSettleMs, 'must be >= viewSettleMs'],
   [
     'probationProbeEvery',
     (c) => 0.9 * c.probationProbeEvery * c.probeIntervalMs > 1.5 * c.probeTimeoutMs,

@@ -31,8 +31,9 @@
 //   readmitted once `probationVouches` distinct observers vouched. The probation doubles with every
 //   removal within the probation memory (bounded by probationMaxProbes).
 // * Batched view changes: removals and readmissions enter a pending cut that is applied in one step
-//   once no change arrived for viewSettleMs and no other member is half-way (suspected but not
-//   ready), at most viewMaxDelayMs after the first (Rapid's multi-process cut detection, sec. 4.2,
+//   once no change arrived for viewSettleMs and no other member is half-way (between 1 and H-1
+//   observer alerts: at most viewMaxAlertDelayMs; suspected but not ready: at most viewMaxDelayMs,
+//   after the first change) (Rapid's multi-process cut detection, sec. 4.2,
 //   without its consensus step: each side of a partition still moves on by itself).
 // Papers: SWIM (Das, Gupta, Motivala, DSN 2002); Lifeguard (Dadgar, Phillips, Currey, 2018,
 // arXiv:1707.00788); Rapid (Suresh et al., USENIX ATC 2018).
@@ -556,8 +557,7 @@ export class Membership {
    * Rapid blocks a cut while any member has between L and H alerts; witnessed accusations of healthy
    * members are rare enough that one accuser is our L.
    */
-  private unstable(): boolean {
-    if (this.alertUnstable()) return true;
+  private suspicionUnstable(): boolean {
     for (const [name, sp] of this.suspicions) {
       if (sp.accusers() >= 1 && !this.cutDead.has(name)) return true;
     }
@@ -584,10 +584,20 @@ export class Membership {
   private commitCut(): void {
     this.cutTimer = null;
     if (!this.running) return;
-    if ((this.remoteCut ? this.alertUnstable() : this.unstable()) && this.clock.now() - this.cutFirst < this.cfg.viewMaxDelayMs) {
+    // Rapid's rule: no cut while a member is half-way (L <= alerts < H), so that members that turned
+    // sick together leave in one cut even when their alerts reach H seconds apart; bounded by
+    // viewMaxAlertDelayMs (a member whose sickness ended before H alerts stays in the band until its
+    // alerts expire). Half-way SWIM suspicions hold a cut for at most viewMaxDelayMs.
+    const age = this.clock.now() - this.cutFirst;
+    const waiting = (age < this.cfg.viewMaxAlertDelayMs && this.alertUnstable())
+      || (!this.remoteCut && age < this.cfg.viewMaxDelayMs && this.suspicionUnstable());
+    if (waiting) {
       this.cutTimer = this.clock.setTimeout(() => this.commitCut(), this.cfg.viewSettleMs);
       return;
     }
+    this.log.debug('view change', {
+      node: this.self.name, t: Math.round(this.clock.now()), remove: [...this.cutDead.keys()], readmit: [...this.cutAlive.keys()], waitedMs: age,
+    });
     const dead = [...this.cutDead.values()];
     const alive = [...this.cutAlive.values()];
     const byAlert = new Set(this.cutByAlert);

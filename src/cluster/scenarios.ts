@@ -10,6 +10,7 @@ import type { ClusterConfigInput } from './config';
 import { hash2 } from './codec';
 import { seededRandom, type LossFn } from './sim';
 import { SimCluster } from './simcluster';
+import type { Logger } from './transport';
 
 /** The fault models of issue 11. */
 export type ScenarioKind =
@@ -44,6 +45,8 @@ export interface ScenarioOptions {
   recoveryMs?: number;
   updateEveryMs?: number;
   config?: Partial<ClusterConfigInput>;
+  /** logger shared by every node (default: none) */
+  logger?: Logger;
 }
 
 /** What a run measured. Times in ms (NaN = never), bandwidth in bytes per node per second. */
@@ -73,6 +76,8 @@ export interface ScenarioResult {
   /** service-table updates written by healthy nodes during the fault: time until every healthy node had them */
   updateP50Ms: number;
   updateP99Ms: number;
+  /** the slowest update (ms) */
+  updateMaxMs: number;
   updatesUndelivered: number;
   /** batched view changes applied by healthy nodes (calm mode), summed */
   viewChanges: number;
@@ -100,7 +105,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const faultMs = o.faultMs ?? 160_000;
   const recoveryMs = o.recoveryMs ?? (o.kind === 'none' || o.kind === 'crash' ? 0 : 60_000);
   const updateEvery = o.updateEveryMs ?? 2000;
-  const c = new SimCluster({ n: o.n, seed: o.seed, ...(o.config ? { config: o.config } : {}) });
+  const c = new SimCluster({ n: o.n, seed: o.seed, ...(o.config ? { config: o.config } : {}), ...(o.logger ? { logger: o.logger } : {}) });
   const rand = seededRandom(o.seed * 31 + 7);
   const nf = o.kind === 'none' ? 0 : Math.max(1, Math.round(o.n * o.faulty));
   const faulty = new Set<number>();
@@ -214,7 +219,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     distinctViews: views.size, agreement: samples ? agreeing / samples : 1, samples,
     removedEverywhereMs: removedAt, shownAfterRemoval: pairsAfter ? shownAfter / pairsAfter : 0,
     returnedMs, bytesPerNodeSec,
-    updateP50Ms: pct(lat, 50), updateP99Ms: pct(lat, 99), updatesUndelivered: undelivered,
+    updateP50Ms: pct(lat, 50), updateP99Ms: pct(lat, 99), updateMaxMs: lat.length ? Math.max(...lat) : NaN, updatesUndelivered: undelivered,
     viewChanges,
   };
 }

@@ -181,6 +181,13 @@ export class SimNetwork {
     return 1 - keep;
   }
 
+  /**
+   * Drop every datagram for which `f(from, to, data)` is true (tests: e.g. a node that misses every copy
+   * of one message while its probes still get through). `null` removes the filter.
+   */
+  setPacketFilter(f: ((from: string, to: string, data: Uint8Array) => boolean) | null): void { this.packetFilter = f; }
+  private packetFilter: ((from: string, to: string, data: Uint8Array) => boolean) | null = null;
+
   /** Split addresses into groups; traffic between different groups is dropped. */
   partition(groups: string[][]): void {
     this.group = new Map();
@@ -201,7 +208,7 @@ export class SimNetwork {
     this.packetsSent++;
     this.account(from, data.length + this.packetOverhead);
     const p = this.dropProbability(from, to);
-    if (!this.reachable(from, to) || (p > 0 && this.rand() < p)) { this.packetsDropped++; return; }
+    if (!this.reachable(from, to) || (p > 0 && this.rand() < p) || this.packetFilter?.(from, to, data)) { this.packetsDropped++; return; }
     const d = this.delay(this.rand);
     this.clock.setTimeout(() => {
       if (!this.reachable(from, to)) return;
