@@ -5,16 +5,47 @@
 // is not alive are skipped by load balancing.
 //
 // Policy rules travel as "pol/<id>" entries. Entries are single-writer (owned by a
-// node) and a dead node's entries vanish, so every node publishes, under its own
-// name, the newest record it knows of every rule id (a tombstone for a removed
-// rule): the newest revision (time, node) of each id wins everywhere (src/policy/decide.ts),
-// and a rule outlives the host it was added on.
+// node) and a dead node's entries vanish, so a rule must be published by more than
+// the host it was added on, but not by every node (N copies of each rule would cost
+// every node O(N) deliveries per change): the node that made a change publishes it,
+// and so do the RULE_HOLDERS alive members that rank highest for the rule id by
+// rendezvous hashing (HRW: Thaler and Ravishankar, "Using name-based mappings to
+// increase hit rates", IEEE/ACM ToN 1998). When members come and go the ranking moves
+// and the new holders publish what they know. Every node applies every record it
+// sees (the newest revision (time, node) of each id wins: src/policy/decide.ts), so
+// a rule outlives the host it was added on and reaches nodes that join later.
 import { ClusterNode, createNetworkTransport, systemClock, type ClusterState, type TlsPaths } from '../cluster';
 import { withPrefix, type Logger } from '../common/log';
 import { newer, type PolicyEngine, type PolicyRecord } from '../policy/decide';
 import { checkRule } from '../policy/rules';
 import type { Store } from '../store/store';
 import type { App, ServiceTable, Sock } from '../table/table';
+
+/** How many alive members (besides the node that made a change) publish each policy rule. */
+export const RULE_HOLDERS = 3;
+
+/** Rendezvous (HRW) weight of member `name` for key `id`: FNV-1a 32-bit of "name\0id", mixed. */
+export function hrwScore(name: string, id: string): number {
+  let h = 2166136261;
+  const s = `${name}\0${id}`;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  return h >>> 0;
+}
+
+/**
+ * The `k` holders of key `id` among member `names` (HRW: the k highest hrwScore, ties
+ * broken by name), in rank order. Independent of the order of `names`.
+ */
+export function rendezvousTop(id: string, names: string[], k: number): string[] {
+  return [...new Set(names)]
+    .map((n) => [n, hrwScore(n, id)] as const)
+    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
+    .slice(0, k)
+    .map(([n]) => n);
+}
 
 export interface ClusterOptions {
   /** This node's address other nodes reach (also where its listeners are bound). */
@@ -72,19 +103,22 @@ export class ClusterGlue {
     this.node.on('member', (m: { name: string; state: string; previous: string | null }) => {
       this.log.info(`cluster: member ${m.name} ${m.previous ?? 'new'} -> ${m.state}`);
       this.queueRefresh();
+      this.queueHolderCheck();
     });
     await this.node.start();
     // Publish what this node owns (restored state included).
     for (const a of this.table.localApps()) this.publishApp(a, false);
     for (const s of this.table.localServices()) this.publishSock(s, false);
     this.table.onChange((c) => (c.kind === 'app' ? this.publishApp(c.app, c.deleted) : this.publishSock(c.sock, c.deleted)));
+    const seeds = [...new Set([...this.opts.join.map((j) => withPort(j, this.opts.gossipPort)), ...this.node.knownPeers()])];
     if (this.policy) {
-      for (const r of this.policy.allRecords()) this.publishRule(r);
+      // Restored rules are published once the members are known (after the join: the
+      // member events), so that only their holders publish them; alone, this node holds all.
+      if (seeds.length === 0) for (const r of this.policy.allRecords()) this.publishRule(r);
       this.policy.onChange((c) => {
         for (const r of c.records) this.publishRule(r);
       });
     }
-    const seeds = [...new Set([...this.opts.join.map((j) => withPort(j, this.opts.gossipPort)), ...this.node.knownPeers()])];
     if (seeds.length > 0) await this.joinLoop(seeds, true);
   }
 
@@ -93,6 +127,7 @@ export class ClusterGlue {
     try {
       const n = await this.node.join(seeds);
       this.log.info(`cluster: joined through ${n} of ${seeds.length} seeds`);
+      this.queueHolderCheck();
     } catch (e) {
       const msg = (e as Error).message;
       this.log.warn(`cluster: join failed (${msg}); retrying every 2 s${first ? '' : ''}`);
@@ -116,8 +151,38 @@ export class ClusterGlue {
     else this.node.set(`svc/${s.id}`, enc(s));
   }
 
+  /** Rule ids this node published, with the revision ("t/node") it published. */
+  private readonly publishedRules = new Map<string, string>();
+
+  /**
+   * Publishes record r when this node holds it (see the top of this file): it made the
+   * change, or it is among the RULE_HOLDERS alive members ranked highest for r.id.
+   */
   private publishRule(r: PolicyRecord): void {
+    const rev = `${r.rev.t}/${r.rev.node}`;
+    if (this.publishedRules.get(r.id) === rev) return;
+    if (r.rev.node !== this.table.node && !this.holdsRule(r.id)) return;
+    this.publishedRules.set(r.id, rev);
     this.node.set(`pol/${r.id}`, enc(r));
+  }
+
+  /** Whether this node ranks among the RULE_HOLDERS alive members for rule `id` (HRW). */
+  private holdsRule(id: string): boolean {
+    const self = this.table.node;
+    const alive = this.node.members().filter((m) => m.state === 'alive').map((m) => m.name);
+    return rendezvousTop(id, [self, ...alive], RULE_HOLDERS).includes(self);
+  }
+
+  private holderCheckQueued = false;
+
+  /** After membership changes: publish the rules this node now holds (HRW ranking moved). */
+  private queueHolderCheck(): void {
+    if (!this.policy || this.holderCheckQueued) return;
+    this.holderCheckQueued = true;
+    setImmediate(() => {
+      this.holderCheckQueued = false;
+      for (const r of this.policy!.allRecords()) this.publishRule(r);
+    });
   }
 
   private queueRefresh(): void {
