@@ -1,53 +1,22 @@
 // Gray failure on a real 4-host cluster (issue 11), then a bounded SIGTERM with an unreachable
 // peer (issue 9). Hosts are network namespaces on a bridge created by this test (10.98.0.N); the
 // sick host's loss is made with nftables inside its own namespace; traffic stays inside them.
-import { spawnSync } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
-import { AX, have, run, sleep, start, type Proc } from './helpers';
+import { have, sleep } from './helpers';
+import { Bridge, NsHost, sh } from './netns';
 
 const KEY = 'test-cluster-key-gray-0123456789';
-const tag = String(process.pid % 100000);
-const bridge = `axgb${tag}`;
-
-function sh(cmd: string): void {
-  const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
-}
 
 interface Transition { at: number; member: string; from: string; to: string }
 
-class Host {
-  readonly ns: string;
-  readonly ip: string;
-  readonly dir: string;
-  readonly socket: string;
-  daemon!: Proc;
+/** A host whose daemon's log is read for member transitions. */
+class Host extends NsHost {
   /** member transitions seen in this daemon's log, stamped when the test read them */
   readonly transitions: Transition[] = [];
   private seen = { out: 0, err: 0 };
 
-  constructor(readonly i: number, readonly name: string) {
-    this.ns = `axg${tag}-${i}`;
-    this.ip = `10.98.0.${i}`;
-    this.dir = mkdtempSync(join(tmpdir(), `ax-gray-${name}-`));
-    chmodSync(this.dir, 0o755);
-    this.socket = join(this.dir, 'ax.sock');
-    sh(`ip netns add ${this.ns}`);
-    sh(`ip link add vg${tag}${i} type veth peer name vq${tag}${i}`);
-    sh(`ip link set vq${tag}${i} netns ${this.ns}`);
-    sh(`ip -n ${this.ns} addr add ${this.ip}/24 dev vq${tag}${i}`);
-    sh(`ip -n ${this.ns} link set vq${tag}${i} up && ip -n ${this.ns} link set lo up`);
-    sh(`ip link set vg${tag}${i} master ${bridge} up`);
-  }
-
-  async startDaemon(extra: string[] = []): Promise<void> {
-    this.daemon = start('ip', ['netns', 'exec', this.ns, process.execPath, AX, 'daemon', '--node-name', this.name, '--advertise', this.ip,
-      '--socket', this.socket, '--state-dir', join(this.dir, 'state'), '--cluster-key', KEY, '--probe-interval', '200ms', '--sync-interval', '2s',
-      '--log-level', 'info', ...extra]);
-    await this.daemon.waitFor(/ready: api/, 20_000);
+  override async startDaemon(extra: string[] = []): Promise<void> {
+    await super.startDaemon(extra, { key: KEY, logLevel: 'info' });
   }
 
   /** Reads new log lines: "cluster: member X prev -> state". */
@@ -71,20 +40,10 @@ class Host {
   }
 
   async members(): Promise<Array<Record<string, unknown>>> {
-    const r = await run(process.execPath, [AX, 'get', 'members', '-o', 'json', '--socket', this.socket]);
-    if (r.code !== 0) throw new Error(`${this.name}: ax get members: ${r.stderr}`);
-    return JSON.parse(r.stdout);
+    return this.get('members');
   }
 
   nft(script: string): void { sh(`ip netns exec ${this.ns} nft -f - <<'EOF'\n${script}\nEOF`); }
-  link(up: boolean): void { sh(`ip link set vg${tag}${this.i} ${up ? 'up' : 'down'}`); }
-
-  destroy(): void {
-    this.daemon?.killGroup();
-    spawnSync('ip', ['netns', 'del', this.ns]);
-    spawnSync('ip', ['link', 'del', `vg${tag}${this.i}`]);
-    rmSync(this.dir, { recursive: true, force: true });
-  }
 }
 
 const LOSS_TABLE = `table inet axgray {
@@ -98,14 +57,11 @@ const DROP_ALL_TABLE = `table inet axgray {
 const NO_TABLE = 'table inet axgray\ndelete table inet axgray';
 
 t.test('gray failure on a real cluster: the sick host is removed and kept out, healthy hosts never', { skip: have('nft') ? false : 'nft (nftables) is not installed' }, async (t) => {
-  sh(`ip link add ${bridge} type bridge && ip link set ${bridge} up`);
-  const hosts: Host[] = [];
-  t.teardown(() => {
-    for (const h of hosts) h.destroy();
-    spawnSync('ip', ['link', 'del', bridge]);
-  });
-  const [a, b, c, d] = [new Host(1, 'a'), new Host(2, 'b'), new Host(3, 'c'), new Host(4, 'd')];
-  hosts.push(a, b, c, d);
+  const net = new Bridge('g', '10.98.0', KEY);
+  t.teardown(() => net.destroy());
+  const make = (b: Bridge, i: number, name: string) => new Host(b, i, name);
+  const hosts = [net.host(1, 'a', make), net.host(2, 'b', make), net.host(3, 'c', make), net.host(4, 'd', make)];
+  const [a, b, c, d] = hosts as [Host, Host, Host, Host];
   await a.startDaemon();
   await Promise.all([b.startDaemon(['--join', a.ip]), c.startDaemon(['--join', a.ip]), d.startDaemon(['--join', a.ip])]);
   const healthy = [a, b, c];

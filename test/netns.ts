@@ -42,9 +42,9 @@ export class Bridge {
     sh(`ip link add ${this.name} type bridge && ip link set ${this.name} up`);
   }
 
-  /** Host number i (its address SUBNET.i), called `name` (its --node-name). */
-  host(i: number, name: string): NsHost {
-    const h = new NsHost(this, i, name);
+  /** Host number i (its address SUBNET.i), called `name` (its --node-name); `make`: a subclass of NsHost. */
+  host<H extends NsHost = NsHost>(i: number, name: string, make?: (b: Bridge, i: number, name: string) => H): H {
+    const h = make ? make(this, i, name) : (new NsHost(this, i, name) as H);
     this.hosts.push(h);
     return h;
   }
