@@ -1,7 +1,7 @@
 // Default locations: state in $XDG_STATE_HOME/ax (or ~/.local/state/ax; /var/lib/ax
 // for root), sockets in $XDG_RUNTIME_DIR/ax (or /run/ax for root, /tmp/ax-$UID else).
 import { createHash } from 'node:crypto';
-import { statSync } from 'node:fs';
+import { lstatSync, mkdirSync, statSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 
@@ -18,7 +18,37 @@ export function defaultRunDir(env = process.env): string {
   if (env.AX_RUN_DIR) return env.AX_RUN_DIR;
   if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, 'ax');
   if (isRoot()) return '/run/ax';
-  return `/tmp/ax-${process.getuid?.() ?? 'user'}`;
+  return privateTmpDir(`/tmp/ax-${process.getuid?.() ?? 'user'}`);
+}
+
+/**
+ * The fallback socket directory in /tmp (no XDG_RUNTIME_DIR): anyone can create a name
+ * there first, and whoever owns the directory can replace the sockets in it with a fake
+ * daemon's. So it is made 0700 when missing, and an existing one is used only when it is
+ * a real directory (not a symlink) owned by this uid that nobody else may write.
+ * Throws an Error saying what is wrong and what to do.
+ */
+export function privateTmpDir(dir: string): string {
+  const uid = process.getuid?.() ?? -1;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    let st;
+    try {
+      st = lstatSync(dir);
+    } catch {
+      try {
+        mkdirSync(dir, { mode: 0o700 });
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new Error(`cannot make ${dir}: ${(e as Error).message}`);
+      }
+      continue; // check what is there now (made by us, or by someone faster)
+    }
+    const fix = `set XDG_RUNTIME_DIR to a directory of your own (or AX_RUN_DIR), or remove ${dir}`;
+    if (!st.isDirectory()) throw new Error(`${dir} is not a directory (a symlink or a file): refusing it for ax's sockets; ${fix}`);
+    if (st.uid !== uid) throw new Error(`${dir} belongs to uid ${st.uid}, not to you (uid ${uid}): it could hold another user's fake daemon sockets; ${fix}`);
+    if (st.mode & 0o022) throw new Error(`${dir} is writable by others (mode ${(st.mode & 0o777).toString(8)}): its sockets could be replaced; ${fix} (or chmod 700 ${dir})`);
+    return dir;
+  }
+  throw new Error(`cannot make ${dir}`);
 }
 
 /** The gRPC API socket; the hook socket lives beside it. */
