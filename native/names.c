@@ -34,7 +34,9 @@ static int never_virtual(const char *name)
     return is_numeric_host(name);
 }
 
-/* RESOLVE: 1 = virtual (ip4 filled), 0 = resolve normally */
+/* RESOLVE: 1 = virtual (ip4 filled), 0 = resolve normally, -1 = no such name (an ax
+ * name this app may not see, or an unregistered name in an ax domain such as NAME.ax:
+ * answered here, never asked of the system's resolvers) */
 /* Name answers (an ax name's VIP, or "not an ax name"), kept while the identity
  * map's generation equals the one the daemon answered with: a program that
  * resolves the same names over and over asks the daemon once per table change. */
@@ -112,6 +114,10 @@ static int ax_resolve(const char *name, int family, uint8_t ip4[4])
         name_keep(name, family, 0, none, (uint32_t)p.arg);
         return 0;
     }
+    if (p.status == AX_ST_ERR && p.err == ENOENT) {
+        name_keep(name, family, -1, none, (uint32_t)p.arg);
+        return -1;
+    }
     if (p.status != AX_ST_OK)
         return 0;
     ax_unmap(&p.a);
@@ -155,7 +161,12 @@ int h_getaddrinfo(const char *node, const char *service, const struct addrinfo *
     GUARD_ENTER;
     int e = errno, rc;
     uint8_t ip[4];
-    if (!ax_resolve(node, family, ip)) {
+    int virt = ax_resolve(node, family, ip);
+    if (virt < 0) {
+        GUARD_LEAVE;
+        return EAI_NONAME;
+    }
+    if (!virt) {
         GUARD_LEAVE;
         return R.getaddrinfo(node, service, hints, res);
     }
@@ -279,6 +290,10 @@ struct hostent *h_gethostbyname2(const char *name, int af, int two)
     GUARD_ENTER;
     int virt = ax_resolve(name, af, ip);
     GUARD_LEAVE;
+    if (virt < 0) {
+        h_errno = HOST_NOT_FOUND;
+        return NULL;
+    }
     if (!virt)
         goto native;
     v4_for_af(ip, af, a);
@@ -318,6 +333,12 @@ int h_gethostbyname2_r(const char *name, int af, struct hostent *ret, char *buf,
     GUARD_ENTER;
     int virt = ax_resolve(name, af, ip);
     GUARD_LEAVE;
+    if (virt < 0) {
+        *result = NULL;
+        if (h_errnop)
+            *h_errnop = HOST_NOT_FOUND;
+        return 0;
+    }
     if (!virt)
         goto native;
     v4_for_af(ip, af, a);

@@ -75,3 +75,34 @@ t.test('with the responder off, DNS traffic is left alone', { skip: !existsSync(
   const py = await axClient(d, ['/usr/bin/python3', '-c', "import socket; print(socket.gethostbyname('web'))"]);
   t.equal(py.stdout.trim(), '10.6.0.11', 'getaddrinfo still resolves through the hook');
 });
+
+t.test("getaddrinfo: a hidden name and an unregistered NAME.ax are no such name (EAI_NONAME) at once; the system's resolver is never asked", async (t) => {
+  // glibc's resolver sends its queries through libc-internal calls the hook cannot see, so
+  // these must be answered by the hook: with the resolv.conf server unroutable, asking it
+  // would give EAI_AGAIN ("temporary failure"), not EAI_NONAME.
+  const d = await TestDaemon.start(t);
+  d.run(['--name', 'secret', '--ip', '10.6.0.20', '--labels', 'team=b'], ['/usr/bin/python3', '-m', 'http.server', '80']);
+  await d.until('secret', async () => (await d.get('services')).some((s) => s.name === 'secret'));
+  t.equal((await d.ax(['policy', 'add', 'hide', 'deny', '--from', 'team=a', '--to', 'ax.name=secret'])).code, 0);
+  const gai = `
+import socket, sys
+for n in sys.argv[1:]:
+    try:
+        print(n, socket.getaddrinfo(n, 80, socket.AF_INET)[0][4][0])
+    except socket.gaierror as e:
+        print(n, 'gaierror', e.errno)
+    try:
+        print(n, 'gethostbyname', socket.gethostbyname(n))
+    except socket.gaierror as e:
+        print(n, 'gethostbyname gaierror', e.errno)
+`;
+  const asA = await run('unshare', ['-m', 'sh', '-c', `mount --bind ${resolv} /etc/resolv.conf && exec "$@"`, 'sh', process.execPath, AX, 'run', '--socket', d.socket, '--no-start', '--labels', 'team=a', '--',
+    '/usr/bin/python3', '-c', gai, 'secret', 'secret.ax', 'nosuch.ax', 'other.example'], { timeoutMs: 20_000 });
+  t.match(asA.stdout, /^secret gaierror -2$/m, `hidden from team=a: EAI_NONAME (${asA.stdout})`);
+  t.match(asA.stdout, /^secret\.ax gaierror -2$/m);
+  t.match(asA.stdout, /^secret gethostbyname gaierror -2$|^secret gethostbyname gaierror 1$/m, 'gethostbyname: host not found');
+  t.match(asA.stdout, /^nosuch\.ax gaierror -2$/m, 'an unregistered NAME.ax: EAI_NONAME');
+  t.match(asA.stdout, /^other\.example gaierror -3$/m, 'a name outside ax still goes to the system resolver (unroutable here: EAI_AGAIN)');
+  const asB = await axClient(d, ['/usr/bin/python3', '-c', gai, 'secret']);
+  t.match(asB.stdout, /^secret 10\.6\.0\.20$/m, 'an app the rule does not deny resolves it');
+});

@@ -36,6 +36,7 @@ export type HandoffMode = 'auto' | 'fd';
 const EPERM = 1;
 const EBADF = 9;
 const EACCES = 13;
+const ENOENT = 2;
 const EADDRINUSE = 98;
 const EADDRNOTAVAIL = 99;
 const ENETUNREACH = 101;
@@ -75,7 +76,7 @@ export interface HookDeps {
   starting?: (appId: string) => boolean;
   /** The names ax answers (src/dns/names.ts), shared with the DNS responder so a name resolves the
    *  same through getaddrinfo and on the wire. Absent: the table's own names. */
-  names?: { resolve(host: string): string | undefined };
+  names?: { resolve(host: string): string | undefined; inAxZone?(host: string): boolean };
   /** The decision layer (publish, connect, lookup verdicts). Absent: the shared-label default,
    *  denied connects get ECONNREFUSED. */
   policy?: PolicyEngine;
@@ -193,9 +194,12 @@ export class HookDispatcher implements Dispatcher {
         // arg: the generation the answer holds for (hooks keep it until the table changes)
         const generation = this.d.table.generation;
         const vip = this.d.names ? this.d.names.resolve(m.name) : this.d.table.resolve(m.name);
-        // Need-to-know: a name the app may not reach does not exist for it (EAI_NONAME).
-        if (vip && !this.visible(app, vip)) return { status: Status.NATIVE, arg: generation };
-        return vip ? { status: Status.OK, arg: generation, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.NATIVE, arg: generation };
+        // ERR ENOENT: "no such name" (EAI_NONAME), answered by the hook, never asked of the
+        // system's resolvers: a name the app may not reach (need-to-know) and an
+        // unregistered name in an ax zone (NAME.ax, --dns-domain). Other names: NATIVE.
+        if (vip) return this.visible(app, vip) ? { status: Status.OK, arg: generation, a: { family: AF_INET, ip: vip, port: 0 } } : { status: Status.ERR, err: ENOENT, arg: generation };
+        if (this.d.names?.inAxZone?.(m.name)) return { status: Status.ERR, err: ENOENT, arg: generation };
+        return { status: Status.NATIVE, arg: generation };
       }
       case Op.LOOKUP:
         return this.lookup(app, m);

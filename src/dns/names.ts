@@ -78,6 +78,16 @@ export class AxNames {
     return resolveName(this.table, host, this.domains);
   }
 
+  /**
+   * Whether `host` lies in an ax zone (`ax` or one of `domains`; any case, optional
+   * trailing dot): such a name is ax's to answer, registered or not, and never asked of
+   * the system's resolvers.
+   */
+  inAxZone(host: string): boolean {
+    const h = host.toLowerCase().replace(/\.$/, '');
+    return [AX_ZONE, ...this.domains].some((z) => h === z || h.endsWith(`.${z}`));
+  }
+
   /** Classifies a query name (any case, with or without the trailing dot). */
   classify(qname: string): NameClass {
     const h = qname.toLowerCase().replace(/\.$/, '');
