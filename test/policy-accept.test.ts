@@ -284,6 +284,10 @@ except OSError as e:
   t.match(c1.stdout, /cut ConnectionResetError|cut ConnectionAbortedError|closed/, 'the peer outside ax sees its connection end');
   const ev = JSON.parse((await d.ax(['events', '-o', 'json'])).stdout) as { events: Array<Ev & { op: string }> };
   t.ok(ev.events.some((e) => e.verdict === 'revoke' && e.op === 'accept' && /^127\.0\.0\.1:\d+$/.test(e.src.name) && e.dst.name === 'keep'), 'a revoke event names the peer and the service');
+  t.match((await d.ax(['events'])).stdout, /revoke\s+accept\s+127\.0\.0\.1:\d+\s/, 'the events table shows the peer as the source');
+  const dot = (await d.ax(['graph'])).stdout;
+  t.match(dot, /"127\.0\.0\.1"/, 'the graph draws the peer by its address');
+  t.notMatch(dot, /"127\.0\.0\.1:\d+"/, 'one node per peer host, not per connection');
   srv.kill();
 });
 

@@ -61,7 +61,17 @@ export interface StoredEvent extends AuditEvent {
  */
 export function srcNode(ev: AuditEvent): string {
   if (!ev.src.appId && ev.src.labels['ax.user']) return `user:${ev.src.labels['ax.user']}`;
+  // a peer outside ax is named by its address: one node per host, not per connection's port
+  if (!ev.src.appId && ev.src.name) return peerHost(ev.src.name);
   return ev.src.name || ev.src.appId || 'unknown';
+}
+
+/** "ip:port" / "[ipv6]:port" -> the ip (anything else unchanged). */
+function peerHost(addr: string): string {
+  const v6 = /^\[([^\]]+)\]:\d+$/.exec(addr);
+  if (v6) return v6[1]!;
+  const v4 = /^(\d+\.\d+\.\d+\.\d+):\d+$/.exec(addr);
+  return v4 ? v4[1]! : addr;
 }
 
 /** The graph node an event's destination is drawn as: the service name, else the app id, else the address. */

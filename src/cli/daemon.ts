@@ -65,8 +65,8 @@ policy (README "Policy"; rules: ax policy add|rm|ls|apply):
   --policy-default P  the verdict when no rule matches a connect: shared-label (default: client and
                       service share one key=value label, as before policies), allow-all or deny-all
   --policy-deny-errno E   what a denied connect returns: ECONNREFUSED (default) or EACCES
-  --policy-unknown-peers V  accept verdict for peers that are no ax app: allow (default) or deny
-                      (the verdict the decision layer gives; not yet enforced at accept, see README)
+  --policy-unknown-peers V  accept verdict for peers that are no ax app when no from_cidr rule
+                      decides: allow (default) or deny (enforced at the server's accept(); see README)
 
   ax daemon stop [--socket PATH]   stops the daemon (root or the daemon's user); also: ax stop
 

@@ -92,7 +92,8 @@ const COLUMNS: Array<[string, (e: StoredEvent) => string]> = [
   ['VERDICT', (e) => e.verdict],
   ['OP', (e) => e.op],
   // A publish refused at `ax run` has no app yet: its source is the user who asked.
-  ['SOURCE', (e) => (e.src.appId ? e.src.name || e.src.appId : `user:${e.src.labels['ax.user'] ?? '?'}`)],
+  // an app; the user of a refused `ax run`; a peer outside ax (accept events: its address)
+  ['SOURCE', (e) => (e.src.appId ? e.src.name || e.src.appId : e.src.labels['ax.user'] ? `user:${e.src.labels['ax.user']}` : e.src.name || '?')],
   ['SRC-LABELS', (e) => formatLabels(e.src.labels) || '-'],
   ['DESTINATION', (e) => (e.dst.name ? `${e.dst.name} (${e.dst.addr})` : e.dst.addr)],
   ['RULE', (e) => e.rule],

@@ -326,6 +326,7 @@ export class ApiServer {
         dns_bad: d.dns?.stats.bad ?? 0,
         policy_default: d.config.policyDefault,
         policy_rules: d.policy.rules().length,
+        policy_unknown_peers: d.config.policyUnknownPeers,
       })),
       RunApp: (call) => this.runApp(call),
       ListApps: unary(read, (): AppList => ({

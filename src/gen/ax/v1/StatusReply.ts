@@ -35,6 +35,7 @@ export interface StatusReply {
   'dns_bad'?: (number | string | Long);
   'policy_default'?: (string);
   'policy_rules'?: (number);
+  'policy_unknown_peers'?: (string);
 }
 
 export interface StatusReply__Output {
@@ -70,4 +71,5 @@ export interface StatusReply__Output {
   'dns_bad': (number);
   'policy_default': (string);
   'policy_rules': (number);
+  'policy_unknown_peers': (string);
 }
