@@ -163,9 +163,11 @@ export async function logsMain(argv: string[]): Promise<number> {
     }
   } catch (e) {
     if (!(e instanceof DaemonUnreachable)) throw e;
-    // No daemon: show where one started by `ax run` logged, if there is such a file.
+    // No daemon at the default socket: show where the last one `ax run` started there
+    // logged, if there is such a file (saying so). Another socket's daemon is not that one.
     file = autostartLogFile();
-    if (!existsSync(file)) throw e;
+    if (socket !== defaultApiSocket() || !existsSync(file)) throw e;
+    process.stderr.write(`ax: no daemon is running at ${socket}; this is the log of the last one ax run started (${file})\n`);
   } finally {
     c.close();
   }
