@@ -1,6 +1,6 @@
 // The daemon: wires the store, the service table, the hook server and the API
 // together, restores state at start and reaps what dead processes left behind.
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import { formatAddr, intToIpv4 } from '../common/addr';
@@ -404,12 +404,16 @@ export class Daemon {
         clearTimeout(timer);
       }
       await this.dnsRelay?.close();
+      // The identity map file is kept for a restart while apps run (their hooks have it
+      // mapped and keep seeing the next daemon's changes); with none left, it goes.
+      const idle = this.ready && this.hooks && this.hooks.sessions().length === 0 && !this.table.localApps().some((a) => pidAlive(a.runPid));
       await this.dns?.close();
       this.map?.setDns('', 0); // while no responder runs, apps' DNS goes to their own servers
       await this.hookServer?.close();
       this.hooks?.close();
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
       this.map?.close();
+      if (idle && this.map) rmSync(this.map.path, { force: true });
       this.diag.close();
       await this.audit?.close().catch((e: Error) => this.log.warn(`audit: ${e.message}`));
       this.policyRuntime?.close();
