@@ -345,18 +345,58 @@ struct slot_hdr {
     uint32_t gen;   /* table generation the entry was learned under; 0 = empty */
     uint32_t stamp; /* insertion order, for eviction */
 };
+/* Inline, so each table's hash and comparison compile into its own lookup (they run
+ * on every cached connect and datagram). */
 /* FNV-1a (32-bit) over an address and one more word (a family, a tag) */
-uint32_t addr_hash(const struct ax_addr *a, uint32_t extra);
+static inline uint32_t addr_hash(const struct ax_addr *a, uint32_t extra)
+{
+    uint32_t h = 2166136261u; /* FNV-1a (Fowler, Noll, Vo), 32-bit */
+    for (int i = 0; i < 16; i++)
+        h = (h ^ a->ip[i]) * 16777619u;
+    h = (h ^ a->port) * 16777619u;
+    h = (h ^ extra) * 16777619u;
+    h = (h ^ a->family) * 16777619u;
+    return h;
+}
+
 /* The slot for (key, tag) among the probe slots from h (an array of entries of
  * `size` bytes, mask = slots - 1): its own, else the first empty, else the
  * oldest (evicted).  same(e, key, tag): whether entry e holds the key.  The
  * caller holds the table's lock and fills the entry. */
-void *slot_claim(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe,
-                 int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag);
+static inline void *slot_claim(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe,
+                               int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag)
+{
+    char *base = tab;
+    struct slot_hdr *hit = NULL, *empty = NULL, *oldest = NULL;
+    for (unsigned k = 0; k < probe && !hit; k++) {
+        struct slot_hdr *c = (struct slot_hdr *)(base + ((h + k) & mask) * size);
+        if (same(c, key, tag))
+            hit = c;
+        else if (c->gen == 0 && !empty)
+            empty = c;
+        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
+            oldest = c;
+    }
+    return hit ? hit : empty ? empty : oldest;
+}
+
 /* The entry holding (key, tag) learned under generation gen, or NULL (an entry of
  * an older generation is emptied on the way). */
-void *slot_find(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe, uint32_t gen,
-                int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag);
+static inline void *slot_find(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe, uint32_t gen,
+                              int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag)
+{
+    char *base = tab;
+    for (unsigned k = 0; k < probe; k++) {
+        struct slot_hdr *c = (struct slot_hdr *)(base + ((h + k) & mask) * size);
+        if (!same(c, key, tag))
+            continue;
+        if (c->gen == gen)
+            return c;
+        c->gen = 0; /* learned under an older generation: ask again */
+        return NULL;
+    }
+    return NULL;
+}
 
 /* key: the socket family, | CACHE_DGRAM for datagram destinations */
 #define CACHE_DGRAM 0x100

@@ -8,8 +8,8 @@
  * probing at most CACHE_PROBE slots; a full probe window evicts its oldest
  * entry.  Sized for real programs: 4096 slots hold well over 1 024 destinations.
  * The table lives in .bss (untouched pages cost nothing) and is never freed.
- * The open-addressing helpers (addr_hash, slot_claim, slot_find) serve the
- * verdict cache below and udp.c's flow tables too.
+ * The open-addressing helpers (addr_hash, slot_claim, slot_find in
+ * ax_internal.h) serve the verdict cache below and udp.c's flow tables too.
  */
 #include "ax_internal.h"
 
@@ -25,50 +25,6 @@ struct cache_ent {
 static struct cache_ent cache[CACHE_SLOTS];
 static uint32_t cache_clock;
 static pthread_mutex_t cache_mu = PTHREAD_MUTEX_INITIALIZER;
-
-uint32_t addr_hash(const struct ax_addr *a, uint32_t extra)
-{
-    uint32_t h = 2166136261u; /* FNV-1a (Fowler, Noll, Vo), 32-bit */
-    for (int i = 0; i < 16; i++)
-        h = (h ^ a->ip[i]) * 16777619u;
-    h = (h ^ a->port) * 16777619u;
-    h = (h ^ extra) * 16777619u;
-    h = (h ^ a->family) * 16777619u;
-    return h;
-}
-
-void *slot_claim(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe,
-                 int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag)
-{
-    char *base = tab;
-    struct slot_hdr *hit = NULL, *empty = NULL, *oldest = NULL;
-    for (unsigned k = 0; k < probe && !hit; k++) {
-        struct slot_hdr *c = (struct slot_hdr *)(base + ((h + k) & mask) * size);
-        if (same(c, key, tag))
-            hit = c;
-        else if (c->gen == 0 && !empty)
-            empty = c;
-        else if (!oldest || (int32_t)(c->stamp - oldest->stamp) < 0)
-            oldest = c;
-    }
-    return hit ? hit : empty ? empty : oldest;
-}
-
-void *slot_find(void *tab, size_t size, unsigned mask, unsigned h, unsigned probe, uint32_t gen,
-                int (*same)(const void *e, const void *key, uint32_t tag), const void *key, uint32_t tag)
-{
-    char *base = tab;
-    for (unsigned k = 0; k < probe; k++) {
-        struct slot_hdr *c = (struct slot_hdr *)(base + ((h + k) & mask) * size);
-        if (!same(c, key, tag))
-            continue;
-        if (c->gen == gen)
-            return c;
-        c->gen = 0; /* learned under an older generation: ask again */
-        return NULL;
-    }
-    return NULL;
-}
 
 static unsigned slot_of(const struct ax_addr *dest, int family)
 {

@@ -5,7 +5,7 @@
 import { unmapV4 } from '../common/addr';
 import type { Logger } from '../common/log';
 import type { Store } from '../store/store';
-import type { App, ServiceTable } from '../table/table';
+import type { App, ServiceTable, Sock } from '../table/table';
 import type { PolicyEngine, PolicyRecord } from './decide';
 import { Revoker } from './revoke';
 
@@ -31,10 +31,7 @@ export class PolicyRuntime {
     this.revoker = new Revoker({
       pids: d.pids,
       allowed: (appId, ip, port) => this.allowed(appId, ip, port),
-      isService: (ip, port) => {
-        const peer = unmapV4(ip);
-        return d.table.services().some((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
-      },
+      isService: (ip, port) => this.serviceAt(ip, port) !== undefined,
       peerAllowed: (ip, port, peerIp) => this.peerAllowed(ip, port, peerIp),
       log: d.log,
       onCut: d.onCut,
@@ -80,12 +77,25 @@ export class PolicyRuntime {
     });
   }
 
+  /** TCP services by real "ip:port", rebuilt when the table's generation moves (a pass asks per connection). */
+  private index: { gen: number; byAddr: Map<string, Sock> } = { gen: -1, byAddr: new Map() };
+
+  /** The TCP service (any node's) listening on real ip:port, if any. */
+  private serviceAt(ip: string, port: number): Sock | undefined {
+    const gen = this.d.table.generation;
+    if (this.index.gen !== gen) {
+      const byAddr = new Map<string, Sock>();
+      for (const s of this.d.table.services()) if ((s.proto ?? 'tcp') === 'tcp') byAddr.set(`${unmapV4(s.hostIp)}:${s.hostPort}`, s);
+      this.index = { gen, byAddr };
+    }
+    return this.index.byAddr.get(`${unmapV4(ip)}:${port}`);
+  }
+
   /** Whether local app `appId` may keep a connection to real ip:port (undefined: not a service). */
   allowed(appId: string, ip: string, port: number): boolean | undefined {
     const app: App | undefined = this.d.table.getApp(appId);
     if (!app) return undefined;
-    const peer = unmapV4(ip);
-    const svc = this.d.table.services().find((s) => s.hostPort === port && unmapV4(s.hostIp) === peer && (s.proto ?? 'tcp') === 'tcp');
+    const svc = this.serviceAt(ip, port);
     if (!svc || svc.appId === appId) return undefined;
     return this.d.engine.allowsApp(app, svc);
   }
@@ -93,11 +103,8 @@ export class PolicyRuntime {
   /** RevokeDeps.peerAllowed: judged only while accepts are filtered (as the hooks do). */
   peerAllowed(ip: string, port: number, peerIp: string): boolean | undefined {
     if (!this.d.engine.filtersAccept) return undefined;
-    const local = unmapV4(ip);
-    const svc = this.d.table
-      .listSocks()
-      .find((s) => s.node === this.d.table.node && s.hostPort === port && unmapV4(s.hostIp) === local && (s.proto ?? 'tcp') === 'tcp' && s.state === 'listening');
-    if (!svc) return undefined;
+    const svc = this.serviceAt(ip, port);
+    if (!svc || svc.node !== this.d.table.node) return undefined;
     const peer = unmapV4(peerIp);
     if (this.d.isAxPeer?.(peer)) return undefined;
     return this.d.engine.allowsUnknownPeer(svc, peer);
