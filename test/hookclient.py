@@ -98,7 +98,7 @@ def fuzz(path, seed, n, auth):
                 fa = fam()
                 fa_ip = ip if (fa == 10) == (":" in ip) else ("0.0.0.0" if fa == 2 else "::")
                 m = frame(
-                    rnd.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, rnd.randrange(65536)]),
+                    rnd.choice([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, rnd.randrange(65536)]),
                     seq=rnd.randrange(1 << 32), status=rnd.randrange(-5, 6), err=rnd.randrange(-5, 200),
                     sock=rnd.choice([0, 1, 2, rnd.randrange(1 << 32)]), arg=rnd.randrange(-(1 << 31), 1 << 31),
                     pid=rnd.randrange(1 << 32), a=addr(fa, fa_ip, rnd.randrange(65536)),
