@@ -71,6 +71,18 @@ export class Proc {
     });
   }
 
+  /**
+   * Waits until stdout holds at least `n` matches of `re` (a global regex), or `ms` pass;
+   * resolves with the count then, never rejects (the caller asserts on it). Output of
+   * another process arrives through its own pipe: a line it wrote before our client
+   * finished may still be in flight when the client's result is in.
+   */
+  async count(re: RegExp, n: number, ms = 5_000): Promise<number> {
+    const c = () => (this.stdout.match(re) ?? []).length;
+    await this.waitFor(new RegExp(`(?:${re.source}[\\s\\S]*?){${n}}`, re.flags.replace('g', '')), ms).catch(() => undefined);
+    return c();
+  }
+
   async result(ms = 20_000): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {

@@ -416,7 +416,7 @@ t.test('kernel semantics: second bind EINVAL, reconnect after a refusal, MSG_FAS
   clean(t, 'under ax', ax);
   const first = (o: string) => /reconnect_first=(\d+)/.exec(o)?.[1];
   t.equal(first(ax.stdout), first(native.stdout), 'the connect after a refusal reports what the kernel reports natively');
-  t.match(srv.stdout, /peer=10\.77\.3\.3:24002\b/, 'the server saw the chosen source port and the client VIP');
+  t.ok(await srv.count(/peer=10\.77\.3\.3:24002\b/g, 1) >= 1, 'the server saw the chosen source port and the client VIP');
 });
 
 t.test('an app that ended does not hold its name: not across a daemon restart, not with a placeholder', async (t) => {
