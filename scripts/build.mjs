@@ -13,6 +13,7 @@ mkdirSync(dist, { recursive: true });
 execFileSync('make', ['-s', '-C', join(root, 'native')], { stdio: 'inherit' });
 copyFileSync(join(root, 'native', 'build', 'libaxhook.so'), join(dist, 'libaxhook.so'));
 copyFileSync(join(root, 'native', 'build', 'ax-dnsrelay'), join(dist, 'ax-dnsrelay'));
+copyFileSync(join(root, 'native', 'build', 'ax-confine'), join(dist, 'ax-confine'));
 // The connect benchmark's C client/server (bench/connect.c).
 execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', join(root, 'native', 'build', 'bench-connect'), join(root, 'bench', 'connect.c')], { stdio: 'inherit' });
 

@@ -30,7 +30,17 @@ const PROBE_C = String.raw`// Probes what a process can reach, with raw system c
 #include <unistd.h>
 
 #include <sys/time.h>
+#include <pthread.h>
+#include <time.h>
 #define SO_SNDTIMEO_NEW_OR_OLD SO_SNDTIMEO
+
+static volatile int race_stop;
+static int race_fds[3]; /* target number, host socket, unix socket */
+static void *swapper(void *arg) {
+  (void)arg;
+  while (!race_stop) { dup2(race_fds[1], race_fds[0]); dup2(race_fds[2], race_fds[0]); }
+  return NULL;
+}
 
 static long rsys6(long n, long a, long b, long c, long d, long e, long f) {
 #if defined(__x86_64__)
@@ -114,6 +124,52 @@ int main(int argc, char **argv) {
     rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO_NEW_OR_OLD, (long)&tv, sizeof tv);
     return report("connect", rsys(SYS_connect, fd, (long)&a, sizeof a));
   }
+  if (argc >= 6 && !strcmp(argv[1], "reaim-tfo")) {
+    // As reaim, but the second connection by a TCP Fast Open send (no connect call).
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in v = in4(argv[2], argv[3]);
+    if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return 2;
+    struct sockaddr un = {0};
+    un.sa_family = AF_UNSPEC;
+    report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+    struct sockaddr_in a = in4(argv[4], argv[5]);
+    return report("sendto-fastopen", rsys6(SYS_sendto, fd, (long)"GET", 3, MSG_FASTOPEN, (long)&a, sizeof a));
+  }
+  if (argc >= 6 && !strcmp(argv[1], "race")) {
+    // The check-then-act window of a seccomp supervisor: one thread connects descriptor N at
+    // the host while another keeps swapping N between a unix socket (which the supervisor
+    // lets the kernel connect) and the disconnected handed-in socket. For 2 seconds.
+    int h = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in v = in4(argv[2], argv[3]);
+    if (report("hooked-connect", connect(h, (struct sockaddr *)&v, sizeof v))) return 2;
+    struct sockaddr un = {0};
+    un.sa_family = AF_UNSPEC;
+    report("disconnect", rsys(SYS_connect, h, (long)&un, sizeof un));
+    race_fds[1] = h;
+    race_fds[2] = (int)rsys(SYS_socket, AF_UNIX, SOCK_STREAM, 0);
+    race_fds[0] = dup(race_fds[2]);
+    struct sockaddr_in a = in4(argv[4], argv[5]);
+    pthread_t t;
+    pthread_create(&t, NULL, swapper, NULL);
+    long tries = 0, r = -1;
+    int last = 0;
+    time_t end = time(NULL) + 2;
+    while (time(NULL) < end && r != 0) {
+      r = rsys(SYS_connect, race_fds[0], (long)&a, sizeof a);
+      if (r != 0) last = errno;
+      tries++;
+    }
+    race_stop = 1;
+    pthread_join(t, NULL);
+    if (r == 0) printf("race connected after %ld tries\n", tries);
+    else printf("race never connected in %ld tries (last errno %d)\n", tries, last);
+    return 0;
+  }
+  if (argc >= 2 && !strcmp(argv[1], "iouring")) {
+    // io_uring's connect and sends run without seccomp seeing them.
+    char params[120] = {0};
+    return report("io_uring_setup", rsys(425, 4, (long)params, 0));
+  }
   if (argc >= 2 && !strcmp(argv[1], "filter")) {
     // May this user attach a classic BPF socket filter (what the daemon confines handed-in sockets with)?
     long fd = rsys(SYS_socket, AF_INET, SOCK_STREAM, 0);
@@ -134,8 +190,8 @@ writeFileSync(join(work, 'probe.c'), PROBE_C);
 const PROBE = join(work, 'probe-static');
 /** dynamically linked: its libc connect() goes through the hook */
 const PROBE_DYN = join(work, 'probe');
-execFileSync('gcc', ['-O2', '-Wall', '-static', '-o', PROBE, join(work, 'probe.c')]);
-execFileSync('gcc', ['-O2', '-Wall', '-o', PROBE_DYN, join(work, 'probe.c')]);
+execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-static', '-o', PROBE, join(work, 'probe.c')]);
+execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', PROBE_DYN, join(work, 'probe.c')]);
 const HOOKCLIENT = join(ROOT, 'test', 'hookclient.py');
 
 /** A listener outside ax, in the test's (the host's) network namespace: TCP on 127.0.0.1 and an abstract unix socket. */
@@ -282,6 +338,14 @@ t.test('isolated apps as root, root daemon', async (t) => {
     t.match(l.native.stdout, /^connect ok$/m, 'a listener shut down (SHUT_RD) and connected: natively it can');
     t.match(l.isolated.stdout, /^hooked-listen ok$/m, 'isolated: the listener came from ax');
     t.match(l.isolated.stdout, /^connect errno /m, `isolated: the handed-in listener cannot become a host client (${l.isolated.stdout.trim()})`);
+    // Connecting without connect(2): a TCP Fast Open send, and io_uring (seccomp never sees its operations).
+    const tfo = await both(d, [PROBE_DYN, 'reaim-tfo', '10.1.0.1', '8000', '127.0.0.1', String(hostPort)]);
+    t.match(tfo.native.stdout, /^sendto-fastopen ok$/m, 'natively a Fast Open send connects the disconnected socket');
+    t.match(tfo.isolated.stdout, /^hooked-connect ok$/m);
+    t.match(tfo.isolated.stdout, /^sendto-fastopen errno (95|13) /m, `isolated: it does not (${tfo.isolated.stdout.trim()})`);
+    const uring = await both(d, [PROBE, 'iouring']);
+    t.match(uring.native.stdout, /^io_uring_setup ok$/m, 'io_uring natively');
+    t.match(uring.isolated.stdout, /^io_uring_setup errno 38 /m, 'isolated under ax-confine: ENOSYS, as a kernel without io_uring');
   });
 
   await t.test('exit status, signals and stdin pass through the namespace\'s init', async (t) => {
@@ -375,24 +439,64 @@ t.test('as nobody, with a rootless daemon it starts itself', async (t) => {
   t.match(rawNative.stdout, /^connect ok$/m, 'and reachable without --isolate');
   const pkt = await ax(['run', '--isolate', '--', PROBE, 'packet']).result();
   t.match(pkt.stdout, /^packet errno 1 /m, 'no AF_PACKET as nobody either');
-  // Re-aiming a handed-in socket: confined where the kernel lets nobody attach socket filters;
-  // where it does not, the daemon must say so (it cannot confine them).
+  // Re-aiming a handed-in socket (disconnected, then aimed at a listener of the host): ax-confine
+  // (Landlock) refuses it where the kernel has Landlock TCP rules; a locked socket filter keeps it
+  // from completing where nobody may attach one; where neither, the daemon must say so.
+  const abstract = `ax-isolate-nobody-${process.pid}`;
+  const { port: hostPort } = await hostListener(t, abstract);
   const dbVip = (JSON.parse((await ax(['get', 'services', '-o', 'json']).result()).stdout) as Array<{ name: string; vip: string }>).find((x) => x.name === 'db')!.vip;
-  const reaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim', dbVip, '6379', '127.0.0.1', '1']).result();
+  const reaimNative = await ax(['run', '--', PROBE_DYN, 'reaim', dbVip, '6379', '127.0.0.1', String(hostPort)]).result();
+  t.match(reaimNative.stdout, /^connect ok$/m, 'without --isolate the probe re-aims its socket at the host listener');
+  const reaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim', dbVip, '6379', '127.0.0.1', String(hostPort)]).result();
   t.match(reaim.stdout, /^hooked-connect ok$/m, `nobody, isolated: connect to db through ax (${reaim.stdout}${reaim.stderr})`);
+  const listenReaim = await ax(['run', '--isolate', '--', PROBE_DYN, 'reaim-listen', '127.0.0.1', String(hostPort)]).result();
+  t.match(listenReaim.stdout, /^hooked-listen ok$/m, `nobody, isolated: a listener from ax (${listenReaim.stdout}${listenReaim.stderr})`);
   const filter = await run('setpriv', nobody([PROBE, 'filter']), { env });
-  // ax doctor as nobody says the same as the probe, and that --isolate is available.
+  const probe = await run(join(ROOT, 'dist', 'ax-confine'), ['--probe']);
+  const landlock = /^confine yes$/m.test(probe.stdout);
+  // ax doctor as nobody says the same as the probes, and that --isolate is available.
   const doc = JSON.parse((await ax(['doctor', '-o', 'json']).result()).stdout) as { uid: number; checks: Array<{ name: string; ok: boolean }>; verdicts: string[] };
   t.equal(doc.uid, 65534);
   t.equal(doc.checks.find((c) => c.name.startsWith('socket filters'))?.ok, /^filter ok$/m.test(filter.stdout), 'ax doctor: socket filters as the probe found');
+  t.equal(doc.checks.find((c) => c.name.startsWith('ax-confine'))?.ok, landlock, 'ax doctor: Landlock as ax-confine --probe found');
   t.equal(doc.checks.find((c) => c.name.startsWith('unshare -U -n'))?.ok, true, 'ax doctor: user namespaces work for nobody');
   t.match(doc.verdicts.join('\n'), /--isolate: available for uid 65534/);
-  if (/^filter ok$/m.test(filter.stdout)) {
+  const log = () => readFileSync(join(home, 'state', 'ax', 'daemon.log'), 'utf8');
+  if (landlock) {
+    t.match(reaim.stdout, /^connect errno 13 /m, `nobody, isolated: the handed-in socket cannot be re-aimed: Landlock's EACCES (${reaim.stdout.trim()})`);
+    t.match(listenReaim.stdout, /^connect errno 13 /m, `nobody, isolated: nor the handed-in listener (${listenReaim.stdout.trim()})`);
+    t.notMatch(log(), /sockets handed to it are not confined/, 'the daemon knows these apps run under ax-confine (no warning)');
+    // The supervisor's check-then-act window (a descriptor swapped between its check and the
+    // kernel's connect): Landlock closes it.
+    const [rn, ri] = await Promise.all([
+      ax(['run', '--', PROBE_DYN, 'race', dbVip, '6379', '127.0.0.1', String(hostPort)]).result(),
+      ax(['run', '--isolate', '--', PROBE_DYN, 'race', dbVip, '6379', '127.0.0.1', String(hostPort)]).result(),
+    ]);
+    t.match(rn.stdout, /^race connected after \d+ tries$/m, `natively the swapped descriptor connects (${rn.stdout.trim()})`);
+    t.match(ri.stdout, /^hooked-connect ok$/m, ri.stderr);
+    t.match(ri.stdout, /^race never connected in \d+ tries/m, `isolated: never (${ri.stdout.trim()})`);
+    t.match(doc.verdicts.join('\n'), /confined by ax-confine/);
+    // Loopback TCP inside still works (the supervisor connects it), as natively: blocking,
+    // non-blocking, refused, connected twice; a unix socket connect goes on unchanged.
+    const loop = join(work, 'loop.py');
+    writeFileSync(loop, `
+import socket, errno
+l = socket.socket(); l.bind(('127.0.0.1', 0)); l.listen(8); port = l.getsockname()[1]
+c = socket.socket(); c.connect(('127.0.0.1', port)); a, _ = l.accept(); a.send(b'x'); print('blocking', c.recv(1))
+n = socket.socket(); n.setblocking(False)
+print('nonblocking', errno.errorcode.get(n.connect_ex(('127.0.0.1', port))))
+r = socket.socket(); print('closed port', errno.errorcode.get(r.connect_ex(('127.0.0.1', 1))))
+print('again', errno.errorcode.get(c.connect_ex(('127.0.0.1', port))))
+u = socket.socket(socket.AF_UNIX); print('unix', errno.errorcode.get(u.connect_ex('/nonexistent')))
+`, { mode: 0o644 });
+    const [ln, li] = await Promise.all([ax(['run', '--', '/usr/bin/python3', loop]).result(), ax(['run', '--isolate', '--', '/usr/bin/python3', loop]).result()]);
+    t.equal(ln.stdout, "blocking b'x'\nnonblocking EINPROGRESS\nclosed port ECONNREFUSED\nagain EISCONN\nunix ENOENT\n", ln.stderr);
+    t.equal(li.stdout, ln.stdout, `isolated as nobody: loopback TCP inside behaves as natively (${li.stderr})`);
+  } else if (/^filter ok$/m.test(filter.stdout)) {
     t.notMatch(reaim.stdout, /^connect ok$/m, 'nobody, isolated: the handed-in socket cannot be re-aimed');
   } else {
     t.match(filter.stdout, /^filter errno 1 /m, 'this kernel refuses socket filters to nobody');
-    const log = readFileSync(join(home, 'state', 'ax', 'daemon.log'), 'utf8');
-    t.match(log, /refuses socket filters to this daemon/, 'and the rootless daemon says its handed-in sockets are not confined');
+    t.match(log(), /sockets handed to it are not confined/, 'and the rootless daemon says its handed-in sockets are not confined');
   }
   db.killGroup();
   web.killGroup();

@@ -5,13 +5,13 @@ import { release } from 'node:os';
 import { canConfine } from '../daemon/trust';
 import { SockDiag } from '../hookserver/sockdiag';
 import { bool, parseFlags, str, UsageError, type FlagSpec } from './args';
-import { dnsRelayProgram, findInPath, hookLibrary } from './run';
+import { confineProgram, dnsRelayProgram, findInPath, hookLibrary } from './run';
 
 export const DOCTOR_USAGE = `usage: ax doctor [-o json]
 
 Reports what this host supports for ax (kernel version, unprivileged user namespaces,
-seccomp user notification, sock_diag, socket filters, the hook library and the programs
---isolate needs) and what ax will do here. Exit status 0 whatever the findings.
+seccomp user notification, Landlock, sock_diag, socket filters, the hook library and the
+programs --isolate needs) and what ax will do here. Exit status 0 whatever the findings.
 
 flags:
   -o, --output FORMAT     text (default) or json
@@ -112,6 +112,15 @@ export function doctorReport(): DoctorReport {
     add('hook library (LD_PRELOAD)', true, lib);
     const relay = dnsRelayProgram(lib);
     add('DNS relay (ax-dnsrelay, for --isolate)', relay !== null, relay ?? `missing beside ${lib}: isolated programs with their own resolver get no answers (npm run build)`);
+    const confine = confineProgram(lib);
+    if (!confine) add('ax-confine (Landlock TCP rules + seccomp user notification, for --isolate)', false, `missing beside ${lib} (npm run build)`);
+    else {
+      // ax-confine --probe: "landlock_abi N", "user_notif yes|no", "confine yes|no"
+      const p = spawnSync(confine, ['--probe'], { encoding: 'utf8', timeout: 5000 });
+      const abi = Number(/^landlock_abi (\d+)$/m.exec(p.stdout ?? '')?.[1] ?? 0);
+      const ok = /^confine yes$/m.test(p.stdout ?? '');
+      add('ax-confine (Landlock TCP rules + seccomp user notification, for --isolate)', ok, ok ? `Landlock ABI ${abi}: ${confine}` : `Landlock ABI ${abi} (TCP rules need 4, Linux 6.7)${/^user_notif no$/m.test(p.stdout ?? '') ? ', no seccomp user notification' : ''}`);
+    }
   } catch (e) {
     add('hook library (LD_PRELOAD)', false, (e as Error).message);
   }
@@ -129,13 +138,16 @@ export function doctorReport(): DoctorReport {
   else verdicts.push(`ax run --isolate: available for uid ${uid}: new user, network, mount and pid namespaces, no root needed.`);
   const nobody = get('unshare -U -n as nobody');
   if (nobody) verdicts.push(`ax run --isolate for ordinary users (rootless daemon): ${nobody.ok ? 'available' : 'unavailable'}.`);
+  const landlock = get('ax-confine')?.ok ?? false;
   verdicts.push(
-    filters
-      ? 'Sockets a daemon of this uid hands to isolated apps are confined (a locked socket filter: they cannot be re-aimed).'
-      : 'Sockets a daemon of this uid hands to isolated apps are NOT confined (the kernel refuses socket filters to it): a raw connect(AF_UNSPEC) and connect() can re-aim one at any host address. Run the daemon as root for enforcement.',
+    landlock
+      ? `Sockets handed to isolated apps are confined by ax-confine: Landlock refuses every TCP connect the app makes itself, a seccomp supervisor makes its loopback ones${filters ? '; this uid\'s daemon also locks a socket filter on each' : ''}. TCP Fast Open sends get EOPNOTSUPP and io_uring ENOSYS inside.`
+      : filters
+        ? 'Sockets a daemon of this uid hands to isolated apps are confined (a locked socket filter: they cannot be re-aimed).'
+        : 'Sockets a daemon of this uid hands to isolated apps are NOT confined (no Landlock TCP rules, and the kernel refuses socket filters to it): a raw connect(AF_UNSPEC) and connect() can re-aim one at any host address. Run the daemon as root for enforcement.',
   );
   verdicts.push(get('sock_diag')?.ok ? 'Services live as long as their kernel sockets (sock_diag).' : 'Without sock_diag a service ends with the process that bound it.');
-  verdicts.push(`seccomp user notification is ${get('seccomp')?.ok ? 'supported here' : 'not supported here'}; ax does not use it yet (static and Go programs stay unmediated).`);
+  verdicts.push(`seccomp user notification is ${get('seccomp')?.ok ? 'supported here' : 'not supported here'}; ax uses it under --isolate for connect(2) (ax-confine), not to mediate static and Go programs (they stay unmediated).`);
   return { kernel: rel, uid, checks, verdicts };
 }
 

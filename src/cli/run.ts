@@ -134,7 +134,16 @@ export function hookLibrary(): string {
 
 /** ax-dnsrelay (native/dnsrelay.c), beside the hook library (dist/ or native/build/); null if missing. */
 export function dnsRelayProgram(hookLib: string): string | null {
-  const f = join(hookLib, '..', 'ax-dnsrelay');
+  return besideHook(hookLib, 'ax-dnsrelay');
+}
+
+/** ax-confine (native/confine.c), beside the hook library; null if missing. */
+export function confineProgram(hookLib: string): string | null {
+  return besideHook(hookLib, 'ax-confine');
+}
+
+function besideHook(hookLib: string, name: string): string | null {
+  const f = join(hookLib, '..', name);
   try {
     accessSync(f, fsConstants.X_OK);
     return f;
@@ -319,7 +328,8 @@ export function isolatedResolvConf(host: string): string {
  *   $1 hook socket, $2 resolv.conf to bind over /etc/resolv.conf (or ""; ax run's private
  *   temporary file in a directory of its own: both are removed once it is bound),
  *   $3 the ax-dnsrelay program (or ""), $4 the capabilities CMD keeps (setpriv's
- *   ",+cap,+cap" form; "" = none; see IsolatePlan.root), then "D:dir" (a tmpfs over it)
+ *   ",+cap,+cap" form; "" = none; see IsolatePlan.root), $5 the ax-confine program (or
+ *   ""), $6 its flags ("--warn" or ""), then "D:dir" (a tmpfs over it)
  *   and "F:file" (/dev/null over it) arguments, "--", CMD...
  * It brings loopback up; bind-mounts the resolv.conf; hides the daemon's state and API
  * socket; keeps the hook socket and the DNS relay socket (hook + ".dns") reachable
@@ -327,13 +337,14 @@ export function isolatedResolvConf(host: string): string {
  * and its identity map read-only; starts ax-dnsrelay on ISOLATE_NAMESERVER:53 (it binds,
  * drops every capability and forks: names work before CMD starts); then runs CMD with
  * every capability but $4's dropped (inheritable, ambient, bounding) and LD_PRELOAD from
- * AX_ISOLATE_PRELOAD, as its child. It forwards the signals ax run forwards (pid 1 gets
+ * AX_ISOLATE_PRELOAD, as its child, through ax-confine when given (it restricts TCP connect
+ * with Landlock and supervises connect(2) before it execs setpriv: native/confine.c). It forwards the signals ax run forwards (pid 1 gets
  * only signals it has handlers for) and exits with CMD's status. When it exits, the
  * kernel ends everything left in the pid namespace (the relay too).
  * Needs: ip (iproute2), mount and setpriv (util-linux).
  */
 export const ISOLATE_INIT = `set -eu
-hook=$1 resolv=$2 relay=$3 keep=$4; shift 4
+hook=$1 resolv=$2 relay=$3 keep=$4 confine=$5 confine_flags=$6; shift 6
 ip link set lo up
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then mount -c --bind "$resolv" /etc/resolv.conf; fi
 if [ -n "$resolv" ]; then rm -f "$resolv"; rmdir "\${resolv%/*}" 2>/dev/null || :; fi
@@ -365,7 +376,9 @@ export LD_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
 unset AX_ISOLATE_PRELOAD
 [ -n "$LD_PRELOAD" ] || unset LD_PRELOAD
 exec 3<&0
-setpriv --inh-caps=-all --ambient-caps=-all --bounding-set="-all$keep" -- "$@" <&3 3<&- &
+set -- setpriv --inh-caps=-all --ambient-caps=-all --bounding-set="-all$keep" -- "$@"
+if [ -n "$confine" ]; then set -- "$confine" $confine_flags -- "$@"; fi
+"$@" <&3 3<&- &
 child=$!
 exec 3<&-
 for s in HUP INT QUIT TERM USR1 USR2 WINCH TTIN TTOU CONT ALRM; do trap "kill -$s $child 2>/dev/null || :" $s; done
@@ -392,6 +405,13 @@ export interface IsolatePlan {
   resolvConf: string;
   /** the ax-dnsrelay program ("" = no relay: no nameserver answers inside) */
   relay: string;
+  /**
+   * the ax-confine program ("" = none: handed-in sockets are then confined only by the
+   * daemon's socket filters, where it may attach them); see native/confine.c
+   */
+  confine?: string;
+  /** ax-confine warns when this kernel cannot confine (the caller's daemon may be unable to too) */
+  confineWarn?: boolean;
   /** directories covered by an empty tmpfs (the daemon's state directory) */
   hideDirs: string[];
   /** files covered by /dev/null (the API socket, the daemon's log) */
@@ -426,6 +446,7 @@ export function isolateArgs(plan: IsolatePlan): string[] {
     ...user, '--net', '--mount', '--propagation', 'private',
     '--pid', '--fork', '--mount-proc', '--kill-child=SIGKILL',
     '--', 'sh', '-c', ISOLATE_INIT, 'ax-isolate', plan.hookSocket, plan.resolvConf, plan.relay, keep,
+    plan.confine ?? '', plan.confineWarn ? '--warn' : '',
     ...outer.map((d) => `D:${d}`), ...files.map((f) => `F:${f}`), '--', ...plan.command,
   ];
 }
@@ -535,6 +556,9 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     writeFileSync(resolvConf, isolatedResolvConf(hostResolv), { mode: 0o644 });
     const relay = dnsRelayProgram(lib);
     if (!relay) process.stderr.write(`ax run: warning: ax-dnsrelay not found beside ${lib}: programs with their own resolver get no answers inside (build it with: npm run build)\n`);
+    const confine = confineProgram(lib);
+    const root = process.getuid?.() === 0;
+    if (!confine) process.stderr.write(`ax run: warning: ax-confine not found beside ${lib}: sockets ax hands in are confined only where the daemon can attach socket filters (build it with: npm run build)\n`);
     env.AX_ISOLATE_PRELOAD = env.LD_PRELOAD;
     if (userPreload) env.LD_PRELOAD = userPreload;
     else delete env.LD_PRELOAD;
@@ -546,7 +570,9 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
       hideDirs: st.state_dir ? [st.state_dir] : [],
       hideFiles: [resolve(spec.socket), st.api_socket ?? '', st.log_file ?? ''],
       command: spec.command,
-      root: process.getuid?.() === 0,
+      root,
+      confine: confine ?? '',
+      confineWarn: !root,
     });
     [file, args] = [setpriv ?? unshare, setpriv ? ['--pdeathsig', 'KILL', '--', unshare, ...inner] : inner];
   }

@@ -28,7 +28,7 @@ import { BindFlag, CACHE_MAX, ConnectFlag, HelloFlag, Lookup, Op, ProtocolError,
 import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, Proto, ServiceTable, Sock } from '../table/table';
-import { AppTrust, confineSocket, pidAlive, type Verdict } from './trust';
+import { AppTrust, confineSocket, pidAlive, seccompFilters, type Verdict } from './trust';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -44,7 +44,8 @@ const ECONNREFUSED = 111;
 const EAFNOSUPPORT = 97;
 const ENOBUFS = 105;
 /** Logged (rate-limited) when the kernel refuses socket filters to this daemon (see confineSocket). */
-const UNCONFINED = 'the kernel refuses socket filters to this daemon (EPERM): sockets handed to isolated apps are not confined, a raw connect(AF_UNSPEC) can re-aim them (see ax doctor)';
+const UNCONFINED =
+  'the kernel refuses socket filters to this daemon (EPERM) and an isolated app runs without ax-confine (Landlock, native/confine.c): the sockets handed to it are not confined, a raw connect(AF_UNSPEC) can re-aim them (see ax doctor)';
 
 /**
  * The errno an app's bind() or connect() gets when the daemon's own socket call
@@ -237,8 +238,10 @@ export class HookDispatcher implements Dispatcher {
     const foreign = !this.sameNetns(s.pid);
     const direct = (m.arg & HelloFlag.DIRECT) !== 0 && this.handoffMode === 'auto' && !foreign;
     s.data.direct = direct;
-    // Outside our network namespace (ax run --isolate): sockets handed in are confined.
+    // Outside our network namespace (ax run --isolate): sockets handed in are confined, by
+    // our socket filters and, where ax-confine runs the app, by Landlock (kernel-reported).
     s.data.foreign = foreign;
+    s.data.supervised = foreign && seccompFilters(s.pid) > seccompFilters('self');
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
     this.d.log.debug(`hook session ${s.id}: uid ${s.uid} admitted through ${verdict.via}`);
     const src = this.sourceOf(app);
@@ -414,7 +417,7 @@ export class HookDispatcher implements Dispatcher {
     if (s.data.foreign === true) {
       // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
       try {
-        if (!confineSocket(fd, null)) this.warn(UNCONFINED);
+        if (!confineSocket(fd, null) && s.data.supervised !== true) this.warn(UNCONFINED);
       } catch (e) {
         libc.close(fd);
         if (!ph) this.d.pool.release(hostPort);
@@ -712,7 +715,7 @@ export class HookDispatcher implements Dispatcher {
     this.handoffs++;
     try {
       // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
-      if (s.data.foreign === true && !confineSocket(fd, target)) this.warn(UNCONFINED);
+      if (s.data.foreign === true && !confineSocket(fd, target) && s.data.supervised !== true) this.warn(UNCONFINED);
     } catch (e) {
       libc.close(fd);
       this.warn(`connect for app ${app.id}: ${(e as Error).message}`);

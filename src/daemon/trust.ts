@@ -304,3 +304,19 @@ export function canConfine(): boolean {
     c_close(fd);
   }
 }
+
+/**
+ * How many seccomp filters the kernel reports for a process (`Seccomp_filters:` in
+ * /proc/PID/status, Linux 5.9+); 0 when none, unknown or the process is gone. An isolated
+ * app started through ax-confine (native/confine.c: Landlock + a seccomp user-notification
+ * filter) has one more than the daemon: its handed-in sockets are confined there even
+ * when this daemon may not attach socket filters.
+ */
+export function seccompFilters(pid: number | 'self'): number {
+  try {
+    const m = /^Seccomp_filters:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}

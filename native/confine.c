@@ -1,0 +1,481 @@
+/*
+ * ax-confine: keeps the host sockets ax hands to an isolated app (ax run --isolate) aimed
+ * where the daemon aimed them, without privilege. libc only.
+ *
+ *   ax-confine [--warn] -- CMD [ARGS...]    run CMD confined (ISOLATE_INIT does, inside the namespaces)
+ *   ax-confine --probe                      print what this kernel supports (ax doctor)
+ *
+ * Why. A TCP socket can be disconnected by its holder (connect(AF_UNSPEC), shutdown(SHUT_RD)
+ * of a listener, a reset from the peer) and connected again anywhere its network namespace
+ * reaches: for a socket the daemon made in the host network and handed in, the host's. A
+ * root daemon locks a socket filter on each (src/daemon/trust.ts); kernels built with
+ * CONFIG_BPF_UNPRIV_DEFAULT_OFF refuse that to unprivileged users, so a rootless daemon cannot.
+ *
+ * How (two kernel mechanisms, both unprivileged; the design is ours):
+ *   1. Landlock (kernel >= 6.7, ABI 4: LANDLOCK_ACCESS_NET_CONNECT_TCP handled, no port
+ *      allowed; Documentation/userspace-api/landlock.rst). CMD and everything it starts can
+ *      no longer connect() any TCP socket, host or namespace, whatever its file descriptor
+ *      or address: the kernel says EACCES. Disconnecting (AF_UNSPEC) stays allowed. This is
+ *      the guarantee: it has no check-then-act window.
+ *   2. A seccomp user-notification filter (seccomp_unotify(2)) on connect(2), so that what
+ *      must work still works: a supervisor process (forked before the filter, outside it)
+ *      takes each connect, duplicates the target's descriptor (pidfd_getfd(2): the same
+ *      kernel socket) and
+ *        - a TCP socket of the app's own (loopback-only) namespace: performs the connect
+ *          itself, with the address it copied once, on its duplicate, and returns the
+ *          kernel's answer (blocking sockets: in a thread, so one slow connect stalls no
+ *          other). Loopback TCP inside the namespace works as it does natively.
+ *        - a TCP socket of another namespace (handed in): never connects it. It answers as
+ *          the kernel answers for the socket's state (EISCONN established or listening,
+ *          EALREADY connecting, a pending error), and EACCES where the kernel would start
+ *          a new connection. connect(AF_UNSPEC) goes on (a disconnected socket stays
+ *          unconnectable).
+ *        - anything else (unix, UDP, netlink): SECCOMP_USER_NOTIF_FLAG_CONTINUE. The check
+ *          and the kernel's action are not atomic (another thread can swap the descriptor
+ *          in between: the caution in seccomp_unotify(2)), which is why (1) exists: a
+ *          swapped-in host TCP socket still meets Landlock.
+ *      The filter also refuses TCP Fast Open sends (sendto/sendmsg/sendmmsg with
+ *      MSG_FASTOPEN connect without connect(2): EOPNOTSUPP, what a kernel with client TFO
+ *      off answers), io_uring_setup (its connect and send run without seccomp: ENOSYS, the
+ *      answer of a kernel without io_uring; programs fall back) and foreign system-call
+ *      ABIs (i386 socketcall/connect/send*, x32: ENOSYS).
+ * The supervisor keeps only CAP_SYS_PTRACE (pidfd_getfd and process_vm_readv on processes
+ * that changed uid or made themselves non-dumpable) and makes itself non-dumpable (the app,
+ * same uid, cannot ptrace it). If it dies, filtered connects fail (ENOSYS): closed, not open.
+ *
+ * Exit: CMD's exec replaces this process (its pid, status and signals are CMD's); 126 if
+ * the filter cannot be installed on a kernel that has the mechanisms, 127 if CMD is not found.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+#ifndef IPPROTO_MPTCP
+#define IPPROTO_MPTCP 262
+#endif
+#ifndef MSG_FASTOPEN
+#define MSG_FASTOPEN 0x20000000
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_getfd
+#define SYS_pidfd_getfd 438
+#endif
+#ifndef SYS_landlock_create_ruleset
+#define SYS_landlock_create_ruleset 444
+#define SYS_landlock_restrict_self 446
+#endif
+#ifndef SYS_io_uring_setup
+#define SYS_io_uring_setup 425
+#endif
+#define LL_CREATE_RULESET_VERSION 1u
+#define LL_ACCESS_NET_CONNECT_TCP (1ull << 1)
+/** struct landlock_ruleset_attr as of ABI 4 (older headers lack handled_access_net). */
+struct ll_ruleset_attr {
+  uint64_t handled_access_fs;
+  uint64_t handled_access_net;
+};
+
+#if defined(__x86_64__)
+#define AX_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define AX_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#else
+#error "ax-confine: add this architecture's AUDIT_ARCH"
+#endif
+
+/* TCP states (include/net/tcp_states.h). */
+enum { ST_ESTABLISHED = 1, ST_SYN_SENT = 2, ST_SYN_RECV = 3, ST_CLOSE = 7 };
+
+static int landlock_abi(void) {
+  long v = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
+  return v < 0 ? 0 : (int)v;
+}
+
+static int have_user_notif(void) {
+  struct seccomp_notif_sizes sz;
+  return syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sz) == 0;
+}
+
+/* ---- the filter ---- */
+
+#define LD_NR BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr))
+#define RET(v) BPF_STMT(BPF_RET | BPF_K, (v))
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i)) /* little endian: low word first */
+
+/** Installs the filter; returns the listener fd or -1 (errno). */
+static int install_filter(void) {
+  struct sock_filter f[] = {
+      /* 0 */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      /* 1 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AX_AUDIT_ARCH, 1, 0),
+      /* 2 */ BPF_JUMP(BPF_JMP | BPF_JA, 16, 0, 0), /* -> 19 foreign ABI */
+      /* 3 */ LD_NR,
+      /* 4 */ BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 12, 0), /* x32 -> 17 ENOSYS */
+      /* 5 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_connect, 12, 0), /* -> 18 notify */
+      /* 6 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_io_uring_setup, 10, 0), /* -> 17 */
+      /* 7 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sendto, 3, 0), /* -> 11 */
+      /* 8 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sendmsg, 4, 0), /* -> 13 */
+      /* 9 */ BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sendmmsg, 1, 0), /* -> 11 */
+      /* 10 */ RET(SECCOMP_RET_ALLOW),
+      /* 11 sendto/sendmmsg: flags are args[3] */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(3)),
+      /* 12 */ BPF_JUMP(BPF_JMP | BPF_JA, 1, 0, 0), /* -> 14 */
+      /* 13 sendmsg: flags are args[2] */ BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(2)),
+      /* 14 */ BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, MSG_FASTOPEN, 1, 0), /* -> 16 */
+      /* 15 */ RET(SECCOMP_RET_ALLOW),
+      /* 16 */ RET(SECCOMP_RET_ERRNO | EOPNOTSUPP),
+      /* 17 */ RET(SECCOMP_RET_ERRNO | ENOSYS),
+      /* 18 */ RET(SECCOMP_RET_USER_NOTIF),
+#if defined(__x86_64__)
+      /* 19 foreign ABI on x86_64: i386 (socketcall 102, sendmmsg 345, connect 362, sendto 369,
+         sendmsg 370, io_uring_setup 425); anything else of it passes */
+      LD_NR,
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 102, 6, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 345, 5, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 362, 4, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 369, 3, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 370, 2, 0),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 425, 1, 0),
+      RET(SECCOMP_RET_ALLOW),
+      RET(SECCOMP_RET_ERRNO | ENOSYS),
+#else
+      /* 19 a foreign ABI elsewhere: nothing of it */
+      RET(SECCOMP_RET_ERRNO | ENOSYS),
+#endif
+  };
+  struct sock_fprog prog = {(unsigned short)(sizeof f / sizeof f[0]), f};
+  return (int)syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER, &prog);
+}
+
+/** Landlock: no TCP connect for this process and its descendants. 0 or -1 (errno). */
+static int restrict_tcp_connect(void) {
+  struct ll_ruleset_attr attr = {0, LL_ACCESS_NET_CONNECT_TCP};
+  int rs = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof attr, 0);
+  if (rs < 0) return -1;
+  int r = (int)syscall(SYS_landlock_restrict_self, rs, 0);
+  int e = errno;
+  close(rs);
+  errno = e;
+  return r;
+}
+
+/* ---- the supervisor ---- */
+
+static int g_listener = -1;
+static uint64_t g_own_netns;
+static size_t g_notif_size, g_resp_size;
+
+static void reply(uint64_t id, int64_t val, int err, int cont) {
+  struct seccomp_notif_resp *r = calloc(1, g_resp_size);
+  if (!r) return;
+  r->id = id;
+  r->val = val;
+  r->error = err ? -err : 0;
+  r->flags = cont ? SECCOMP_USER_NOTIF_FLAG_CONTINUE : 0;
+  /* ENOENT: the target was interrupted (a signal) or is gone; nothing to answer. */
+  (void)ioctl(g_listener, SECCOMP_IOCTL_NOTIF_SEND, r);
+  free(r);
+}
+
+static uint64_t netns_cookie(int fd) {
+  uint64_t c = 0;
+  socklen_t l = sizeof c;
+  if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &c, &l) != 0) return 0;
+  return c;
+}
+
+struct pending {
+  uint64_t id;
+  int fd;
+  socklen_t len;
+  struct sockaddr_storage addr;
+};
+
+static void *connect_thread(void *arg) {
+  struct pending *p = arg;
+  int r = connect(p->fd, (struct sockaddr *)&p->addr, p->len);
+  reply(p->id, 0, r == 0 ? 0 : errno, 0);
+  close(p->fd);
+  free(p);
+  return NULL;
+}
+
+/** What the kernel answers a connect on a handed-in TCP socket in its state, short of connecting it. */
+static int host_socket_answer(int fd) {
+  struct tcp_info ti;
+  socklen_t l = sizeof ti;
+  memset(&ti, 0, sizeof ti);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &l) != 0) return EACCES;
+  if (ti.tcpi_state == ST_SYN_SENT || ti.tcpi_state == ST_SYN_RECV) return EALREADY;
+  if (ti.tcpi_state != ST_CLOSE) return EISCONN;
+  /* Closed (reset, or disconnected by its holder): the kernel would start a new connection
+     (or, for a socket reset while connected, say EISCONN; user space cannot tell the two
+     apart). Landlock's answer; a pending error stays for the next read. */
+  return EACCES;
+}
+
+static void handle(struct seccomp_notif *n) {
+  if (n->data.nr != SYS_connect) { /* the filter notifies nothing else */
+    reply(n->id, 0, ENOSYS, 0);
+    return;
+  }
+  int pidfd = (int)syscall(SYS_pidfd_open, n->pid, 0);
+  if (pidfd < 0) {
+    reply(n->id, 0, 0, 1);
+    return;
+  }
+  int fd = (int)syscall(SYS_pidfd_getfd, pidfd, (int)n->data.args[0], 0);
+  int gerr = errno;
+  close(pidfd);
+  if (fd < 0) {
+    /* EBADF: the kernel's own answer. Otherwise (not allowed to look): let the kernel act;
+       Landlock still refuses any TCP connect. */
+    if (gerr == EBADF) reply(n->id, 0, EBADF, 0);
+    else reply(n->id, 0, 0, 1);
+    return;
+  }
+  /* The pid could have been reused between the notification and pidfd_open. */
+  if (ioctl(g_listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &n->id) != 0) {
+    close(fd);
+    return;
+  }
+  int dom = 0, type = 0, proto = 0;
+  socklen_t l = sizeof dom;
+  int is_tcp = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 && (dom == AF_INET || dom == AF_INET6) &&
+               (l = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0) && type == SOCK_STREAM &&
+               (l = sizeof proto, getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) == 0) &&
+               (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP);
+  if (!is_tcp) {
+    close(fd);
+    reply(n->id, 0, 0, 1);
+    return;
+  }
+  struct pending *p = calloc(1, sizeof *p);
+  if (!p) {
+    close(fd);
+    reply(n->id, 0, ENOMEM, 0);
+    return;
+  }
+  p->id = n->id;
+  p->fd = fd;
+  uint64_t len = n->data.args[2];
+  if ((int64_t)len < 0 || len > sizeof p->addr) {
+    reply(n->id, 0, EINVAL, 0); /* move_addr_to_kernel's answer */
+    goto done;
+  }
+  p->len = (socklen_t)len;
+  if (len > 0) {
+    struct iovec local = {&p->addr, len}, remote = {(void *)(uintptr_t)n->data.args[1], len};
+    if (process_vm_readv((pid_t)n->pid, &local, 1, &remote, 1, 0) != (ssize_t)len) {
+      /* EFAULT: the kernel's answer for a bad address. Not allowed to read: the kernel
+         acts (and Landlock refuses the TCP connect). */
+      if (errno == EFAULT) reply(n->id, 0, EFAULT, 0);
+      else reply(n->id, 0, 0, 1);
+      goto done;
+    }
+  }
+  if (netns_cookie(fd) != g_own_netns) {
+    /* Handed in from the host: never connected here. */
+    if (len >= sizeof(sa_family_t) && p->addr.ss_family == AF_UNSPEC) reply(n->id, 0, 0, 1);
+    else reply(n->id, 0, host_socket_answer(fd), 0);
+    goto done;
+  }
+  /* The namespace's own TCP socket: connect it here, with our copy of the address. */
+  int fl = fcntl(fd, F_GETFL);
+  if (fl >= 0 && (fl & O_NONBLOCK)) {
+    int r = connect(fd, (struct sockaddr *)&p->addr, p->len);
+    reply(n->id, 0, r == 0 ? 0 : errno, 0);
+    goto done;
+  }
+  pthread_t t;
+  pthread_attr_t a;
+  pthread_attr_init(&a);
+  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&a, 64 * 1024);
+  int te = pthread_create(&t, &a, connect_thread, p);
+  pthread_attr_destroy(&a);
+  if (te == 0) return; /* the thread replies, closes and frees */
+  reply(n->id, 0, EAGAIN, 0);
+done:
+  close(fd);
+  free(p);
+}
+
+/** Keeps CAP_SYS_PTRACE only (raw capset: libc only, no libcap). */
+static void keep_only_ptrace(void) {
+  struct {
+    uint32_t version;
+    int pid;
+  } h = {0x20080522 /* _LINUX_CAPABILITY_VERSION_3 */, 0};
+  struct {
+    uint32_t effective, permitted, inheritable;
+  } d[2] = {{1u << 19, 1u << 19, 0}, {0, 0, 0}}; /* CAP_SYS_PTRACE = 19 */
+  uint32_t have[6] = {0};
+  if (syscall(SYS_capget, &h, have) == 0 && !(have[1] & (1u << 19))) d[0].effective = d[0].permitted = 0;
+  prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  (void)syscall(SYS_capset, &h, d);
+}
+
+static void supervise(int sp) {
+  /* Receive the listener from the process that is becoming CMD. */
+  char b;
+  struct iovec iov = {&b, 1};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } c;
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
+  ssize_t got = recvmsg(sp, &m, MSG_CMSG_CLOEXEC);
+  struct cmsghdr *ch = got > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+  if (!ch || ch->cmsg_type != SCM_RIGHTS) _exit(0);
+  memcpy(&g_listener, CMSG_DATA(ch), sizeof(int));
+  close(sp);
+
+  keep_only_ptrace();
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  g_own_netns = s >= 0 ? netns_cookie(s) : 0;
+  if (s >= 0) close(s);
+
+  struct seccomp_notif_sizes sz;
+  if (syscall(SYS_seccomp, SECCOMP_GET_NOTIF_SIZES, 0, &sz) != 0) _exit(1);
+  g_notif_size = sz.seccomp_notif > sizeof(struct seccomp_notif) ? sz.seccomp_notif : sizeof(struct seccomp_notif);
+  g_resp_size = sz.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) ? sz.seccomp_notif_resp : sizeof(struct seccomp_notif_resp);
+  struct seccomp_notif *n = malloc(g_notif_size);
+  if (!n) _exit(1);
+  for (;;) {
+    struct pollfd pf = {g_listener, POLLIN, 0};
+    if (poll(&pf, 1, -1) < 0) {
+      if (errno == EINTR) continue;
+      _exit(1);
+    }
+    if (pf.revents & (POLLHUP | POLLERR | POLLNVAL)) _exit(0); /* no process uses the filter any more */
+    memset(n, 0, g_notif_size);
+    if (ioctl(g_listener, SECCOMP_IOCTL_NOTIF_RECV, n) != 0) {
+      if (errno == EINTR || errno == ENOENT) continue; /* the target went away meanwhile */
+      _exit(1);
+    }
+    handle(n);
+  }
+}
+
+static int probe(void) {
+  int abi = landlock_abi();
+  int un = have_user_notif();
+  printf("landlock_abi %d\nuser_notif %s\nconfine %s\n", abi, un ? "yes" : "no", abi >= 4 && un ? "yes" : "no");
+  return 0;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: ax-confine [--warn] -- CMD [ARGS...]\n       ax-confine --probe\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  int i = 1, warn = 0;
+  if (argc == 2 && !strcmp(argv[1], "--probe")) return probe();
+  for (; i < argc && strcmp(argv[i], "--"); i++) {
+    if (!strcmp(argv[i], "--warn")) warn = 1;
+    else usage();
+  }
+  if (i >= argc - 1) usage();
+  char **cmd = argv + i + 1;
+
+  if (landlock_abi() < 4 || !have_user_notif()) {
+    if (warn)
+      fprintf(stderr, "ax run: warning: this kernel lacks Landlock TCP rules (ABI %d, needs 4: Linux 6.7) or seccomp user notification: "
+                      "sockets ax hands in are confined only if the daemon can attach socket filters (see ax doctor)\n",
+              landlock_abi());
+    execvp(cmd[0], cmd);
+    fprintf(stderr, "ax-confine: %s: %s\n", cmd[0], strerror(errno));
+    return 127;
+  }
+
+  int sp[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) {
+    perror("ax-confine: socketpair");
+    return 126;
+  }
+  /* The supervisor is a grandchild (its parent exits at once): CMD, which this process
+     becomes, gets no unexpected child; the namespace's init adopts it. */
+  pid_t s = fork();
+  if (s < 0) {
+    perror("ax-confine: fork");
+    return 126;
+  }
+  if (s == 0) {
+    close(sp[0]);
+    if (fork() != 0) _exit(0);
+    signal(SIGINT, SIG_IGN); /* a terminal's ^C is for the app; the supervisor ends with it */
+    signal(SIGQUIT, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+    if (nul >= 0) {
+      dup2(nul, 0);
+      dup2(nul, 1);
+      close(nul);
+    }
+    supervise(sp[1]);
+    _exit(0);
+  }
+  close(sp[1]);
+  while (waitpid(s, NULL, 0) < 0 && errno == EINTR) {
+  }
+
+  if (restrict_tcp_connect() != 0) {
+    fprintf(stderr, "ax-confine: landlock: %s\n", strerror(errno));
+    return 126;
+  }
+  int lis = install_filter();
+  if (lis < 0) {
+    fprintf(stderr, "ax-confine: seccomp: %s\n", strerror(errno));
+    return 126;
+  }
+  char b = 'L';
+  struct iovec iov = {&b, 1};
+  union {
+    struct cmsghdr h;
+    char buf[CMSG_SPACE(sizeof(int))];
+  } c;
+  memset(&c, 0, sizeof c);
+  struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = c.buf, .msg_controllen = sizeof c.buf};
+  struct cmsghdr *ch = CMSG_FIRSTHDR(&m);
+  ch->cmsg_level = SOL_SOCKET;
+  ch->cmsg_type = SCM_RIGHTS;
+  ch->cmsg_len = CMSG_LEN(sizeof(int));
+  memcpy(CMSG_DATA(ch), &lis, sizeof(int));
+  if (sendmsg(sp[0], &m, 0) != 1) {
+    fprintf(stderr, "ax-confine: handing the listener to the supervisor: %s\n", strerror(errno));
+    return 126;
+  }
+  close(lis);
+  close(sp[0]);
+  execvp(cmd[0], cmd);
+  fprintf(stderr, "ax-confine: %s: %s\n", cmd[0], strerror(errno));
+  return 127;
+}
