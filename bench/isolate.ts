@@ -9,6 +9,9 @@
 //                  proxy         client -> socat TCP-LISTEN,fork -> server
 //   redis        redis-benchmark -q -t set,get (requests/s): native vs both isolated
 //   connect      connect()+close() loop (bench-connect): connections/s and p50, native vs isolated
+//                (isolated: to a service, each connect a socket the daemon makes and hands in),
+//                and client and server inside one isolated app over its own 127.0.0.1 (each
+//                connect made by ax-confine's supervisor: the cost of confinement)
 // Variants alternate, AX_BENCH_REPEATS times each (default 3); the table shows medians and
 // ratios to native.
 //
@@ -38,6 +41,9 @@ export function parseSoak(text: string): number {
   if (!m) throw new Error(`--soak "${text}": expected a duration like 30s, 10m or 2h`);
   return Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 3_600_000);
 }
+
+/** Accepts and closes forever on 127.0.0.1:7002 (the loopback row's server). */
+const LOOPBACK_SERVER = "import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', 7002)); s.listen(4096)\nwhile True: s.accept()[0].close()";
 
 let sock = '';
 const axRun = (args: string[], cmd: string[]) => [AX, 'run', '--socket', sock, '--no-start', ...args, '--', ...cmd];
@@ -126,6 +132,11 @@ async function main(): Promise<void> {
     add('connect/s isolated', ci.cps);
     add('connect p50 µs native', cn.p50);
     add('connect p50 µs isolated', ci.p50);
+    // (a listener on the namespace's own 127.0.0.1: one on the wildcard would be bound by the daemon on the host)
+    const inside = `python3 -c "${LOOPBACK_SERVER}" & i=0; until ${CONNECT} client 127.0.0.1 7002 1 >/dev/null 2>&1 || [ $i -gt 50 ]; do i=$((i+1)); sleep 0.1; done; ${CONNECT} client 127.0.0.1 7002 ${CONNECTS}; kill $!`;
+    const li = connectStats(iso(['sh', '-c', inside]));
+    add('loopback connect/s inside', li.cps);
+    add('loopback p50 µs inside', li.p50);
   }
   const after = daemonUsage(daemonPid);
   const med = (k: string) => median(rows[k] ?? []);
@@ -146,6 +157,8 @@ async function main(): Promise<void> {
   console.log(line('connect/s isolated', 'conn/s', 'connect/s native'));
   console.log(line('connect p50 µs native', 'µs'));
   console.log(line('connect p50 µs isolated', 'µs', 'connect p50 µs native'));
+  console.log(line('loopback connect/s inside', 'conn/s', 'connect/s native'));
+  console.log(line('loopback p50 µs inside', 'µs', 'connect p50 µs native'));
   console.log(`\ndaemon: threads ${before.threads} -> ${after.threads}, fds ${before.fds} -> ${after.fds}, rss ${before.rssMiB.toFixed(0)} -> ${after.rssMiB.toFixed(0)} MiB`);
 }
 

@@ -212,15 +212,68 @@ struct pending {
   int fd;
   socklen_t len;
   struct sockaddr_storage addr;
+  struct pending *next;
 };
 
-static void *connect_thread(void *arg) {
-  struct pending *p = arg;
-  int r = connect(p->fd, (struct sockaddr *)&p->addr, p->len);
-  reply(p->id, 0, r == 0 ? 0 : errno, 0);
-  close(p->fd);
-  free(p);
+/* Blocking connects run on worker threads (one slow connect must not stall the others),
+   kept between connects: a queue, idle workers waiting on it, a new one when none is idle. */
+#define MAX_WORKERS 256
+static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
+static struct pending *q_head, *q_tail;
+static int q_idle, q_workers;
+
+static void *worker(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&q_mu);
+  for (;;) {
+    while (!q_head) {
+      q_idle++;
+      pthread_cond_wait(&q_cv, &q_mu);
+      q_idle--;
+    }
+    struct pending *p = q_head;
+    q_head = p->next;
+    if (!q_head) q_tail = NULL;
+    pthread_mutex_unlock(&q_mu);
+    int r = connect(p->fd, (struct sockaddr *)&p->addr, p->len);
+    reply(p->id, 0, r == 0 ? 0 : errno, 0);
+    close(p->fd);
+    free(p);
+    pthread_mutex_lock(&q_mu);
+  }
   return NULL;
+}
+
+/** Queues a blocking connect; false if no worker could take it. */
+static int enqueue(struct pending *p) {
+  pthread_mutex_lock(&q_mu);
+  int need = q_idle == 0;
+  if (need && q_workers >= MAX_WORKERS) {
+    pthread_mutex_unlock(&q_mu);
+    return 0;
+  }
+  if (need) {
+    pthread_t t;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 64 * 1024);
+    int te = pthread_create(&t, &a, worker, NULL);
+    pthread_attr_destroy(&a);
+    if (te != 0) {
+      pthread_mutex_unlock(&q_mu);
+      return 0;
+    }
+    q_workers++;
+  }
+  p->next = NULL;
+  if (q_tail) q_tail->next = p;
+  else q_head = p;
+  q_tail = p;
+  pthread_cond_signal(&q_cv);
+  pthread_mutex_unlock(&q_mu);
+  return 1;
 }
 
 /** What the kernel answers a connect on a handed-in TCP socket in its state, short of connecting it. */
@@ -310,14 +363,7 @@ static void handle(struct seccomp_notif *n) {
     reply(n->id, 0, r == 0 ? 0 : errno, 0);
     goto done;
   }
-  pthread_t t;
-  pthread_attr_t a;
-  pthread_attr_init(&a);
-  pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-  pthread_attr_setstacksize(&a, 64 * 1024);
-  int te = pthread_create(&t, &a, connect_thread, p);
-  pthread_attr_destroy(&a);
-  if (te == 0) return; /* the thread replies, closes and frees */
+  if (enqueue(p)) return; /* a worker replies, closes and frees */
   reply(n->id, 0, EAGAIN, 0);
 done:
   close(fd);
@@ -367,6 +413,9 @@ static void supervise(int sp) {
   g_resp_size = sz.seccomp_notif_resp > sizeof(struct seccomp_notif_resp) ? sz.seccomp_notif_resp : sizeof(struct seccomp_notif_resp);
   struct seccomp_notif *n = malloc(g_notif_size);
   if (!n) _exit(1);
+  /* Linux 6.6+: the target and this supervisor wake each other on the waker's CPU (less
+     latency per connect); older kernels say EINVAL and wake as usual. */
+  (void)ioctl(g_listener, SECCOMP_IOW(4, uint64_t) /* SECCOMP_IOCTL_NOTIF_SET_FLAGS */, 1ull /* SECCOMP_USER_NOTIF_FD_SYNC_WAKE_UP */);
   for (;;) {
     struct pollfd pf = {g_listener, POLLIN, 0};
     if (poll(&pf, 1, -1) < 0) {
