@@ -276,6 +276,29 @@ static int enqueue(struct pending *p) {
   return 1;
 }
 
+/**
+ * A pidfd for the thread that made the call (`n->pid` is its thread id): PIDFD_THREAD
+ * (Linux 6.9) opens any thread; before that only a thread-group leader opens, so the
+ * leader is found through /proc/TID/status (Tgid). The descriptor table is the process's.
+ */
+static int thread_pidfd(pid_t tid) {
+  int fd = (int)syscall(SYS_pidfd_open, tid, 0x80 /* PIDFD_THREAD = O_EXCL */);
+  if (fd >= 0) return fd;
+  fd = (int)syscall(SYS_pidfd_open, tid, 0);
+  if (fd >= 0 || errno != EINVAL) return fd;
+  char path[64], buf[1024];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)tid);
+  int f = open(path, O_RDONLY | O_CLOEXEC);
+  if (f < 0) return -1;
+  ssize_t r = read(f, buf, sizeof buf - 1);
+  close(f);
+  if (r <= 0) return -1;
+  buf[r] = 0;
+  char *t = strstr(buf, "\nTgid:");
+  if (!t) return -1;
+  return (int)syscall(SYS_pidfd_open, (pid_t)atoi(t + 6), 0);
+}
+
 /** What the kernel answers a connect on a handed-in TCP socket in its state, short of connecting it. */
 static int host_socket_answer(int fd) {
   struct tcp_info ti;
@@ -295,7 +318,7 @@ static void handle(struct seccomp_notif *n) {
     reply(n->id, 0, ENOSYS, 0);
     return;
   }
-  int pidfd = (int)syscall(SYS_pidfd_open, n->pid, 0);
+  int pidfd = thread_pidfd((pid_t)n->pid);
   if (pidfd < 0) {
     reply(n->id, 0, 0, 1);
     return;

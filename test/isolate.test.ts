@@ -477,7 +477,8 @@ t.test('as nobody, with a rootless daemon it starts itself', async (t) => {
     t.match(ri.stdout, /^race never connected in \d+ tries/m, `isolated: never (${ri.stdout.trim()})`);
     t.match(doc.verdicts.join('\n'), /confined by ax-confine/);
     // Loopback TCP inside still works (the supervisor connects it), as natively: blocking,
-    // non-blocking, refused, connected twice; a unix socket connect goes on unchanged.
+    // non-blocking, refused, connected twice, from a thread (its own thread id in the
+    // notification); a unix socket connect goes on unchanged.
     const loop = join(work, 'loop.py');
     writeFileSync(loop, `
 import socket, errno
@@ -488,9 +489,13 @@ print('nonblocking', errno.errorcode.get(n.connect_ex(('127.0.0.1', port))))
 r = socket.socket(); print('closed port', errno.errorcode.get(r.connect_ex(('127.0.0.1', 1))))
 print('again', errno.errorcode.get(c.connect_ex(('127.0.0.1', port))))
 u = socket.socket(socket.AF_UNIX); print('unix', errno.errorcode.get(u.connect_ex('/nonexistent')))
+import threading
+out = []
+th = threading.Thread(target=lambda: out.append(socket.socket().connect_ex(('127.0.0.1', port)))); th.start(); th.join()
+print('from a thread', out[0])
 `, { mode: 0o644 });
     const [ln, li] = await Promise.all([ax(['run', '--', '/usr/bin/python3', loop]).result(), ax(['run', '--isolate', '--', '/usr/bin/python3', loop]).result()]);
-    t.equal(ln.stdout, "blocking b'x'\nnonblocking EINPROGRESS\nclosed port ECONNREFUSED\nagain EISCONN\nunix ENOENT\n", ln.stderr);
+    t.equal(ln.stdout, "blocking b'x'\nnonblocking EINPROGRESS\nclosed port ECONNREFUSED\nagain EISCONN\nunix ENOENT\nfrom a thread 0\n", ln.stderr);
     t.equal(li.stdout, ln.stdout, `isolated as nobody: loopback TCP inside behaves as natively (${li.stderr})`);
   } else if (/^filter ok$/m.test(filter.stdout)) {
     t.notMatch(reaim.stdout, /^connect ok$/m, 'nobody, isolated: the handed-in socket cannot be re-aimed');
