@@ -221,7 +221,7 @@ struct pending {
 static pthread_mutex_t q_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t q_cv = PTHREAD_COND_INITIALIZER;
 static struct pending *q_head, *q_tail;
-static int q_idle, q_workers;
+static int q_idle, q_len, q_workers; /* idle workers, queued connects, workers */
 
 static void *worker(void *arg) {
   (void)arg;
@@ -235,6 +235,7 @@ static void *worker(void *arg) {
     struct pending *p = q_head;
     q_head = p->next;
     if (!q_head) q_tail = NULL;
+    q_len--;
     pthread_mutex_unlock(&q_mu);
     int r = connect(p->fd, (struct sockaddr *)&p->addr, p->len);
     reply(p->id, 0, r == 0 ? 0 : errno, 0);
@@ -248,7 +249,8 @@ static void *worker(void *arg) {
 /** Queues a blocking connect; false if no worker could take it. */
 static int enqueue(struct pending *p) {
   pthread_mutex_lock(&q_mu);
-  int need = q_idle == 0;
+  /* an idle worker that was signalled may not have taken its connect yet: count those */
+  int need = q_idle <= q_len;
   if (need && q_workers >= MAX_WORKERS) {
     pthread_mutex_unlock(&q_mu);
     return 0;
@@ -271,6 +273,7 @@ static int enqueue(struct pending *p) {
   if (q_tail) q_tail->next = p;
   else q_head = p;
   q_tail = p;
+  q_len++;
   pthread_cond_signal(&q_cv);
   pthread_mutex_unlock(&q_mu);
   return 1;

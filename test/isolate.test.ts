@@ -493,9 +493,22 @@ import threading
 out = []
 th = threading.Thread(target=lambda: out.append(socket.socket().connect_ex(('127.0.0.1', port)))); th.start(); th.join()
 print('from a thread', out[0])
+# a blocking connect that waits (a full accept queue; SO_SNDTIMEO 2 s) holds up no other connect
+import struct, time
+full = socket.socket(); full.bind(('127.0.0.1', 0)); full.listen(0); fa = full.getsockname()
+fill = [socket.socket() for i in range(2)]
+for f in fill: f.setblocking(False); f.connect_ex(fa)
+time.sleep(0.1)
+res = []
+def slow():
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, struct.pack('ll', 2, 0))
+    res.append(errno.errorcode.get(s.connect_ex(fa)))
+th = threading.Thread(target=slow); th.start(); time.sleep(0.3)
+print('another connect', socket.socket().connect_ex(('127.0.0.1', port)), 'while the first waits', th.is_alive())
+th.join(); print('the first', res[0])
 `, { mode: 0o644 });
     const [ln, li] = await Promise.all([ax(['run', '--', '/usr/bin/python3', loop]).result(), ax(['run', '--isolate', '--', '/usr/bin/python3', loop]).result()]);
-    t.equal(ln.stdout, "blocking b'x'\nnonblocking EINPROGRESS\nclosed port ECONNREFUSED\nagain EISCONN\nunix ENOENT\nfrom a thread 0\n", ln.stderr);
+    t.equal(ln.stdout, "blocking b'x'\nnonblocking EINPROGRESS\nclosed port ECONNREFUSED\nagain EISCONN\nunix ENOENT\nfrom a thread 0\nanother connect 0 while the first waits True\nthe first EINPROGRESS\n", ln.stderr);
     t.equal(li.stdout, ln.stdout, `isolated as nobody: loopback TCP inside behaves as natively (${li.stderr})`);
   } else if (/^filter ok$/m.test(filter.stdout)) {
     t.notMatch(reaim.stdout, /^connect ok$/m, 'nobody, isolated: the handed-in socket cannot be re-aimed');
