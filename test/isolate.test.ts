@@ -72,6 +72,18 @@ static struct sockaddr_in in4(const char *ip, const char *port) {
   return a;
 }
 
+/* A socket ax handed in (libc connect to VIP:PORT goes through the hook), then disconnected
+   with a raw connect(AF_UNSPEC); -1 if the connect failed. */
+static int handed_in_disconnected(const char *vip, const char *port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in v = in4(vip, port);
+  if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return -1;
+  struct sockaddr un = {0};
+  un.sa_family = AF_UNSPEC;
+  report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+  return fd;
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, NULL, _IONBF, 0);
   if (argc >= 4 && !strcmp(argv[1], "tcp")) {
@@ -102,12 +114,8 @@ int main(int argc, char **argv) {
   }
   if (argc >= 6 && !strcmp(argv[1], "reaim")) {
     // A socket ax handed in (libc connect: the hook), disconnected (AF_UNSPEC) and aimed elsewhere.
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in v = in4(argv[2], argv[3]);
-    if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return 2;
-    struct sockaddr un = {0};
-    un.sa_family = AF_UNSPEC;
-    report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+    int fd = handed_in_disconnected(argv[2], argv[3]);
+    if (fd < 0) return 2;
     struct sockaddr_in a = in4(argv[4], argv[5]);
     struct timeval tv = {2, 0}; // a connect whose answer never comes gives up (EINPROGRESS)
     rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_SNDTIMEO_NEW_OR_OLD, (long)&tv, sizeof tv);
@@ -126,12 +134,8 @@ int main(int argc, char **argv) {
   }
   if (argc >= 6 && !strcmp(argv[1], "reaim-tfo")) {
     // As reaim, but the second connection by a TCP Fast Open send (no connect call).
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in v = in4(argv[2], argv[3]);
-    if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return 2;
-    struct sockaddr un = {0};
-    un.sa_family = AF_UNSPEC;
-    report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+    int fd = handed_in_disconnected(argv[2], argv[3]);
+    if (fd < 0) return 2;
     struct sockaddr_in a = in4(argv[4], argv[5]);
     return report("sendto-fastopen", rsys6(SYS_sendto, fd, (long)"GET", 3, MSG_FASTOPEN, (long)&a, sizeof a));
   }
@@ -139,12 +143,8 @@ int main(int argc, char **argv) {
     // The check-then-act window of a seccomp supervisor: one thread connects descriptor N at
     // the host while another keeps swapping N between a unix socket (which the supervisor
     // lets the kernel connect) and the disconnected handed-in socket. For 2 seconds.
-    int h = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in v = in4(argv[2], argv[3]);
-    if (report("hooked-connect", connect(h, (struct sockaddr *)&v, sizeof v))) return 2;
-    struct sockaddr un = {0};
-    un.sa_family = AF_UNSPEC;
-    report("disconnect", rsys(SYS_connect, h, (long)&un, sizeof un));
+    int h = handed_in_disconnected(argv[2], argv[3]);
+    if (h < 0) return 2;
     race_fds[1] = h;
     race_fds[2] = (int)rsys(SYS_socket, AF_UNIX, SOCK_STREAM, 0);
     race_fds[0] = dup(race_fds[2]);

@@ -115,6 +115,8 @@ export class HookDispatcher implements Dispatcher {
   directHandoffs = 0;
   readonly handoffMode: HandoffMode;
   private readonly selfNetns = netnsInode('self');
+  /** This daemon's own seccomp filters (an app under ax-confine has more: see seccompFilters). */
+  private readonly selfFilters = seccompFilters('self');
   private readonly refuseFd: number;
   private readonly refuseAddr: Addr;
   /** A closed UDP port: bound here and connected elsewhere, so the kernel answers any
@@ -241,7 +243,7 @@ export class HookDispatcher implements Dispatcher {
     // Outside our network namespace (ax run --isolate): sockets handed in are confined, by
     // our socket filters and, where ax-confine runs the app, by Landlock (kernel-reported).
     s.data.foreign = foreign;
-    s.data.supervised = foreign && seccompFilters(s.pid) > seccompFilters('self');
+    s.data.supervised = foreign && seccompFilters(s.pid) > this.selfFilters;
     this.d.log.debug(`hook session ${s.id} (pid ${s.pid}, app ${app.id}): handoff ${direct ? 'direct' : 'fd'}`);
     this.d.log.debug(`hook session ${s.id}: uid ${s.uid} admitted through ${verdict.via}`);
     const src = this.sourceOf(app);
