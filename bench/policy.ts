@@ -13,6 +13,17 @@
 //   cluster   (with --cluster) three hosts (network namespaces on a bridge, one daemon each):
 //             a rule added on a, a client on c of a service on b; time from the add returning
 //             on a until c refuses, and from the rm until c connects again; p50/p99.
+//   sim       (with --sim) the 1 000-node simulator (src/cluster/sim.ts, virtual time): every
+//             node runs a PolicyEngine fed by the daemon's own replication code
+//             (src/daemon/cluster.ts: decodePolicyEntry, mergePeerRecords, publishesRecord:
+//             the origin and 3 rendezvous holders publish). A deny rule is put at a random
+//             live node (as `ax policy add` there); each node holds a connection the rule
+//             denies; the time until every live node's engine denies it (new connects refused,
+//             the revocation pass's verdict for the held connection: PolicyRuntime.allowed),
+//             plus the local cost on the receiving host (entry merged -> connection cut),
+//             sampled from the 3-host figure of --cluster when it runs in the same call
+//             (else from --local-ms=a,b,...). Then the rule is removed (allowed everywhere).
+//             --sim-n (1000), --sim-rules (40), --sim-crashed (1: also with 1 % crashed).
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,6 +31,10 @@ import { join } from 'node:path';
 import { AxClient } from '../src/cli/client';
 
 import { AX, bg, CONNECT, inLoopbackNamespace, lineDriver, procs, waitOut, type Bg } from './common';
+import { SimCluster } from '../src/cluster/simcluster';
+import { attachPolicyReplica } from '../src/policy/replica';
+import { PolicyEngine, type PolicyApp, type PolicyService } from '../src/policy/decide';
+import { checkRule } from '../src/policy/rules';
 
 const ROUNDS = Number(process.env.AX_BENCH_ROUNDS ?? 300);
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 10000);
@@ -191,12 +206,89 @@ async function rate(handoff: string): Promise<void> {
   rmSync(d.dir, { recursive: true, force: true });
 }
 
+const argOf = (k: string): string | undefined => process.argv.find((a) => a.startsWith(`--${k}=`))?.slice(k.length + 3);
+
+/**
+ * The 1 000-node part of "`ax policy add` returning -> enforced on every host" (see the top
+ * of this file). Virtual time from the put at the origin until every live node's engine
+ * denies the held connection; `local` (ms, real) is added per node: a host's own cost from the
+ * entry's arrival to the connection cut, sampled at random. Per rule the slowest live node
+ * counts (enforced on every host); p50/p99/max over the rules.
+ */
+async function simulate(n: number, rules: number, crashed: boolean, local: number[], seed: number): Promise<void> {
+  const c = new SimCluster({ n, seed });
+  await c.startSeeded();
+  await c.clock.advance(10_000);
+  if (crashed) {
+    const victims = new Set<number>();
+    while (victims.size < Math.max(1, Math.round(n / 100))) victims.add(Math.floor(c.net.rand() * n));
+    for (const v of victims) await c.crash(v);
+  }
+  const svc: PolicyService = { appId: 'echo-app', name: 'echo', vip: '10.240.0.9', vport: 7000, labels: { team: 'blue', 'ax.name': 'echo' } };
+  // per node: its engine, its client app (holds a connection to echo), when the held connection
+  // became denied / allowed again (virtual ms), and what it published (rule id -> revision)
+  const nodes = c.nodes.map((node, i) => {
+    const engine = new PolicyEngine({ node: node.name, posture: 'shared-label', denyErrno: 111, unknownPeers: 'allow' });
+    const app: PolicyApp = { id: `batch-${i}`, name: '', vip: '10.240.1.1', labels: { team: 'blue', role: 'batch', 'ax.node': node.name }, node: node.name, createdAt: 1 };
+    const replica = attachPolicyReplica(node, engine);
+    const st = { engine, app, replica, deniedAt: -1, allowedAt: -1 };
+    engine.onChange(() => {
+      // what a revocation pass and the next connect decide now (PolicyRuntime.allowed)
+      const ok = engine.allowsApp(app, svc);
+      if (!ok && st.deniedAt < 0) st.deniedAt = c.clock.now();
+      if (ok && st.deniedAt >= 0 && st.allowedAt < 0) st.allowedAt = c.clock.now();
+    });
+    return st;
+  });
+  const pick = () => local[Math.floor(c.net.rand() * local.length)] ?? 0;
+  const addT: number[] = [];
+  const rmT: number[] = [];
+  let missed = 0;
+  const b0 = c.net.totalBytes();
+  const t0 = c.clock.now();
+  for (let u = 0; u < rules; u++) {
+    for (const st of nodes) st.deniedAt = st.allowedAt = -1;
+    const live = c.liveIdx();
+    const origin = nodes[live[Math.floor(c.net.rand() * live.length)]!]!;
+    const rule = checkRule({ id: `no-batch-${u}`, action: 'deny', from: 'role=batch', to: 'ax.name=echo', ports: [7000] });
+    const start = c.clock.now();
+    origin.engine.put([rule]);
+    await c.clock.advance(1500);
+    const rmStart = c.clock.now();
+    origin.engine.remove([rule.id]);
+    await c.clock.advance(1500);
+    const doneAdd = live.map((i) => nodes[i]!.deniedAt);
+    const doneRm = live.map((i) => nodes[i]!.allowedAt);
+    if (doneAdd.some((t) => t < 0) || doneRm.some((t) => t < 0)) {
+      missed++;
+      continue;
+    }
+    addT.push(Math.max(...doneAdd.map((t) => t - start + pick())));
+    rmT.push(Math.max(...doneRm.map((t) => t - rmStart + pick())));
+  }
+  const secs = (c.clock.now() - t0) / 1000;
+  const perChange = (c.net.totalBytes() - b0) / c.liveIdx().length / (2 * rules);
+  await c.clock.advance(0);
+  // steady state for comparison (no rule changes)
+  const b1 = c.net.totalBytes();
+  await c.clock.advance(20_000);
+  const steady = (c.net.totalBytes() - b1) / c.liveIdx().length / 20;
+  await c.stopAll();
+  const f = (xs: number[]) => (xs.length ? `p50 ${pct(xs, 50).toFixed(0)} ms  p99 ${pct(xs, 99).toFixed(0)} ms  max ${Math.max(...xs).toFixed(0)} ms` : 'n/a');
+  console.log(`sim N=${n}${crashed ? ', 1 % crashed (no leave) before the first rule' : ''}, seed ${seed}, ${rules} rules (add, 1.5 s, rm, 1.5 s):`);
+  console.log(`  add at one node -> every live node denies (its held connection cut): ${f(addT)}${missed ? `  (${missed} rules not everywhere within 1.5 s)` : ''}`);
+  console.log(`  rm  at one node -> every live node allows again:                      ${f(rmT)}`);
+  const writes = nodes.reduce((a, st) => a + st.replica.published, 0);
+  console.log(`  entries written per rule change: ${(writes / (2 * rules)).toFixed(2)} (the maker's; holders publish only once it is gone)`);
+  console.log(`  bytes per node: ${(perChange / 1000).toFixed(2)} KB per rule change (all sends, steady traffic included); ${((perChange * 2 * rules) / secs / 1000).toFixed(2)} KB/s while a rule changes every 1.5 s; ${(steady / 1000).toFixed(2)} KB/s with no changes`);
+}
+
 function sh(cmd: string): void {
   const r = spawnSync('sh', ['-c', cmd], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`${cmd}: ${r.stderr}`);
 }
 
-async function cluster(): Promise<void> {
+async function cluster(): Promise<number[]> {
   const tag = String(process.pid % 10000);
   const br = `axbb${tag}`;
   const hosts = [1, 2, 3].map((i) => ({ i, ns: `axb${tag}-${i}`, ip: `10.97.0.${i}`, dir: mkdtempSync(join(tmpdir(), 'ax-bench-ph-')) }));
@@ -262,6 +354,7 @@ async function cluster(): Promise<void> {
     console.log(`                               rule added on a -> c's connection to b cut: ${f(cut)}`);
     ca.close();
     cc.close();
+    return cut;
   } finally {
     for (const p of procs) p.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 300));
@@ -271,8 +364,17 @@ async function cluster(): Promise<void> {
 
 (async () => {
   try {
-    if (process.argv.includes('--cluster')) {
-      await cluster();
+    if (process.argv.includes('--cluster') || process.argv.includes('--sim')) {
+      const cut = process.argv.includes('--cluster') ? await cluster() : [];
+      if (process.argv.includes('--sim')) {
+        const local = argOf('local-ms')?.split(',').map(Number) ?? cut;
+        console.log(`local term (entry merged -> connection cut, ms): ${local.length ? `${local.length} samples, ${argOf('local-ms') ? '--local-ms' : 'the 3-host cut figure above (a gossip hop included)'}` : 'none given: 0 (use --cluster or --local-ms)'}`);
+        const n = Number(argOf('sim-n') ?? 1000);
+        const rules = Number(argOf('sim-rules') ?? 40);
+        const seed = Number(argOf('seed') ?? 1);
+        await simulate(n, rules, false, local, seed);
+        if (argOf('sim-crashed') !== '0') await simulate(n, rules, true, local, seed);
+      }
       process.exit(0);
     }
     await enforce();

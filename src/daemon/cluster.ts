@@ -5,13 +5,14 @@
 // is not alive are skipped by load balancing.
 //
 // Policy rules travel as "pol/<id>" entries. Entries are single-writer (owned by a
-// node) and a dead node's entries vanish, so a rule must be published by more than
-// the host it was added on, but not by every node (N copies of each rule would cost
-// every node O(N) deliveries per change): the node that made a change publishes it,
-// and so do the RULE_HOLDERS alive members that rank highest for the rule id by
-// rendezvous hashing (HRW: Thaler and Ravishankar, "Using name-based mappings to
-// increase hit rates", IEEE/ACM ToN 1998). When members come and go the ranking moves
-// and the new holders publish what they know. Every node applies every record it
+// node) and a dead node's entries vanish, so a rule must outlive the host it was added
+// on, but not be published by every node (N copies of each rule would cost every node
+// O(N) deliveries per change): the node that made a change publishes it, and once that
+// node is no longer alive the RULE_HOLDERS alive members that rank highest for the rule
+// id by rendezvous hashing publish it (HRW: Thaler and Ravishankar, "Using name-based
+// mappings to increase hit rates", IEEE/ACM ToN 1998). A change thus costs one entry's
+// dissemination while its maker lives. When members come and go the ranking moves and
+// the new holders publish what they know. Every node applies every record it
 // sees (the newest revision (time, node) of each id wins: src/policy/decide.ts), so
 // a rule outlives the host it was added on and reaches nodes that join later.
 import { ClusterNode, createNetworkTransport, systemClock, type ClusterState, type TlsPaths } from '../cluster';
@@ -45,6 +46,59 @@ export function rendezvousTop(id: string, names: string[], k: number): string[] 
     .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
     .slice(0, k)
     .map(([n]) => n);
+}
+
+/** The value of a "pol/<id>" entry: the record as JSON (~190 bytes for a one-selector rule). */
+export function encodePolicyRecord(r: PolicyRecord): Uint8Array {
+  return enc(r);
+}
+
+/**
+ * Decodes the value of a replicated entry `key` ("pol/<id>") into a PolicyRecord. The rule
+ * itself is not validated here (mergePeerRecords does). Throws an Error when the value is not
+ * JSON or not a record of that id (id string, rev.t number, rev.node string).
+ */
+export function decodePolicyEntry(key: string, value: Uint8Array): PolicyRecord {
+  const r = JSON.parse(new TextDecoder().decode(value)) as PolicyRecord;
+  if (typeof r?.id !== 'string' || `pol/${r.id}` !== key || typeof r.rev?.t !== 'number' || typeof r.rev.node !== 'string') throw new Error('not a policy record');
+  return r;
+}
+
+/**
+ * Merges peers' records into `engine`: each record newer than what the engine has is validated
+ * (checkRule; a malformed rule is reported through `warn` and ignored, never applied), then
+ * the engine takes the newer revision of each id (PolicyEngine.merge). Returns the records taken.
+ */
+export function mergePeerRecords(engine: PolicyEngine, records: PolicyRecord[], warn: (m: string) => void): PolicyRecord[] {
+  const ok: PolicyRecord[] = [];
+  for (const r of records) {
+    const have = engine.record(r.id);
+    if (have && !newer(r.rev, have.rev)) continue;
+    if (r.rule !== null) {
+      try {
+        r.rule = checkRule(r.rule);
+      } catch (e) {
+        warn(`ignoring invalid policy rule ${r.id} from ${r.rev.node}: ${(e as Error).message}`);
+        continue;
+      }
+    }
+    ok.push(r);
+  }
+  return engine.merge(ok);
+}
+
+/**
+ * Whether node `self` publishes record `r` under its own name: it made the change
+ * (r.rev.node), or its maker is not among the `alive` members and `self` ranks among the
+ * RULE_HOLDERS highest of `self` and `alive` for r.id (rendezvousTop). While the maker is
+ * alive its own entry carries the record to every node (and to nodes that join later, by
+ * anti-entropy); the holders publish only once it is gone, so a change costs one entry's
+ * dissemination, not RULE_HOLDERS + 1 (see the top of this file).
+ */
+export function publishesRecord(self: string, r: PolicyRecord, alive: string[]): boolean {
+  if (r.rev.node === self) return true;
+  if (alive.includes(r.rev.node)) return false;
+  return rendezvousTop(r.id, [self, ...alive], RULE_HOLDERS).includes(self);
 }
 
 export interface ClusterOptions {
@@ -161,16 +215,10 @@ export class ClusterGlue {
   private publishRule(r: PolicyRecord): void {
     const rev = `${r.rev.t}/${r.rev.node}`;
     if (this.publishedRules.get(r.id) === rev) return;
-    if (r.rev.node !== this.table.node && !this.holdsRule(r.id)) return;
-    this.publishedRules.set(r.id, rev);
-    this.node.set(`pol/${r.id}`, enc(r));
-  }
-
-  /** Whether this node ranks among the RULE_HOLDERS alive members for rule `id` (HRW). */
-  private holdsRule(id: string): boolean {
-    const self = this.table.node;
     const alive = this.node.members().filter((m) => m.state === 'alive').map((m) => m.name);
-    return rendezvousTop(id, [self, ...alive], RULE_HOLDERS).includes(self);
+    if (!publishesRecord(this.table.node, r, alive)) return;
+    this.publishedRules.set(r.id, rev);
+    this.node.set(`pol/${r.id}`, encodePolicyRecord(r));
   }
 
   private holderCheckQueued = false;
@@ -204,9 +252,7 @@ export class ClusterGlue {
       if (e.owner === this.table.node) continue;
       if (e.key.startsWith('pol/')) {
         try {
-          const r = JSON.parse(dec.decode(e.value)) as PolicyRecord;
-          if (typeof r.id !== 'string' || `pol/${r.id}` !== e.key || typeof r.rev?.t !== 'number' || typeof r.rev.node !== 'string') throw new Error('not a policy record');
-          rules.push(r);
+          rules.push(decodePolicyEntry(e.key, e.value));
         } catch (err) {
           this.log.warn(`cluster: ignoring malformed policy entry ${e.owner}/${e.key}: ${(err as Error).message}`);
         }
@@ -230,21 +276,7 @@ export class ClusterGlue {
 
   /** Takes the newer records of peers (each is validated: a malformed rule is ignored, not applied). */
   private mergeRules(records: PolicyRecord[]): void {
-    const ok: PolicyRecord[] = [];
-    for (const r of records) {
-      const have = this.policy!.record(r.id);
-      if (have && !newer(r.rev, have.rev)) continue;
-      if (r.rule !== null) {
-        try {
-          r.rule = checkRule(r.rule);
-        } catch (e) {
-          this.log.warn(`cluster: ignoring invalid policy rule ${r.id} from ${r.rev.node}: ${(e as Error).message}`);
-          continue;
-        }
-      }
-      ok.push(r);
-    }
-    const taken = this.policy!.merge(ok);
+    const taken = mergePeerRecords(this.policy!, records, (m) => this.log.warn(`cluster: ${m}`));
     if (taken.length) this.log.info(`cluster: policy: ${taken.length} rule change(s) from peers (${taken.map((r) => `${r.rule ? 'set' : 'removed'} ${r.id}`).join(', ')})`);
   }
 
