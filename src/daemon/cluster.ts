@@ -153,7 +153,18 @@ export class ClusterGlue {
       }
     }
     this.node.on('persist', (s: ClusterState) => this.store.put('cluster', 'state', s));
-    this.node.on('change', () => this.queueRefresh());
+    this.node.on('change', (ev: { owner: string; key: string; value: Uint8Array | null }) => {
+      // A policy record is merged at its arrival, not in the next refresh: enforcement (and the
+      // revocation pass it queues) does not wait for a rebuild that reads every entry of the table.
+      if (this.policy && ev.value !== null && ev.owner !== this.table.node && ev.key.startsWith('pol/')) {
+        try {
+          this.mergeRules([decodePolicyEntry(ev.key, ev.value)]);
+        } catch (err) {
+          this.log.warn(`cluster: ignoring malformed policy entry ${ev.owner}/${ev.key}: ${(err as Error).message}`);
+        }
+      }
+      this.queueRefresh();
+    });
     this.node.on('member', (m: { name: string; state: string; previous: string | null }) => {
       this.log.info(`cluster: member ${m.name} ${m.previous ?? 'new'} -> ${m.state}`);
       this.queueRefresh();
