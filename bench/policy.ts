@@ -23,7 +23,8 @@
 //             plus the local cost on the receiving host (entry merged -> connection cut),
 //             sampled from the 3-host figure of --cluster when it runs in the same call
 //             (else from --local-ms=a,b,...). Then the rule is removed (allowed everywhere).
-//             --sim-n (1000), --sim-rules (40), --sim-crashed (1: also with 1 % crashed).
+//             --sim-n (1000), --sim-rules (40), --sim-crashed (1: also with 1 % crashed), --seed (1).
+// --only=enforce,auto,fd: run only those parts of the default run.
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -377,9 +378,11 @@ async function cluster(): Promise<number[]> {
       }
       process.exit(0);
     }
-    await enforce();
-    await rate('auto');
-    await rate('fd');
+    // --only=enforce,auto,fd runs a subset (default: all three)
+    const only = argOf('only')?.split(',') ?? ['enforce', 'auto', 'fd'];
+    if (only.includes('enforce')) await enforce();
+    if (only.includes('auto')) await rate('auto');
+    if (only.includes('fd')) await rate('fd');
   } finally {
     for (const p of procs) p.kill('SIGKILL');
   }
