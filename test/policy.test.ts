@@ -286,3 +286,32 @@ echo "removed etl $(get stage=etl)"
   t.match(r.stdout, /^after web 200$/m, 'an app the rule does not select still reaches it');
   t.match(r.stdout, /^removed etl 200$/m, 'allowed again once the rule is removed');
 });
+
+t.test('publishing: a bind the publish rules refuse fails with EACCES, natively the same program binds', async (t) => {
+  const d = await TestDaemon.start(t);
+  const dir = mkdtempSync(join(tmpdir(), 'ax-pub-'));
+  const flag = join(dir, 'go');
+  // Registers its name at `ax run`, then binds only once `flag` exists (after the rule is added).
+  const BINDER = `
+import socket, sys, os, time, errno
+while not os.path.exists(sys.argv[1]): time.sleep(0.02)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    s.bind(('0.0.0.0', int(sys.argv[2]))); s.listen(8); print('bound', flush=True)
+except OSError as e:
+    print(errno.errorcode.get(e.errno, str(e.errno)), flush=True)
+`;
+  const app = d.run(['--name', 'batchweb', '--labels', 'role=batch'], ['python3', '-u', '-c', BINDER, flag, '7300']);
+  await d.until('batchweb registered', async () => (await d.get('apps')).some((a) => a.name === 'batchweb'));
+  const add = await d.ax(['policy', 'add', 'no-batch-serving', 'deny', '--publish', '*', '--from', 'role=batch']);
+  t.equal(add.code, 0, `policy add (${add.stderr})`);
+  writeFileSync(flag, '');
+  await app.waitFor(/^(bound|E\w+)$/m);
+  t.match(app.stdout, /^EACCES$/m, 'the bind is refused with EACCES');
+  t.equal((await d.get('services')).filter((s) => s.name === 'batchweb').length, 0, 'nothing published');
+  const ev = JSON.parse((await d.ax(['events', '-o', 'json'])).stdout) as { events: Array<{ verdict: string; op: string; rule: string; dst: { name: string } }> };
+  t.ok(ev.events.some((e) => e.verdict === 'publish-refused' && e.rule === 'no-batch-serving' && e.dst.name === 'batchweb'), 'a publish-refused event names the rule');
+  // The same program without ax binds (the refusal is policy's, not the kernel's).
+  const native = await run('python3', ['-u', '-c', BINDER, flag, '7301']);
+  t.match(native.stdout, /^bound$/m, 'natively: bound');
+});
