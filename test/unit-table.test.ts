@@ -4,6 +4,10 @@
 import t from 'tap';
 import { AF_INET, AF_INET6, parseCidr } from '../src/common/addr';
 import { ServiceTable, type App, type Sock } from '../src/table/table';
+import { mayConnect } from '../src/policy/labels';
+
+/** The shared-label rule as a pick predicate (the table itself decides no policy). */
+const shares = (client: Record<string, string>) => (s: Sock) => mayConnect(client, s.labels);
 
 const app = (id: string, vip: string, name = '', labels: Record<string, string> = { zone: 'default' }): App => ({
   id,
@@ -56,23 +60,23 @@ t.test('pick: unknown, waiting until the app is up, closed after; round robin ov
   const a = app('a', '10.240.0.5', 'web');
   const b = app('b', '10.240.0.5', 'web');
   table.addApp(a);
-  t.same(table.pick('10.240.0.99', 80, { zone: 'default' }), { kind: 'unknown' });
-  t.same(table.pick('10.240.0.5', 80, { zone: 'default' }), { kind: 'waiting' }, 'registered, never listened: wait');
+  t.same(table.pick('10.240.0.99', 80, shares({ zone: 'default' })), { kind: 'unknown' });
+  t.same(table.pick('10.240.0.5', 80, shares({ zone: 'default' })), { kind: 'waiting' }, 'registered, never listened: wait');
   const s1 = sock(a, 80, { state: 'bound' });
   table.addSock(s1);
   table.setListening(s1.id);
-  t.same(table.pick('10.240.0.5', 81, { zone: 'default' }), { kind: 'closed' }, 'up (listened on 80): a closed port refuses');
+  t.same(table.pick('10.240.0.5', 81, shares({ zone: 'default' })), { kind: 'closed' }, 'up (listened on 80): a closed port refuses');
   table.addApp(b);
   table.addSock(sock(b, 80));
   const picks = [0, 1, 2, 3].map(() => {
-    const p = table.pick('10.240.0.5', 80, { zone: 'default' });
+    const p = table.pick('10.240.0.5', 80, shares({ zone: 'default' }));
     return p.kind === 'backend' ? p.sock.appId : p.kind;
   });
   t.same(picks, ['a', 'b', 'a', 'b'], 'round robin per connection');
-  const all = table.pick('10.240.0.5', 80, { zone: 'default' });
+  const all = table.pick('10.240.0.5', 80, shares({ zone: 'default' }));
   t.equal(all.kind === 'backend' ? all.all.length : 0, 2, 'every allowed backend is listed');
-  t.same(table.pick('10.240.0.5', 80, { zone: 'secure' }), { kind: 'denied' }, 'no shared label');
-  t.same(table.pick('10.240.0.5', 80, { zone: 'default' }, (s) => s.appId !== 'a').kind, 'backend', 'a dead node is skipped');
+  t.same(table.pick('10.240.0.5', 80, shares({ zone: 'secure' })), { kind: 'denied' }, 'no shared label');
+  t.same(table.pick('10.240.0.5', 80, shares({ zone: 'default' }), (s) => s.appId !== 'a').kind, 'backend', 'a dead node is skipped');
 });
 
 t.test('bind conflicts as the kernel has them', async (t) => {

@@ -2,7 +2,7 @@
 // and listen on, and load balancing over pools. Pure in-memory state; the
 // daemon persists it through the change listener and performs the syscalls.
 import { cidrContains, intToIpv4, type Cidr } from '../common/addr';
-import { mayConnect, type Labels } from '../policy/labels';
+import type { Labels } from '../policy/labels';
 
 export interface ExposeRule {
   port: number; // virtual port
@@ -373,11 +373,10 @@ export class ServiceTable {
   /**
    * Chooses a backend for a connection (or a UDP flow) to vip:vport among the listening
    * sockets `may` admits. Policy is not decided here: the daemon passes the decision
-   * layer's predicate (src/policy/decide.ts). A Labels object instead of a predicate
-   * admits backends sharing one non-ax.* label with it (the shared-label rule, for
-   * callers without a decision layer). 'denied': listeners exist, `may` refuses every one.
+   * layer's predicate (src/policy/decide.ts); the table knows no rule of its own.
+   * 'denied': listeners exist, `may` refuses every one.
    */
-  pick(vip: string, vport: number, may: Labels | ((s: Sock) => boolean), alive: (s: Sock) => boolean = () => true, proto: Proto = 'tcp'): Pick {
+  pick(vip: string, vport: number, may: (s: Sock) => boolean, alive: (s: Sock) => boolean = () => true, proto: Proto = 'tcp'): Pick {
     const set = this.byVip.get(vip);
     const listening: Sock[] = [];
     if (set) for (const s of set) if (s.vport === vport && !s.v6only && (s.proto ?? 'tcp') === proto && alive(s)) listening.push(s);
@@ -388,8 +387,7 @@ export class ServiceTable {
       for (const a of this.apps.values()) if (a.vip === vip && (this.listened.get(a.id)?.size ?? 0) > 0) return { kind: 'closed' };
       return { kind: 'waiting' };
     }
-    const admit = typeof may === 'function' ? may : (s: Sock) => mayConnect(may, s.labels);
-    const allowed = listening.filter(admit);
+    const allowed = listening.filter(may);
     if (allowed.length === 0) return { kind: 'denied' };
     if (allowed.length > 1) allowed.sort((x, y) => (x.node === y.node ? x.id - y.id : x.node < y.node ? -1 : 1));
     let i: number;
