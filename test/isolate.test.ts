@@ -165,6 +165,39 @@ int main(int argc, char **argv) {
     else printf("race never connected in %ld tries (last errno %d)\n", tries, last);
     return 0;
   }
+  if (argc >= 6 && !strcmp(argv[1], "udp-reaim")) {
+    // A UDP socket ax handed in (libc connect to VIP:PORT: the hook), used once as meant (an
+    // echo), then aimed at IP:PORT every way the kernel offers, with raw system calls. Each
+    // datagram names its way ("x-sendto", ...), so the receiver tells which got through.
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in v = in4(argv[2], argv[3]);
+    if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return 2;
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[64];
+    report("send", send(fd, "legit", 5, 0));
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n >= 0) { buf[n] = 0; printf("echo %s\n", buf); } else report("recv", n);
+    struct sockaddr_in h = in4(argv[4], argv[5]);
+    report("sendto-host", rsys6(SYS_sendto, fd, (long)"x-sendto", 8, 0, (long)&h, sizeof h));
+    struct iovec iov = {(void *)"x-sendmsg", 9};
+    struct msghdr m = {.msg_name = &h, .msg_namelen = sizeof h, .msg_iov = &iov, .msg_iovlen = 1};
+    report("sendmsg-host", rsys(SYS_sendmsg, fd, (long)&m, 0));
+    struct iovec iov2 = {(void *)"x-sendmmsg", 10};
+    struct mmsghdr mm = {.msg_hdr = {.msg_name = &h, .msg_namelen = sizeof h, .msg_iov = &iov2, .msg_iovlen = 1}};
+    long r = rsys5(SYS_sendmmsg, fd, (long)&mm, 1, 0, 0);
+    if (r == 0) { errno = EAGAIN; r = -1; } // none sent
+    report("sendmmsg-host", r);
+    long d = rsys(SYS_dup, fd, 0, 0); // another descriptor of the same socket
+    report("dup-sendto-host", rsys6(SYS_sendto, d, (long)"x-dup", 5, 0, (long)&h, sizeof h));
+    report("connect-host", rsys(SYS_connect, fd, (long)&h, sizeof h));
+    report("send-connected", rsys6(SYS_sendto, fd, (long)"x-connect", 9, 0, 0, 0));
+    struct sockaddr un = {0};
+    un.sa_family = AF_UNSPEC;
+    report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+    report("sendto-unspec", rsys6(SYS_sendto, fd, (long)"x-unspec", 8, 0, (long)&h, sizeof h));
+    return 0;
+  }
   if (argc >= 2 && !strcmp(argv[1], "iouring")) {
     // io_uring's connect and sends run without seccomp seeing them.
     char params[120] = {0};
@@ -397,23 +430,55 @@ s = socket.create_connection(('mc', 11211), timeout=5); s.sendall(b'version\\r\\
     mc.killGroup();
   });
 
-  await t.test('UDP: no host UDP socket reaches an isolated app (it could be re-aimed anywhere)', async (t) => {
-    const sink = d.run(['--name', 'usink', '--ip', '10.1.0.2'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000)); print('bound', flush=True); [print('got', s.recvfrom(100)[0].decode(), flush=True) for _ in range(9)]"]);
-    await sink.waitFor(/bound/);
-    const probe = `
+  await t.test('UDP: a root daemon hands isolated apps connected UDP sockets that reach only their backend', async (t) => {
+    const echo = d.run(['--name', 'uecho', '--ip', '10.1.0.3'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); print('bound', flush=True)\nwhile True:\n  m, a = s.recvfrom(100); s.sendto(m, a)"]);
+    await echo.waitFor(/bound/);
+    // By name (socat connects its UDP socket: the daemon hands one in) and by VIP (python).
+    const socat = await d.run(['--isolate'], ['sh', '-c', 'echo ping-by-name | socat -t 3 - UDP:uecho:7000']).result();
+    t.equal(socat.stdout, 'ping-by-name\n', `isolated socat reaches a UDP service by name (${socat.stderr})`);
+    const py = `
 import socket, errno
-b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('0.0.0.0', 9100)); print('bind ok')
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.connect(('10.1.0.3', 7000))
+s.send(b'ping-by-vip'); print('echo', s.recv(100).decode(), 'peer', s.getpeername()[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 try:
-    s.sendto(b'hello', ('10.1.0.2', 9000)); print('sendto ok')
+    u.sendto(b'x', ('10.1.0.3', 7000)); print('unconnected sendto ok')
 except OSError as e:
-    print('sendto', errno.errorcode[e.errno])
+    print('unconnected sendto', errno.errorcode[e.errno])
 `;
-    const r = await both(d, ['python3', '-c', probe]);
-    t.match(r.native.stdout, /bind ok\nsendto ok/, 'without --isolate: a udp service on a VIP, reached');
-    await sink.waitFor(/got hello/);
-    t.match(r.isolated.stdout, /bind ok\nsendto ENETUNREACH/, 'isolated: the bind stays in its namespace, the datagram is refused');
-    sink.killGroup();
+    const vip = await d.run(['--isolate'], ['python3', '-c', py]).result();
+    t.match(vip.stdout, /^echo ping-by-vip peer 10\.1\.0\.3$/m, `isolated python by VIP, connected (${vip.stderr})`);
+    t.match(vip.stdout, /^unconnected sendto ENETUNREACH$/m, 'an unconnected sendto to a VIP from an isolated app: ENETUNREACH (no host socket)');
+
+    // The attacker: a handed-in socket re-aimed at a listener of the host (a raw sendto,
+    // sendmsg, sendmmsg, a dup, connect, AF_UNSPEC + sendto). Natively every datagram arrives.
+    const args = [PROBE_DYN, 'udp-reaim', '10.1.0.3', '7000', '127.0.0.1', String(hostPort)];
+    const ways = ['x-sendto', 'x-sendmsg', 'x-sendmmsg', 'x-dup', 'x-connect', 'x-unspec'];
+    const nat = await d.run([], args).result();
+    t.match(nat.stdout, /^echo legit$/m, `natively: the echo (${nat.stderr})`);
+    for (const w of ways) await listener.waitFor(new RegExp(`udp got ${w}$`, 'm'), 5000);
+    t.pass('natively every re-aimed datagram reaches the host listener');
+    const drops = () => Number(/counter packets (\d+)/.exec(execFileSync('nft', ['list', 'ruleset'], { encoding: 'utf8' }))?.[1] ?? -1);
+    const before = drops();
+    t.ok(before >= 0, 'the daemon keeps an nftables table with a drop counter');
+    const seen = listener.stdout.length;
+    const iso = await d.run(['--isolate'], args).result();
+    t.match(iso.stdout, /^hooked-connect ok$/m, `isolated: the hook got a UDP socket from the daemon (${iso.stderr})`);
+    t.match(iso.stdout, /^echo legit$/m, 'isolated: it reaches its backend');
+    t.match(iso.stdout, /^sendto-host errno 1 /m, 'sendto a host address: EPERM (dropped in OUTPUT)');
+    t.match(iso.stdout, /^sendmsg-host errno 1 /m, 'sendmsg: EPERM');
+    t.match(iso.stdout, /^sendmmsg-host errno 1 /m, 'sendmmsg: EPERM');
+    t.match(iso.stdout, /^dup-sendto-host errno 1 /m, 'another descriptor of the socket: EPERM');
+    t.match(iso.stdout, /^connect-host errno 13 /m, 'connect elsewhere: EACCES (ax-confine)');
+    t.match(iso.stdout, /^send-connected (ok|errno 1 .*)$/m, 'a send after the refused connect: to its backend (or dropped), never the host');
+    t.match(iso.stdout, /^sendto-unspec errno 1 /m, 'disconnected, then sendto: EPERM');
+    // A marker datagram natively after the isolated run: once it arrives, anything the isolated
+    // probe got through would have arrived before it.
+    await d.run([], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'marker']).result();
+    await listener.waitFor(/udp got marker$/m, 5000);
+    t.notMatch(listener.stdout.slice(seen), /udp got x-/, 'nothing the isolated probe sent reached the host listener');
+    t.ok(drops() >= before + 5, `the table counted the five drops (${before} -> ${drops()})`);
+    echo.killGroup();
   });
   web.killGroup();
 });
@@ -516,6 +581,16 @@ th.join(); print('the first', res[0])
     t.match(filter.stdout, /^filter errno 1 /m, 'this kernel refuses socket filters to nobody');
     t.match(log(), /sockets handed to it are not confined/, 'and the rootless daemon says its handed-in sockets are not confined');
   }
+  // UDP: a rootless daemon cannot confine a host UDP socket (no SO_MARK, no nftables; Landlock
+  // has no UDP rules): an isolated app's datagrams to a VIP stay ENETUNREACH.
+  const uecho = ax(['run', '--name', 'uecho', '--', '/usr/bin/python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); print('bound', flush=True)\nwhile True:\n  m, a = s.recvfrom(100); s.sendto(m, a)"]);
+  await uecho.waitFor(/bound/);
+  const udpPy = "import socket, errno\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\ntry:\n  s.connect(('uecho', 7000)); s.send(b'hi'); print('udp echo', s.recv(10).decode())\nexcept OSError as e: print('udp', errno.errorcode.get(e.errno, e))";
+  const [un, ui] = await Promise.all([ax(['run', '--', '/usr/bin/python3', '-c', udpPy]).result(), ax(['run', '--isolate', '--', '/usr/bin/python3', '-c', udpPy]).result()]);
+  t.equal(un.stdout, 'udp echo hi\n', `nobody, not isolated: UDP to a service by name (${un.stderr})`);
+  t.equal(ui.stdout, 'udp ENETUNREACH\n', `nobody, isolated, rootless daemon: no host UDP socket (${ui.stderr})`);
+  t.match(doc.verdicts.join('\n'), /UDP: .*rootless.*ENETUNREACH/s, 'ax doctor says what UDP does for isolated apps here');
+  uecho.killGroup();
   db.killGroup();
   web.killGroup();
 });
