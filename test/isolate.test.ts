@@ -196,6 +196,9 @@ int main(int argc, char **argv) {
     un.sa_family = AF_UNSPEC;
     report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
     report("sendto-unspec", rsys6(SYS_sendto, fd, (long)"x-unspec", 8, 0, (long)&h, sizeof h));
+    int zero = 0; // the mark that names the socket's sender (root only)
+    report("unmark", rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_MARK, (long)&zero, sizeof zero));
+    report("sendto-unmarked", rsys6(SYS_sendto, fd, (long)"x-unmark", 8, 0, (long)&h, sizeof h));
     return 0;
   }
   if (argc >= 2 && !strcmp(argv[1], "iouring")) {
@@ -453,7 +456,7 @@ except OSError as e:
     // The attacker: a handed-in socket re-aimed at a listener of the host (a raw sendto,
     // sendmsg, sendmmsg, a dup, connect, AF_UNSPEC + sendto). Natively every datagram arrives.
     const args = [PROBE_DYN, 'udp-reaim', '10.1.0.3', '7000', '127.0.0.1', String(hostPort)];
-    const ways = ['x-sendto', 'x-sendmsg', 'x-sendmmsg', 'x-dup', 'x-connect', 'x-unspec'];
+    const ways = ['x-sendto', 'x-sendmsg', 'x-sendmmsg', 'x-dup', 'x-connect', 'x-unspec', 'x-unmark'];
     const nat = await d.run([], args).result();
     t.match(nat.stdout, /^echo legit$/m, `natively: the echo (${nat.stderr})`);
     for (const w of ways) await listener.waitFor(new RegExp(`udp got ${w}$`, 'm'), 5000);
@@ -472,12 +475,14 @@ except OSError as e:
     t.match(iso.stdout, /^connect-host errno 13 /m, 'connect elsewhere: EACCES (ax-confine)');
     t.match(iso.stdout, /^send-connected (ok|errno 1 .*)$/m, 'a send after the refused connect: to its backend (or dropped), never the host');
     t.match(iso.stdout, /^sendto-unspec errno 1 /m, 'disconnected, then sendto: EPERM');
+    t.match(iso.stdout, /^unmark errno 1 /m, 'the socket\'s mark cannot be changed from inside (no CAP_NET_ADMIN)');
+    t.match(iso.stdout, /^sendto-unmarked errno 1 /m, 'so that sendto is dropped too');
     // A marker datagram natively after the isolated run: once it arrives, anything the isolated
     // probe got through would have arrived before it.
     await d.run([], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'marker']).result();
     await listener.waitFor(/udp got marker$/m, 5000);
     t.notMatch(listener.stdout.slice(seen), /udp got x-/, 'nothing the isolated probe sent reached the host listener');
-    t.ok(drops() >= before + 5, `the table counted the five drops (${before} -> ${drops()})`);
+    t.ok(drops() >= before + 6, `the table counted the six drops (${before} -> ${drops()})`);
     echo.killGroup();
   });
   web.killGroup();

@@ -27,9 +27,14 @@
 // so the app's datagrams to that target pass and every other one is dropped in OUTPUT,
 // where the sender's sendto gets EPERM (what a netfilter drop gives natively). Elements
 // go with their app. Marks are never reused while the daemon runs (a socket outliving its
-// app keeps a mark no set element names: it reaches nothing).
+// app keeps a mark no set element names: it reaches nothing); a restarted daemon starts at a
+// random slot.
+//
+// Limits: the table is the guarantee, so whatever deletes it (a host firewall reload that
+// flushes every table: `nft flush ruleset`) leaves the sockets already handed in unconfined;
+// new handoffs then fail (ENETUNREACH), as the set is gone.
 import { execFile, execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { setSocketMark } from './trust';
 
@@ -73,7 +78,9 @@ function nftAsync(nft: string, script: string): Promise<void> {
  */
 export class UdpEgress {
   private readonly slots = new Map<string, number>();
-  private nextSlot = 1;
+  /** A random start: a daemon restarted on the same table (same tag) gives its apps other
+   *  marks than the sockets its predecessor handed out may still carry. */
+  private nextSlot = 1 + randomInt(SLOT_MAX >>> 1);
   /** "mark ip port" elements present, per app id */
   private readonly elems = new Map<string, Set<string>>();
   /** nft runs one at a time, in order */
