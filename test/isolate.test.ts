@@ -165,7 +165,7 @@ int main(int argc, char **argv) {
     else printf("race never connected in %ld tries (last errno %d)\n", tries, last);
     return 0;
   }
-  if (argc >= 6 && !strcmp(argv[1], "udp-reaim")) {
+  if (argc >= 7 && !strcmp(argv[1], "udp-reaim")) {
     // A UDP socket ax handed in (libc connect to VIP:PORT: the hook), used once as meant (an
     // echo), then aimed at IP:PORT every way the kernel offers, with raw system calls. Each
     // datagram names its way ("x-sendto", ...), so the receiver tells which got through.
@@ -178,6 +178,19 @@ int main(int argc, char **argv) {
     report("send", send(fd, "legit", 5, 0));
     ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
     if (n >= 0) { buf[n] = 0; printf("echo %s\n", buf); } else report("recv", n);
+    // To its backend, but from another local address (another app's would claim its identity).
+    union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(struct in_pktinfo))]; } pc;
+    memset(&pc, 0, sizeof pc);
+    struct iovec piov = {(void *)"x-pktinfo", 9};
+    struct msghdr pm = {.msg_iov = &piov, .msg_iovlen = 1, .msg_control = pc.b, .msg_controllen = sizeof pc.b};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&pm);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+    struct in_pktinfo pi = {0};
+    inet_pton(AF_INET, argv[6], &pi.ipi_spec_dst);
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    report("sendmsg-pktinfo", rsys(SYS_sendmsg, fd, (long)&pm, 0));
     struct sockaddr_in h = in4(argv[4], argv[5]);
     report("sendto-host", rsys6(SYS_sendto, fd, (long)"x-sendto", 8, 0, (long)&h, sizeof h));
     struct iovec iov = {(void *)"x-sendmsg", 9};
@@ -434,7 +447,7 @@ s = socket.create_connection(('mc', 11211), timeout=5); s.sendall(b'version\\r\\
   });
 
   await t.test('UDP: a root daemon hands isolated apps connected UDP sockets that reach only their backend', async (t) => {
-    const echo = d.run(['--name', 'uecho', '--ip', '10.1.0.3'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); print('bound', flush=True)\nwhile True:\n  m, a = s.recvfrom(100); s.sendto(m, a)"]);
+    const echo = d.run(['--name', 'uecho', '--ip', '10.1.0.3'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); print('bound', flush=True)\nwhile True:\n  m, a = s.recvfrom(100); print('got', m.decode(), flush=True); s.sendto(m, a)"]);
     await echo.waitFor(/bound/);
     // By name (socat connects its UDP socket: the daemon hands one in) and by VIP (python).
     const socat = await d.run(['--isolate'], ['sh', '-c', 'echo ping-by-name | socat -t 3 - UDP:uecho:7000']).result();
@@ -455,12 +468,15 @@ except OSError as e:
 
     // The attacker: a handed-in socket re-aimed at a listener of the host (a raw sendto,
     // sendmsg, sendmmsg, a dup, connect, AF_UNSPEC + sendto). Natively every datagram arrives.
-    const args = [PROBE_DYN, 'udp-reaim', '10.1.0.3', '7000', '127.0.0.1', String(hostPort)];
+    const args = [PROBE_DYN, 'udp-reaim', '10.1.0.3', '7000', '127.0.0.1', String(hostPort), '127.0.0.9'];
     const ways = ['x-sendto', 'x-sendmsg', 'x-sendmmsg', 'x-dup', 'x-connect', 'x-unspec', 'x-unmark'];
     const nat = await d.run([], args).result();
     t.match(nat.stdout, /^echo legit$/m, `natively: the echo (${nat.stderr})`);
     for (const w of ways) await listener.waitFor(new RegExp(`udp got ${w}$`, 'm'), 5000);
     t.pass('natively every re-aimed datagram reaches the host listener');
+    await echo.waitFor(/^got x-pktinfo$/m, 5000);
+    t.pass('natively a datagram from another source address (IP_PKTINFO) reaches the backend');
+    const echoSeen = echo.stdout.length;
     const drops = () => Number(/counter packets (\d+)/.exec(execFileSync('nft', ['list', 'ruleset'], { encoding: 'utf8' }))?.[1] ?? -1);
     const before = drops();
     t.ok(before >= 0, 'the daemon keeps an nftables table with a drop counter');
@@ -468,6 +484,7 @@ except OSError as e:
     const iso = await d.run(['--isolate'], args).result();
     t.match(iso.stdout, /^hooked-connect ok$/m, `isolated: the hook got a UDP socket from the daemon (${iso.stderr})`);
     t.match(iso.stdout, /^echo legit$/m, 'isolated: it reaches its backend');
+    t.match(iso.stdout, /^sendmsg-pktinfo errno 1 /m, 'isolated: to its backend from another source address (IP_PKTINFO): EPERM');
     t.match(iso.stdout, /^sendto-host errno 1 /m, 'sendto a host address: EPERM (dropped in OUTPUT)');
     t.match(iso.stdout, /^sendmsg-host errno 1 /m, 'sendmsg: EPERM');
     t.match(iso.stdout, /^sendmmsg-host errno 1 /m, 'sendmmsg: EPERM');
@@ -482,7 +499,10 @@ except OSError as e:
     await d.run([], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'marker']).result();
     await listener.waitFor(/udp got marker$/m, 5000);
     t.notMatch(listener.stdout.slice(seen), /udp got x-/, 'nothing the isolated probe sent reached the host listener');
-    t.ok(drops() >= before + 6, `the table counted the six drops (${before} -> ${drops()})`);
+    // x-connect went to the backend after x-pktinfo, on the same socket: once it is there, so would x-pktinfo be.
+    if (/^send-connected ok$/m.test(iso.stdout)) await echo.waitFor(/^got x-connect$/m, 5000);
+    t.notMatch(echo.stdout.slice(echoSeen), /got x-pktinfo/, 'nor the backend from a chosen source address');
+    t.ok(drops() >= before + 7, `the table counted the seven drops (${before} -> ${drops()})`);
     echo.killGroup();
   });
   web.killGroup();

@@ -711,7 +711,13 @@ export class HookDispatcher implements Dispatcher {
       this.warn(`udp connect for isolated app ${app.id}: ${(e as Error).message}`);
       return { status: Status.ERR, err: ENETUNREACH };
     }
-    return egress.allow(fd, app.id, target.ip, target.port).then(
+    // The source the kernel chose at connect (the app's source address, or the route's).
+    const me = libc.getsockname(fd);
+    if (!me) {
+      libc.close(fd);
+      return { status: Status.ERR, err: ENETUNREACH };
+    }
+    return egress.allow(fd, app.id, me.ip, target.ip, target.port).then(
       () => reply,
       (e: Error) => {
         libc.close(fd);

@@ -14,17 +14,19 @@
 // and keeps one nftables table in its network namespace:
 //
 //   table inet ax_egress_<tag> {
-//     set allow4 { type mark . ipv4_addr . inet_service }     # app mark . backend address . port
-//     set allow6 { type mark . ipv6_addr . inet_service }
+//     set allow4 { type mark . ipv4_addr . ipv4_addr . inet_service }  # mark . source . backend . port
+//     set allow6 { type mark . ipv6_addr . ipv6_addr . inet_service }
 //     chain output { type filter hook output priority 0;
 //       meta mark and 0xff000000 != <tag << 24> return         # not one of ours: untouched
-//       meta l4proto udp meta mark . ip daddr . udp dport @allow4 accept
-//       meta l4proto udp meta mark . ip6 daddr . udp dport @allow6 accept
+//       meta l4proto udp meta mark . ip saddr . ip daddr . udp dport @allow4 accept
+//       meta l4proto udp meta mark . ip6 saddr . ip6 daddr . udp dport @allow6 accept
 //       meta l4proto udp counter drop }                        # anything else the app sends
 //   }
 //
-// The daemon adds "mark . target" to the set before it hands the connected socket over,
-// so the app's datagrams to that target pass and every other one is dropped in OUTPUT,
+// The daemon adds "mark . local address . target" to the set before it hands the connected
+// socket over, so the app's datagrams to that target pass and every other one is dropped in
+// OUTPUT (also one whose source the app chose with IP_PKTINFO: another app's source address
+// would claim that app's identity at the backend),
 // where the sender's sendto gets EPERM (what a netfilter drop gives natively). Elements
 // go with their app. Marks are never reused while the daemon runs (a socket outliving its
 // app keeps a mark no set element names: it reaches nothing); a restarted daemon starts at a
@@ -126,12 +128,12 @@ export class UdpEgress {
       const script =
         `table inet ${table}\ndelete table inet ${table}\n` +
         `table inet ${table} {\n` +
-        `  set allow4 { type mark . ipv4_addr . inet_service; }\n` +
-        `  set allow6 { type mark . ipv6_addr . inet_service; }\n` +
+        `  set allow4 { type mark . ipv4_addr . ipv4_addr . inet_service; }\n` +
+        `  set allow6 { type mark . ipv6_addr . ipv6_addr . inet_service; }\n` +
         `  chain output {\n    type filter hook output priority 0; policy accept;\n` +
         `    meta mark & 0xff000000 != ${hex} return\n` +
-        `    meta l4proto udp meta mark . ip daddr . udp dport @allow4 accept\n` +
-        `    meta l4proto udp meta mark . ip6 daddr . udp dport @allow6 accept\n` +
+        `    meta l4proto udp meta mark . ip saddr . ip daddr . udp dport @allow4 accept\n` +
+        `    meta l4proto udp meta mark . ip6 saddr . ip6 daddr . udp dport @allow6 accept\n` +
         `    meta l4proto udp counter drop\n  }\n}\n`;
       execFileSync(nft, ['-f', '-'], { input: script, encoding: 'utf8', timeout: 10_000, stdio: ['pipe', 'pipe', 'pipe'] });
     } catch (e) {
@@ -154,20 +156,24 @@ export class UdpEgress {
   }
 
   /**
-   * Marks `fd` as app `appId`'s and lets that mark reach `ip`:`port` (UDP). Resolves once
-   * the set holds the element (the app may send then). Rejects when SO_MARK or nft fail
-   * (the caller must not hand the socket over).
+   * Marks `fd` as app `appId`'s and lets that mark send from `src` (the connected socket's
+   * local address) to `ip`:`port` (UDP). Addresses: dotted IPv4, v4-mapped or IPv6 text.
+   * Resolves once the set holds the element (the app may send then). Rejects when SO_MARK
+   * or nft fail (the caller must not hand the socket over).
    */
-  async allow(fd: number, appId: string, ip: string, port: number): Promise<void> {
+  async allow(fd: number, appId: string, src: string, ip: string, port: number): Promise<void> {
     const mark = this.markFor(appId);
     if (mark === 0) throw new Error('no udp egress marks left');
     setSocketMark(fd, mark);
-    const v6 = ip.includes(':') && !/^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(ip);
-    const addr = v6 ? ip : ip.replace(/^::ffff:/i, '');
-    const key = `${mark} ${addr} ${port}`;
+    const plain = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
+    const addr = plain(ip);
+    const from = plain(src);
+    const v6 = addr.includes(':');
+    if (from.includes(':') !== v6) throw new Error(`udp egress: source ${src} and backend ${ip} differ in family`);
+    const key = `${mark} ${from} ${addr} ${port}`;
     let set = this.elems.get(appId);
     if (set?.has(key)) return;
-    const elem = `0x${mark.toString(16)} . ${addr} . ${port}`;
+    const elem = `0x${mark.toString(16)} . ${from} . ${addr} . ${port}`;
     const run = this.chain.then(() => nftAsync(this.nft, `add element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { ${elem} }\n`));
     this.chain = run.catch(() => {});
     await run;
@@ -182,9 +188,9 @@ export class UdpEgress {
     if (!set || set.size === 0) return;
     let script = '';
     for (const k of set) {
-      const [mark, addr, port] = k.split(' ');
+      const [mark, from, addr, port] = k.split(' ');
       const v6 = addr!.includes(':');
-      script += `delete element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${Number(mark).toString(16)} . ${addr} . ${port} }\n`;
+      script += `delete element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${Number(mark).toString(16)} . ${from} . ${addr} . ${port} }\n`;
     }
     const run = this.chain.then(() => nftAsync(this.nft, script));
     this.chain = run.catch((e: Error) => this.log.warn(`udp egress: ${e.message}`));
