@@ -503,6 +503,16 @@ except OSError as e:
     if (/^send-connected ok$/m.test(iso.stdout)) await echo.waitFor(/^got x-connect$/m, 5000);
     t.notMatch(echo.stdout.slice(echoSeen), /got x-pktinfo/, 'nor the backend from a chosen source address');
     t.ok(drops() >= before + 7, `the table counted the seven drops (${before} -> ${drops()})`);
+    // A rule that denies the flow revokes it: the handed-in socket can no longer send there.
+    const loop = "import socket, time, errno\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.connect(('uecho', 7000))\nlast = None\nfor i in range(150):\n  try:\n    s.send(b'p'); s.recv(10); r = 'ok'\n  except OSError as e:\n    r = errno.errorcode.get(e.errno, str(e))\n  if r != last: print('udp', r, flush=True); last = r\n  if r == 'EPERM': break\n  time.sleep(0.1)";
+    const held = d.run(['--isolate', '--name', 'udpc'], ['python3', '-c', loop]);
+    await held.waitFor(/^udp ok$/m, 10_000);
+    const add = await d.ax(['policy', 'add', 'no-udpc', 'deny', '--from', 'ax.name=udpc', '--to', 'ax.name=uecho']);
+    t.equal(add.code, 0, `policy add (${add.stderr})`);
+    await held.waitFor(/^udp EPERM$/m, 10_000);
+    t.pass('a flow the new rule denies: its sends get EPERM (revoked in the nftables set)');
+    t.equal((await d.ax(['policy', 'rm', 'no-udpc'])).code, 0);
+    held.killGroup();
     echo.killGroup();
   });
   web.killGroup();

@@ -156,6 +156,18 @@ export class HookDispatcher implements Dispatcher {
       else this.trust.addApp(ch.app);
     });
     this.handoffMode = d.handoff ?? 'fd';
+    // A rule change revokes what isolated apps' UDP sockets may still send to (udpegress.ts).
+    const egress = d.udpEgress;
+    if (egress) {
+      this.policy.onChange(() => {
+        const n = egress.prune((appId, backend) => {
+          const app = d.table.getApp(appId);
+          const svc = d.table.getSock(backend);
+          return !!app && !!svc && this.policy.allowsApp(app, svc);
+        });
+        if (n > 0) d.log.debug(`udp egress: ${n} isolated flow(s) no longer allowed, revoked`);
+      });
+    }
     // A bound, never-listening socket: connecting to it is refused by the kernel
     // itself, which gives apps the exact ECONNREFUSED semantics, blocking or not.
     this.refuseFd = libc.tcpSocket(AF_INET);
@@ -608,7 +620,7 @@ export class HookDispatcher implements Dispatcher {
       const src = owner ? this.sourceOf(owner) : '';
       if (src) target = { family: AF_INET, ip: src, port: dest.port };
     }
-    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, target, local, s.data.foreign === true);
+    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, target, local, s.data.foreign === true, pick.kind === 'backend' ? pick.sock.id : undefined);
     const r = this.direct(dest, family, target, local);
     if (all.length > 0) this.cacheable(r, all, family);
     return r;
@@ -677,7 +689,7 @@ export class HookDispatcher implements Dispatcher {
    * socket filter lets only the target's datagrams in, and its mark lets it send only to the
    * target (udpEgress: the set element is in place before the reply).
    */
-  private handoffDgram(app: App, dest: Addr, family: number, target: Addr, local: boolean, foreign = false): Reply | Promise<Reply> {
+  private handoffDgram(app: App, dest: Addr, family: number, target: Addr, local: boolean, foreign = false, backend?: number): Reply | Promise<Reply> {
     let fd: number;
     try {
       fd = libc.udpSocket(family);
@@ -717,7 +729,7 @@ export class HookDispatcher implements Dispatcher {
       libc.close(fd);
       return { status: Status.ERR, err: ENETUNREACH };
     }
-    return egress.allow(fd, app.id, me.ip, target.ip, target.port).then(
+    return egress.allow(fd, app.id, me.ip, target.ip, target.port, backend).then(
       () => reply,
       (e: Error) => {
         libc.close(fd);

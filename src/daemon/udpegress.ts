@@ -83,8 +83,8 @@ export class UdpEgress {
   /** A random start: a daemon restarted on the same table (same tag) gives its apps other
    *  marks than the sockets its predecessor handed out may still carry. */
   private nextSlot = 1 + randomInt(SLOT_MAX >>> 1);
-  /** "mark ip port" elements present, per app id */
-  private readonly elems = new Map<string, Set<string>>();
+  /** "mark source backend port" elements present, per app id, with the backend's socket id (if any) */
+  private readonly elems = new Map<string, Map<string, number | undefined>>();
   /** nft runs one at a time, in order */
   private chain: Promise<void> = Promise.resolve();
 
@@ -159,9 +159,10 @@ export class UdpEgress {
    * Marks `fd` as app `appId`'s and lets that mark send from `src` (the connected socket's
    * local address) to `ip`:`port` (UDP). Addresses: dotted IPv4, v4-mapped or IPv6 text.
    * Resolves once the set holds the element (the app may send then). Rejects when SO_MARK
-   * or nft fail (the caller must not hand the socket over).
+   * or nft fail (the caller must not hand the socket over). `backend`: the table id of the
+   * service socket it reaches, for `prune` (absent: not a service; kept with the app).
    */
-  async allow(fd: number, appId: string, src: string, ip: string, port: number): Promise<void> {
+  async allow(fd: number, appId: string, src: string, ip: string, port: number, backend?: number): Promise<void> {
     const mark = this.markFor(appId);
     if (mark === 0) throw new Error('no udp egress marks left');
     setSocketMark(fd, mark);
@@ -177,8 +178,37 @@ export class UdpEgress {
     const run = this.chain.then(() => nftAsync(this.nft, `add element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { ${elem} }\n`));
     this.chain = run.catch(() => {});
     await run;
-    if (!set) this.elems.set(appId, (set = new Set()));
-    set.add(key);
+    if (!set) this.elems.set(appId, (set = new Map()));
+    set.set(key, backend);
+  }
+
+  /**
+   * Removes the elements whose app may no longer reach their backend (`keep` says, e.g. after
+   * a policy change): that app's sockets can no longer send there (EPERM), as a revoked TCP
+   * connection is cut. Returns how many go; the set changes a moment later (one nft run).
+   */
+  prune(keep: (appId: string, backend: number) => boolean): number {
+    const gone: string[] = [];
+    for (const [appId, set] of this.elems) {
+      for (const [k, backend] of set) {
+        if (backend === undefined || keep(appId, backend)) continue;
+        set.delete(k);
+        gone.push(k);
+      }
+    }
+    if (gone.length > 0) this.deleteElems(gone);
+    return gone.length;
+  }
+
+  private deleteElems(keys: Iterable<string>): void {
+    let script = '';
+    for (const k of keys) {
+      const [mark, from, addr, port] = k.split(' ');
+      const v6 = addr!.includes(':');
+      script += `delete element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${Number(mark).toString(16)} . ${from} . ${addr} . ${port} }\n`;
+    }
+    const run = this.chain.then(() => nftAsync(this.nft, script));
+    this.chain = run.catch((e: Error) => this.log.warn(`udp egress: ${e.message}`));
   }
 
   /** Forgets an app: its elements leave the set (its mark is not given to another app). */
@@ -186,14 +216,7 @@ export class UdpEgress {
     const set = this.elems.get(appId);
     this.elems.delete(appId);
     if (!set || set.size === 0) return;
-    let script = '';
-    for (const k of set) {
-      const [mark, from, addr, port] = k.split(' ');
-      const v6 = addr!.includes(':');
-      script += `delete element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${Number(mark).toString(16)} . ${from} . ${addr} . ${port} }\n`;
-    }
-    const run = this.chain.then(() => nftAsync(this.nft, script));
-    this.chain = run.catch((e: Error) => this.log.warn(`udp egress: ${e.message}`));
+    this.deleteElems(set.keys());
   }
 
   /** Deletes the table (daemon shutdown). */
