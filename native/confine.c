@@ -31,8 +31,9 @@
  *          a new connection. connect(AF_UNSPEC) goes on (a disconnected socket stays
  *          unconnectable).
  *        - a UDP socket of another namespace (handed in by a root daemon): EACCES, but
-          AF_UNSPEC goes on. Not the guarantee (see below): the daemon's nftables mark is.
-        - anything else (unix, the namespace's UDP, netlink): SECCOMP_USER_NOTIF_FLAG_CONTINUE. The check
+ *          AF_UNSPEC goes on. A courtesy, not the guarantee (the check-then-act window
+ *          below): the daemon's nftables mark is (src/daemon/udpegress.ts).
+ *        - anything else (unix, the namespace's UDP, netlink): SECCOMP_USER_NOTIF_FLAG_CONTINUE. The check
  *          and the kernel's action are not atomic (another thread can swap the descriptor
  *          in between: the caution in seccomp_unotify(2)), which is why (1) exists: a
  *          swapped-in host TCP socket still meets Landlock.
@@ -349,10 +350,10 @@ static void handle(struct seccomp_notif *n) {
                 (l = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0);
   int is_tcp = is_inet && type == SOCK_STREAM && (l = sizeof proto, getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) == 0) &&
                (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP);
-  /* A UDP socket handed in (a root daemon's, connected to its backend): re-aiming it is
-     refused here too (EACCES below), though only for the kernel's check-then-act reasons
-     above a courtesy: what holds is the daemon's nftables mark (src/daemon/udpegress.ts),
-     which drops every datagram it sends elsewhere, by connect, sendto or sendmmsg. */
+  /* A UDP socket handed in (a root daemon's, connected to its backend): a connect that
+     would re-aim it is refused here too (EACCES below). A courtesy only (a descriptor can be
+     swapped between this check and the kernel's act): what holds is the daemon's nftables
+     mark (src/daemon/udpegress.ts), which drops every datagram it sends elsewhere. */
   int host_udp = is_inet && type == SOCK_DGRAM && netns_cookie(fd) != g_own_netns;
   if (!is_tcp && !host_udp) {
     close(fd);
