@@ -98,8 +98,8 @@ export class UdpEgress {
 
   /**
    * Makes the table for a daemon identified by `id` (its hook socket path: two daemons in
-   * one network namespace get two tables, and two tags). Returns null, with the reason,
-   * when this process cannot: not root (no CAP_NET_ADMIN over the host namespace: SO_MARK
+   * one network namespace get two tables, and two tags). Returns `egress: null` and the
+   * reason when this process cannot: not root (no CAP_NET_ADMIN over the host namespace: SO_MARK
    * and nftables are refused), no `nft` program, or nft refused the table.
    */
   static open(id: string, log: Log): { egress: UdpEgress } | { egress: null; why: string } {
@@ -117,12 +117,14 @@ export class UdpEgress {
         if (m[1] === table) continue;
         try {
           const t = execFileSync(nft, ['list', 'chain', 'inet', m[1]!, 'output'], { encoding: 'utf8', timeout: 10_000 });
-          const tm = /meta mark & 0xff000000 != 0x([0-9a-f]{2})000000/.exec(t);
+          // nft prints the first rule back as "meta mark != 0xTT000000/8 return"
+          const tm = /meta mark (?:& 0xff000000 )?!= 0x([0-9a-f]{2})000000(?:\/8)? return/.exec(t);
           if (tm) used.add(parseInt(tm[1]!, 16));
         } catch {
           /* gone meanwhile */
         }
       }
+      if (used.size >= 128) return { egress: null, why: 'every udp egress tag is taken by other ax daemons in this network namespace' };
       while (used.has(tag)) tag = 0x80 | ((tag + 1) & 0x7f);
       const hex = `0x${(tag << 24 >>> 0).toString(16)}`;
       const script =
