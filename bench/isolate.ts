@@ -7,6 +7,9 @@
 //                  isolated      both under `ax run --isolate` (sockets handed in by the daemon)
 //                  slirp4netns   client in a namespace behind slirp4netns (10.0.2.2 -> host loopback)
 //                  proxy         client -> socat TCP-LISTEN,fork -> server
+//   udp          iperf3 -u -b 0 (Gbit/s received): native; client under `ax run` and under
+//                `ax run --isolate` (a connected UDP socket the daemon hands in, marked for the
+//                daemon's nftables egress table), both to a server under `ax run`
 //   redis        redis-benchmark -q -t set,get (requests/s): native vs both isolated
 //   connect      connect()+close() loop (bench-connect): connections/s and p50, native vs isolated
 //                (isolated: to a service, each connect a socket the daemon makes and hands in),
@@ -57,6 +60,15 @@ function iperfGbps(json: string): number {
   if (bps === undefined) throw new Error(`iperf3: ${r.error ?? 'no result'}`);
   return bps / 1e9;
 }
+/** Gbit/s a UDP test delivered (iperf3 -u -J): received, or sent less what was lost. */
+function iperfUdpGbps(json: string): number {
+  const r = JSON.parse(json) as { error?: string; end?: { sum_received?: { bits_per_second?: number }; sum?: { bits_per_second?: number; lost_percent?: number } } };
+  const rec = r.end?.sum_received?.bits_per_second;
+  if (rec !== undefined) return rec / 1e9;
+  const s = r.end?.sum;
+  if (s?.bits_per_second === undefined) throw new Error(`iperf3: ${r.error ?? 'no result'}`);
+  return (s.bits_per_second * (1 - (s.lost_percent ?? 0) / 100)) / 1e9;
+}
 /** requests/s of SET and GET from redis-benchmark -q (progress lines end with \r). */
 function redisRps(out: string): { set: number; get: number } {
   const pick = (k: string) => Number(new RegExp(`${k}: ([\\d.]+) requests per second`).exec(out.replace(/\r/g, '\n'))?.[1] ?? NaN);
@@ -89,10 +101,11 @@ async function main(): Promise<void> {
   // Servers: native iperf3 and redis, the same under --isolate, socat in front of native iperf3.
   const natIperf = bg('iperf3', ['-s', '-4', '-p', '5201', '--forceflush']);
   const isoIperf = bg(process.execPath, axRun(['--isolate', '--name', 'ipsrv'], ['iperf3', '-s', '-4', '-p', '5201', '--forceflush']));
+  const axIperfU = bg(process.execPath, axRun(['--name', 'ipusrv'], ['iperf3', '-s', '-4', '-p', '5202', '--forceflush']));
   bg('socat', ['TCP-LISTEN:5301,bind=127.0.0.1,fork,reuseaddr', 'TCP:127.0.0.1:5201']);
   const natConn = bg(CONNECT, ['server', '7001']);
   const isoConn = bg(process.execPath, axRun(['--isolate', '--name', 'cb'], [CONNECT, 'server', '80']));
-  await Promise.all([waitOut(natIperf, /listening/), waitOut(isoIperf, /listening/), waitOut(natConn, /listening/), waitOut(isoConn, /listening/)]);
+  await Promise.all([waitOut(natIperf, /listening/), waitOut(isoIperf, /listening/), waitOut(axIperfU, /listening/), waitOut(natConn, /listening/), waitOut(isoConn, /listening/)]);
   await sleep(300); // socat is listening once its process runs; give it a moment
 
   if (soakMs > 0) {
@@ -120,6 +133,10 @@ async function main(): Promise<void> {
     add('iperf3 isolated', iperfGbps(iso(['iperf3', '-4', '-c', 'ipsrv', '-p', '5201', '-t', t, '-J'])));
     add('iperf3 slirp4netns', iperfGbps(inSlirp(['iperf3', '-4', '-c', '10.0.2.2', '-p', '5201', '-t', t, '-J'])));
     add('iperf3 proxy (socat)', iperfGbps(fg('iperf3', ['-4', '-c', '127.0.0.1', '-p', '5301', '-t', t, '-J'])));
+    const udp = ['-4', '-u', '-b', '0', '-t', t, '-J'];
+    add('iperf3 UDP native', iperfUdpGbps(fg('iperf3', [...udp, '-c', '127.0.0.1', '-p', '5201'])));
+    add('iperf3 UDP ax', iperfUdpGbps(fg(process.execPath, axRun([], ['iperf3', ...udp, '-c', 'ipusrv', '-p', '5202']))));
+    add('iperf3 UDP isolated', iperfUdpGbps(iso(['iperf3', ...udp, '-c', 'ipusrv', '-p', '5202'])));
     const rn = redisRps(fg('redis-benchmark', ['-p', '6390', '-q', '-t', 'set,get', '-n', String(REDIS_N)]));
     const ri = redisRps(iso(['redis-benchmark', '-h', 'db', '-p', '6379', '-q', '-t', 'set,get', '-n', String(REDIS_N)]));
     add('redis SET native', rn.set);
@@ -149,6 +166,10 @@ async function main(): Promise<void> {
   console.log(line('iperf3 slirp4netns', 'Gbit/s', 'iperf3 native'));
   console.log(line('iperf3 proxy (socat)', 'Gbit/s', 'iperf3 native'));
   console.log(`${'isolated / slirp4netns'.padEnd(26)} ${ratio('iperf3 isolated', 'iperf3 slirp4netns').padStart(10)}×`);
+  console.log(line('iperf3 UDP native', 'Gbit/s'));
+  console.log(line('iperf3 UDP ax', 'Gbit/s', 'iperf3 UDP native'));
+  console.log(line('iperf3 UDP isolated', 'Gbit/s', 'iperf3 UDP native'));
+  console.log(`${'UDP isolated / ax'.padEnd(26)} ${ratio('iperf3 UDP isolated', 'iperf3 UDP ax').padStart(10)}×`);
   console.log(line('redis SET native', 'req/s'));
   console.log(line('redis SET isolated', 'req/s', 'redis SET native'));
   console.log(line('redis GET native', 'req/s'));

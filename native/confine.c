@@ -30,7 +30,10 @@
  *          EALREADY connecting, a pending error), and EACCES where the kernel would start
  *          a new connection. connect(AF_UNSPEC) goes on (a disconnected socket stays
  *          unconnectable).
- *        - anything else (unix, UDP, netlink): SECCOMP_USER_NOTIF_FLAG_CONTINUE. The check
+ *        - a UDP socket of another namespace (handed in by a root daemon): EACCES, but
+ *          AF_UNSPEC goes on. A courtesy, not the guarantee (the check-then-act window
+ *          below): the daemon's nftables mark is (src/daemon/udpegress.ts).
+ *        - anything else (unix, the namespace's UDP, netlink): SECCOMP_USER_NOTIF_FLAG_CONTINUE. The check
  *          and the kernel's action are not atomic (another thread can swap the descriptor
  *          in between: the caution in seccomp_unotify(2)), which is why (1) exists: a
  *          swapped-in host TCP socket still meets Landlock.
@@ -343,11 +346,16 @@ static void handle(struct seccomp_notif *n) {
   }
   int dom = 0, type = 0, proto = 0;
   socklen_t l = sizeof dom;
-  int is_tcp = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 && (dom == AF_INET || dom == AF_INET6) &&
-               (l = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0) && type == SOCK_STREAM &&
-               (l = sizeof proto, getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) == 0) &&
+  int is_inet = getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &dom, &l) == 0 && (dom == AF_INET || dom == AF_INET6) &&
+                (l = sizeof type, getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l) == 0);
+  int is_tcp = is_inet && type == SOCK_STREAM && (l = sizeof proto, getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &proto, &l) == 0) &&
                (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP);
-  if (!is_tcp) {
+  /* A UDP socket handed in (a root daemon's, connected to its backend): a connect that
+     would re-aim it is refused here too (EACCES below). A courtesy only (a descriptor can be
+     swapped between this check and the kernel's act): what holds is the daemon's nftables
+     mark (src/daemon/udpegress.ts), which drops every datagram it sends elsewhere. */
+  int host_udp = is_inet && type == SOCK_DGRAM && netns_cookie(fd) != g_own_netns;
+  if (!is_tcp && !host_udp) {
     close(fd);
     reply(n->id, 0, 0, 1);
     return;
@@ -376,8 +384,8 @@ static void handle(struct seccomp_notif *n) {
       goto done;
     }
   }
-  if (netns_cookie(fd) != g_own_netns) {
-    /* Handed in from the host: never connected here. */
+  if (host_udp || netns_cookie(fd) != g_own_netns) {
+    /* Handed in from the host: never connected here (host_socket_answer: EACCES for UDP). */
     if (len >= sizeof(sa_family_t) && p->addr.ss_family == AF_UNSPEC) reply(n->id, 0, 0, 1);
     else reply(n->id, 0, host_socket_answer(fd), 0);
     goto done;

@@ -165,6 +165,55 @@ int main(int argc, char **argv) {
     else printf("race never connected in %ld tries (last errno %d)\n", tries, last);
     return 0;
   }
+  if (argc >= 7 && !strcmp(argv[1], "udp-reaim")) {
+    // A UDP socket ax handed in (libc connect to VIP:PORT: the hook), used once as meant (an
+    // echo), then aimed at IP:PORT every way the kernel offers, with raw system calls. Each
+    // datagram names its way ("x-sendto", ...), so the receiver tells which got through.
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in v = in4(argv[2], argv[3]);
+    if (report("hooked-connect", connect(fd, (struct sockaddr *)&v, sizeof v))) return 2;
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char buf[64];
+    report("send", send(fd, "legit", 5, 0));
+    ssize_t n = recv(fd, buf, sizeof buf - 1, 0);
+    if (n >= 0) { buf[n] = 0; printf("echo %s\n", buf); } else report("recv", n);
+    // To its backend, but from another local address (another app's would claim its identity).
+    union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(struct in_pktinfo))]; } pc;
+    memset(&pc, 0, sizeof pc);
+    struct iovec piov = {(void *)"x-pktinfo", 9};
+    struct msghdr pm = {.msg_iov = &piov, .msg_iovlen = 1, .msg_control = pc.b, .msg_controllen = sizeof pc.b};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&pm);
+    c->cmsg_level = IPPROTO_IP;
+    c->cmsg_type = IP_PKTINFO;
+    c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+    struct in_pktinfo pi = {0};
+    inet_pton(AF_INET, argv[6], &pi.ipi_spec_dst);
+    memcpy(CMSG_DATA(c), &pi, sizeof pi);
+    report("sendmsg-pktinfo", rsys(SYS_sendmsg, fd, (long)&pm, 0));
+    struct sockaddr_in h = in4(argv[4], argv[5]);
+    report("sendto-host", rsys6(SYS_sendto, fd, (long)"x-sendto", 8, 0, (long)&h, sizeof h));
+    struct iovec iov = {(void *)"x-sendmsg", 9};
+    struct msghdr m = {.msg_name = &h, .msg_namelen = sizeof h, .msg_iov = &iov, .msg_iovlen = 1};
+    report("sendmsg-host", rsys(SYS_sendmsg, fd, (long)&m, 0));
+    struct iovec iov2 = {(void *)"x-sendmmsg", 10};
+    struct mmsghdr mm = {.msg_hdr = {.msg_name = &h, .msg_namelen = sizeof h, .msg_iov = &iov2, .msg_iovlen = 1}};
+    long r = rsys5(SYS_sendmmsg, fd, (long)&mm, 1, 0, 0);
+    if (r == 0) { errno = EAGAIN; r = -1; } // none sent
+    report("sendmmsg-host", r);
+    long d = rsys(SYS_dup, fd, 0, 0); // another descriptor of the same socket
+    report("dup-sendto-host", rsys6(SYS_sendto, d, (long)"x-dup", 5, 0, (long)&h, sizeof h));
+    report("connect-host", rsys(SYS_connect, fd, (long)&h, sizeof h));
+    report("send-connected", rsys6(SYS_sendto, fd, (long)"x-connect", 9, 0, 0, 0));
+    struct sockaddr un = {0};
+    un.sa_family = AF_UNSPEC;
+    report("disconnect", rsys(SYS_connect, fd, (long)&un, sizeof un));
+    report("sendto-unspec", rsys6(SYS_sendto, fd, (long)"x-unspec", 8, 0, (long)&h, sizeof h));
+    int zero = 0; // the mark that names the socket's sender (root only)
+    report("unmark", rsys5(SYS_setsockopt, fd, SOL_SOCKET, SO_MARK, (long)&zero, sizeof zero));
+    report("sendto-unmarked", rsys6(SYS_sendto, fd, (long)"x-unmark", 8, 0, (long)&h, sizeof h));
+    return 0;
+  }
   if (argc >= 2 && !strcmp(argv[1], "iouring")) {
     // io_uring's connect and sends run without seccomp seeing them.
     char params[120] = {0};
@@ -397,23 +446,79 @@ s = socket.create_connection(('mc', 11211), timeout=5); s.sendall(b'version\\r\\
     mc.killGroup();
   });
 
-  await t.test('UDP: no host UDP socket reaches an isolated app (it could be re-aimed anywhere)', async (t) => {
-    const sink = d.run(['--name', 'usink', '--ip', '10.1.0.2'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 9000)); print('bound', flush=True); [print('got', s.recvfrom(100)[0].decode(), flush=True) for _ in range(9)]"]);
-    await sink.waitFor(/bound/);
-    const probe = `
+  await t.test('UDP: a root daemon hands isolated apps connected UDP sockets that reach only their backend', async (t) => {
+    const echo = d.run(['--name', 'uecho', '--ip', '10.1.0.3'], ['python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); print('bound', flush=True)\nwhile True:\n  m, a = s.recvfrom(100); print('got', m.decode(), flush=True); s.sendto(m, a)"]);
+    await echo.waitFor(/bound/);
+    // By name (socat connects its UDP socket: the daemon hands one in) and by VIP (python).
+    const socat = await d.run(['--isolate'], ['sh', '-c', 'echo ping-by-name | socat -t 3 - UDP:uecho:7000']).result();
+    t.equal(socat.stdout, 'ping-by-name\n', `isolated socat reaches a UDP service by name (${socat.stderr})`);
+    const py = `
 import socket, errno
-b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('0.0.0.0', 9100)); print('bind ok')
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3); s.connect(('10.1.0.3', 7000))
+s.send(b'ping-by-vip'); print('echo', s.recv(100).decode(), 'peer', s.getpeername()[0])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 try:
-    s.sendto(b'hello', ('10.1.0.2', 9000)); print('sendto ok')
+    u.sendto(b'x', ('10.1.0.3', 7000)); print('unconnected sendto ok')
 except OSError as e:
-    print('sendto', errno.errorcode[e.errno])
+    print('unconnected sendto', errno.errorcode[e.errno])
 `;
-    const r = await both(d, ['python3', '-c', probe]);
-    t.match(r.native.stdout, /bind ok\nsendto ok/, 'without --isolate: a udp service on a VIP, reached');
-    await sink.waitFor(/got hello/);
-    t.match(r.isolated.stdout, /bind ok\nsendto ENETUNREACH/, 'isolated: the bind stays in its namespace, the datagram is refused');
-    sink.killGroup();
+    const vip = await d.run(['--isolate'], ['python3', '-c', py]).result();
+    t.match(vip.stdout, /^echo ping-by-vip peer 10\.1\.0\.3$/m, `isolated python by VIP, connected (${vip.stderr})`);
+    t.match(vip.stdout, /^unconnected sendto ENETUNREACH$/m, 'an unconnected sendto to a VIP from an isolated app: ENETUNREACH (no host socket)');
+
+    // The attacker: a handed-in socket re-aimed at a listener of the host (a raw sendto,
+    // sendmsg, sendmmsg, a dup, connect, AF_UNSPEC + sendto). Natively every datagram arrives.
+    const args = [PROBE_DYN, 'udp-reaim', '10.1.0.3', '7000', '127.0.0.1', String(hostPort), '127.0.0.9'];
+    const ways = ['x-sendto', 'x-sendmsg', 'x-sendmmsg', 'x-dup', 'x-connect', 'x-unspec', 'x-unmark'];
+    const nat = await d.run([], args).result();
+    t.match(nat.stdout, /^echo legit$/m, `natively: the echo (${nat.stderr})`);
+    for (const w of ways) await listener.waitFor(new RegExp(`udp got ${w}$`, 'm'), 5000);
+    t.pass('natively every re-aimed datagram reaches the host listener');
+    await echo.waitFor(/^got x-pktinfo$/m, 5000);
+    t.pass('natively a datagram from another source address (IP_PKTINFO) reaches the backend');
+    const echoSeen = echo.stdout.length;
+    // Drops counted by the ax daemons' egress tables (other test files' daemons may share this namespace).
+    const drops = () => {
+      const tables = execFileSync('nft', ['list', 'ruleset'], { encoding: 'utf8' }).split(/^table /m).filter((b) => b.startsWith('inet ax_egress_'));
+      if (tables.length === 0) return -1;
+      return tables.reduce((n, b) => n + [...b.matchAll(/counter packets (\d+)/g)].reduce((m, x) => m + Number(x[1]), 0), 0);
+    };
+    const before = drops();
+    t.ok(before >= 0, 'the daemon keeps an nftables table with a drop counter');
+    const seen = listener.stdout.length;
+    const iso = await d.run(['--isolate'], args).result();
+    t.match(iso.stdout, /^hooked-connect ok$/m, `isolated: the hook got a UDP socket from the daemon (${iso.stderr})`);
+    t.match(iso.stdout, /^echo legit$/m, 'isolated: it reaches its backend');
+    t.match(iso.stdout, /^sendmsg-pktinfo errno 1 /m, 'isolated: to its backend from another source address (IP_PKTINFO): EPERM');
+    t.match(iso.stdout, /^sendto-host errno 1 /m, 'sendto a host address: EPERM (dropped in OUTPUT)');
+    t.match(iso.stdout, /^sendmsg-host errno 1 /m, 'sendmsg: EPERM');
+    t.match(iso.stdout, /^sendmmsg-host errno 1 /m, 'sendmmsg: EPERM');
+    t.match(iso.stdout, /^dup-sendto-host errno 1 /m, 'another descriptor of the socket: EPERM');
+    t.match(iso.stdout, /^connect-host errno 13 /m, 'connect elsewhere: EACCES (ax-confine)');
+    t.match(iso.stdout, /^send-connected (ok|errno 1 .*)$/m, 'a send after the refused connect: to its backend (or dropped), never the host');
+    t.match(iso.stdout, /^sendto-unspec errno 1 /m, 'disconnected, then sendto: EPERM');
+    t.match(iso.stdout, /^unmark errno 1 /m, 'the socket\'s mark cannot be changed from inside (no CAP_NET_ADMIN)');
+    t.match(iso.stdout, /^sendto-unmarked errno 1 /m, 'so that sendto is dropped too');
+    // A marker datagram natively after the isolated run: once it arrives, anything the isolated
+    // probe got through would have arrived before it.
+    await d.run([], [PROBE, 'udp', '127.0.0.1', String(hostPort), 'marker']).result();
+    await listener.waitFor(/udp got marker$/m, 5000);
+    t.notMatch(listener.stdout.slice(seen), /udp got x-/, 'nothing the isolated probe sent reached the host listener');
+    // x-connect went to the backend after x-pktinfo, on the same socket: once it is there, so would x-pktinfo be.
+    if (/^send-connected ok$/m.test(iso.stdout)) await echo.waitFor(/^got x-connect$/m, 5000);
+    t.notMatch(echo.stdout.slice(echoSeen), /got x-pktinfo/, 'nor the backend from a chosen source address');
+    t.ok(drops() >= before + 7, `the table counted the seven drops (${before} -> ${drops()})`);
+    // A rule that denies the flow revokes it: the handed-in socket can no longer send there.
+    const loop = "import socket, time, errno\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.connect(('uecho', 7000))\nlast = None\nfor i in range(150):\n  try:\n    s.send(b'p'); s.recv(10); r = 'ok'\n  except OSError as e:\n    r = errno.errorcode.get(e.errno, str(e))\n  if r != last: print('udp', r, flush=True); last = r\n  if r == 'EPERM': break\n  time.sleep(0.1)";
+    const held = d.run(['--isolate', '--name', 'udpc'], ['python3', '-c', loop]);
+    await held.waitFor(/^udp ok$/m, 10_000);
+    const add = await d.ax(['policy', 'add', 'no-udpc', 'deny', '--from', 'ax.name=udpc', '--to', 'ax.name=uecho']);
+    t.equal(add.code, 0, `policy add (${add.stderr})`);
+    await held.waitFor(/^udp EPERM$/m, 10_000);
+    t.pass('a flow the new rule denies: its sends get EPERM (revoked in the nftables set)');
+    t.equal((await d.ax(['policy', 'rm', 'no-udpc'])).code, 0);
+    held.killGroup();
+    echo.killGroup();
   });
   web.killGroup();
 });
@@ -516,6 +621,16 @@ th.join(); print('the first', res[0])
     t.match(filter.stdout, /^filter errno 1 /m, 'this kernel refuses socket filters to nobody');
     t.match(log(), /sockets handed to it are not confined/, 'and the rootless daemon says its handed-in sockets are not confined');
   }
+  // UDP: a rootless daemon cannot confine a host UDP socket (no SO_MARK, no nftables; Landlock
+  // has no UDP rules): an isolated app's datagrams to a VIP stay ENETUNREACH.
+  const uecho = ax(['run', '--name', 'uecho', '--', '/usr/bin/python3', '-c', "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', 7000)); print('bound', flush=True)\nwhile True:\n  m, a = s.recvfrom(100); s.sendto(m, a)"]);
+  await uecho.waitFor(/bound/);
+  const udpPy = "import socket, errno\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\ntry:\n  s.connect(('uecho', 7000)); s.send(b'hi'); print('udp echo', s.recv(10).decode())\nexcept OSError as e: print('udp', errno.errorcode.get(e.errno, e))";
+  const [un, ui] = await Promise.all([ax(['run', '--', '/usr/bin/python3', '-c', udpPy]).result(), ax(['run', '--isolate', '--', '/usr/bin/python3', '-c', udpPy]).result()]);
+  t.equal(un.stdout, 'udp echo hi\n', `nobody, not isolated: UDP to a service by name (${un.stderr})`);
+  t.equal(ui.stdout, 'udp ENETUNREACH\n', `nobody, isolated, rootless daemon: no host UDP socket (${ui.stderr})`);
+  t.match(doc.verdicts.join('\n'), /UDP: .*rootless.*ENETUNREACH/s, 'ax doctor says what UDP does for isolated apps here');
+  uecho.killGroup();
   db.killGroup();
   web.killGroup();
 });

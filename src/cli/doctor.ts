@@ -126,6 +126,26 @@ export function doctorReport(): DoctorReport {
   }
 
   const get = (name: string) => checks.find((c) => c.name.startsWith(name));
+  const landlockOk = get('ax-confine')?.ok ?? false;
+  const filterCheck = get('socket filters');
+  if (filterCheck && !filters) {
+    filterCheck.detail = landlockOk
+      ? 'refused by the kernel (unprivileged classic BPF is off): for --isolate, Landlock and ax-confine confine handed-in TCP sockets instead; UDP: see below'
+      : 'refused by the kernel (unprivileged classic BPF is off), and no Landlock TCP rules: handed-in TCP sockets of a daemon of this uid are not confined';
+  }
+  // UDP for isolated apps: a host UDP socket can be re-aimed by sendto alone; only a root
+  // daemon confines it (SO_MARK + an nftables table, src/daemon/udpegress.ts).
+  const nft = findInPath('nft', `${process.env.PATH ?? ''}:/usr/sbin:/sbin`);
+  const udpOk = uid === 0 && nft !== null;
+  add(
+    'UDP for isolated apps (SO_MARK + nftables)',
+    udpOk,
+    uid !== 0
+      ? `not for uid ${uid}: a rootless daemon hands isolated apps no UDP socket (Landlock has no UDP rules up to ABI 7; SO_MARK and nftables need root)`
+      : nft
+        ? `a root daemon marks each UDP socket it hands in and drops what it sends to anything but its backend (${nft})`
+        : 'no nft program (package nftables): isolated apps get no host UDP socket',
+  );
   const verdicts: string[] = [];
   const hook = get('hook library')?.ok;
   verdicts.push(hook ? 'ax run: programs linked dynamically against libc are mediated by the preloaded hook.' : 'ax run: the hook library is missing: ax run cannot work (npm run build).');
@@ -145,6 +165,11 @@ export function doctorReport(): DoctorReport {
       : filters
         ? 'Sockets a daemon of this uid hands to isolated apps are confined (a locked socket filter: they cannot be re-aimed).'
         : 'Sockets a daemon of this uid hands to isolated apps are NOT confined (no Landlock TCP rules, and the kernel refuses socket filters to it): a raw connect(AF_UNSPEC) and connect() can re-aim one at any host address. Run the daemon as root for enforcement.',
+  );
+  verdicts.push(
+    udpOk
+      ? 'UDP: an isolated app that connects a UDP socket to a service (by name or VIP) gets a host socket from a root daemon, connected to the backend; what it sends elsewhere (sendto, sendmsg, sendmmsg, a new connect) is dropped by the daemon\'s nftables table (EPERM). Unconnected sendto to a VIP fails with ENETUNREACH.'
+      : `UDP: isolated apps ${uid === 0 ? 'of a root daemon without nft' : 'of a rootless daemon'} get no host UDP socket (a host UDP socket can be re-aimed by a plain sendto; Landlock has no UDP rules up to ABI 7, and the mark that confines it needs root): datagrams to VIPs fail with ENETUNREACH; names resolve through the hook and the namespace's DNS relay.`,
   );
   verdicts.push(get('sock_diag')?.ok ? 'Services live as long as their kernel sockets (sock_diag).' : 'Without sock_diag a service ends with the process that bound it.');
   verdicts.push(`seccomp user notification is ${get('seccomp')?.ok ? 'supported here' : 'not supported here'}; ax uses it under --isolate for connect(2) (ax-confine), not to mediate static and Go programs (they stay unmediated).`);

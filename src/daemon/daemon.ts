@@ -25,6 +25,7 @@ import { HookDispatcher } from './hooks';
 import { PolicyEngine } from '../policy/decide';
 import { PolicyRuntime } from '../policy/runtime';
 import { pidAlive } from './trust';
+import { UdpEgress } from './udpegress';
 
 export { VERSION } from '../common/version';
 
@@ -56,6 +57,8 @@ export class Daemon {
   readonly pool: PortPool;
   store!: Store;
   hooks!: HookDispatcher;
+  /** nftables table confining UDP sockets handed to isolated apps (root daemons) */
+  udpEgress?: UdpEgress;
   cluster: ClusterGlue | null = null;
   /** The audit recorder: every access decision (ax events, ax graph, /metrics). */
   audit!: Audit;
@@ -115,7 +118,12 @@ export class Daemon {
     });
     if (c.cluster) this.cluster = new ClusterGlue(this.table, this.store, this.log, c.cluster, this.policy);
     this.map = this.openIdentityMap(`${c.hookSocket}.map`);
+    // Root: UDP sockets handed to isolated apps are kept to their backends by nftables.
+    const eg = UdpEgress.open(c.hookSocket, this.log);
+    if (eg.egress) this.udpEgress = eg.egress;
+    else this.log.debug(`isolated apps get no host UDP socket: ${eg.why}`);
     this.hooks = new HookDispatcher({
+      udpEgress: this.udpEgress,
       table: this.table,
       pool: this.pool,
       hostIp: c.hostIp,
@@ -411,6 +419,7 @@ export class Daemon {
       this.map?.setDns('', 0); // while no responder runs, apps' DNS goes to their own servers
       await this.hookServer?.close();
       this.hooks?.close();
+      this.udpEgress?.close();
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
       this.map?.close();
       if (idle && this.map) rmSync(this.map.path, { force: true });

@@ -29,6 +29,7 @@ import type { Dispatcher, Reply, Session } from '../hookserver/server';
 import type { PortPool } from '../table/ports';
 import type { App, Proto, ServiceTable, Sock } from '../table/table';
 import { AppTrust, confineSocket, pidAlive, seccompFilters, type Verdict } from './trust';
+import type { UdpEgress } from './udpegress';
 
 /** auto: direct handoff for sessions in the daemon's network namespace; fd: always pass sockets. */
 export type HandoffMode = 'auto' | 'fd';
@@ -84,6 +85,9 @@ export interface HookDeps {
   /** Whether `ip` (dotted IPv4 or IPv6) is the host address of another member of the cluster:
    *  connections from there are ax apps judged at their own host's connect. Absent: none. */
   isPeerHost?: (ip: string) => boolean;
+  /** Root daemons: the nftables table that keeps the UDP sockets handed to isolated apps aimed
+   *  at their backends (src/daemon/udpegress.ts). Absent: isolated apps get no host UDP socket. */
+  udpEgress?: UdpEgress;
 }
 
 
@@ -145,10 +149,25 @@ export class HookDispatcher implements Dispatcher {
     for (const sock of d.table.listSocks()) if (sock.node === d.table.node) this.trust.addSock(sock);
     d.table.onChange((ch) => {
       if (ch.kind !== 'app' || ch.app.node !== d.table.node) return;
-      if (ch.deleted) this.trust.removeApp(ch.app.id);
+      if (ch.deleted) {
+        this.trust.removeApp(ch.app.id);
+        d.udpEgress?.removeApp(ch.app.id);
+      }
       else this.trust.addApp(ch.app);
     });
     this.handoffMode = d.handoff ?? 'fd';
+    // A rule change revokes what isolated apps' UDP sockets may still send to (udpegress.ts).
+    const egress = d.udpEgress;
+    if (egress) {
+      this.policy.onChange(() => {
+        const n = egress.prune((appId, backend) => {
+          const app = d.table.getApp(appId);
+          const svc = d.table.getSock(backend);
+          return !!app && !!svc && this.policy.allowsApp(app, svc);
+        });
+        if (n > 0) d.log.debug(`udp egress: ${n} isolated flow(s) no longer allowed, revoked`);
+      });
+    }
     // A bound, never-listening socket: connecting to it is refused by the kernel
     // itself, which gives apps the exact ECONNREFUSED semantics, blocking or not.
     this.refuseFd = libc.tcpSocket(AF_INET);
@@ -330,8 +349,9 @@ export class HookDispatcher implements Dispatcher {
       this.warn(`policy: app ${app.id} may not publish ${app.vip}:${a.port}: ${pub.reason ?? pub.rule}`);
       return { status: Status.ERR, err: EACCES };
     }
-    // A host UDP socket cannot be confined (a filter sees only what arrives; the app could
-    // sendto anywhere): an app outside our namespace (--isolate) binds UDP in its own.
+    // A host UDP socket bound for an app outside our namespace (--isolate) could sendto
+    // anywhere (udpEgress confines only connected ones, to their backend): such an app binds
+    // UDP in its own namespace.
     if (proto === 'udp' && s.data.foreign === true) return { status: Status.NATIVE };
     const reuseAddr = proto === 'udp' && (m.arg & BindFlag.REUSEADDR) !== 0;
     if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto, reuseAddr)) return { status: Status.ERR, err: EADDRINUSE };
@@ -481,7 +501,7 @@ export class HookDispatcher implements Dispatcher {
     return { status: Status.OK, sock: sock.id };
   }
 
-  private connect(s: Session, app: App, m: Msg): Reply {
+  private connect(s: Session, app: App, m: Msg): Reply | Promise<Reply> {
     const dest = m.a;
     const family = m.b?.family ?? AF_INET;
     if (!dest) throw new ProtocolError('CONNECT without an address');
@@ -505,8 +525,9 @@ export class HookDispatcher implements Dispatcher {
       return dgram ? { status: Status.NATIVE, arg: generation } : { status: Status.NATIVE };
     }
     if (m.arg & ConnectFlag.DGRAM) {
-      // No host UDP socket is handed to an app outside our namespace: it could be re-aimed.
-      if (s.data.foreign === true) return { status: Status.ERR, err: ENETUNREACH };
+      // A host UDP socket handed to an app outside our namespace could be re-aimed anywhere:
+      // only a root daemon's nftables table (udpEgress) keeps it to its backend.
+      if (s.data.foreign === true && !this.d.udpEgress) return { status: Status.ERR, err: ENETUNREACH };
       return this.datagram(s, app, dest, ip, family);
     }
     const pol = this.policy;
@@ -575,7 +596,7 @@ export class HookDispatcher implements Dispatcher {
    * when the VIP is a local app's, its own source address with the port as given (a
    * reply to a client of that app, whose socket is bound there); else a closed port.
    */
-  private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply {
+  private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply | Promise<Reply> {
     const pol = this.policy;
     const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
@@ -599,7 +620,7 @@ export class HookDispatcher implements Dispatcher {
       const src = owner ? this.sourceOf(owner) : '';
       if (src) target = { family: AF_INET, ip: src, port: dest.port };
     }
-    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, target, local);
+    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, target, local, s.data.foreign === true, pick.kind === 'backend' ? pick.sock.id : undefined);
     const r = this.direct(dest, family, target, local);
     if (all.length > 0) this.cacheable(r, all, family);
     return r;
@@ -662,8 +683,13 @@ export class HookDispatcher implements Dispatcher {
     return this.visible(app, vip);
   }
 
-  /** fd handoff of a connected UDP socket (sessions outside the daemon's network namespace). */
-  private handoffDgram(app: App, dest: Addr, family: number, target: Addr, local: boolean): Reply {
+  /**
+   * fd handoff of a connected UDP socket (fd sessions). `foreign`: for an app outside our
+   * network namespace (ax run --isolate), the socket is confined before it leaves: a locked
+   * socket filter lets only the target's datagrams in, and its mark lets it send only to the
+   * target (udpEgress: the set element is in place before the reply).
+   */
+  private handoffDgram(app: App, dest: Addr, family: number, target: Addr, local: boolean, foreign = false, backend?: number): Reply | Promise<Reply> {
     let fd: number;
     try {
       fd = libc.udpSocket(family);
@@ -686,7 +712,31 @@ export class HookDispatcher implements Dispatcher {
       return { status: Status.ERR, err };
     }
     this.handoffs++;
-    return { status: Status.OK, fd, err: 0, a: dest, b: realDest(target, family) };
+    const reply: Reply = { status: Status.OK, fd, err: 0, a: dest, b: realDest(target, family) };
+    const egress = this.d.udpEgress;
+    if (!foreign) return reply;
+    try {
+      if (!egress) throw new Error('no udp egress table');
+      confineSocket(fd, target);
+    } catch (e) {
+      libc.close(fd);
+      this.warn(`udp connect for isolated app ${app.id}: ${(e as Error).message}`);
+      return { status: Status.ERR, err: ENETUNREACH };
+    }
+    // The source the kernel chose at connect (the app's source address, or the route's).
+    const me = libc.getsockname(fd);
+    if (!me) {
+      libc.close(fd);
+      return { status: Status.ERR, err: ENETUNREACH };
+    }
+    return egress.allow(fd, app.id, me.ip, target.ip, target.port, backend).then(
+      () => reply,
+      (e: Error) => {
+        libc.close(fd);
+        this.warn(`udp connect for isolated app ${app.id}: ${e.message}`);
+        return { status: Status.ERR, err: ENETUNREACH };
+      },
+    );
   }
 
   /** A connect the kernel itself refuses (a bound socket that never listens). */

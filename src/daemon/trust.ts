@@ -320,3 +320,14 @@ export function seccompFilters(pid: number | 'self'): number {
     return 0;
   }
 }
+
+const SO_MARK = 36;
+
+/**
+ * Sets SO_MARK on `fd` (every packet it sends carries the mark: see src/daemon/udpegress.ts).
+ * Needs CAP_NET_ADMIN over the socket's network namespace; throws an Error naming the errno
+ * (EPERM without it).
+ */
+export function setSocketMark(fd: number, mark: number): void {
+  if (Number(c_setsockopt_int(fd, SOL_SOCKET, SO_MARK, [mark | 0], 4)) !== 0) throw new Error(`SO_MARK: errno ${koffi.errno()}`);
+}
