@@ -8,7 +8,8 @@
 //          --scenarios=none,crash,loss80,blink,inflap (default all)
 //          --propagation (only the policy-propagation table: pol/ entry written at one node -> every live
 //          node, N = --prop-n (1000), --prop-writes (60) writes 1 s apart, no fault and 1 % crashed;
-//          eager push on (default config) and off (eagerPushNodes: 0) for comparison)
+//          eager push on (default config) and off (eagerPushNodes: 0) for comparison;
+//          --prop-eager=on|off|both (default both))
 //
 // Prints a markdown table: update -> 99.9 % / 100 % of nodes, failure -> withdrawn everywhere,
 // false "dead" at 10 % loss, steady-state bytes per node per second, sustained updates/s.
@@ -289,8 +290,10 @@ async function propagationTable(): Promise<void> {
   console.log('The local part (rule applied -> connections cut) is measured by bench/policy.ts (enforce, cluster).\n');
   console.log('| cluster | eager push | p50 | p99 | max | bytes/node/s (1 write/s) | wall |');
   console.log('|---|---|---|---|---|---|---|');
+  const eagerModes = { on: [true], off: [false], both: [true, false] }[args.get('prop-eager') ?? 'both'];
+  if (!eagerModes) throw new Error('--prop-eager must be on, off or both');
   for (const crashed of [false, true]) {
-    for (const eager of [true, false]) {
+    for (const eager of eagerModes) {
       const w0 = wall();
       process.stderr.write(`propagation: N=${n} ${crashed ? '1 % crashed' : 'no fault'} eager=${eager}...\n`);
       const r = await policyPropagation(n, writes, crashed, eager);

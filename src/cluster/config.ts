@@ -48,6 +48,12 @@ export interface ClusterConfig {
   calmMembership: boolean;
   /** Distinct accusers (each with a witness) needed before a suspect is declared dead; capped at N-2, at least 1. */
   deadAccusers: number;
+  /**
+   * Witnesses a failed probe needs before it accuses its target: indirect-probe helpers that answered
+   * with a nack (they reached us and could not reach the target either), capped at the helpers asked,
+   * at least 1. Two, so that neither the accuser's own sick link nor one sick helper can accuse.
+   */
+  probeWitnesses: number;
   /** Refuted suspicions (each with >= 2 distinct accusers) within flapWindowMs after which refutations are damped. */
   flapThreshold: number;
   /** Window of the flap count, in probe intervals. */
@@ -163,6 +169,7 @@ export const DEFAULT_CONFIG: Omit<ClusterConfig, 'name' | 'advertiseAddr' | 'ran
 
   calmMembership: true,
   deadAccusers: 3,
+  probeWitnesses: 2,
   flapThreshold: 1,
   flapWindowProbes: 240,
   flapGuardFraction: 0.05,
@@ -289,6 +296,7 @@ const CONFIG_SHAPE = {
   gossipMaxPacketsPerTarget: positive,
   suspicionConfirmations: positive,
   deadAccusers: positive,
+  probeWitnesses: positive,
   flapThreshold: positive,
   flapWindowProbes: positive,
   observers: positive,

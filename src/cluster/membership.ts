@@ -13,10 +13,17 @@
 //   so that a slow node does not accuse healthy ones.
 //
 // Gray failures (cfg.calmMembership, issue 11; docs/cluster.md "Gray failures"):
-// * Witness: a failed probe accuses the target only if at least one indirect-probe helper answered
-//   with a nack (the helper reached us and could not reach the target either). A prober that hears
-//   from no helper is the likely culprit: it blames itself (Lifeguard, Dadgar et al. 2018, sec. IV-A
-//   "nack" messages) instead of the target.
+// * Witness: a failed probe accuses the target only if `probeWitnesses` (2) indirect-probe helpers
+//   answered with a nack (each reached us and could not reach the target either). A prober that hears
+//   from fewer is the likely culprit: it blames itself (Lifeguard, Dadgar et al. 2018, sec. IV-A
+//   "nack" messages) instead of the target. Two, not one: a single nack may come from a helper whose
+//   own link is the sick one (its ping or the target's ack was lost on the helper's side).
+// * Quiet gossip (bandwidth under gray failures): suspicions learned second-hand from an anti-entropy
+//   digest are not relayed (only first-hand accusations spread: SWIM's dissemination component carries
+//   what a prober saw, Das et al. 2002 sec. 4; a digest's "suspect" is someone else's news, already
+//   gossiped by its accuser), and neither suspicions nor alerts about a member that is already in our
+//   pending cut are gossiped: the batched view change carries the removal (Rapid sec. 4.2, the cut is
+//   what gets disseminated once it is stable).
 // * Distinct accusers: a suspicion becomes "dead" only after `deadAccusers` distinct accusers, in the
 //   spirit of Rapid's H-of-K alerts (Suresh et al., ATC'18, sec. 4.2); a lone (possibly sick) accuser
 //   never gets anyone removed.
@@ -343,7 +350,8 @@ export class Membership {
       if (sp && !sp.confirmers.has(s.from) && sp.confirmers.size <= Math.max(sp.k, this.cfg.deadAccusers)) {
         sp.confirmers.add(s.from);
         if (sp.expired) this.suspicionExpired(m.name, sp); else this.rescheduleSuspicion(m.name, sp);
-        this.host.broadcast('s:' + m.name + ':' + s.from, encodeMsg(s)); // re-gossip confirmations
+        // re-gossip confirmations (calm mode: first-hand ones only, and not once the member is in our cut)
+        if (this.relaySuspicion(s)) this.host.broadcast('s:' + m.name + ':' + s.from, encodeMsg(s));
         return true;
       }
       return false;
@@ -351,7 +359,7 @@ export class Membership {
     const prev = m.state; const prevInc = m.inc;
     m.inc = s.inc; m.state = 'suspect'; m.since = this.clock.now();
     this.startSuspicion(m, s.from);
-    if (gossip) this.host.broadcast('m:' + m.name, encodeMsg(s));
+    if (gossip && this.relaySuspicion(s)) this.host.broadcast('m:' + m.name, encodeMsg(s));
     this.host.memberChanged(m, prev, prevInc);
     // Lifeguard-style independent verification by a few random peers
     if (s.from !== this.self.name && this.cfg.suspicionVerifiers > 0) {
@@ -359,6 +367,22 @@ export class Membership {
       if (this.rand() < p) this.verify(m);
     }
     return true;
+  }
+
+  /**
+   * Whether a suspicion we accepted is gossiped on (calm mode, "quiet gossip"): not when it came from an
+   * anti-entropy digest (second-hand: its accuser gossiped it already, and relaying digests re-spreads
+   * every old suspicion each sync round), nor when the member is in our pending cut (the cut's removal
+   * is what spreads, Rapid sec. 4.2). Stock mode relays everything (SWIM).
+   */
+  private relaySuspicion(s: SuspectMsg): boolean {
+    if (!this.cfg.calmMembership) return true;
+    return s.from !== SYNC_ACCUSER && !this.cutDead.has(s.name);
+  }
+
+  /** A member entered our pending cut: queued confirmations of its suspicion are useless now (quiet gossip). */
+  private quietCut(name: string, sp = this.suspicions.get(name)): void {
+    if (sp) for (const f of sp.confirmers) this.host.unbroadcast('s:' + name + ':' + f);
   }
 
   onDead(d: DeadMsg, gossip = true): boolean {
@@ -382,6 +406,7 @@ export class Membership {
       const cur = this.cutDead.get(m.name);
       if (cur && d.inc <= cur.inc) return false;
       this.cutDead.set(m.name, { ...d });
+      this.quietCut(m.name);
       // relayed at once, not after our own settle period: a removal that waited for a commit at every
       // hop spread one settle period per hop and left a tail of nodes seconds behind
       if (gossip) this.host.broadcast('m:' + m.name, encodeMsg(d));
@@ -481,6 +506,7 @@ export class Membership {
       const d: DeadMsg = { t: MsgType.Dead, name, inc: m.inc, from: this.self.name };
       const cur = this.cutDead.get(name);
       if (!cur || d.inc > cur.inc) this.cutDead.set(name, d);
+      this.quietCut(name, sp);
       this.scheduleCut();
       return;
     }
@@ -772,6 +798,7 @@ export class Membership {
     this.log.info('member ready to be removed: H of K observers alerted', { member: m.name, inc: m.inc, alerts: got, observers: obs.length });
     this.cutDead.set(m.name, { t: MsgType.Dead, name: m.name, inc: m.inc, from: this.self.name });
     this.cutByAlert.add(m.name);
+    this.quietCut(m.name);
     this.scheduleCut();
   }
 
@@ -960,9 +987,11 @@ export class Membership {
       }
       const cur = this.members.get(m.name);
       if (!cur || cur.inc !== probeInc || (cur.state !== 'alive' && cur.state !== 'suspect')) return;
-      if (this.cfg.calmMembership && expectedNacks > 0 && nacks === 0) {
-        // No helper witnessed the failure: we cannot tell a dead target from our own bad link, and a
-        // sick node must not accuse healthy ones (issue 11). Local health already went up above.
+      if (this.cfg.calmMembership && expectedNacks > 0 && nacks < Math.min(this.cfg.probeWitnesses, expectedNacks)) {
+        // Too few helpers witnessed the failure (Lifeguard's nacks, Dadgar et al. 2018 sec. IV-A, used
+        // as witnesses): we cannot tell a dead target from our own bad link, nor a lone nack from a
+        // helper whose own link is the sick one, and a sick node must not accuse healthy ones
+        // (issue 11). Local health already went up above.
         this.stats.unwitnessed++;
         return;
       }
