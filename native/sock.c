@@ -302,10 +302,21 @@ int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
         goto native_done;
     }
     if (snap.src_bound) {
-        /* bound by ax where the kernel had autobound it (udp.c): bound already */
-        errno = EINVAL;
-        GUARD_LEAVE;
-        return -1;
+        /* bound by ax where the kernel had autobound it (udp.c): bound already,
+         * unless a connect(AF_UNSPEC) released the port, as it does natively */
+        struct sockaddr_in cur;
+        socklen_t cl = sizeof cur;
+        if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || cur.sin_port != 0) {
+            errno = EINVAL;
+            GUARD_LEAVE;
+            return -1;
+        }
+        tbl_lock();
+        struct meta *m = tbl_get_gen_locked(fd, snap.gen);
+        if (m)
+            m->src_bound = 0;
+        tbl_unlock();
+        snap.src_bound = 0;
     }
     if (snap.state != ST_FRESH && !snap.bound_native && sa_to_ax(addr, len, &a) == 0) {
         /* Bound already (virtually): the kernel would say EINVAL for a local

@@ -48,7 +48,7 @@ t.test('an unconnected client sees its socket as natively while ax binds and mov
   t.equal(ax.code, 0, ax.stderr);
   // the path under test was taken: two sockets source-bound, one moved back (not IP_PKTINFO all along)
   const hook = readFileSync(log, 'utf8');
-  t.equal((hook.match(/udp fd \d+ source-bound/g) ?? []).length, 2, 'two sockets were source-bound');
+  t.equal((hook.match(/udp fd \d+ source-bound/g) ?? []).length, 3, 'three sockets were source-bound');
   t.equal((hook.match(/udp fd \d+ moved back to the wildcard/g) ?? []).length, 1, 'one was moved back');
   const lines = (s: string) => s.trim().split('\n');
   t.same(lines(ax.stdout), lines(nat.stdout), `the app's view under ax equals the native one\n${nat.stdout}`);
@@ -64,12 +64,15 @@ t.test('an unconnected client sees its socket as natively while ax binds and mov
   t.match(nat.stdout, /^again=AGAIN from-dest=yes$/m);
   t.match(nat.stdout, /^real-then-first=BACK from-dest=yes$/m);
   t.match(nat.stdout, /^inherited-local=0\.0\.0\.0:P /m);
+  t.match(nat.stdout, /^unspec=0 local=0\.0\.0\.0:0 /m);
+  t.match(nat.stdout, /^rebind=0 errno=- local=0\.0\.0\.0:nonzero /m);
+  t.match(nat.stdout, /^third-again=THIRD from-dest=yes$/m);
 
   // what the servers saw: the virtual one the client's VIP every time (source-bound,
   // then IP_PKTINFO after the move), the real one the kernel's own source and the same port
   const port = /port=(\d+)/.exec(ax.stderr)?.[1];
   t.ok(port, 'the client printed its port');
-  t.equal(await virt.count(/got (?:first|r|back|second) from 10\.5\.7\.2 \d+/g, 203), 203, 'the service saw the client VIP on every datagram');
+  t.equal(await virt.count(/got (?:first|r|back|second|third) from 10\.5\.7\.2 \d+/g, 205), 205, 'the service saw the client VIP on every datagram');
   t.match(virt.stdout, new RegExp(`got first from 10\\.5\\.7\\.2 ${port}\\n`), 'with the port getsockname showed');
   t.match(virt.stdout, new RegExp(`got back from 10\\.5\\.7\\.2 ${port}\\n`), 'the same port after the move');
   t.notMatch(virt.stdout, /from 127\./, 'never a loopback source');

@@ -164,6 +164,20 @@ int main(int argc, char **argv)
     exchange("real-then-first", &vdst, "back");
     out("final-local=%s", local_of(s, port, NULL));
 
+    /* a third: connect(AF_UNSPEC) releases an autobound port (and address); bind works again */
+    int s3 = socket(AF_INET, SOCK_DGRAM, 0);
+    int keep3 = s;
+    s = s3;
+    exchange("third", &vdst, "third");
+    struct sockaddr unspec = {.sa_family = AF_UNSPEC};
+    int cr = connect(s3, &unspec, sizeof unspec);
+    out("unspec=%d local=%s", cr, local_of(s3, 0, NULL));
+    struct sockaddr_in any3 = {.sin_family = AF_INET};
+    int br3 = bind(s3, (struct sockaddr *)&any3, sizeof any3);
+    out("rebind=%d errno=%s local=%s", br3, br3 < 0 ? strerrorname_np(errno) : "-", local_of(s3, 0, NULL));
+    exchange("third-again", &vdst, "third");
+    s = keep3;
+
     /* a second socket, source-bound, inherited over exec: its name there */
     int s2 = socket(AF_INET, SOCK_DGRAM, 0);
     int keep = s;
