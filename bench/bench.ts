@@ -14,7 +14,8 @@
 //
 // AX_BENCH_ONLY=udp runs only the UDP rows (iperf3 -u and request/response),
 // for measuring a UDP change without the whole bench; its table is not the
-// README's.
+// README's. AX_BENCH_AB=/other/checkout/dist/ax.js adds an A/B of this build's
+// hook against that build's to the UDP request/response rows (same daemon).
 //
 // Virtual addresses are used, so the whole run happens in a loopback-only
 // network namespace (re-executed under `unshare -n`).
@@ -29,6 +30,8 @@ const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
 const DESTS = 200;
 const PAUSE_MS = Number(process.env.AX_BENCH_PAUSE_MS ?? 150);
 const ONLY = process.env.AX_BENCH_ONLY ?? '';
+// AX_BENCH_AB=/path/to/other/dist/ax.js: the UDP rows also compare this build's hook with that build's
+const AB = process.env.AX_BENCH_AB ?? '';
 if (ONLY !== '' && ONLY !== 'udp') throw new Error(`AX_BENCH_ONLY: "${ONLY}" is not a mode (udp)`);
 
 /** Blocks for ms milliseconds (the runs are synchronous child processes). */
@@ -191,6 +194,26 @@ async function udpRows(axc: string[], notes: string[]): Promise<void> {
     UREP,
   );
   const uasked = directHandoffs() - uh0;
+  if (AB) {
+    // A/B of two hooks against one daemon: this build's and another build's (AX_BENCH_AB), alternating,
+    // with native runs between, so both see the same phases of the shared VM
+    const abc = [AB, 'run', '--socket', sock, '--no-start', '--ip', '10.240.9.11', '--'];
+    const ab = interleaved(
+      () => connectRun(abc, 'uclient', ['uecho', '7', UN]),
+      () => connectRun(axc, 'uclient', ['uecho', '7', UN]),
+      UREP,
+    );
+    const nb = interleaved(
+      () => connectRun([], 'uclient', ['127.0.0.1', '7301', UN]),
+      () => connectRun(abc, 'uclient', ['uecho', '7', UN]),
+      UREP,
+    );
+    notes.push(
+      `A/B, unconnected UDP request/response: other build (${AB}) ${ab.n.cps}/s p50 ${ab.n.p50} µs, this build ${ab.a.cps}/s p50 ${ab.a.p50} µs ` +
+        `(this/other ${(ab.a.cps / ab.n.cps).toFixed(3)}× by rate); other build vs native: ${(nb.a.cps / nb.n.cps).toFixed(3)}× by rate, ` +
+        `p50 ${nb.n.p50} vs ${nb.a.p50} µs. Runs: ${ab.runs.replace('native', 'other build')}`,
+    );
+  }
   rows.push({ metric: 'UDP request/response round trips/s (sendto+recvfrom, 4 B)', native: urr.n.cps, ax: urr.a.cps, unit: '/s', higherIsBetter: true });
   rows.push({ metric: 'UDP round trip p50', native: urr.n.p50, ax: urr.a.p50, unit: 'µs', higherIsBetter: false });
   notes.push(`UDP request/response: ${urr.runs}; daemon messages: ${uasked} for ${UREP * (Number(UN) + 200)} datagrams (one per client process)`);
