@@ -77,6 +77,8 @@ interface ConnResult {
   p99: number;
   cps: number;
   fast: number;
+  /** client CPU time (user + system) per operation, µs; UDP clients only, else NaN */
+  cpu: number;
 }
 
 /** One run of bench-connect (mode client|rr|spread) natively or under `ax run`. */
@@ -85,7 +87,8 @@ function connectRun(prefix: string[], mode: string, args: string[]): ConnResult 
   const out = prefix.length ? fg(process.execPath, [...prefix, ...cmd]) : fg(cmd[0], cmd.slice(1));
   const m = /p50_us=([\d.]+) p99_us=([\d.]+) cps=(\d+) errors=(\d+) fast=([\d.]+)/.exec(out);
   if (!m) throw new Error(`bench-connect: ${out}`);
-  return { p50: +m[1], p99: +m[2], cps: +m[3], fast: +m[5] };
+  const cpu = /cpu_us=([\d.]+)/.exec(out);
+  return { p50: +m[1], p99: +m[2], cps: +m[3], fast: +m[5], cpu: cpu ? +cpu[1] : NaN };
 }
 
 
@@ -114,6 +117,7 @@ function interleaved(native: () => ConnResult, ax: () => ConnResult, repeats = R
     p99: median(rs.map((r) => r.p99)),
     cps: median(rs.map((r) => r.cps)),
     fast: median(rs.map((r) => r.fast)),
+    cpu: median(rs.map((r) => r.cpu)),
   });
   const show = (rs: ConnResult[]) => rs.map((r) => `${r.p50.toFixed(1)} µs (${Math.round(r.fast * 100)} % < 16 µs)`).join(', ');
   return { n: med(ns), a: med(as), runs: `native p50 per run: ${show(ns)}; ax: ${show(as)}` };
@@ -209,6 +213,9 @@ async function udpRows(axc: string[], notes: string[]): Promise<void> {
       UREP,
     );
     notes.push(
+      `A/B, unconnected UDP request/response, client CPU per round trip: other build ${ab.n.cpu.toFixed(2)} µs, this build ${ab.a.cpu.toFixed(2)} µs, native ${nb.n.cpu.toFixed(2)} µs`,
+    );
+    notes.push(
       `A/B, unconnected UDP request/response: other build (${AB}) ${ab.n.cps}/s p50 ${ab.n.p50} µs, this build ${ab.a.cps}/s p50 ${ab.a.p50} µs ` +
         `(this/other ${(ab.a.cps / ab.n.cps).toFixed(3)}× by rate); other build vs native: ${(nb.a.cps / nb.n.cps).toFixed(3)}× by rate, ` +
         `p50 ${nb.n.p50} vs ${nb.a.p50} µs. Runs: ${ab.runs.replace('native', 'other build')}`,
@@ -217,6 +224,10 @@ async function udpRows(axc: string[], notes: string[]): Promise<void> {
   rows.push({ metric: 'UDP request/response round trips/s (sendto+recvfrom, 4 B)', native: urr.n.cps, ax: urr.a.cps, unit: '/s', higherIsBetter: true });
   rows.push({ metric: 'UDP round trip p50', native: urr.n.p50, ax: urr.a.p50, unit: 'µs', higherIsBetter: false });
   notes.push(`UDP request/response: ${urr.runs}; daemon messages: ${uasked} for ${UREP * (Number(UN) + 200)} datagrams (one per client process)`);
+  notes.push(
+    `UDP request/response, client CPU (user+system) per round trip, medians: unconnected native ${urr.n.cpu.toFixed(2)} µs, ax ${urr.a.cpu.toFixed(2)} µs ` +
+      `(+${(urr.a.cpu - urr.n.cpu).toFixed(2)} µs); less sensitive to the VM's wake-up modes than the latency`,
+  );
   // the same from a connected socket (connect once, then send + recvfrom), as stub resolvers do
   const ucr = interleaved(
     () => connectRun([], 'ucclient', ['127.0.0.1', '7301', UN]),
@@ -224,7 +235,7 @@ async function udpRows(axc: string[], notes: string[]): Promise<void> {
     UREP,
   );
   rows.push({ metric: 'UDP request/response round trips/s, connected socket (send+recvfrom)', native: ucr.n.cps, ax: ucr.a.cps, unit: '/s', higherIsBetter: true });
-  notes.push(`UDP request/response, connected: ${ucr.runs}`);
+  notes.push(`UDP request/response, connected: ${ucr.runs}; client CPU per round trip: native ${ucr.n.cpu.toFixed(2)} µs, ax ${ucr.a.cpu.toFixed(2)} µs`);
 }
 
 async function main(): Promise<void> {
