@@ -8,7 +8,14 @@
 //   destinations   connects spread over 200 destinations from one process
 //   first connect  a process's first connect with 8 threads running
 //   daemon         messages per cached connect, CPU and resident memory
-// Native and ax runs alternate, REPEATS times each; the table shows medians.
+// Native and ax runs alternate, REPEATS times each (which side goes first
+// alternates too), with a short pause (AX_BENCH_PAUSE_MS, 150 ms) before every
+// run, the same for both sides; the table shows medians.
+//
+// AX_BENCH_ONLY=udp runs only the UDP rows (iperf3 -u and request/response),
+// for measuring a UDP change without the whole bench; its table is not the
+// README's. AX_BENCH_AB=/other/checkout/dist/ax.js adds an A/B of this build's
+// hook against that build's to the UDP request/response rows (same daemon).
 //
 // Virtual addresses are used, so the whole run happens in a loopback-only
 // network namespace (re-executed under `unshare -n`).
@@ -21,6 +28,16 @@ const N = Number(process.env.AX_BENCH_CONNECTS ?? 20000);
 const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 3);
 const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
 const DESTS = 200;
+const PAUSE_MS = Number(process.env.AX_BENCH_PAUSE_MS ?? 150);
+const ONLY = process.env.AX_BENCH_ONLY ?? '';
+// AX_BENCH_AB=/path/to/other/dist/ax.js: the UDP rows also compare this build's hook with that build's
+const AB = process.env.AX_BENCH_AB ?? '';
+if (ONLY !== '' && ONLY !== 'udp') throw new Error(`AX_BENCH_ONLY: "${ONLY}" is not a mode (udp)`);
+
+/** Blocks for ms milliseconds (the runs are synchronous child processes). */
+function pause(ms: number): void {
+  if (ms > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
 
 inLoopbackNamespace('bench', __filename);
 
@@ -60,6 +77,8 @@ interface ConnResult {
   p99: number;
   cps: number;
   fast: number;
+  /** client CPU time (user + system) per operation, µs; UDP clients only, else NaN */
+  cpu: number;
 }
 
 /** One run of bench-connect (mode client|rr|spread) natively or under `ax run`. */
@@ -68,28 +87,37 @@ function connectRun(prefix: string[], mode: string, args: string[]): ConnResult 
   const out = prefix.length ? fg(process.execPath, [...prefix, ...cmd]) : fg(cmd[0], cmd.slice(1));
   const m = /p50_us=([\d.]+) p99_us=([\d.]+) cps=(\d+) errors=(\d+) fast=([\d.]+)/.exec(out);
   if (!m) throw new Error(`bench-connect: ${out}`);
-  return { p50: +m[1], p99: +m[2], cps: +m[3], fast: +m[5] };
+  const cpu = /cpu_us=([\d.]+)/.exec(out);
+  return { p50: +m[1], p99: +m[2], cps: +m[3], fast: +m[5], cpu: cpu ? +cpu[1] : NaN };
 }
 
 
 /**
- * Native and ax alternately, REPEATS times each (so a slow phase of the shared VM
+ * Native and ax alternately, `repeats` times each (so a slow phase of the shared VM
  * hits both), and the medians of each figure. Also returns every run's p50 and
  * its share of fast connects, to show which latency mode each run was in.
+ * Which side runs first alternates between repeats, and every run starts after
+ * the same pause (PAUSE_MS): the VM's slow wake-up mode (round trips of ~50 µs
+ * instead of ~12 µs) tends to persist from one run into the next one, so
+ * without these the side that always follows the other inherits its mode.
+ * See the bimodality note in bench-connect.
  */
-/** Runs native and ax alternately `repeats` times; medians of each side (see the bimodality note in bench-connect). */
 function interleaved(native: () => ConnResult, ax: () => ConnResult, repeats = REPEATS): { n: ConnResult; a: ConnResult; runs: string } {
   const ns: ConnResult[] = [];
   const as: ConnResult[] = [];
   for (let i = 0; i < repeats; i++) {
-    ns.push(native());
-    as.push(ax());
+    const order: Array<[ConnResult[], () => ConnResult]> = i % 2 === 0 ? [[ns, native], [as, ax]] : [[as, ax], [ns, native]];
+    for (const [into, run] of order) {
+      pause(PAUSE_MS);
+      into.push(run());
+    }
   }
   const med = (rs: ConnResult[]): ConnResult => ({
     p50: median(rs.map((r) => r.p50)),
     p99: median(rs.map((r) => r.p99)),
     cps: median(rs.map((r) => r.cps)),
     fast: median(rs.map((r) => r.fast)),
+    cpu: median(rs.map((r) => r.cpu)),
   });
   const show = (rs: ConnResult[]) => rs.map((r) => `${r.p50.toFixed(1)} µs (${Math.round(r.fast * 100)} % < 16 µs)`).join(', ');
   return { n: med(ns), a: med(as), runs: `native p50 per run: ${show(ns)}; ax: ${show(as)}` };
@@ -100,42 +128,8 @@ function directHandoffs(): number {
   return Number(/^direct_handoffs\s+(\d+)/m.exec(out)?.[1] ?? 0);
 }
 
-async function main(): Promise<void> {
-  if (!existsSync(AX) || !existsSync(CONNECT)) throw new Error('run `npm run build` first');
-  const daemon = bg(process.execPath, [AX, 'daemon', '--socket', sock, '--state-dir', join(dir, 'state'), '--log-level', 'warn']);
-  for (let i = 0; i < 200 && !existsSync(sock); i++) await sleep(25);
-  await sleep(300);
-  const notes: string[] = [];
-
-  // ---- throughput ----
-  if (has('iperf3')) {
-    bg('iperf3', ['-s', '-p', '5201']);
-    const axSrv = bg(process.execPath, axRun(['--name', 'ip3', '--', 'iperf3', '-s', '--forceflush', '-p', '5202']));
-    const side = has('socat') ? bg('socat', ['TCP-LISTEN:6201,fork,reuseaddr,bind=127.0.0.1', 'TCP:127.0.0.1:5201']) : null;
-    await sleep(500);
-    await waitOut(axSrv, /Server listening/);
-    const ns: number[] = [];
-    const as: number[] = [];
-    const ss: number[] = [];
-    for (let i = 0; i < REPEATS; i++) {
-      ns.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-t', String(SECONDS)]));
-      as.push(iperf(['-c', 'ip3', '-p', '5202', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
-      if (side) ss.push(iperf(['-c', '127.0.0.1', '-p', '6201', '-t', String(SECONDS)]));
-    }
-    rows.push({ metric: 'TCP throughput (iperf3, 1 stream)', native: median(ns), ax: median(as), sidecar: side ? median(ss) : undefined, unit: 'Gbit/s', higherIsBetter: true });
-    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got
-    const un: number[] = [];
-    const ua: number[] = [];
-    for (let i = 0; i < REPEATS; i++) {
-      un.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)]));
-      ua.push(iperf(['-c', 'ip3', '-p', '5202', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
-    }
-    rows.push({ metric: 'UDP throughput (iperf3 -u -b 0, 1400 B, received)', native: median(un), ax: median(ua), unit: 'Gbit/s', higherIsBetter: true });
-  } else {
-    console.error('iperf3 is not installed: throughput skipped (apt-get install iperf3)');
-  }
-
-  // ---- connect latency and rate: server and client both under ax ----
+/** The TCP connect rows (latency, rates, destinations, first connect). */
+async function connectRows(axc: string[], notes: string[]): Promise<void> {
   const natSrv = bg(CONNECT, ['server', '7001']);
   const axSrv = bg(process.execPath, axRun(['--name', 'cb', '--', CONNECT, 'server', '80']));
   const natPeer = bg(CONNECT, ['server', '7002', 'peer']);
@@ -145,7 +139,6 @@ async function main(): Promise<void> {
   const side = has('socat') ? bg('socat', ['TCP-LISTEN:7101,fork,reuseaddr,backlog=4096,bind=127.0.0.1', 'TCP:127.0.0.1:7001']) : null;
   for (const h of [natSrv, axSrv, natPeer, axPeer, natMany, axMany]) await waitOut(h, /listening/, 20_000);
   await sleep(300);
-  const axc = axRun(['--ip', '10.240.9.10', '--']);
   connectRun([], 'client', ['127.0.0.1', '7001', '2000']); // warm-up
   connectRun(axc, 'client', ['cb', '80', '2000']);
 
@@ -187,7 +180,10 @@ async function main(): Promise<void> {
   }
   rows.push({ metric: 'first socket() in a process with 8 threads', native: median(firsts.ns), ax: median(firsts.as), unit: 'µs', higherIsBetter: false });
   rows.push({ metric: 'first socket()+connect() there (ax: opens its daemon session)', native: median(firsts.n), ax: median(firsts.a), unit: 'µs', higherIsBetter: false });
+}
 
+/** The UDP request/response rows, unconnected and connected. */
+async function udpRows(axc: string[], notes: string[]): Promise<void> {
   // ---- UDP request/response: a small datagram and its echo, both ends under ax ----
   const uNat = bg(CONNECT, ['userver', '7301']);
   const uAx = bg(process.execPath, axRun(['--name', 'uecho', '--', CONNECT, 'userver', '7']));
@@ -202,9 +198,36 @@ async function main(): Promise<void> {
     UREP,
   );
   const uasked = directHandoffs() - uh0;
+  if (AB) {
+    // A/B of two hooks against one daemon: this build's and another build's (AX_BENCH_AB), alternating,
+    // with native runs between, so both see the same phases of the shared VM
+    const abc = [AB, 'run', '--socket', sock, '--no-start', '--ip', '10.240.9.11', '--'];
+    const ab = interleaved(
+      () => connectRun(abc, 'uclient', ['uecho', '7', UN]),
+      () => connectRun(axc, 'uclient', ['uecho', '7', UN]),
+      UREP,
+    );
+    const nb = interleaved(
+      () => connectRun([], 'uclient', ['127.0.0.1', '7301', UN]),
+      () => connectRun(abc, 'uclient', ['uecho', '7', UN]),
+      UREP,
+    );
+    notes.push(
+      `A/B, unconnected UDP request/response, client CPU per round trip: other build ${ab.n.cpu.toFixed(2)} µs, this build ${ab.a.cpu.toFixed(2)} µs, native ${nb.n.cpu.toFixed(2)} µs`,
+    );
+    notes.push(
+      `A/B, unconnected UDP request/response: other build (${AB}) ${ab.n.cps}/s p50 ${ab.n.p50} µs, this build ${ab.a.cps}/s p50 ${ab.a.p50} µs ` +
+        `(this/other ${(ab.a.cps / ab.n.cps).toFixed(3)}× by rate); other build vs native: ${(nb.a.cps / nb.n.cps).toFixed(3)}× by rate, ` +
+        `p50 ${nb.n.p50} vs ${nb.a.p50} µs. Runs: ${ab.runs.replace('native', 'other build')}`,
+    );
+  }
   rows.push({ metric: 'UDP request/response round trips/s (sendto+recvfrom, 4 B)', native: urr.n.cps, ax: urr.a.cps, unit: '/s', higherIsBetter: true });
   rows.push({ metric: 'UDP round trip p50', native: urr.n.p50, ax: urr.a.p50, unit: 'µs', higherIsBetter: false });
   notes.push(`UDP request/response: ${urr.runs}; daemon messages: ${uasked} for ${UREP * (Number(UN) + 200)} datagrams (one per client process)`);
+  notes.push(
+    `UDP request/response, client CPU (user+system) per round trip, medians: unconnected native ${urr.n.cpu.toFixed(2)} µs, ax ${urr.a.cpu.toFixed(2)} µs ` +
+      `(+${(urr.a.cpu - urr.n.cpu).toFixed(2)} µs); less sensitive to the VM's wake-up modes than the latency`,
+  );
   // the same from a connected socket (connect once, then send + recvfrom), as stub resolvers do
   const ucr = interleaved(
     () => connectRun([], 'ucclient', ['127.0.0.1', '7301', UN]),
@@ -212,8 +235,51 @@ async function main(): Promise<void> {
     UREP,
   );
   rows.push({ metric: 'UDP request/response round trips/s, connected socket (send+recvfrom)', native: ucr.n.cps, ax: ucr.a.cps, unit: '/s', higherIsBetter: true });
-  notes.push(`UDP request/response, connected: ${ucr.runs}`);
+  notes.push(`UDP request/response, connected: ${ucr.runs}; client CPU per round trip: native ${ucr.n.cpu.toFixed(2)} µs, ax ${ucr.a.cpu.toFixed(2)} µs`);
+}
 
+async function main(): Promise<void> {
+  if (!existsSync(AX) || !existsSync(CONNECT)) throw new Error('run `npm run build` first');
+  const daemon = bg(process.execPath, [AX, 'daemon', '--socket', sock, '--state-dir', join(dir, 'state'), '--log-level', 'warn']);
+  for (let i = 0; i < 200 && !existsSync(sock); i++) await sleep(25);
+  await sleep(300);
+  const notes: string[] = [];
+
+  // ---- throughput ----
+  if (has('iperf3')) {
+    bg('iperf3', ['-s', '-p', '5201']);
+    const ipSrvA = bg(process.execPath, axRun(['--name', 'ip3', '--', 'iperf3', '-s', '--forceflush', '-p', '5202']));
+    await sleep(500);
+    await waitOut(ipSrvA, /Server listening/);
+    if (ONLY !== 'udp') {
+      const side = has('socat') ? bg('socat', ['TCP-LISTEN:6201,fork,reuseaddr,bind=127.0.0.1', 'TCP:127.0.0.1:5201']) : null;
+      await sleep(300);
+      const ns: number[] = [];
+      const as: number[] = [];
+      const ss: number[] = [];
+      for (let i = 0; i < REPEATS; i++) {
+        ns.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-t', String(SECONDS)]));
+        as.push(iperf(['-c', 'ip3', '-p', '5202', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
+        if (side) ss.push(iperf(['-c', '127.0.0.1', '-p', '6201', '-t', String(SECONDS)]));
+      }
+      rows.push({ metric: 'TCP throughput (iperf3, 1 stream)', native: median(ns), ax: median(as), sidecar: side ? median(ss) : undefined, unit: 'Gbit/s', higherIsBetter: true });
+    }
+    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got
+    const un: number[] = [];
+    const ua: number[] = [];
+    for (let i = 0; i < REPEATS; i++) {
+      un.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)]));
+      ua.push(iperf(['-c', 'ip3', '-p', '5202', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
+    }
+    rows.push({ metric: 'UDP throughput (iperf3 -u -b 0, 1400 B, received)', native: median(un), ax: median(ua), unit: 'Gbit/s', higherIsBetter: true });
+  } else {
+    console.error('iperf3 is not installed: throughput skipped (apt-get install iperf3)');
+  }
+
+  // ---- connect latency and rate: server and client both under ax ----
+  const axc = axRun(['--ip', '10.240.9.10', '--']);
+  if (ONLY !== 'udp') await connectRows(axc, notes);
+  await udpRows(axc, notes);
   // ---- the daemon: CPU and memory across everything above ----
   const cpuAll = daemonCpuSeconds(daemon.p.pid!);
   const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${daemon.p.pid}/status`, 'utf8'))?.[1] ?? 0) / 1024;
@@ -231,8 +297,9 @@ async function main(): Promise<void> {
   for (const r of rows) {
     console.log(`| ${r.metric} (${r.unit}) | ${f(r.native)} | ${f(r.ax)} | ${ratio(r.ax, r.native)} | ${f(r.sidecar)} | ${ratio(r.sidecar, r.native)} |`);
   }
-  const p50 = rows.find((r) => r.metric === 'connect p50')!;
-  console.log(`\n- connect p50 added by ax: ${(p50.ax - p50.native).toFixed(1)} µs`);
+  const p50 = rows.find((r) => r.metric === 'connect p50');
+  console.log('');
+  if (p50) console.log(`- connect p50 added by ax: ${(p50.ax - p50.native).toFixed(1)} µs`);
   for (const n of notes) console.log(`- ${n}`);
   console.log(`- daemon CPU over the whole run: ${cpuAll.toFixed(2)} s; resident memory after it: ${rss.toFixed(0)} MiB`);
 }

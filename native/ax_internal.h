@@ -247,6 +247,11 @@ struct udp_memo {
     int local;              /* the real destination is on this host */
     struct ax_addr vdst, rdst;
     struct ax_addr rsrc, vsrc;
+    /* the send pair in raw form: the sockaddr bytes the app passed (rawlen of
+     * them) and the real destination ready to pass on, so a repeated sendto to
+     * the same virtual address costs one compare and one copy (no parsing) */
+    socklen_t rawlen, outlen;
+    struct sockaddr_in6 raw, out;
 };
 
 struct meta {
@@ -259,6 +264,10 @@ struct meta {
     int dgram;              /* SOCK_DGRAM (UDP); else SOCK_STREAM */
     int src_free;           /* datagram socket whose local address is the wildcard: the
                                source address may be chosen per datagram (udp.c) */
+    int src_bound;          /* datagram socket ax bound to the app's source address on its
+                               first datagram to a virtual address; getsockname shows the
+                               wildcard, as natively (udp.c) */
+    uint32_t move_seq;      /* udp_moves when ax last moved this socket back to the wildcard */
     uint32_t sock_id;       /* daemon socket id */
     pid_t owner;            /* process that got sock_id (for the debug log) */
     ino_t ino;              /* socket inode, to detect stale entries */
@@ -445,6 +454,13 @@ int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r);
 /* the virtual view of a datagram's source address, translated in place
  * (sa: the kernel's complete answer of length *len, room: the buffer's size) */
 void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room);
+/* count of moves back to the wildcard (0 until one happened): a receive that
+ * returned 0 while its socket was moved is retried on the new one */
+extern atomic_uint udp_moves;
+int udp_moved_since(int fd, unsigned seq);
+ssize_t h_recv(int fd, void *buf, size_t n, int flags);
+/* learn_socket: a datagram socket bound to the app's source address by ax */
+int udp_is_src_bound(const struct sockaddr_storage *local);
 /* the real destination for a DNS server address of resolv.conf (port 53), 1 if redirected */
 int dns_redirect(const struct ax_addr *dest, struct ax_addr *real);
 

@@ -68,6 +68,17 @@ EXPORT ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int fl
     return h_recvfrom(fd, buf, n, flags, addr, alen);
 }
 
+/* recv(): hooked only to retry the wake-up of a datagram socket moved back to
+ * the wildcard (udp.c, src_move_back) */
+EXPORT ssize_t recv(int fd, void *buf, size_t n, int flags) { return h_recv(fd, buf, n, flags); }
+
+EXPORT ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+    if (n > buflen)
+        __builtin_trap();
+    return h_recv(fd, buf, n, flags);
+}
+
 EXPORT ssize_t recvmsg(int fd, struct msghdr *msg, int flags) { return h_recvmsg(fd, msg, flags); }
 
 EXPORT int recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *tmo)

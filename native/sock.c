@@ -170,6 +170,12 @@ static int learn_socket(int fd, struct meta *out)
             default: m.state = ST_NATIVE; m.bound_native = 1; break;
             }
         }
+        if (m.dgram && bound && m.state == ST_NATIVE && udp_is_src_bound(&lo)) {
+            /* a client socket ax bound to the app's source address (udp.c) */
+            m.state = ST_FRESH;
+            m.bound_native = 0;
+            m.src_bound = 1;
+        }
         dbg("learned fd %d: state %d sock %u", fd, m.state, m.sock_id);
     }
     m.ino = fd_ino(fd);
@@ -294,6 +300,23 @@ int h_bind(int fd, const struct sockaddr *addr, socklen_t len)
     if (!snapshot_for(fd, addr, &snap)) {
         r = R.bind(fd, addr, len);
         goto native_done;
+    }
+    if (snap.src_bound) {
+        /* bound by ax where the kernel had autobound it (udp.c): bound already,
+         * unless a connect(AF_UNSPEC) released the port, as it does natively */
+        struct sockaddr_in cur;
+        socklen_t cl = sizeof cur;
+        if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || cur.sin_port != 0) {
+            errno = EINVAL;
+            GUARD_LEAVE;
+            return -1;
+        }
+        tbl_lock();
+        struct meta *m = tbl_get_gen_locked(fd, snap.gen);
+        if (m)
+            m->src_bound = 0;
+        tbl_unlock();
+        snap.src_bound = 0;
     }
     if (snap.state != ST_FRESH && !snap.bound_native && sa_to_ax(addr, len, &a) == 0) {
         /* Bound already (virtually): the kernel would say EINVAL for a local
@@ -1005,6 +1028,15 @@ static socklen_t virtual_name(int fd, int peer, const struct sockaddr_storage *r
     if (snap.has_vlocal && (snap.state == ST_BOUND || snap.state == ST_LISTEN || snap.state == ST_ACCEPTED)) {
         memcpy(out, &snap.vlocal, snap.vlocal_len);
         return snap.vlocal_len;
+    }
+    if (snap.dgram && snap.src_bound && snap.state != ST_CONN && real->ss_family == AF_INET) {
+        /* bound to the app's source address by ax (udp.c, src_bind) where the
+         * kernel would have autobound the wildcard: the wildcard and the port */
+        struct sockaddr_in *w = (struct sockaddr_in *)out;
+        memset(w, 0, sizeof *w);
+        w->sin_family = AF_INET;
+        w->sin_port = ((const struct sockaddr_in *)real)->sin_port;
+        return sizeof *w;
     }
     struct ax_addr ra;
     if (snap.state == ST_CONN && have_vip && sa_to_ax((const struct sockaddr *)real, rl, &ra) == 0) {

@@ -9,10 +9,19 @@
  * message per datagram: answers are cached under the table generation.
  *
  * Identity without a message, as for TCP: a datagram to a backend on this host
- * leaves from the app's own source address (IP_PKTINFO on a socket whose local
- * address is the wildcard; bind before connect() for a connected socket), so
- * the receiving hook turns the source into the sender's VIP through the
- * identity map.  Sources are translated back on receipt:
+ * leaves from the app's own source address, so the receiving hook turns the
+ * source into the sender's VIP through the identity map.  How the source is set:
+ *   - an IPv4 socket that is still unbound at its first datagram to such a
+ *     backend (a client socket) is bound to the app's source address, port 0
+ *     ("source binding"; getsockname still shows the wildcard and the port, as
+ *     natively).  If it later sends to a real destination (or a backend on
+ *     another host), it is moved back: a fresh socket bound to the wildcard and
+ *     the same port takes its fd number (src_move_back);
+ *   - a socket already bound to the wildcard (by the app, or by an earlier
+ *     datagram to a real destination), and IPv6 sockets: IP_PKTINFO with the
+ *     source address on each datagram;
+ *   - connect(): bind before connecting (rebind_source for a wildcard-bound one).
+ * Sources are translated back on receipt:
  *   - a connected socket: the virtual peer it connected to;
  *   - a real address this process sent to on behalf of a virtual one (the flow
  *     table below): that virtual address (a service's reply shows VIP:port);
@@ -55,6 +64,9 @@ static int flow_same(const void *e, const void *key, uint32_t tag)
 }
 
 static uint32_t cur_gen(void) { return gen_page ? *gen_page : 0; }
+
+atomic_uint udp_moves;          /* moves back to the wildcard so far */
+static atomic_int src_bound_any; /* some socket of this process was source-bound */
 
 static void flow_put(struct flow_ent *tab, const struct ax_addr *key, const struct ax_addr *val)
 {
@@ -294,6 +306,164 @@ static int rebind_source(int fd, struct meta *snap, struct ax_addr *src)
     return r;
 }
 
+/* ------------------------------------------------------------------------ */
+/* source binding of unconnected senders                                     */
+
+/* 1 when local (a socket's address from getsockname) is the app's source
+ * address: a socket ax bound there (learn_socket marks it source-bound), and
+ * then notes that this process has one. */
+int udp_is_src_bound(const struct sockaddr_storage *local)
+{
+    const struct sockaddr_in *l = (const struct sockaddr_in *)local;
+    if (!have_src || l->sin_family != AF_INET || memcmp(&l->sin_addr, app_src.ip, 4) != 0)
+        return 0;
+    atomic_store_explicit(&src_bound_any, 1, memory_order_relaxed);
+    return 1;
+}
+
+/* Source binding: an IPv4 datagram socket with no local address yet (a client
+ * that has sent nothing so far) whose datagram goes to a backend on this host
+ * is bound to the app's source address, port 0, so this datagram and the next
+ * ones carry the identity without a control message (IP_PKTINFO costs about
+ * 0.3-0.4 us of kernel time per datagram).  A socket bound already (the app
+ * bound wildcard:port, or an earlier datagram to a real destination
+ * autobound it) is left alone: it keeps IP_PKTINFO, since moving it would
+ * need a new socket and would strand datagrams queued on the old one.
+ * Updates the record and *snap; returns 1 when the socket is source-bound. */
+static int src_bind(int fd, struct meta *snap)
+{
+    struct sockaddr_in cur;
+    socklen_t cl = sizeof cur;
+    if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || cur.sin_family != AF_INET)
+        return 0;
+    if (cur.sin_port != 0 || cur.sin_addr.s_addr != htonl(INADDR_ANY)) {
+        /* bound: by someone else (the app, an earlier send), or by a concurrent
+         * thread's source binding an instant ago */
+        if (!udp_is_src_bound((struct sockaddr_storage *)&cur))
+            return 0;
+    } else {
+        struct sockaddr_in sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sin_family = AF_INET;
+        memcpy(&sa.sin_addr, app_src.ip, 4);
+        if (R.bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+            cl = sizeof cur;
+            if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || !udp_is_src_bound((struct sockaddr_storage *)&cur))
+                return 0;
+        }
+    }
+    atomic_store_explicit(&src_bound_any, 1, memory_order_relaxed);
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m) {
+        m->src_bound = 1;
+        m->src_free = 0;
+    }
+    tbl_unlock();
+    snap->src_bound = 1;
+    snap->src_free = 0;
+    dbg("udp fd %d source-bound", fd);
+    return 1;
+}
+
+/* 1 when fd is a source-bound datagram socket (cheap when none ever was). */
+static int is_src_bound(int fd)
+{
+    if (!atomic_load_explicit(&src_bound_any, memory_order_relaxed))
+        return 0;
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    int r = s && *s && (*s)->src_bound;
+    tbl_unlock();
+    return r;
+}
+
+int udp_moved_since(int fd, unsigned seq)
+{
+    tbl_lock();
+    struct meta **s = slot_locked(fd, 0);
+    int r = s && *s && (*s)->move_seq != 0 && (int)((*s)->move_seq - seq) > 0;
+    tbl_unlock();
+    return r;
+}
+
+/* A source-bound socket that now sends to a real destination (or to a backend
+ * on another host, or connects to one): the kernel would use its natural
+ * source address, and replies must reach the socket there.  A fresh socket
+ * bound to the wildcard and the same port takes the fd number (swap_fd keeps
+ * O_NONBLOCK, FD_CLOEXEC, O_ASYNC, the app's socket options and its epoll
+ * registrations: the old ones are deleted first, so no entry for the old
+ * socket is left behind).  The new socket is bound before the swap
+ * (SO_REUSEADDR on both for that instant; the app's own setting is replayed),
+ * so the port is never free in between.  A 0-byte datagram from the old
+ * socket to itself then wakes a thread blocked on it (the hooked receive calls
+ * -- recv, recvfrom, recvmsg, recvmmsg -- see the move and retry on the new
+ * socket; read() sees one 0-byte read), and the old socket is closed.
+ * Datagrams still queued on it, or arriving later at the source address (late
+ * replies from virtual peers), are dropped, as if lost on the way.  A process
+ * that shares the socket (fork) keeps the old one, still source-bound (its own
+ * hook moves its copy when it sends to a real destination): the two copies
+ * are separate sockets from then on.  Errors leave the socket source-bound
+ * (the datagram then leaves from the source address). */
+static void src_move_back(int fd)
+{
+    struct meta snap;
+    if (!tbl_snapshot(fd, &snap, 0) || !snap.src_bound)
+        return;
+    struct sockaddr_in cur;
+    socklen_t cl = sizeof cur;
+    if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) < 0 || cur.sin_family != AF_INET)
+        return;
+    int nfd = R.socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (nfd < 0)
+        return;
+    int one = 1, zero = 0;
+    R.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    R.setsockopt(nfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in w;
+    memset(&w, 0, sizeof w);
+    w.sin_family = AF_INET;
+    w.sin_port = cur.sin_port;
+    int br = R.bind(nfd, (struct sockaddr *)&w, sizeof w);
+    R.setsockopt(nfd, SOL_SOCKET, SO_REUSEADDR, &zero, sizeof zero);
+    if (br < 0) {
+        dbg("udp move of fd %d: bind to port %u: errno %d", fd, ntohs(cur.sin_port), errno);
+        R.close(nfd);
+        return;
+    }
+    int ofd = R.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    for (int i = 0; i < snap.neps; i++) /* the entries name the old socket: swap_fd adds new ones */
+        R.epoll_ctl(snap.eps[i].epfd, EPOLL_CTL_DEL, fd, NULL);
+    ino_t ino;
+    if (swap_fd(fd, nfd, &snap, &ino, NULL) < 0) {
+        if (ofd >= 0)
+            R.close(ofd);
+        return;
+    }
+    unsigned seq = atomic_fetch_add(&udp_moves, 1) + 1;
+    if (seq == 0)
+        seq = atomic_fetch_add(&udp_moves, 1) + 1;
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap.gen);
+    if (m) {
+        m->ino = ino;
+        m->src_bound = 0;
+        m->src_free = 1; /* bound to the wildcard now: IP_PKTINFO from here on */
+        m->move_seq = seq;
+    }
+    tbl_unlock();
+    if (ofd >= 0) {
+        /* wakes a reader blocked on the old socket (not shutdown(): a process
+         * sharing the socket would read 0 bytes from it for ever) */
+        if (cur.sin_port != 0)
+            R.sendto(ofd, "", 0, MSG_DONTWAIT, (struct sockaddr *)&cur, cl);
+        else /* no port (a connect(AF_UNSPEC) released it): nothing can arrive there anyway */
+            shutdown(ofd, SHUT_RD);
+        R.close(ofd);
+    }
+    dbg("udp fd %d moved back to the wildcard, port %u", fd, ntohs(cur.sin_port));
+}
+
 int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_t len)
 {
     struct ax_addr a;
@@ -318,6 +488,11 @@ int udp_connect(int fd, struct meta *snap, const struct sockaddr *addr, socklen_
     int rt = route(snap->family, &d, -1, &real, &local, &nfd, &p);
     if (rt < 0)
         return -1;
+    if (snap->src_bound && (rt == RT_NATIVE || (nfd < 0 && !local))) {
+        /* the kernel picks the source for this peer: off the app's source address first */
+        src_move_back(fd);
+        tbl_snapshot(fd, snap, 0);
+    }
     if (rt == RT_NATIVE) {
         int r = R.connect(fd, addr, len);
         if (r == 0 && snap->state == ST_CONN)
@@ -379,30 +554,44 @@ static int dgram_snapshot(int fd, struct meta *snap)
     return snap->dgram;
 }
 
-/* The send half of the socket's memo (see struct udp_memo): 1 and *real,
- * *pktinfo when fd is a datagram socket of the family `family` whose last
- * datagram went to d under the current generation. */
-static int memo_send(int fd, int family, const struct ax_addr *d, struct ax_addr *real, int *pktinfo)
+/* 1 when the socket's datagrams to a backend on this host need IP_PKTINFO
+ * with the app's source address (m: the record, local: the backend is here) */
+static inline int needs_pktinfo(const struct meta *m, int local)
+{
+    return local && have_src && m->src_free && !(m->family == AF_INET6 && m->v6only);
+}
+
+/* The send half of the socket's memo in raw form (see struct udp_memo): 1 with
+ * *out, *outlen and *pktinfo when fd is a datagram socket whose last datagram
+ * went to exactly these sockaddr bytes under the current generation.  No
+ * parsing: one lookup, one compare, one copy.  A source-bound socket's memo of
+ * a backend on another host is no hit: that send moves the socket first. */
+static int memo_raw(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_storage *out,
+                    socklen_t *outlen, int *pktinfo)
 {
     uint32_t gen = cur_gen();
-    if (gen == 0)
+    if (gen == 0 || alen > sizeof(struct sockaddr_in6))
         return 0;
     int hit = 0;
     tbl_lock();
     struct meta **s = slot_locked(fd, 0);
     struct meta *m = s ? *s : NULL;
-    if (m && m->dgram && m->family == family && m->memo.gen == gen && same_addr(&m->memo.vdst, d)) {
-        *real = m->memo.rdst;
-        *pktinfo = m->memo.local && have_src && m->src_free && !(m->family == AF_INET6 && m->v6only);
+    if (m && m->memo.gen == gen && m->memo.rawlen == alen && memcmp(&m->memo.raw, addr, alen) == 0 &&
+        (m->memo.local || !m->src_bound)) {
+        memcpy(out, &m->memo.out, m->memo.outlen);
+        *outlen = m->memo.outlen;
+        *pktinfo = needs_pktinfo(m, m->memo.local);
         hit = 1;
     }
     tbl_unlock();
     return hit;
 }
 
-/* Remember d -> real (learned under generation gen) as the socket's send memo. */
+/* Remember d -> real (learned under generation gen) as the socket's send memo,
+ * with the app's sockaddr bytes (addr, alen) and the real one (out, outlen). */
 static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const struct ax_addr *d,
-                            const struct ax_addr *real, int local)
+                            const struct ax_addr *real, int local, const struct sockaddr *addr, socklen_t alen,
+                            const struct sockaddr_storage *out, socklen_t outlen)
 {
     tbl_lock();
     struct meta *m = tbl_get_gen_locked(fd, snap->gen);
@@ -411,18 +600,34 @@ static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const
         m->memo.vdst = *d;
         m->memo.rdst = *real;
         m->memo.local = local;
+        m->memo.rawlen = 0;
+        if (alen <= sizeof m->memo.raw && outlen <= sizeof m->memo.out) {
+            memcpy(&m->memo.raw, addr, alen);
+            m->memo.rawlen = alen;
+            memcpy(&m->memo.out, out, outlen);
+            m->memo.outlen = outlen;
+        }
     }
     tbl_unlock();
 }
 
 /* Translation of one datagram's destination.  1: *out (length *outlen, the
  * socket's family) is where it goes, *pktinfo: add the app's source address;
- * 0: send unchanged; -1: errno set. */
+ * 0: send unchanged; -1: errno set.  *move is set when the socket is
+ * source-bound and this datagram must leave from the kernel's own choice of
+ * source (a real destination, a backend on another host): the caller moves
+ * it (src_move_back) before sending.  may_bind: the socket may be source-bound
+ * here (not in the middle of a batch whose earlier datagrams go elsewhere). */
 static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_storage *out,
-                          socklen_t *outlen, int *pktinfo, struct meta *snap, int *have_snap)
+                          socklen_t *outlen, int *pktinfo, int *move, int may_bind, struct meta *snap,
+                          int *have_snap)
 {
+    *move = 0;
     if (!addr || alen < sizeof(sa_family_t) || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return 0;
+    /* a repeated destination: the raw memo, before any parsing */
+    if (memo_raw(fd, addr, alen, out, outlen, pktinfo))
+        return 1;
     struct ax_addr a;
     if (sa_to_ax(addr, alen, &a) < 0)
         return 0;
@@ -439,19 +644,17 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
         return -1;
     }
     if (d.port != 53 && !map_virtual(&d)) { /* every VIP, clients' too, lies in a virtual range */
+        *move = is_src_bound(fd);
         if ((gen_page && !(map_flags() & AX_MAP_F_EGRESS)) || (!*have_snap && !dgram_snapshot(fd, snap)))
             return 0; /* no egress rules, or not a datagram socket */
         *have_snap = 1;
         if (egress_dgram_allowed(&d, snap->family))
             return 0;
+        *move = 0;
         errno = EPERM; /* what a netfilter OUTPUT drop gives natively */
         return -1;
     }
     struct ax_addr real;
-    if (memo_send(fd, addr->sa_family, &d, &real, pktinfo)) {
-        *outlen = ax_to_sa(&real, addr->sa_family, out);
-        return 1;
-    }
     uint32_t gen = cur_gen();
     if (!*have_snap) {
         if (!dgram_snapshot(fd, snap))
@@ -469,12 +672,19 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
         errno = ENETUNREACH;
         return -1;
     }
-    if (rt <= 0)
+    if (rt < 0)
         return rt;
+    if (rt == RT_NATIVE || !local) {
+        *move = snap->src_bound;
+        if (rt == RT_NATIVE)
+            return 0;
+    } else if (may_bind && have_src && snap->src_free && snap->family == AF_INET) {
+        src_bind(fd, snap); /* a client socket's first datagram: no IP_PKTINFO from now on */
+    }
     flow_put(by_real, &real, &d);
-    memo_send_store(fd, snap, gen, &d, &real, local);
     *outlen = ax_to_sa(&real, snap->family, out);
-    *pktinfo = local && have_src && snap->src_free && !(snap->family == AF_INET6 && snap->v6only);
+    memo_send_store(fd, snap, gen, &d, &real, local, addr, alen, out, *outlen);
+    *pktinfo = !*move && needs_pktinfo(snap, local);
     return 1;
 }
 
@@ -543,14 +753,16 @@ struct dest_out {
 static int dest_for_send(int fd, const struct sockaddr *addr, socklen_t alen, struct dest_out *o)
 {
     struct meta snap;
-    int have_snap = 0;
+    int have_snap = 0, move = 0;
     o->pktinfo = 0;
     o->len = 0;
     GUARD_ENTER;
     int e = errno;
-    int t = translate_dest(fd, addr, alen, &o->ss, &o->len, &o->pktinfo, &snap, &have_snap);
+    int t = translate_dest(fd, addr, alen, &o->ss, &o->len, &o->pktinfo, &move, 1, &snap, &have_snap);
+    if (move)
+        src_move_back(fd);
     GUARD_LEAVE;
-    if (t > 0)
+    if (t >= 0)
         errno = e;
     return t;
 }
@@ -612,10 +824,18 @@ int h_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
         for (; use < k; use++) {
             struct mmsghdr *src = &vec[done + use];
             v[use] = *src;
-            int pktinfo = 0;
+            int pktinfo = 0, move = 0;
             socklen_t outlen;
             int t = translate_dest(fd, src->msg_hdr.msg_name, src->msg_hdr.msg_namelen, &out[use], &outlen, &pktinfo,
-                                   &snap, &have_snap);
+                                   &move, use == 0, &snap, &have_snap);
+            if (move) {
+                /* this one must leave from the kernel's own source: send the
+                 * ones before it first (from the source address), then move */
+                if (use > 0)
+                    break;
+                src_move_back(fd);
+                have_snap = 0;
+            }
             if (t < 0) {
                 fail = 1;
                 fail_errno = errno;
@@ -741,16 +961,48 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
     }
 }
 
+/* A receive that returned 0 bytes: 1 when fd's socket was moved back to the
+ * wildcard (src_move_back) since the call began (seq: udp_moves then), so the
+ * 0 bytes are the wake-up of the old socket and the call is made again on the
+ * new one.  A real 0-byte datagram on a socket that was not moved is never
+ * retried; one that arrives on the new socket in the instant between the move
+ * and the call's start would be (the move happens once per socket at most). */
+static inline int recv_moved(int fd, unsigned *seq)
+{
+    unsigned now = atomic_load_explicit(&udp_moves, memory_order_relaxed);
+    if (now == *seq || !udp_moved_since(fd, *seq))
+        return 0;
+    *seq = now;
+    return 1;
+}
+
+ssize_t h_recv(int fd, void *buf, size_t n, int flags)
+{
+    NEED(recvfrom);
+    unsigned seq = atomic_load_explicit(&udp_moves, memory_order_relaxed);
+    ssize_t r;
+    while ((r = R.recvfrom(fd, buf, n, flags, NULL, NULL)) == 0 && recv_moved(fd, &seq))
+        ;
+    return r;
+}
+
 ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
 {
     NEED(recvfrom);
-    if (!addr || !alen || !hook_on())
-        return R.recvfrom(fd, buf, n, flags, addr, alen);
+    unsigned seq = atomic_load_explicit(&udp_moves, memory_order_relaxed);
+    if (!addr || !alen || !hook_on()) {
+        ssize_t r;
+        while ((r = R.recvfrom(fd, buf, n, flags, addr, alen)) == 0 && recv_moved(fd, &seq))
+            ;
+        return r;
+    }
     socklen_t have = *alen;
     if (have >= sizeof(struct sockaddr_in6) && have <= sizeof(struct sockaddr_storage)) {
         /* room for any inet address: the kernel writes it where the app wants it,
          * and it is translated in place */
-        ssize_t r = R.recvfrom(fd, buf, n, flags, addr, alen);
+        ssize_t r;
+        while ((r = R.recvfrom(fd, buf, n, flags, addr, alen)) == 0 && recv_moved(fd, &seq))
+            *alen = have;
         if (r < 0)
             return r;
         int e = errno;
@@ -764,7 +1016,9 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     socklen_t room = *alen;
-    ssize_t r = R.recvfrom(fd, buf, n, flags, (struct sockaddr *)&ss, &sl);
+    ssize_t r;
+    while ((r = R.recvfrom(fd, buf, n, flags, (struct sockaddr *)&ss, &sl)) == 0 && recv_moved(fd, &seq))
+        sl = sizeof ss;
     if (r < 0)
         return r;
     int e = errno;
@@ -781,13 +1035,23 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
 ssize_t h_recvmsg(int fd, struct msghdr *msg, int flags)
 {
     NEED(recvmsg);
-    if (!msg || !msg->msg_name || !hook_on())
-        return R.recvmsg(fd, msg, flags);
+    unsigned seq = atomic_load_explicit(&udp_moves, memory_order_relaxed);
+    if (!msg || !msg->msg_name || !hook_on()) {
+        ssize_t r;
+        socklen_t cl = msg ? (socklen_t)msg->msg_controllen : 0;
+        while ((r = R.recvmsg(fd, msg, flags)) == 0 && recv_moved(fd, &seq))
+            msg->msg_controllen = cl;
+        return r;
+    }
     struct sockaddr_storage ss;
     struct msghdr m = *msg;
     m.msg_name = &ss;
     m.msg_namelen = sizeof ss;
-    ssize_t r = R.recvmsg(fd, &m, flags);
+    ssize_t r;
+    while ((r = R.recvmsg(fd, &m, flags)) == 0 && recv_moved(fd, &seq)) {
+        m.msg_namelen = sizeof ss;
+        m.msg_controllen = msg->msg_controllen;
+    }
     if (r < 0)
         return r;
     int e = errno;
@@ -808,7 +1072,15 @@ ssize_t h_recvmsg(int fd, struct msghdr *msg, int flags)
 int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct timespec *tmo)
 {
     NEED(recvmmsg);
+    unsigned seq = atomic_load_explicit(&udp_moves, memory_order_relaxed);
+    socklen_t nl0 = vec && vlen ? vec[0].msg_hdr.msg_namelen : 0;
+    size_t cl0 = vec && vlen ? vec[0].msg_hdr.msg_controllen : 0;
     int r = R.recvmmsg(fd, vec, vlen, flags, tmo);
+    while (r == 1 && vec[0].msg_len == 0 && recv_moved(fd, &seq)) {
+        vec[0].msg_hdr.msg_namelen = nl0; /* the only entry the kernel wrote */
+        vec[0].msg_hdr.msg_controllen = cl0;
+        r = R.recvmmsg(fd, vec, vlen, flags, tmo);
+    }
     if (r <= 0 || !hook_on())
         return r;
     int e = errno;
