@@ -117,7 +117,7 @@ t.test('no daemon: one line saying what, where and what to do', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ax-cli-'));
   const sock = join(dir, 'ax.sock');
   const missing = unreachableMessage(sock, { code: 14, details: 'No connection established. Last error: connect ENOENT. Resolution note: ' });
-  t.equal(missing, `cannot reach the ax daemon at ${sock}: none is running (no socket there); start one with: ax daemon --socket ${sock} (ax run starts one by itself)`);
+  t.equal(missing, `cannot reach the ax daemon at ${sock}: none is running (no socket there); start one with: ax daemon --socket ${sock} (ax run starts one by itself unless --no-start)`);
   t.notMatch(missing, /Resolution note|\n/);
   writeFileSync(sock, '');
   t.match(unreachableMessage(sock, { code: 14, details: 'x' }), /it is not a socket/);

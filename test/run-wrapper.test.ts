@@ -152,3 +152,25 @@ t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', asy
   t.equal((await follow.result()).code, 0, 'ax logs -f ends on SIGINT with 0');
   t.notOk(existsSync(socket), 'the socket is gone with the daemon');
 });
+
+t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and starts no second daemon', async (t) => {
+  const d = await TestDaemon.start(t);
+  const env = { ...process.env, AX_STATE_DIR: d.stateDir };
+  const pid = d.proc.child.pid!;
+  process.kill(pid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
+  });
+  const r = await run(process.execPath, [AX, 'run', '--socket', d.socket, '--', 'true'], { env, timeoutMs: 30_000 });
+  t.equal(r.code, 1, 'ax run fails');
+  t.match(r.stderr, /does not answer \(stopped or overloaded\?\)/, `the diagnosis is the stopped daemon (${r.stderr.trim()})`);
+  t.notMatch(r.stderr, /started for you/, 'not a daemon it started itself');
+  t.notOk(existsSync(join(d.stateDir, 'daemon.log')), 'no second daemon was started (it would log to daemon.log)');
+  process.kill(pid, 'SIGCONT');
+  const again = await run(process.execPath, [AX, 'run', '--socket', d.socket, '--', 'true'], { env });
+  t.equal(again.code, 0, `once it runs again, ax run works (${again.stderr.trim()})`);
+});

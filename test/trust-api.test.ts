@@ -142,7 +142,7 @@ t.test('nobody against a root daemon: every refusal says why; root may', async (
   t.ok(exited, 'the daemon process is gone');
   const after = await d.ax(['status']);
   t.equal(after.code, 1);
-  t.match(after.stderr, /^ax: cannot reach the ax daemon at \S+: none is running \(no socket there\); start one with: ax daemon --socket \S+ \(ax run starts one by itself\)\n$/, 'one line, no gRPC text');
+  t.match(after.stderr, /^ax: cannot reach the ax daemon at \S+: none is running \(no socket there\); start one with: ax daemon --socket \S+ \(ax run starts one by itself unless --no-start\)\n$/, 'one line, no gRPC text');
 });
 
 /** Open fds of a process. */

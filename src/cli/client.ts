@@ -37,8 +37,19 @@ interface Unary {
 }
 type UnaryMethod = keyof Unary;
 
-/** No daemon answers at the socket. The message is one line: what, where, what to do. */
-export class DaemonUnreachable extends Error {}
+/**
+ * No daemon answers at the socket. The message is one line: what, where, what to do.
+ * `noAnswer`: something listens there but did not answer in time (a daemon that is
+ * stopped, overloaded or still starting), as opposed to nothing listening at all.
+ */
+export class DaemonUnreachable extends Error {
+  constructor(
+    message: string,
+    readonly noAnswer = false,
+  ) {
+    super(message);
+  }
+}
 
 /** The daemon answered with an error status (a refusal, with its reason). */
 export class ApiError extends Error {
@@ -56,7 +67,7 @@ export class ApiError extends Error {
  */
 export function unreachableMessage(socket: string, err: { code?: number; details?: string; message?: string }): string {
   const text = `${err.details ?? ''} ${err.message ?? ''}`;
-  const start = `start one with: ax daemon --socket ${socket} (ax run starts one by itself)`;
+  const start = `start one with: ax daemon --socket ${socket} (ax run starts one by itself unless --no-start)`;
   let isSock = false;
   try {
     isSock = statSync(socket).isSocket();
@@ -70,6 +81,15 @@ export function unreachableMessage(socket: string, err: { code?: number; details
   if (/ECONNREFUSED/.test(text)) return `${at}: none is running (the socket is left over, nothing listens); ${start}`;
   if (err.code === grpc.status.DEADLINE_EXCEEDED) return `${at}: it does not answer (stopped or overloaded?); see ax logs, or restart it`;
   return `${at}; ${start}`;
+}
+
+/** Whether `path` is a unix socket file (false if missing). */
+function isSocketFile(path: string): boolean {
+  try {
+    return statSync(path).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 /** Whether some process holds the daemon's state database lock (a daemon is starting or running). */
@@ -109,7 +129,8 @@ export class AxClient {
       raw[method](req, { deadline: Date.now() + timeoutMs }, (err, res) => {
         if (!err) return resolve(res!);
         if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
-          reject(new DaemonUnreachable(unreachableMessage(this.socket, err)));
+          const listening = err.code === grpc.status.DEADLINE_EXCEEDED && isSocketFile(this.socket) && !/ENOENT|ECONNREFUSED/.test(`${err.details ?? ''} ${err.message ?? ''}`);
+          reject(new DaemonUnreachable(unreachableMessage(this.socket, err), listening));
         } else reject(new ApiError(err.code, err.details || err.message));
       });
     });
@@ -147,6 +168,23 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
     if (!(e instanceof DaemonUnreachable) || !autostart) {
       client.close();
       throw e;
+    }
+    if (e.noAnswer) {
+      // A daemon listens but does not answer: one still starting answers soon; a stopped or
+      // overloaded one would only make a second daemon fail on the first one's lock. Wait a
+      // while, then say what is wrong with that one.
+      const until = Date.now() + 8_500;
+      while (Date.now() < until) {
+        try {
+          if (await up(1000)) return client;
+        } catch (again) {
+          if (!(again instanceof DaemonUnreachable) || !again.noAnswer) break; // it went away: start one
+        }
+      }
+      if (Date.now() >= until) {
+        client.close();
+        throw e;
+      }
     }
   }
   const stateDir = defaultStateDir();
