@@ -26,6 +26,7 @@ import { PolicyEngine } from '../policy/decide';
 import { PolicyRuntime } from '../policy/runtime';
 import { pidAlive } from './trust';
 import { UdpEgress } from './udpegress';
+import { sweepStaleHookFiles } from './runsweep';
 
 export { VERSION } from '../common/version';
 
@@ -207,6 +208,10 @@ export class Daemon {
     this.hooks.onReaped = () => this.sweepApps();
     this.hookServer = new HookServer(c.hookSocket, this.hooks, this.log);
     await this.hookServer.listen();
+    // What root daemons that died without stopping left beside ours (never ours, never in use).
+    void sweepStaleHookFiles(dirname(c.hookSocket), c.hookSocket).then((n) => {
+      if (n > 0) this.log.info(`removed the hook sockets and identity maps of ${n} daemon(s) that are gone from ${dirname(c.hookSocket)}`);
+    });
     if (this.cluster) await this.cluster.start();
     if (c.dnsListen) {
       this.dns = new DnsResponder({
