@@ -174,3 +174,20 @@ t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and 
   const again = await run(process.execPath, [AX, 'run', '--socket', d.socket, '--', 'true'], { env });
   t.equal(again.code, 0, `once it runs again, ax run works (${again.stderr.trim()})`);
 });
+
+t.test('after a daemon restart, ax get apps counts a running server that has not spoken to the new daemon yet', async (t) => {
+  const d = await TestDaemon.start(t);
+  const w = d.run(['--name', 'counted'], ['python3', '-u', '-m', 'http.server', '8099']);
+  await w.waitFor(/Serving HTTP/);
+  await d.until('counted listening', async () => (await d.get('services')).some((s) => s.name === 'counted'));
+  const before = (await d.get('apps')).find((a) => a.name === 'counted');
+  t.equal(before?.processes, 1, 'one process (python; ax run is not the app)');
+  await d.stop();
+  await w.waitFor(/the daemon is away; re-attaching/, 5000);
+  await d.launch();
+  await w.waitFor(/re-attached to the daemon/, 10_000);
+  const after = (await d.get('apps')).find((a) => a.name === 'counted');
+  t.equal(after?.processes, 1, 'still one process: the server holding its restored socket, before any hook session');
+  w.kill('SIGTERM');
+  await w.result();
+});

@@ -1005,9 +1005,15 @@ export class HookDispatcher implements Dispatcher {
     return false;
   }
 
+  /**
+   * How many processes the app has: those with a hook session, and those known to hold
+   * its sockets (anchored at restore or at admission) that still live, without its `ax run`.
+   */
   processCount(appId: string): number {
     const pids = new Set<number>();
     for (const s of this.liveSessions.values()) if (s.appId === appId) pids.add(s.pid);
+    const app = this.d.table.getApp(appId);
+    for (const pid of this.trust.livePids(appId, app?.runPid ?? 0)) pids.add(pid);
     return pids.size;
   }
 }

@@ -157,6 +157,24 @@ export class AppTrust {
   }
 
   /** Forgets a removed app. */
+  /**
+   * The app's anchored processes that still live (same pid and start time), but for
+   * `except` (its `ax run`, which is ax's and not the app's). After a daemon restart
+   * these are what is known of an app before its processes open hook sessions again.
+   */
+  livePids(appId: string, except = 0): number[] {
+    const out: number[] = [];
+    for (const [pid, start] of this.anchors.get(appId) ?? []) {
+      if (pid === except) continue;
+      try {
+        if (procInfo(pid)?.start === start) out.push(pid);
+      } catch {
+        /* /proc unreadable now: not counted */
+      }
+    }
+    return out;
+  }
+
   removeApp(appId: string): void {
     this.anchors.delete(appId);
     this.owners.delete(appId);
