@@ -58,7 +58,7 @@ if (!process.env.AX_TEST_ISOLATED) {
   const files = args.length > 0 ? args : readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/${f}`);
   const tap = spawn(
     process.execPath,
-    [join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs'), '--reporter=tap', '--disable-coverage', '--timeout=300', '--jobs=3', ...files],
+    [join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs'), '--reporter=tap', '--disable-coverage', '--timeout=300', '--jobs=4', ...files],
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: process.env },
   );
   let tail = '';
