@@ -253,11 +253,7 @@ async function policyPropagation(n: number, writes: number, crashed: boolean, ea
   const c = new SimCluster({ n, seed: SEED, ...(eager ? {} : { config: { eagerPushNodes: 0 } }) });
   await c.startSeeded();
   await c.clock.advance(10_000);
-  if (crashed) {
-    const victims = new Set<number>();
-    while (victims.size < Math.max(1, Math.round(n / 100))) victims.add(Math.floor(c.net.rand() * n));
-    for (const v of victims) await c.crash(v);
-  }
+  if (crashed) await c.crashPercent(1);
   const tr = trackUpdates(c);
   const tags: string[] = [];
   const b0 = c.net.totalBytes();

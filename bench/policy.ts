@@ -224,11 +224,7 @@ async function simulate(n: number, rules: number, crashed: boolean, local: numbe
   const c = new SimCluster({ n, seed });
   await c.startSeeded();
   await c.clock.advance(10_000);
-  if (crashed) {
-    const victims = new Set<number>();
-    while (victims.size < Math.max(1, Math.round(n / 100))) victims.add(Math.floor(c.net.rand() * n));
-    for (const v of victims) await c.crash(v);
-  }
+  if (crashed) await c.crashPercent(1);
   const svc: PolicyService = { appId: 'echo-app', name: 'echo', vip: '10.240.0.9', vport: 7000, labels: { team: 'blue', 'ax.name': 'echo' } };
   // per node: its engine, its client app (holds a connection to echo), when the held connection
   // became denied / allowed again (virtual ms), and what it published (rule id -> revision)

@@ -42,6 +42,7 @@ t.test('bad configs name the field, with a clear message', async (t) => {
     [{ probeIntervalMs: 0 }, 'probeIntervalMs', /must be a positive number, got 0/],
     [{ streamTimeoutMs: Infinity }, 'streamTimeoutMs', /must be a positive number, got Infinity/],
     [{ observers: NaN }, 'observers', /must be a positive number, got NaN/],
+    [{ probeWitnesses: 0 }, 'probeWitnesses', /must be a positive number, got 0/],
     [{ retransmitMult: '4' }, 'retransmitMult', /must be a positive number, got 4/],
     [{ gossipNodes: -1 }, 'gossipNodes', /must be a number >= 0, got -1/],
     [{ flapGuardFraction: 'lots' }, 'flapGuardFraction', /must be a number >= 0, got lots/],

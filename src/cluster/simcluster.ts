@@ -71,6 +71,18 @@ export class SimCluster {
     await this.nodes[i]!.stop();
   }
 
+  /**
+   * Crashes (no leave) a random `pct` % of the nodes, at least one, drawn from the network's
+   * seeded random source (the same victims for the same seed). Returns their indices.
+   */
+  async crashPercent(pct: number): Promise<Set<number>> {
+    const n = this.nodes.length;
+    const victims = new Set<number>();
+    while (victims.size < Math.max(1, Math.round((n * pct) / 100))) victims.add(Math.floor(this.net.rand() * n));
+    for (const v of victims) await this.crash(v);
+    return victims;
+  }
+
   /** Restart node i from its persisted state (new epoch) and rejoin through seeds. */
   async restart(i: number, seeds: number[]): Promise<ClusterNode> {
     const node = this.make(i);
