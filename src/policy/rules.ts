@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { LineCounter, parseDocument, isNode } from 'yaml';
 import { z } from 'zod';
+import { firstIssueText, inputErrors } from '../common/zodtext';
 import { isIPv4 } from 'node:net';
 import { unmapV4 } from '../common/addr';
 import { parseSelector, SelectorError, type Selector } from './selector';
@@ -137,10 +138,9 @@ export class PolicyFileError extends Error {}
 
 /** Validates one rule object; throws an Error "field: message" on the first problem. */
 export function checkRule(raw: unknown): Rule {
-  const r = RuleSchema.safeParse(raw);
+  const r = RuleSchema.safeParse(raw, { errorMap: inputErrors });
   if (r.success) return r.data;
-  const i = r.error.issues[0];
-  throw new Error(`${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`);
+  throw new Error(firstIssueText(r.error));
 }
 
 /**
@@ -187,7 +187,7 @@ export function parsePolicyText(text: string, file: string): Rule[] {
   const out: Rule[] = [];
   const seen = new Map<string, number>();
   list.forEach((raw, i) => {
-    const r = RuleSchema.safeParse(raw);
+    const r = RuleSchema.safeParse(raw, { errorMap: inputErrors });
     if (!r.success) {
       const issue = r.error.issues[0];
       const path = [...base, i, ...issue.path];
