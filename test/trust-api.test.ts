@@ -32,6 +32,12 @@ if (what === 'reattach') {
   const s = c.RunApp({ app_id: id, token });
   s.on('data', (ev) => { out({ ok: true, app_id: ev.app_id }); s.cancel(); process.exit(0); });
   s.on('error', (e) => { out({ ok: false, code: e.code, details: e.details }); process.exit(0); });
+} else if (what === 'run-labels') {
+  // RunApp with labels the CLI itself refuses: the daemon's own check
+  const labels = Object.fromEntries(arg.split(',').map((kv) => kv.split('=')));
+  const s = c.RunApp({ labels, run_pid: process.pid, command: 'true' });
+  s.on('data', (ev) => { out({ ok: true, app_id: ev.app_id }); s.cancel(); process.exit(0); });
+  s.on('error', (e) => { out({ ok: false, code: e.code, details: e.details }); process.exit(0); });
 } else if (what === 'status-many') {
   let left = Number(arg);
   for (let i = 0; i < Number(arg); i++) {
@@ -82,11 +88,15 @@ t.test('nobody against a root daemon: every refusal says why; root may', async (
   t.equal(local.code, 1);
   t.match(local.stderr, /10\.0\.99\.1 is a real address of this host \(lo\)/);
 
+  // ax.* labels: `ax run` refuses them as bad input (exit 2, usage), and the daemon refuses them
+  // to any API client (the CLI's check is a courtesy, the daemon's the rule)
   const label = await axAsNobody(d, ['run', '--no-start', '--labels', 'zone=default,ax.user=root', '--', 'true']);
-  t.equal(label.code, 1, 'nobody cannot claim ax.* labels');
-  t.match(label.stderr, /label "ax\.user=root": ax\.\* labels are reserved/);
-  const labelRoot = await d.run(['--labels', 'ax.node=elsewhere'], ['true']).result();
-  t.equal(labelRoot.code, 1, 'nor can root');
+  t.equal(label.code, 2, 'ax run: ax.* labels are a usage error');
+  t.match(label.stderr, /--labels: label "ax\.user=root": ax\.\* labels are reserved/);
+  for (const asNobody of [true, false]) {
+    const raw = lines((await rawClient(asNobody, [d.socket, 'run-labels', 'zone=default,ax.node=elsewhere'])).stdout);
+    t.match(raw, [{ ok: false, details: /label "ax\.node=elsewhere": ax\.\* labels are reserved/ }], `the daemon refuses ax.* labels to ${asNobody ? 'nobody' : 'root'}`);
+  }
 
   // --label-policy: what nobody may claim; root may claim any label but ax.*.
   const allowed = await axAsNobody(d, ['run', '--no-start', '--labels', 'team=red,tier=web', '--', 'true']);

@@ -8,6 +8,7 @@ import { checkVirtualIp } from '../common/addr';
 import { defaultApiSocket } from '../common/paths';
 import type { RunEvent__Output } from '../gen/ax/v1/RunEvent';
 import type { RunRequest } from '../gen/ax/v1/RunRequest';
+import { reservedLabel } from '../policy/claims';
 import { LabelError, parseLabels } from '../policy/labels';
 import { parsePort } from '../table/ports';
 import { list, parseDuration, parseFlags, str, bool, UsageError, type FlagSpec } from './args';
@@ -105,6 +106,8 @@ export function parseRunArgs(argv: string[]): RunSpec | null {
       if (e instanceof LabelError) throw new UsageError(`--labels: ${e.message}`);
       throw e;
     }
+    const reserved = reservedLabel(labels);
+    if (reserved) throw new UsageError(`--labels: ${reserved}`);
   }
   return {
     name,

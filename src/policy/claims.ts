@@ -2,6 +2,7 @@
 // and the reserved ax.* labels that only ax itself sets.
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { firstIssueText, inputErrors } from '../common/zodtext';
 import { inGroup, resolveGroup, resolveUser, userName, type PeerCred } from '../daemon/peer';
 import type { Labels } from './labels';
 
@@ -47,11 +48,8 @@ export function loadLabelPolicy(file: string): LabelPolicy {
   } catch (e) {
     throw new Error(`cannot read ${file}: ${(e as Error).message}`);
   }
-  const r = LabelPolicySchema.safeParse(raw);
-  if (!r.success) {
-    const i = r.error.issues[0];
-    throw new Error(`${file}: ${i.path.length ? i.path.join('.') + ': ' : ''}${i.message}`);
-  }
+  const r = LabelPolicySchema.safeParse(raw, { errorMap: inputErrors });
+  if (!r.success) throw new Error(`${file}: ${firstIssueText(r.error)}`);
   const users = new Map<number, string[]>();
   const groups = new Map<number, string[]>();
   for (const [u, pats] of Object.entries(r.data.users ?? {})) users.set(resolveUser(u), pats);
@@ -66,16 +64,26 @@ function matches(pattern: string, key: string, value: string): boolean {
 }
 
 /**
- * Checks the labels an app of `who` asks for. Returns null when all may be
- * claimed, else a message naming the first refused label and why.
- * `privileged`: root or the daemon's own user (any non-reserved label).
+ * The first ax.* label in `labels` (nobody may claim those: ax sets them), as a message
+ * naming it; null when there is none. `ax run` checks this before asking the daemon.
  */
-export function checkClaims(labels: Labels, who: PeerCred, privileged: boolean, policy?: LabelPolicy): string | null {
+export function reservedLabel(labels: Labels): string | null {
   for (const [k, v] of Object.entries(labels)) {
     if (k.startsWith(RESERVED_PREFIX)) {
       return `label "${k}=${v}": ax.* labels are reserved (ax sets ax.user, ax.node and ax.name itself); choose another key`;
     }
   }
+  return null;
+}
+
+/**
+ * Checks the labels an app of `who` asks for. Returns null when all may be
+ * claimed, else a message naming the first refused label and why.
+ * `privileged`: root or the daemon's own user (any non-reserved label).
+ */
+export function checkClaims(labels: Labels, who: PeerCred, privileged: boolean, policy?: LabelPolicy): string | null {
+  const reserved = reservedLabel(labels);
+  if (reserved) return reserved;
   if (privileged || !policy) return null;
   const pats = [...policy.default, ...(policy.users.get(who.uid) ?? [])];
   for (const [gid, p] of policy.groups) if (inGroup(who, gid)) pats.push(...p);
