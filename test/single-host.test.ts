@@ -56,8 +56,8 @@ t.test('python http.server on port 80 as nobody, reached by name and by VIP with
   await web.waitFor(/^(::ffff:)?10\.240\.\d+\.\d+ - - .*"GET \/ HTTP/m);
 
   const table = await d.ax(['get', 'services']);
-  t.match(table.stdout, /^NAME\s+VIRTUAL\s+HOST\s+PROTO\s+APPID\s+NODE\s+LABELS\n/);
-  t.match(table.stdout, /\nweb\s+10\.1\.0\.1:80\s+127\.0\.0\.1:\d+\s+tcp\s+[0-9a-f]{8}\s+\S+\s+zone=default\n/);
+  t.match(table.stdout, /^NAME\s+VIRTUAL\s+HOST\s+PROTO\s+FAMILY\s+APPID\s+NODE\s+LABELS\n/);
+  t.match(table.stdout, /\nweb\s+10\.1\.0\.1:80\s+127\.0\.0\.1:\d+\s+tcp\s+ipv4\s+[0-9a-f]{8}\s+\S+\s+zone=default\n/);
   const apps = await d.get('apps');
   t.ok(apps.some((a) => a.name === 'web' && a.vip === '10.1.0.1' && a.processes === 1 && a.services === 1), 'ax get apps shows web');
   const sockets = await d.ax(['get', 'sockets']);
@@ -414,6 +414,12 @@ t.test('redis-server (IPv4 and IPv6-only listeners on one port) with redis-cli b
   t.match(clients.stdout, /addr=10\.240\.\d+\.\d+:\d+/, 'redis sees the client by its VIP');
   const socks = await d.get('sockets');
   t.equal(socks.filter((s) => s.state === 'listening').length, 2, 'both listeners registered');
+  // ax get services: one row per listener, the IPv6-only one marked as such (it is never a backend)
+  const rows = (await d.get('services')).filter((s) => s.name === 'redis');
+  t.same(rows.map((s) => s.family).sort(), ['ipv4', 'ipv6-only'], 'the family of each listener');
+  const table = (await d.ax(['get', 'services'])).stdout.split('\n').filter((l) => /^redis /.test(l));
+  t.equal(table.length, 2);
+  t.match(table.join('\n'), /\bipv4\b[\s\S]*\bipv6-only\b|\bipv6-only\b[\s\S]*\bipv4\b/, 'the table shows it');
 });
 
 t.test('--expose binds a virtual port on a fixed host port; --lb random balances too', async (t) => {

@@ -12,6 +12,9 @@ import { AxClient } from './client';
 export const GET_USAGE = `usage: ax get apps|services|sockets|members [-o table|json] [--socket PATH]
 
 Tables leave out the ax.* labels ax sets itself (ax.user, ax.node, ax.name); -o json has them.
+services: a program listening on IPv4 and IPv6 (redis, nginx with [::]) has one row per listener,
+with one VIP. Virtual addresses are IPv4: an "ipv6" (dual-stack) listener takes the VIP's
+connections (v4-mapped), an "ipv6-only" (IPV6_V6ONLY) listener none.
 Reading the table needs root, the daemon's user or its --api-group.
 `;
 
@@ -59,6 +62,7 @@ const KINDS: Record<string, Kind> = {
       ['VIRTUAL', (r) => formatAddr({ ip: r.vip, port: r.vport })],
       ['HOST', (r) => formatAddr({ ip: r.host_ip, port: r.host_port })],
       ['PROTO', (r) => r.proto],
+      ['FAMILY', (r) => r.family || '-'],
       ['APPID', (r) => r.app_id],
       ['NODE', (r) => r.node],
       ['LABELS', (r) => formatLabels(r.labels ?? {})],

@@ -690,5 +690,6 @@ function serviceOut(s: Sock): Service {
     node: s.node,
     labels: s.labels,
     pid: s.pid,
+    family: s.family === AF_INET6 ? (s.v6only ? 'ipv6-only' : 'ipv6') : 'ipv4',
   };
 }

@@ -12,6 +12,7 @@ export interface Service {
   'node'?: (string);
   'labels'?: ({[key: string]: string});
   'pid'?: (number);
+  'family'?: (string);
 }
 
 export interface Service__Output {
@@ -25,4 +26,5 @@ export interface Service__Output {
   'node': (string);
   'labels': ({[key: string]: string});
   'pid': (number);
+  'family': (string);
 }
