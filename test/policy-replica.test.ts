@@ -21,7 +21,7 @@ function setup(c: SimCluster) {
   const warnings: string[] = [];
   const attach = (i: number) => {
     engines[i] = new PolicyEngine({ node: c.nodes[i]!.name, posture: 'shared-label', denyErrno: 111, unknownPeers: 'allow' });
-    replicas[i] = attachPolicyReplica(c.nodes[i]!, engines[i]!, (m) => warnings.push(m));
+    replicas[i] = attachPolicyReplica(c.nodes[i]!, engines[i]!, { warn: (m) => warnings.push(m) });
   };
   c.nodes.forEach((_, i) => attach(i));
   const denies = (i: number) => !engines[i]!.allowsApp(app, svc);

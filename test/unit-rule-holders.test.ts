@@ -2,7 +2,7 @@
 // change and the RULE_HOLDERS alive members ranked highest for the rule id by
 // rendezvous hashing, so a change costs the cluster a few copies, not one per node.
 import t from 'tap';
-import { hrwScore, rendezvousTop, RULE_HOLDERS } from '../src/daemon/cluster';
+import { hrwScore, rendezvousTop, RULE_HOLDERS } from '../src/policy/replica';
 
 const names = Array.from({ length: 20 }, (_, i) => `node-${i}`);
 const ids = Array.from({ length: 400 }, (_, i) => `rule-${i}`);

@@ -4,102 +4,13 @@
 // folded back into the table as remote apps and services. Backends whose node
 // is not alive are skipped by load balancing.
 //
-// Policy rules travel as "pol/<id>" entries. Entries are single-writer (owned by a
-// node) and a dead node's entries vanish, so a rule must outlive the host it was added
-// on, but not be published by every node (N copies of each rule would cost every node
-// O(N) deliveries per change): the node that made a change publishes it, and once that
-// node is no longer alive the RULE_HOLDERS alive members that rank highest for the rule
-// id by rendezvous hashing publish it (HRW: Thaler and Ravishankar, "Using name-based
-// mappings to increase hit rates", IEEE/ACM ToN 1998). A change thus costs one entry's
-// dissemination while its maker lives. When members come and go the ranking moves and
-// the new holders publish what they know. Every node applies every record it
-// sees (the newest revision (time, node) of each id wins: src/policy/decide.ts), so
-// a rule outlives the host it was added on and reaches nodes that join later.
+// Policy rules travel as "pol/<id>" entries: src/policy/replica.ts (attached to this node).
 import { ClusterNode, createNetworkTransport, systemClock, type ClusterState, type TlsPaths } from '../cluster';
 import { withPrefix, type Logger } from '../common/log';
-import { newer, type PolicyEngine, type PolicyRecord } from '../policy/decide';
-import { checkRule } from '../policy/rules';
+import type { PolicyEngine } from '../policy/decide';
+import { attachPolicyReplica, type PolicyReplica } from '../policy/replica';
 import type { Store } from '../store/store';
 import type { App, ServiceTable, Sock } from '../table/table';
-
-/** How many alive members (besides the node that made a change) publish each policy rule. */
-export const RULE_HOLDERS = 3;
-
-/** Rendezvous (HRW) weight of member `name` for key `id`: FNV-1a 32-bit of "name\0id", mixed. */
-export function hrwScore(name: string, id: string): number {
-  let h = 2166136261;
-  const s = `${name}\0${id}`;
-  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  return h >>> 0;
-}
-
-/**
- * The `k` holders of key `id` among member `names` (HRW: the k highest hrwScore, ties
- * broken by name), in rank order. Independent of the order of `names`.
- */
-export function rendezvousTop(id: string, names: string[], k: number): string[] {
-  return [...new Set(names)]
-    .map((n) => [n, hrwScore(n, id)] as const)
-    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))
-    .slice(0, k)
-    .map(([n]) => n);
-}
-
-/** The value of a "pol/<id>" entry: the record as JSON (~190 bytes for a one-selector rule). */
-export function encodePolicyRecord(r: PolicyRecord): Uint8Array {
-  return enc(r);
-}
-
-/**
- * Decodes the value of a replicated entry `key` ("pol/<id>") into a PolicyRecord. The rule
- * itself is not validated here (mergePeerRecords does). Throws an Error when the value is not
- * JSON or not a record of that id (id string, rev.t number, rev.node string).
- */
-export function decodePolicyEntry(key: string, value: Uint8Array): PolicyRecord {
-  const r = JSON.parse(new TextDecoder().decode(value)) as PolicyRecord;
-  if (typeof r?.id !== 'string' || `pol/${r.id}` !== key || typeof r.rev?.t !== 'number' || typeof r.rev.node !== 'string') throw new Error('not a policy record');
-  return r;
-}
-
-/**
- * Merges peers' records into `engine`: each record newer than what the engine has is validated
- * (checkRule; a malformed rule is reported through `warn` and ignored, never applied), then
- * the engine takes the newer revision of each id (PolicyEngine.merge). Returns the records taken.
- */
-export function mergePeerRecords(engine: PolicyEngine, records: PolicyRecord[], warn: (m: string) => void): PolicyRecord[] {
-  const ok: PolicyRecord[] = [];
-  for (const r of records) {
-    const have = engine.record(r.id);
-    if (have && !newer(r.rev, have.rev)) continue;
-    if (r.rule !== null) {
-      try {
-        r.rule = checkRule(r.rule);
-      } catch (e) {
-        warn(`ignoring invalid policy rule ${r.id} from ${r.rev.node}: ${(e as Error).message}`);
-        continue;
-      }
-    }
-    ok.push(r);
-  }
-  return engine.merge(ok);
-}
-
-/**
- * Whether node `self` publishes record `r` under its own name: it made the change
- * (r.rev.node), or its maker is not among the `alive` members and `self` ranks among the
- * RULE_HOLDERS highest of `self` and `alive` for r.id (rendezvousTop). While the maker is
- * alive its own entry carries the record to every node (and to nodes that join later, by
- * anti-entropy); the holders publish only once it is gone, so a change costs one entry's
- * dissemination, not RULE_HOLDERS + 1 (see the top of this file).
- */
-export function publishesRecord(self: string, r: PolicyRecord, alive: string[]): boolean {
-  if (r.rev.node === self) return true;
-  if (alive.includes(r.rev.node)) return false;
-  return rendezvousTop(r.id, [self, ...alive], RULE_HOLDERS).includes(self);
-}
 
 export interface ClusterOptions {
   /** This node's address other nodes reach (also where its listeners are bound). */
@@ -127,6 +38,8 @@ export function withPort(addr: string, port: number): string {
 export class ClusterGlue {
   readonly node: ClusterNode;
   private refreshQueued = false;
+  /** Policy replication (present with a policy engine). */
+  private replica?: PolicyReplica;
   private joinTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -153,22 +66,18 @@ export class ClusterGlue {
       }
     }
     this.node.on('persist', (s: ClusterState) => this.store.put('cluster', 'state', s));
-    this.node.on('change', (ev: { owner: string; key: string; value: Uint8Array | null }) => {
-      // A policy record is merged at its arrival, not in the next refresh: enforcement (and the
-      // revocation pass it queues) does not wait for a rebuild that reads every entry of the table.
-      if (this.policy && ev.value !== null && ev.owner !== this.table.node && ev.key.startsWith('pol/')) {
-        try {
-          this.mergeRules([decodePolicyEntry(ev.key, ev.value)]);
-        } catch (err) {
-          this.log.warn(`cluster: ignoring malformed policy entry ${ev.owner}/${ev.key}: ${(err as Error).message}`);
-        }
-      }
-      this.queueRefresh();
-    });
+    this.node.on('change', () => this.queueRefresh());
+    if (this.policy) {
+      // pol/ entries: merged at their arrival, published by their holders (src/policy/replica.ts)
+      this.replica = attachPolicyReplica(this.node, this.policy, {
+        warn: (m) => this.log.warn(`cluster: ${m}`),
+        onMerged: (taken) => this.log.info(`cluster: policy: ${taken.length} rule change(s) from peers (${taken.map((r) => `${r.rule ? 'set' : 'removed'} ${r.id}`).join(', ')})`),
+        defer: (recheck) => this.queueHolderCheck(recheck),
+      });
+    }
     this.node.on('member', (m: { name: string; state: string; previous: string | null }) => {
       this.log.info(`cluster: member ${m.name} ${m.previous ?? 'new'} -> ${m.state}`);
       this.queueRefresh();
-      this.queueHolderCheck();
     });
     await this.node.start();
     // Publish what this node owns (restored state included).
@@ -176,14 +85,9 @@ export class ClusterGlue {
     for (const s of this.table.localServices()) this.publishSock(s, false);
     this.table.onChange((c) => (c.kind === 'app' ? this.publishApp(c.app, c.deleted) : this.publishSock(c.sock, c.deleted)));
     const seeds = [...new Set([...this.opts.join.map((j) => withPort(j, this.opts.gossipPort)), ...this.node.knownPeers()])];
-    if (this.policy) {
-      // Restored rules are published once the members are known (after the join: the
-      // member events), so that only their holders publish them; alone, this node holds all.
-      if (seeds.length === 0) for (const r of this.policy.allRecords()) this.publishRule(r);
-      this.policy.onChange((c) => {
-        for (const r of c.records) this.publishRule(r);
-      });
-    }
+    // Restored rules are published once the members are known (after the join: the member
+    // events), so that only their holders publish them; alone, this node holds all.
+    if (seeds.length === 0) this.replica?.recheck();
     if (seeds.length > 0) await this.joinLoop(seeds, true);
   }
 
@@ -192,7 +96,7 @@ export class ClusterGlue {
     try {
       const n = await this.node.join(seeds);
       this.log.info(`cluster: joined through ${n} of ${seeds.length} seeds`);
-      this.queueHolderCheck();
+      this.replica?.recheck();
     } catch (e) {
       const msg = (e as Error).message;
       this.log.warn(`cluster: join failed (${msg}); retrying every 2 s${first ? '' : ''}`);
@@ -216,31 +120,15 @@ export class ClusterGlue {
     else this.node.set(`svc/${s.id}`, enc(s));
   }
 
-  /** Rule ids this node published, with the revision ("t/node") it published. */
-  private readonly publishedRules = new Map<string, string>();
-
-  /**
-   * Publishes record r when this node holds it (see the top of this file): it made the
-   * change, or it is among the RULE_HOLDERS alive members ranked highest for r.id.
-   */
-  private publishRule(r: PolicyRecord): void {
-    const rev = `${r.rev.t}/${r.rev.node}`;
-    if (this.publishedRules.get(r.id) === rev) return;
-    const alive = this.node.members().filter((m) => m.state === 'alive').map((m) => m.name);
-    if (!publishesRecord(this.table.node, r, alive)) return;
-    this.publishedRules.set(r.id, rev);
-    this.node.set(`pol/${r.id}`, encodePolicyRecord(r));
-  }
-
   private holderCheckQueued = false;
 
-  /** After membership changes: publish the rules this node now holds (HRW ranking moved). */
-  private queueHolderCheck(): void {
-    if (!this.policy || this.holderCheckQueued) return;
+  /** Member events: one publish re-check per event-loop turn, however many events came in it. */
+  private queueHolderCheck(recheck: () => void): void {
+    if (this.holderCheckQueued) return;
     this.holderCheckQueued = true;
     setImmediate(() => {
       this.holderCheckQueued = false;
-      for (const r of this.policy!.allRecords()) this.publishRule(r);
+      recheck();
     });
   }
 
@@ -258,17 +146,8 @@ export class ClusterGlue {
     const apps: App[] = [];
     const socks: Sock[] = [];
     const dec = new TextDecoder();
-    const rules: PolicyRecord[] = [];
     for (const e of this.node.entries()) {
-      if (e.owner === this.table.node) continue;
-      if (e.key.startsWith('pol/')) {
-        try {
-          rules.push(decodePolicyEntry(e.key, e.value));
-        } catch (err) {
-          this.log.warn(`cluster: ignoring malformed policy entry ${e.owner}/${e.key}: ${(err as Error).message}`);
-        }
-        continue;
-      }
+      if (e.owner === this.table.node || e.key.startsWith('pol/')) continue; // pol/: the replica's
       try {
         const v = JSON.parse(dec.decode(e.value)) as Record<string, unknown>;
         if (v.node !== e.owner) throw new Error(`entry claims node ${String(v.node)}`);
@@ -282,13 +161,6 @@ export class ClusterGlue {
       }
     }
     this.table.setRemote(apps, socks);
-    if (this.policy && rules.length) this.mergeRules(rules);
-  }
-
-  /** Takes the newer records of peers (each is validated: a malformed rule is ignored, not applied). */
-  private mergeRules(records: PolicyRecord[]): void {
-    const taken = mergePeerRecords(this.policy!, records, (m) => this.log.warn(`cluster: ${m}`));
-    if (taken.length) this.log.info(`cluster: policy: ${taken.length} rule change(s) from peers (${taken.map((r) => `${r.rule ? 'set' : 'removed'} ${r.id}`).join(', ')})`);
   }
 
   /** Load balancing skips backends on nodes that are suspect, dead or gone. */
