@@ -18,11 +18,12 @@
 // Variants alternate, AX_BENCH_REPEATS times each (default 3); the table shows medians and
 // ratios to native.
 //
-//   --soak DURATION   (default 10m; e.g. 30s, 2h) instead: isolated iperf3 and connect clients
+//   --soak DURATION   (default 10m; e.g. 30s, 2h) instead: isolated iperf3 (TCP and UDP) and connect clients
 //                     back to back for DURATION; every interval prints throughput and the
 //                     daemon's threads and open fds, and the end compares first and last.
 //
 // The whole run happens in a loopback-only network namespace (re-executed under `unshare -n`).
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -183,16 +184,38 @@ async function main(): Promise<void> {
   console.log(`\ndaemon: threads ${before.threads} -> ${after.threads}, fds ${before.fds} -> ${after.fds}, rss ${before.rssMiB.toFixed(0)} -> ${after.rssMiB.toFixed(0)} MiB`);
 }
 
+/**
+ * Elements in the sets of every ax egress table of this namespace (src/daemon/udpegress.ts): what the
+ * daemon allowed isolated apps' UDP sockets to send to. -1 when nft cannot be asked.
+ */
+function egressElements(): number {
+  try {
+    const out = execFileSync('nft', ['-j', 'list', 'sets', 'inet'], { encoding: 'utf8', timeout: 10_000 });
+    const sets = (JSON.parse(out) as { nftables: Array<{ set?: { table: string; name: string } }> }).nftables.filter((x) => x.set && x.set.table.startsWith('ax_egress_'));
+    let n = 0;
+    for (const { set } of sets) {
+      const one = JSON.parse(execFileSync('nft', ['-j', 'list', 'set', 'inet', set!.table, set!.name], { encoding: 'utf8', timeout: 10_000 })) as {
+        nftables: Array<{ set?: { elem?: unknown[] } }>;
+      };
+      for (const x of one.nftables) n += x.set?.elem?.length ?? 0;
+    }
+    return n;
+  } catch {
+    return -1;
+  }
+}
+
 /** Isolated clients back to back for `ms`; a sample line per interval, and a flatness verdict. */
 async function soak(ms: number, daemonPid: number): Promise<void> {
   const interval = Math.min(60_000, Math.max(10_000, Math.round(ms / 20)));
   const end = Date.now() + ms;
-  const samples: Array<{ t: number; gbps: number; cps: number; threads: number; fds: number; rssMiB: number }> = [];
-  console.log(`soak: ${Math.round(ms / 1000)} s of isolated iperf3 (2 s) + connect loops, a sample every ${interval / 1000} s`);
-  console.log('  t(s)   Gbit/s   conn/s  threads  fds  rss MiB  failed runs');
+  const samples: Array<{ t: number; gbps: number; ugbps: number; cps: number; threads: number; fds: number; rssMiB: number; elems: number }> = [];
+  console.log(`soak: ${Math.round(ms / 1000)} s of isolated iperf3 TCP (2 s), iperf3 UDP (1 s, a handed-in connected socket) + connect loops, a sample every ${interval / 1000} s`);
+  console.log('  t(s)   Gbit/s UDP Gb/s   conn/s  threads  fds  rss MiB  nft elems  failed runs');
   const t0 = Date.now();
   let next = t0 + interval;
   let gb: number[] = [];
+  let ub: number[] = [];
   let cs: number[] = [];
   let failed = 0;
   let runs = 0;
@@ -210,14 +233,19 @@ async function soak(ms: number, daemonPid: number): Promise<void> {
   };
   while (Date.now() < end) {
     attempt(() => gb.push(iperfGbps(iso(['iperf3', '-4', '-c', 'ipsrv', '-p', '5201', '-t', '2', '-J']))));
+    attempt(() => ub.push(iperfUdpGbps(iso(['iperf3', '-4', '-u', '-b', '0', '-c', 'ipusrv', '-p', '5202', '-t', '1', '-J']))));
     attempt(() => cs.push(connectStats(iso([CONNECT, 'client', 'cb', '80', '2000'])).cps));
     if (Date.now() >= next || Date.now() >= end) {
       await sleep(1500); // let the sessions of the last clients end
       const u = daemonUsage(daemonPid);
-      const s = { t: Math.round((Date.now() - t0) / 1000), gbps: median(gb), cps: median(cs), ...u };
+      const s = { t: Math.round((Date.now() - t0) / 1000), gbps: median(gb), ugbps: median(ub), cps: median(cs), ...u, elems: egressElements() };
       samples.push(s);
-      console.log(`${String(s.t).padStart(6)} ${s.gbps.toFixed(2).padStart(8)} ${s.cps.toFixed(0).padStart(8)} ${String(s.threads).padStart(8)} ${String(s.fds).padStart(4)} ${s.rssMiB.toFixed(0).padStart(8)}  ${failed}/${runs}`);
+      console.log(
+        `${String(s.t).padStart(6)} ${s.gbps.toFixed(2).padStart(8)} ${s.ugbps.toFixed(2).padStart(8)} ${s.cps.toFixed(0).padStart(8)} ${String(s.threads).padStart(8)} ${String(s.fds).padStart(4)} ` +
+          `${s.rssMiB.toFixed(0).padStart(8)} ${String(s.elems).padStart(10)}  ${failed}/${runs}`,
+      );
       gb = [];
+      ub = [];
       cs = [];
       next += interval;
     }
@@ -226,9 +254,12 @@ async function soak(ms: number, daemonPid: number): Promise<void> {
   if (samples.length >= 2) {
     const a = samples[0];
     const z = samples[samples.length - 1];
-    console.log(`\nfirst -> last: throughput ${(z.gbps / a.gbps).toFixed(3)}×, connects ${(z.cps / a.cps).toFixed(3)}×, threads ${a.threads} -> ${z.threads}, fds ${a.fds} -> ${z.fds}`);
-    const flat = z.threads <= a.threads + 2 && z.fds <= a.fds + 8;
-    console.log(flat ? 'daemon threads and fds: flat' : 'daemon threads or fds GREW');
+    console.log(
+      `\nfirst -> last: throughput ${(z.gbps / a.gbps).toFixed(3)}×, UDP ${(z.ugbps / a.ugbps).toFixed(3)}×, connects ${(z.cps / a.cps).toFixed(3)}×, ` +
+        `threads ${a.threads} -> ${z.threads}, fds ${a.fds} -> ${z.fds}, nftables elements ${a.elems} -> ${z.elems}`,
+    );
+    const flat = z.threads <= a.threads + 2 && z.fds <= a.fds + 8 && z.elems <= a.elems + 2;
+    console.log(flat ? 'daemon threads, fds and nftables elements: flat' : 'daemon threads, fds or nftables elements GREW');
     if (!flat) process.exitCode = 1;
   }
 }
