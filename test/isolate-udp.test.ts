@@ -1,0 +1,343 @@
+// UDP in `ax run --isolate` with a root daemon, beyond connected sockets (test/isolate.test.ts):
+// unconnected senders (sendto/sendmsg/sendmmsg to VIPs and names) and UDP services inside
+// isolated apps. Each functional check runs the same program without --isolate and compares;
+// each confinement check runs the same probe without --isolate first, where every datagram
+// arrives, then isolated, where a receiver sees none of them and the daemon's nftables table
+// counts the drops.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { hookSocketFor } from '../src/common/paths';
+import { run, start, TestDaemon, type Proc } from './helpers';
+
+/**
+ * The probe: libc calls (through the hook) where the app uses ax as meant, raw system calls
+ * (inline `syscall`: no hook sees them) where it tries to get around it. Prints one line per
+ * step: "STEP ok", "STEP errno N (text)", or what it received.
+ */
+const PROBE_C = String.raw`#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+static long rsys6(long n, long a, long b, long c, long d, long e, long f) {
+#if defined(__x86_64__)
+  long r;
+  register long r10 __asm__("r10") = d;
+  register long r8 __asm__("r8") = e;
+  register long r9 __asm__("r9") = f;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
+  if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
+  return r;
+#else
+  return syscall(n, a, b, c, d, e, f);
+#endif
+}
+
+static int report(const char *what, long r) {
+  if (r >= 0) { printf("%s ok\n", what); fflush(stdout); return 0; }
+  printf("%s errno %d (%s)\n", what, errno, strerror(errno));
+  fflush(stdout);
+  return 1;
+}
+
+static struct sockaddr_in in4(const char *ip, const char *port) {
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((unsigned short)atoi(port));
+  inet_pton(AF_INET, ip, &a.sin_addr);
+  return a;
+}
+
+/* A message to dst with IP_PKTINFO naming src as its source address (libc sendmsg: the hook
+   translates a virtual dst and keeps the app's own control data). */
+static long send_pktinfo(int fd, const struct sockaddr_in *dst, const char *src, const char *text) {
+  union { struct cmsghdr c; char b[CMSG_SPACE(sizeof(struct in_pktinfo))]; } pc;
+  memset(&pc, 0, sizeof pc);
+  struct iovec iov = {(void *)text, strlen(text)};
+  struct msghdr m = {.msg_name = (void *)dst, .msg_namelen = sizeof *dst, .msg_iov = &iov, .msg_iovlen = 1,
+                     .msg_control = pc.b, .msg_controllen = sizeof pc.b};
+  struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = IPPROTO_IP;
+  c->cmsg_type = IP_PKTINFO;
+  c->cmsg_len = CMSG_LEN(sizeof(struct in_pktinfo));
+  struct in_pktinfo pi;
+  memset(&pi, 0, sizeof pi);
+  inet_pton(AF_INET, src, &pi.ipi_spec_dst);
+  memcpy(CMSG_DATA(c), &pi, sizeof pi);
+  return sendmsg(fd, &m, 0);
+}
+
+/* Every raw way to aim fd at h; each datagram names its way ("x-sendto", ...). */
+static void escape(int fd, const struct sockaddr_in *h, const char *tag) {
+  char name[64];
+  snprintf(name, sizeof name, "x-%s-sendto", tag);
+  report("sendto-host", rsys6(SYS_sendto, fd, (long)name, (long)strlen(name), 0, (long)h, sizeof *h));
+  char n2[64];
+  snprintf(n2, sizeof n2, "x-%s-sendmsg", tag);
+  struct iovec iov = {n2, strlen(n2)};
+  struct msghdr m = {.msg_name = (void *)h, .msg_namelen = sizeof *h, .msg_iov = &iov, .msg_iovlen = 1};
+  report("sendmsg-host", rsys6(SYS_sendmsg, fd, (long)&m, 0, 0, 0, 0));
+  char n3[64];
+  snprintf(n3, sizeof n3, "x-%s-sendmmsg", tag);
+  struct iovec iov3 = {n3, strlen(n3)};
+  struct mmsghdr mm = {.msg_hdr = {.msg_name = (void *)h, .msg_namelen = sizeof *h, .msg_iov = &iov3, .msg_iovlen = 1}};
+  long r = rsys6(SYS_sendmmsg, fd, (long)&mm, 1, 0, 0, 0);
+  if (r == 0) { errno = EAGAIN; r = -1; }
+  report("sendmmsg-host", r);
+  int zero = 0; /* the mark names the app to the daemon's table (root only may change it) */
+  report("unmark", rsys6(SYS_setsockopt, fd, SOL_SOCKET, SO_MARK, (long)&zero, sizeof zero, 0));
+  char n4[64];
+  snprintf(n4, sizeof n4, "x-%s-unmark", tag);
+  report("sendto-unmarked", rsys6(SYS_sendto, fd, (long)n4, (long)strlen(n4), 0, (long)h, sizeof *h));
+}
+
+int main(int argc, char **argv) {
+  char buf[256];
+  if (argc >= 7 && !strcmp(argv[1], "client")) {
+    /* client VIP PORT HOSTIP HOSTPORT SPOOFIP: an unconnected socket's first datagram to a VIP
+       (libc sendto: the hook), its reply, then the escapes */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct timeval tv = {3, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in v = in4(argv[2], argv[3]);
+    if (report("sendto-vip", sendto(fd, "legit", 5, 0, (struct sockaddr *)&v, sizeof v))) return 2;
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(fd, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
+    if (n >= 0) { buf[n] = 0; printf("reply %s from %s:%d\n", buf, inet_ntoa(from.sin_addr), ntohs(from.sin_port)); }
+    else report("recvfrom", n);
+    report("sendmsg-pktinfo", send_pktinfo(fd, &v, argv[6], "x-pktinfo"));
+    struct sockaddr_in h = in4(argv[4], argv[5]);
+    escape(fd, &h, "cli");
+    return 0;
+  }
+  if (argc >= 6 && !strcmp(argv[1], "server")) {
+    /* server PORT HOSTIP HOSTPORT SPOOFIP: a UDP service (libc bind of the wildcard: the hook);
+       answers its first client, then tries the escapes */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in a = in4("0.0.0.0", argv[2]);
+    if (report("bind", bind(fd, (struct sockaddr *)&a, sizeof a))) return 2;
+    struct sockaddr_in from;
+    socklen_t fl = sizeof from;
+    ssize_t n = recvfrom(fd, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
+    if (n < 0) return report("recvfrom", n);
+    buf[n] = 0;
+    printf("got %s from %s\n", buf, inet_ntoa(from.sin_addr));
+    fflush(stdout);
+    report("reply", sendto(fd, "srv-legit", 9, 0, (struct sockaddr *)&from, fl));
+    report("reply-pktinfo", send_pktinfo(fd, &from, argv[5], "x-srv-pktinfo"));
+    struct sockaddr_in h = in4(argv[3], argv[4]);
+    escape(fd, &h, "srv");
+    return 0;
+  }
+  if (argc >= 6 && !strcmp(argv[1], "hold")) {
+    /* hold VIP PORT REALIP REALPORT: authorized once through the hook (libc sendto to the VIP),
+       then raw sendto to the backend's real address (no hook, no cache) every 100 ms; prints
+       each change of outcome, ends at EPERM */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct timeval tv = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in v = in4(argv[2], argv[3]), r = in4(argv[4], argv[5]);
+    if (report("sendto-vip", sendto(fd, "p", 1, 0, (struct sockaddr *)&v, sizeof v))) return 2;
+    int last = -1;
+    for (int i = 0; i < 200; i++) {
+      int e = rsys6(SYS_sendto, fd, (long)"p", 1, 0, (long)&r, sizeof r) < 0 ? errno : 0;
+      if (e == 0 && recv(fd, buf, sizeof buf, 0) < 0) e = errno;
+      if (e != last) { if (e) printf("raw errno %d\n", e); else printf("raw ok\n"); fflush(stdout); last = e; }
+      if (e == EPERM) return 0;
+      usleep(100000);
+    }
+    return 0;
+  }
+  fprintf(stderr, "usage: probe client VIP PORT HOSTIP HOSTPORT SPOOFIP | server PORT HOSTIP HOSTPORT SPOOFIP\n");
+  return 2;
+}
+`;
+
+/** An echo service: answers "NAME:payload" to whoever sent, and prints what it got and from where. */
+const ECHO_PY = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[2]))); print('bound', flush=True)
+while True:
+  m, a = s.recvfrom(200); print('got', m.decode(), 'from', a[0], flush=True); s.sendto(sys.argv[1].encode() + b':' + m, a)
+`;
+
+/** An unconnected client: one socket, datagrams to two services by name, both replies with the
+ *  address recvfrom shows; a datagram to a server on the namespace's own loopback (the socket
+ *  moves back there); then the services again. */
+const CLIENT_PY = `
+import socket, sys
+lo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); lo.bind(('127.0.0.1', 0))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)
+def ask(names):
+  for n in names: s.sendto(('hi-' + n).encode(), (n, 7000))
+  got = sorted(s.recvfrom(200) for _ in names)
+  for m, a in got: print('reply', m.decode(), 'from', a[0], a[1])
+ask(['ua', 'ub'])
+s.sendto(b'local', lo.getsockname()); m, a = lo.recvfrom(100); print('loopback got', m.decode(), 'from', a[0]); lo.sendto(b'back', a)
+m, a = s.recvfrom(100); print('loopback reply', m.decode(), 'from', a[0])
+ask(['ub'])
+mm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); mm.settimeout(3)
+mm.sendmsg([b'via-sendmsg'], [], 0, ('ua', 7000)); m, a = mm.recvfrom(200); print('sendmsg reply', m.decode(), 'from', a[0], a[1])
+`;
+
+const work = mkdtempSync(join(tmpdir(), 'ax-isolate-udp-test-'));
+chmodSync(work, 0o755);
+t.teardown(() => rmSync(work, { recursive: true, force: true }));
+writeFileSync(join(work, 'probe.c'), PROBE_C);
+const PROBE = join(work, 'probe');
+execFileSync('cc', ['-O1', '-o', PROBE, join(work, 'probe.c')]);
+writeFileSync(join(work, 'echo.py'), ECHO_PY);
+writeFileSync(join(work, 'client.py'), CLIENT_PY);
+
+/** A receiver on the test namespace's loopback, outside ax: what escapes the confinement lands here. */
+async function hostReceiver(tt: Parameters<typeof start>[3]): Promise<{ port: number; p: Proc }> {
+  const p = start('python3', ['-c', "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', 0)); print('port', s.getsockname()[1], flush=True)\nwhile True:\n  m, a = s.recvfrom(200); print('udp got', m.decode(), flush=True)"], {}, tt);
+  return { port: Number((await p.waitFor(/port (\d+)/))[1]), p };
+}
+
+t.test('isolated UDP with a root daemon: unconnected senders and services', async (t) => {
+  if (process.getuid?.() !== 0) throw new Error('this test needs root (the test runner runs as root)');
+  const d = await TestDaemon.start(t);
+  const table = `ax_egress_${createHash('sha256').update(hookSocketFor(d.socket)).digest().subarray(0, 4).toString('hex')}`;
+  /** The drop counter of this daemon's table. */
+  const drops = () => Number(/counter packets (\d+)/.exec(execFileSync('nft', ['list', 'table', 'inet', table], { encoding: 'utf8' }))?.[1] ?? NaN);
+  t.ok(Number.isFinite(drops()), `the daemon keeps its nftables table ${table} with a drop counter`);
+  const ua = d.run(['--name', 'ua', '--ip', '10.1.0.11'], ['python3', join(work, 'echo.py'), 'ua', '7000']);
+  const ub = d.run(['--isolate', '--name', 'ub', '--ip', '10.1.0.12'], ['python3', join(work, 'echo.py'), 'ub', '7000']);
+  await Promise.all([ua.waitFor(/bound/), ub.waitFor(/bound/)]);
+  await d.until('ub as a udp service', async () => (await d.get('services')).filter((s) => s.name === 'ub' && s.proto === 'udp').length === 1);
+  t.pass('an isolated app\'s UDP bind of the wildcard is an ax udp service');
+
+  await t.test('unconnected senders: the same client without and with --isolate', async (t) => {
+    const [nat, iso] = await Promise.all([
+      d.run(['--ip', '10.1.0.31'], ['python3', join(work, 'client.py')]).result(),
+      d.run(['--isolate', '--ip', '10.1.0.32'], ['python3', join(work, 'client.py')]).result(),
+    ]);
+    const want = [
+      'reply ua:hi-ua from 10.1.0.11 7000',
+      'reply ub:hi-ub from 10.1.0.12 7000',
+      'loopback got local from 127.0.0.1',
+      'loopback reply back from 127.0.0.1',
+      'reply ub:hi-ub from 10.1.0.12 7000',
+      'sendmsg reply ua:via-sendmsg from 10.1.0.11 7000',
+    ].join('\n') + '\n';
+    t.equal(nat.stdout, want, `without --isolate (${nat.stderr})`);
+    t.equal(iso.stdout, nat.stdout, `isolated: one socket reaches both services (plain and isolated), sees their VIPs, and its own loopback (${iso.stderr})`);
+    // The services saw each client's own VIP (identity by source address, isolated or not).
+    await ua.waitFor(/got hi-ua from 10\.1\.0\.32/, 5000);
+    await ub.waitFor(/got hi-ub from 10\.1\.0\.31/, 5000);
+    await ub.waitFor(/got hi-ub from 10\.1\.0\.32/, 5000);
+    t.pass('the services saw each client\'s VIP');
+    const socat = await d.run(['--isolate'], ['sh', '-c', 'echo hits:1 | socat -t 1 - UDP-SENDTO:ua:7000']).result();
+    t.equal(socat.code, 0, `isolated socat UDP-SENDTO by name (${socat.stderr})`);
+    await ua.waitFor(/got hits:1\n from 10\./, 5000);
+    t.pass('its datagram arrived');
+  });
+
+  await t.test('UDP services inside isolated apps, reached by name from plain and isolated clients', async (t) => {
+    const stats = d.run(['--isolate', '--name', 'stats'], ['socat', '-u', 'UDP-RECV:8125', 'STDOUT']);
+    await d.until('stats as a udp service', async () => (await d.get('services')).some((s) => s.name === 'stats' && s.proto === 'udp'));
+    const send = (iso: string[], what: string) => d.run(iso, ['sh', '-c', `echo ${what} | socat -t 1 - UDP-SENDTO:stats:8125`]).result();
+    const [a, b] = await Promise.all([send([], 'hits:plain'), send(['--isolate'], 'hits:isolated')]);
+    t.same([a.code, b.code], [0, 0], `${a.stderr}${b.stderr}`);
+    await stats.waitFor(/hits:plain/, 5000);
+    await stats.waitFor(/hits:isolated/, 5000);
+    t.pass('socat UDP-RECV in an isolated app receives from both');
+    stats.killGroup();
+    // The same echo server without and with --isolate: what it saw and its replies.
+    const srvNat = d.run(['--name', 'en', '--ip', '10.1.0.21'], ['python3', join(work, 'echo.py'), 'en', '7100']);
+    const srvIso = d.run(['--isolate', '--name', 'ei', '--ip', '10.1.0.22'], ['python3', join(work, 'echo.py'), 'ei', '7100']);
+    await Promise.all([srvNat.waitFor(/bound/), srvIso.waitFor(/bound/)]);
+    const ask = (iso: string[], ip: string, name: string) =>
+      d.run([...iso, '--ip', ip], ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\ns.sendto(b'q', ('${name}', 7100)); m, a = s.recvfrom(100); print(m.decode(), a[0], a[1])`]).result();
+    const r = await Promise.all([ask([], '10.1.0.41', 'en'), ask([], '10.1.0.42', 'ei'), ask(['--isolate'], '10.1.0.43', 'en'), ask(['--isolate'], '10.1.0.44', 'ei')]);
+    t.equal(r[0]!.stdout, 'en:q 10.1.0.21 7100\n', `plain -> plain (${r[0]!.stderr})`);
+    t.equal(r[1]!.stdout, 'ei:q 10.1.0.22 7100\n', `plain -> isolated: the reply shows the server's VIP (${r[1]!.stderr})`);
+    t.equal(r[2]!.stdout, 'en:q 10.1.0.21 7100\n', `isolated -> plain (${r[2]!.stderr})`);
+    t.equal(r[3]!.stdout, 'ei:q 10.1.0.22 7100\n', `isolated -> isolated (${r[3]!.stderr})`);
+    await srvNat.waitFor(/got q from 10\.1\.0\.41[\s\S]*got q from 10\.1\.0\.43|got q from 10\.1\.0\.43[\s\S]*got q from 10\.1\.0\.41/, 5000);
+    await srvIso.waitFor(/got q from 10\.1\.0\.42[\s\S]*got q from 10\.1\.0\.44|got q from 10\.1\.0\.44[\s\S]*got q from 10\.1\.0\.42/, 5000);
+    t.pass('both servers saw their clients\' VIPs in recvfrom');
+    srvNat.killGroup();
+    srvIso.killGroup();
+  });
+
+  await t.test('confinement: the unconnected host socket and a service socket reach nothing else', async (t) => {
+    const { port: hostPort, p: recv } = await hostReceiver(t);
+    const ways = ['sendto', 'sendmsg', 'sendmmsg', 'unmark'];
+    // The client probe, natively: every escape and the spoofed source arrive.
+    const nat = await d.run([], [PROBE, 'client', '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']).result();
+    t.match(nat.stdout, /^reply ua:legit from 10\.1\.0\.11:7000$/m, `natively: the reply (${nat.stderr})`);
+    for (const w of ways) await recv.waitFor(new RegExp(`udp got x-cli-${w}$`, 'm'), 5000);
+    await ua.waitFor(/got x-pktinfo from 127\.0\.0\.9/, 5000);
+    t.pass('natively every escape reaches the host receiver, and a chosen source reaches the service');
+    const before = drops();
+    const seenRecv = recv.stdout.length;
+    const seenUa = ua.stdout.length;
+    const iso = await d.run(['--isolate'], [PROBE, 'client', '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']).result();
+    t.match(iso.stdout, /^reply ua:legit from 10\.1\.0\.11:7000$/m, `isolated: the reply, from the VIP (${iso.stderr})`);
+    t.match(iso.stdout, /^sendmsg-pktinfo errno 1 /m, 'isolated: to the service from another source (IP_PKTINFO): EPERM');
+    for (const s of ['sendto-host', 'sendmsg-host', 'sendmmsg-host', 'sendto-unmarked']) t.match(iso.stdout, new RegExp(`^${s} errno 1 `, 'm'), `isolated: ${s}: EPERM`);
+    t.match(iso.stdout, /^unmark errno 1 /m, 'the mark cannot be cleared from inside');
+
+    // The service probe: an isolated server answers its client, then tries the same.
+    const srvRun = (iso: string[], name: string) => d.run([...iso, '--name', name], [PROBE, 'server', '7200', '127.0.0.1', String(hostPort), '127.0.0.9']);
+    const ask = (name: string) => d.run(['--ip', '10.1.0.51'], ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\ns.sendto(b'hello', ('${name}', 7200))\ntry:\n  while True: m, a = s.recvfrom(100); print('client got', m.decode(), a[0], flush=True)\nexcept OSError: pass`]).result();
+    const sn = srvRun([], 'pn');
+    await sn.waitFor(/^bind ok$/m);
+    const cn = await ask('pn');
+    await sn.exited;
+    t.match(sn.stdout, /^got hello from 10\.1\.0\.51$/m, 'natively: the server sees the client\'s VIP');
+    t.match(cn.stdout, /^client got srv-legit /m, 'natively: its reply arrives');
+    t.match(cn.stdout, /^client got x-srv-pktinfo 127\.0\.0\.9$/m, 'natively: so does a reply from a chosen source');
+    for (const w of ways) await recv.waitFor(new RegExp(`udp got x-srv-${w}$`, 'm'), 5000);
+    t.pass('natively the server socket\'s escapes reach the host receiver');
+    const seenRecv2 = recv.stdout.length;
+    const si = srvRun(['--isolate'], 'pi');
+    await si.waitFor(/^bind ok$/m);
+    const ci = await ask('pi');
+    await si.exited;
+    t.match(si.stdout, /^got hello from 10\.1\.0\.51$/m, `isolated: the server sees the client's VIP (${si.stderr})`);
+    t.match(ci.stdout, /^client got srv-legit 10\.\d+\.\d+\.\d+$/m, 'isolated: its reply arrives (the reply direction of the flow)');
+    t.notMatch(ci.stdout, /x-srv-pktinfo/, 'isolated: a reply from a chosen source does not');
+    t.match(si.stdout, /^reply-pktinfo errno 1 /m, 'isolated: it gets EPERM');
+    for (const s of ['sendto-host', 'sendmsg-host', 'sendmmsg-host', 'sendto-unmarked']) t.match(si.stdout, new RegExp(`^${s} errno 1 `, 'm'), `isolated server: ${s}: EPERM`);
+    t.match(si.stdout, /^unmark errno 1 /m, 'isolated server: the mark cannot be cleared');
+    // A marker sent natively after the isolated runs: anything they got through would be before it.
+    await run('python3', ['-c', `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'marker', ('127.0.0.1', ${hostPort}))`]);
+    await recv.waitFor(/udp got marker$/m, 5000);
+    t.notMatch(recv.stdout.slice(seenRecv, seenRecv2), /udp got x-cli-/, 'nothing the isolated client sent reached the host receiver');
+    t.notMatch(recv.stdout.slice(seenRecv2), /udp got x-/, 'nothing the isolated server sent reached the host receiver');
+    t.notMatch(ua.stdout.slice(seenUa), /x-pktinfo/, 'nor the service from a chosen source address');
+    t.ok(drops() >= before + 10, `the table counted the drops (${before} -> ${drops()})`);
+  });
+
+  await t.test('a rule that denies a flow revokes it for the unconnected socket', async (t) => {
+    // Raw sends to the backend's real address after one hooked send: only the set element lets them out.
+    const svc = (await d.get('services')).find((s) => s.name === 'ua' && s.proto === 'udp')!;
+    const held = d.run(['--isolate', '--name', 'udpc'], [PROBE, 'hold', '10.1.0.11', '7000', String(svc.host_ip), String(svc.host_port)]);
+    await held.waitFor(/^raw ok$/m, 10_000);
+    t.pass(`authorized once, the socket reaches the backend's real address ${svc.host_ip}:${svc.host_port}`);
+    const add = await d.ax(['policy', 'add', 'no-udpc', 'deny', '--from', 'ax.name=udpc', '--to', 'ax.name=ua']);
+    t.equal(add.code, 0, `policy add (${add.stderr})`);
+    await held.waitFor(/^raw errno 1$/m, 10_000);
+    t.pass('a rule that denies the flow: its sends get EPERM (the element left the set)');
+    t.equal((await d.ax(['policy', 'rm', 'no-udpc'])).code, 0);
+    held.killGroup();
+  });
+  ua.killGroup();
+  ub.killGroup();
+});
