@@ -313,10 +313,18 @@ static int foreign_route(int fd, struct meta *snap, const struct ax_addr *d, lon
             errno = ENETUNREACH;
             return -1;
         }
-        for (int i = 0; i < snap->neps; i++) /* the entries name the old socket: swap_fd adds new ones */
-            R.epoll_ctl(snap->eps[i].epfd, EPOLL_CTL_DEL, fd, NULL);
+        /* the whole record: snap may be a peek, without the options and epoll registrations
+         * the swap replays */
+        struct meta full;
+        if (!tbl_snapshot(fd, &full, 0)) {
+            R.close(nfd);
+            errno = EBADF;
+            return -1;
+        }
+        for (int i = 0; i < full.neps; i++) /* the entries name the old socket: swap_fd adds new ones */
+            R.epoll_ctl(full.eps[i].epfd, EPOLL_CTL_DEL, fd, NULL);
         ino_t ino;
-        if (swap_fd(fd, nfd, snap, &ino, NULL) < 0)
+        if (swap_fd(fd, nfd, &full, &ino, NULL) < 0)
             return -1;
         atomic_store_explicit(&src_bound_any, 1, memory_order_relaxed);
         tbl_lock();

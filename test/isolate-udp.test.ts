@@ -105,29 +105,33 @@ static void escape(int fd, const struct sockaddr_in *h, const char *tag) {
 
 int main(int argc, char **argv) {
   char buf[256];
-  if (argc >= 7 && !strcmp(argv[1], "client")) {
-    /* client VIP PORT HOSTIP HOSTPORT SPOOFIP: an unconnected socket's first datagram to a VIP
-       (libc sendto: the hook), its reply, then the escapes */
+  if (argc >= 8 && !strcmp(argv[1], "client")) {
+    /* client TAG VIP PORT HOSTIP HOSTPORT SPOOFIP: an unconnected socket's first datagram to a
+       VIP (libc sendto: the hook), its reply, then the escapes (datagrams "x-TAG-...") */
+    const char *tag = argv[2];
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     struct timeval tv = {3, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    struct sockaddr_in v = in4(argv[2], argv[3]);
+    struct sockaddr_in v = in4(argv[3], argv[4]);
     if (report("sendto-vip", sendto(fd, "legit", 5, 0, (struct sockaddr *)&v, sizeof v))) return 2;
     struct sockaddr_in from;
     socklen_t fl = sizeof from;
     ssize_t n = recvfrom(fd, buf, sizeof buf - 1, 0, (struct sockaddr *)&from, &fl);
     if (n >= 0) { buf[n] = 0; printf("reply %s from %s:%d\n", buf, inet_ntoa(from.sin_addr), ntohs(from.sin_port)); }
     else report("recvfrom", n);
-    report("sendmsg-pktinfo", send_pktinfo(fd, &v, argv[6], "x-pktinfo"));
-    struct sockaddr_in h = in4(argv[4], argv[5]);
-    escape(fd, &h, "cli");
+    char pk[64];
+    snprintf(pk, sizeof pk, "x-%s-pktinfo", tag);
+    report("sendmsg-pktinfo", send_pktinfo(fd, &v, argv[7], pk));
+    struct sockaddr_in h = in4(argv[5], argv[6]);
+    escape(fd, &h, tag);
     return 0;
   }
-  if (argc >= 6 && !strcmp(argv[1], "server")) {
-    /* server PORT HOSTIP HOSTPORT SPOOFIP: a UDP service (libc bind of the wildcard: the hook);
-       answers its first client, then tries the escapes */
+  if (argc >= 7 && !strcmp(argv[1], "server")) {
+    /* server TAG PORT HOSTIP HOSTPORT SPOOFIP: a UDP service (libc bind of the wildcard: the
+       hook); answers its first client, then tries the escapes */
+    const char *tag = argv[2];
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
-    struct sockaddr_in a = in4("0.0.0.0", argv[2]);
+    struct sockaddr_in a = in4("0.0.0.0", argv[3]);
     if (report("bind", bind(fd, (struct sockaddr *)&a, sizeof a))) return 2;
     struct sockaddr_in from;
     socklen_t fl = sizeof from;
@@ -137,9 +141,11 @@ int main(int argc, char **argv) {
     printf("got %s from %s\n", buf, inet_ntoa(from.sin_addr));
     fflush(stdout);
     report("reply", sendto(fd, "srv-legit", 9, 0, (struct sockaddr *)&from, fl));
-    report("reply-pktinfo", send_pktinfo(fd, &from, argv[5], "x-srv-pktinfo"));
-    struct sockaddr_in h = in4(argv[3], argv[4]);
-    escape(fd, &h, "srv");
+    char pk[64];
+    snprintf(pk, sizeof pk, "x-%s-pktinfo", tag);
+    report("reply-pktinfo", send_pktinfo(fd, &from, argv[6], pk));
+    struct sockaddr_in h = in4(argv[4], argv[5]);
+    escape(fd, &h, tag);
     return 0;
   }
   if (argc >= 6 && !strcmp(argv[1], "hold")) {
@@ -161,7 +167,7 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: probe client VIP PORT HOSTIP HOSTPORT SPOOFIP | server PORT HOSTIP HOSTPORT SPOOFIP\n");
+  fprintf(stderr, "usage: probe client TAG VIP PORT HOSTIP HOSTPORT SPOOFIP | server TAG PORT HOSTIP HOSTPORT SPOOFIP | hold VIP PORT REALIP REALPORT\n");
   return 2;
 }
 `;
@@ -176,7 +182,7 @@ while True:
 
 /** An unconnected client: one socket, datagrams to two services by name, both replies with the
  *  address recvfrom shows; a datagram to a server on the namespace's own loopback (the socket
- *  moves back there); then the services again. */
+ *  moves back there); then a service again; sendmsg; an asyncio endpoint (epoll) by VIP. */
 const CLIENT_PY = `
 import socket, sys
 lo = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); lo.bind(('127.0.0.1', 0))
@@ -191,6 +197,16 @@ m, a = s.recvfrom(100); print('loopback reply', m.decode(), 'from', a[0])
 ask(['ub'])
 mm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); mm.settimeout(3)
 mm.sendmsg([b'via-sendmsg'], [], 0, ('ua', 7000)); m, a = mm.recvfrom(200); print('sendmsg reply', m.decode(), 'from', a[0], a[1])
+import asyncio  # an event loop registers the socket with epoll before its first datagram
+async def main():
+  loop = asyncio.get_running_loop(); got = loop.create_future()
+  class P(asyncio.DatagramProtocol):
+    def datagram_received(self, m, a):
+      if not got.done(): got.set_result((m, a))
+  tr, _ = await loop.create_datagram_endpoint(P, family=socket.AF_INET)
+  tr.sendto(b'via-asyncio', ('10.1.0.12', 7000))
+  m, a = await asyncio.wait_for(got, 3); print('asyncio reply', m.decode(), 'from', a[0], a[1])
+asyncio.run(main())
 `;
 
 const work = mkdtempSync(join(tmpdir(), 'ax-isolate-udp-test-'));
@@ -233,6 +249,7 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
       'loopback reply back from 127.0.0.1',
       'reply ub:hi-ub from 10.1.0.12 7000',
       'sendmsg reply ua:via-sendmsg from 10.1.0.11 7000',
+      'asyncio reply ub:via-asyncio from 10.1.0.12 7000',
     ].join('\n') + '\n';
     t.equal(nat.stdout, want, `without --isolate (${nat.stderr})`);
     t.equal(iso.stdout, nat.stdout, `isolated: one socket reaches both services (plain and isolated), sees their VIPs, and its own loopback (${iso.stderr})`);
@@ -249,21 +266,26 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
 
   await t.test('UDP services inside isolated apps, reached by name from plain and isolated clients', async (t) => {
     const stats = d.run(['--isolate', '--name', 'stats'], ['socat', '-u', 'UDP-RECV:8125', 'STDOUT']);
-    await d.until('stats as a udp service', async () => (await d.get('services')).some((s) => s.name === 'stats' && s.proto === 'udp'));
-    const send = (iso: string[], what: string) => d.run(iso, ['sh', '-c', `echo ${what} | socat -t 1 - UDP-SENDTO:stats:8125`]).result();
-    const [a, b] = await Promise.all([send([], 'hits:plain'), send(['--isolate'], 'hits:isolated')]);
-    t.same([a.code, b.code], [0, 0], `${a.stderr}${b.stderr}`);
-    await stats.waitFor(/hits:plain/, 5000);
-    await stats.waitFor(/hits:isolated/, 5000);
-    t.pass('socat UDP-RECV in an isolated app receives from both');
-    stats.killGroup();
     // The same echo server without and with --isolate: what it saw and its replies.
     const srvNat = d.run(['--name', 'en', '--ip', '10.1.0.21'], ['python3', join(work, 'echo.py'), 'en', '7100']);
     const srvIso = d.run(['--isolate', '--name', 'ei', '--ip', '10.1.0.22'], ['python3', join(work, 'echo.py'), 'ei', '7100']);
     await Promise.all([srvNat.waitFor(/bound/), srvIso.waitFor(/bound/)]);
+    await d.until('stats as a udp service', async () => (await d.get('services')).some((s) => s.name === 'stats' && s.proto === 'udp'));
+    const send = (iso: string[], what: string) => d.run(iso, ['sh', '-c', `echo ${what} | socat -t 1 - UDP-SENDTO:stats:8125`]).result();
     const ask = (iso: string[], ip: string, name: string) =>
       d.run([...iso, '--ip', ip], ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(3)\ns.sendto(b'q', ('${name}', 7100)); m, a = s.recvfrom(100); print(m.decode(), a[0], a[1])`]).result();
-    const r = await Promise.all([ask([], '10.1.0.41', 'en'), ask([], '10.1.0.42', 'ei'), ask(['--isolate'], '10.1.0.43', 'en'), ask(['--isolate'], '10.1.0.44', 'ei')]);
+    const [a, b, ...r] = await Promise.all([
+      send([], 'hits:plain'),
+      send(['--isolate'], 'hits:isolated'),
+      ask([], '10.1.0.41', 'en'),
+      ask([], '10.1.0.42', 'ei'),
+      ask(['--isolate'], '10.1.0.43', 'en'),
+      ask(['--isolate'], '10.1.0.44', 'ei'),
+    ]);
+    t.same([a!.code, b!.code], [0, 0], `${a!.stderr}${b!.stderr}`);
+    await stats.waitFor(/hits:plain/, 5000);
+    await stats.waitFor(/hits:isolated/, 5000);
+    t.pass('socat UDP-RECV in an isolated app receives from both');
     t.equal(r[0]!.stdout, 'en:q 10.1.0.21 7100\n', `plain -> plain (${r[0]!.stderr})`);
     t.equal(r[1]!.stdout, 'ei:q 10.1.0.22 7100\n', `plain -> isolated: the reply shows the server's VIP (${r[1]!.stderr})`);
     t.equal(r[2]!.stdout, 'en:q 10.1.0.21 7100\n', `isolated -> plain (${r[2]!.stderr})`);
@@ -271,6 +293,7 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     await srvNat.waitFor(/got q from 10\.1\.0\.41[\s\S]*got q from 10\.1\.0\.43|got q from 10\.1\.0\.43[\s\S]*got q from 10\.1\.0\.41/, 5000);
     await srvIso.waitFor(/got q from 10\.1\.0\.42[\s\S]*got q from 10\.1\.0\.44|got q from 10\.1\.0\.44[\s\S]*got q from 10\.1\.0\.42/, 5000);
     t.pass('both servers saw their clients\' VIPs in recvfrom');
+    stats.killGroup();
     srvNat.killGroup();
     srvIso.killGroup();
   });
@@ -278,50 +301,46 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
   await t.test('confinement: the unconnected host socket and a service socket reach nothing else', async (t) => {
     const { port: hostPort, p: recv } = await hostReceiver(t);
     const ways = ['sendto', 'sendmsg', 'sendmmsg', 'unmark'];
-    // The client probe, natively: every escape and the spoofed source arrive.
-    const nat = await d.run([], [PROBE, 'client', '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']).result();
-    t.match(nat.stdout, /^reply ua:legit from 10\.1\.0\.11:7000$/m, `natively: the reply (${nat.stderr})`);
-    for (const w of ways) await recv.waitFor(new RegExp(`udp got x-cli-${w}$`, 'm'), 5000);
-    await ua.waitFor(/got x-pktinfo from 127\.0\.0\.9/, 5000);
-    t.pass('natively every escape reaches the host receiver, and a chosen source reaches the service');
     const before = drops();
-    const seenRecv = recv.stdout.length;
     const seenUa = ua.stdout.length;
-    const iso = await d.run(['--isolate'], [PROBE, 'client', '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']).result();
-    t.match(iso.stdout, /^reply ua:legit from 10\.1\.0\.11:7000$/m, `isolated: the reply, from the VIP (${iso.stderr})`);
-    t.match(iso.stdout, /^sendmsg-pktinfo errno 1 /m, 'isolated: to the service from another source (IP_PKTINFO): EPERM');
-    for (const s of ['sendto-host', 'sendmsg-host', 'sendmmsg-host', 'sendto-unmarked']) t.match(iso.stdout, new RegExp(`^${s} errno 1 `, 'm'), `isolated: ${s}: EPERM`);
-    t.match(iso.stdout, /^unmark errno 1 /m, 'the mark cannot be cleared from inside');
+    const client = (iso: string[], tag: string) => d.run(iso, [PROBE, 'client', tag, '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']).result();
+    // The service probe answers its client, then tries the same; natively and isolated at once.
+    const server = (iso: string[], tag: string, name: string) => d.run([...iso, '--name', name], [PROBE, 'server', tag, '7200', '127.0.0.1', String(hostPort), '127.0.0.9']);
+    const ask = (name: string) => d.run(['--ip', '10.1.0.51'], ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\ns.sendto(b'hello', ('${name}', 7200))\ntry:\n  while True: m, a = s.recvfrom(100); print('client got', m.decode(), a[0], flush=True)\nexcept OSError: pass`]).result();
+    const sn = server([], 'sn', 'pn');
+    const si = server(['--isolate'], 'si', 'pi');
+    const [nat, iso] = await Promise.all([client([], 'cn'), client(['--isolate'], 'ci'), sn.waitFor(/^bind ok$/m), si.waitFor(/^bind ok$/m)]);
+    const [cn, ci] = await Promise.all([ask('pn'), ask('pi')]);
+    await Promise.all([sn.exited, si.exited]);
 
-    // The service probe: an isolated server answers its client, then tries the same.
-    const srvRun = (iso: string[], name: string) => d.run([...iso, '--name', name], [PROBE, 'server', '7200', '127.0.0.1', String(hostPort), '127.0.0.9']);
-    const ask = (name: string) => d.run(['--ip', '10.1.0.51'], ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)\ns.sendto(b'hello', ('${name}', 7200))\ntry:\n  while True: m, a = s.recvfrom(100); print('client got', m.decode(), a[0], flush=True)\nexcept OSError: pass`]).result();
-    const sn = srvRun([], 'pn');
-    await sn.waitFor(/^bind ok$/m);
-    const cn = await ask('pn');
-    await sn.exited;
+    // Natively every escape and every chosen source arrive.
+    t.match(nat!.stdout, /^reply ua:legit from 10\.1\.0\.11:7000$/m, `natively: the reply (${nat!.stderr})`);
+    for (const w of ways) await recv.waitFor(new RegExp(`udp got x-cn-${w}$`, 'm'), 5000);
+    await ua.waitFor(/got x-cn-pktinfo from 127\.0\.0\.9/, 5000);
+    t.pass('natively every escape reaches the host receiver, and a chosen source reaches the service');
     t.match(sn.stdout, /^got hello from 10\.1\.0\.51$/m, 'natively: the server sees the client\'s VIP');
     t.match(cn.stdout, /^client got srv-legit /m, 'natively: its reply arrives');
-    t.match(cn.stdout, /^client got x-srv-pktinfo 127\.0\.0\.9$/m, 'natively: so does a reply from a chosen source');
-    for (const w of ways) await recv.waitFor(new RegExp(`udp got x-srv-${w}$`, 'm'), 5000);
+    t.match(cn.stdout, /^client got x-sn-pktinfo 127\.0\.0\.9$/m, 'natively: so does a reply from a chosen source');
+    for (const w of ways) await recv.waitFor(new RegExp(`udp got x-sn-${w}$`, 'm'), 5000);
     t.pass('natively the server socket\'s escapes reach the host receiver');
-    const seenRecv2 = recv.stdout.length;
-    const si = srvRun(['--isolate'], 'pi');
-    await si.waitFor(/^bind ok$/m);
-    const ci = await ask('pi');
-    await si.exited;
+
+    // Isolated: the legitimate traffic only.
+    t.match(iso!.stdout, /^reply ua:legit from 10\.1\.0\.11:7000$/m, `isolated: the reply, from the VIP (${iso!.stderr})`);
+    t.match(iso!.stdout, /^sendmsg-pktinfo errno 1 /m, 'isolated: to the service from another source (IP_PKTINFO): EPERM');
+    for (const s of ['sendto-host', 'sendmsg-host', 'sendmmsg-host', 'sendto-unmarked']) t.match(iso!.stdout, new RegExp(`^${s} errno 1 `, 'm'), `isolated: ${s}: EPERM`);
+    t.match(iso!.stdout, /^unmark errno 1 /m, 'the mark cannot be cleared from inside');
     t.match(si.stdout, /^got hello from 10\.1\.0\.51$/m, `isolated: the server sees the client's VIP (${si.stderr})`);
     t.match(ci.stdout, /^client got srv-legit 10\.\d+\.\d+\.\d+$/m, 'isolated: its reply arrives (the reply direction of the flow)');
-    t.notMatch(ci.stdout, /x-srv-pktinfo/, 'isolated: a reply from a chosen source does not');
+    t.notMatch(ci.stdout, /x-si-pktinfo/, 'isolated: a reply from a chosen source does not');
     t.match(si.stdout, /^reply-pktinfo errno 1 /m, 'isolated: it gets EPERM');
     for (const s of ['sendto-host', 'sendmsg-host', 'sendmmsg-host', 'sendto-unmarked']) t.match(si.stdout, new RegExp(`^${s} errno 1 `, 'm'), `isolated server: ${s}: EPERM`);
     t.match(si.stdout, /^unmark errno 1 /m, 'isolated server: the mark cannot be cleared');
-    // A marker sent natively after the isolated runs: anything they got through would be before it.
+    // A marker sent natively after the runs: anything the isolated probes got through would be before it.
     await run('python3', ['-c', `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'marker', ('127.0.0.1', ${hostPort}))`]);
     await recv.waitFor(/udp got marker$/m, 5000);
-    t.notMatch(recv.stdout.slice(seenRecv, seenRecv2), /udp got x-cli-/, 'nothing the isolated client sent reached the host receiver');
-    t.notMatch(recv.stdout.slice(seenRecv2), /udp got x-/, 'nothing the isolated server sent reached the host receiver');
-    t.notMatch(ua.stdout.slice(seenUa), /x-pktinfo/, 'nor the service from a chosen source address');
+    t.notMatch(recv.stdout, /udp got x-ci-/, 'nothing the isolated client sent reached the host receiver');
+    t.notMatch(recv.stdout, /udp got x-si-/, 'nothing the isolated server sent reached the host receiver');
+    t.notMatch(ua.stdout.slice(seenUa), /x-ci-pktinfo/, 'nor the service from a chosen source address');
     t.ok(drops() >= before + 10, `the table counted the drops (${before} -> ${drops()})`);
   });
 
