@@ -124,6 +124,23 @@ int main(int argc, char **argv) {
     report("sendmsg-pktinfo", send_pktinfo(fd, &v, argv[7], pk));
     struct sockaddr_in h = in4(argv[5], argv[6]);
     escape(fd, &h, tag);
+    /* A host process that sends to this socket first (it learns the real address, printed from a
+       raw getsockname) is answered with a raw sendto: a client socket's reply direction. */
+    struct sockaddr_in me;
+    socklen_t ml = sizeof me;
+    rsys6(SYS_getsockname, fd, (long)&me, (long)&ml, 0, 0, 0);
+    printf("local %s %d\n", inet_ntoa(me.sin_addr), ntohs(me.sin_port));
+    fflush(stdout);
+    for (;;) {
+      fl = sizeof from;
+      n = rsys6(SYS_recvfrom, fd, (long)buf, sizeof buf - 1, 0, (long)&from, (long)&fl);
+      if (n < 0) return report("knock", n);
+      buf[n] = 0;
+      if (!strcmp(buf, "knock")) break;
+    }
+    char an[64];
+    snprintf(an, sizeof an, "x-%s-answer", tag);
+    report("answer-knock", rsys6(SYS_sendto, fd, (long)an, (long)strlen(an), 0, (long)&from, sizeof from));
     return 0;
   }
   if (argc >= 7 && !strcmp(argv[1], "server")) {
@@ -303,7 +320,13 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     const ways = ['sendto', 'sendmsg', 'sendmmsg', 'unmark'];
     const before = drops();
     const seenUa = ua.stdout.length;
-    const client = (iso: string[], tag: string) => d.run(iso, [PROBE, 'client', tag, '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']).result();
+    // The client probe; once it prints its real address, a host process knocks there and waits for an answer.
+    const client = async (iso: string[], tag: string) => {
+      const p = d.run(iso, [PROBE, 'client', tag, '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '127.0.0.9']);
+      const [, ip, port] = await p.waitFor(/^local (\S+) (\d+)$/m);
+      const knock = await run('python3', ['-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.sendto(b'knock', ('${ip}', ${port}))\ntry: print('knocker got', s.recv(100).decode())\nexcept OSError: print('knocker got nothing')`]);
+      return { ...(await p.result()), knock: knock.stdout };
+    };
     // The service probe answers its client, then tries the same; natively and isolated at once.
     const server = (iso: string[], tag: string, name: string) => d.run([...iso, '--name', name], [PROBE, 'server', tag, '7200', '127.0.0.1', String(hostPort), '127.0.0.9']);
     const ask = (name: string) => d.run(['--ip', '10.1.0.51'], ['python3', '-c', `import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)\ns.sendto(b'hello', ('${name}', 7200))\ntry:\n  while True: m, a = s.recvfrom(100); print('client got', m.decode(), a[0], flush=True)\nexcept OSError: pass`]).result();
@@ -318,6 +341,7 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     for (const w of ways) await recv.waitFor(new RegExp(`udp got x-cn-${w}$`, 'm'), 5000);
     await ua.waitFor(/got x-cn-pktinfo from 127\.0\.0\.9/, 5000);
     t.pass('natively every escape reaches the host receiver, and a chosen source reaches the service');
+    t.equal(nat!.knock, 'knocker got x-cn-answer\n', 'natively the socket answers a host process that sent to it first');
     t.match(sn.stdout, /^got hello from 10\.1\.0\.51$/m, 'natively: the server sees the client\'s VIP');
     t.match(cn.stdout, /^client got srv-legit /m, 'natively: its reply arrives');
     t.match(cn.stdout, /^client got x-sn-pktinfo 127\.0\.0\.9$/m, 'natively: so does a reply from a chosen source');
@@ -329,6 +353,8 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     t.match(iso!.stdout, /^sendmsg-pktinfo errno 1 /m, 'isolated: to the service from another source (IP_PKTINFO): EPERM');
     for (const s of ['sendto-host', 'sendmsg-host', 'sendmmsg-host', 'sendto-unmarked']) t.match(iso!.stdout, new RegExp(`^${s} errno 1 `, 'm'), `isolated: ${s}: EPERM`);
     t.match(iso!.stdout, /^unmark errno 1 /m, 'the mark cannot be cleared from inside');
+    t.match(iso!.stdout, /^answer-knock errno 1 /m, 'isolated: a client socket cannot answer a host process that sent to it first (EPERM)');
+    t.equal(iso!.knock, 'knocker got nothing\n', 'and nothing arrives there');
     t.match(si.stdout, /^got hello from 10\.1\.0\.51$/m, `isolated: the server sees the client's VIP (${si.stderr})`);
     t.match(ci.stdout, /^client got srv-legit 10\.\d+\.\d+\.\d+$/m, 'isolated: its reply arrives (the reply direction of the flow)');
     t.notMatch(ci.stdout, /x-si-pktinfo/, 'isolated: a reply from a chosen source does not');
@@ -341,7 +367,7 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     t.notMatch(recv.stdout, /udp got x-ci-/, 'nothing the isolated client sent reached the host receiver');
     t.notMatch(recv.stdout, /udp got x-si-/, 'nothing the isolated server sent reached the host receiver');
     t.notMatch(ua.stdout.slice(seenUa), /x-ci-pktinfo/, 'nor the service from a chosen source address');
-    t.ok(drops() >= before + 10, `the table counted the drops (${before} -> ${drops()})`);
+    t.ok(drops() >= before + 11, `the table counted the drops (${before} -> ${drops()})`);
   });
 
   await t.test('a rule that denies a flow revokes it for the unconnected socket', async (t) => {

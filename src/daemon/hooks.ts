@@ -442,7 +442,7 @@ export class HookDispatcher implements Dispatcher {
       // a UDP service's sends are confined by its mark (udpegress.ts: replies, and what the
       // app was allowed), not by a socket filter (that one is for TCP listeners).
       try {
-        if (proto === 'udp') this.d.udpEgress!.mark(fd, app.id);
+        if (proto === 'udp') this.d.udpEgress!.markService(fd, app.id);
         else if (!confineSocket(fd, null) && s.data.supervised !== true) this.warn(UNCONFINED);
       } catch (e) {
         libc.close(fd);

@@ -18,7 +18,8 @@
 //     set allow6 { type mark . ipv6_addr . ipv6_addr . inet_service }
 //     chain output { type filter hook output priority 0;
 //       meta mark and 0xff000000 != <tag << 24> return         # not one of ours: untouched
-//       meta l4proto udp ct direction reply ct state established accept  # replies (services)
+//       meta mark & SERVICE == SERVICE meta l4proto udp ct direction reply ct state established accept
+//                                                              # a service's replies to its clients
 //       meta l4proto udp meta mark . ip saddr . ip daddr . udp dport @allow4 accept
 //       meta l4proto udp meta mark . ip6 saddr . ip6 daddr . udp dport @allow6 accept
 //       meta l4proto udp counter drop }                        # anything else the app sends
@@ -37,10 +38,12 @@
 // UDP socket gets an unconnected host socket bound to the app's source address and marked,
 // and each destination it may reach (every allowed backend of a VIP, judged once per
 // destination) is an element before the hook may send there; a UDP service of an isolated
-// app is a host socket bound as any UDP service's and marked. Both may also answer whoever
-// sent to them (the reply direction of a conntrack entry: the first datagram of a flow came
-// in); a flow the app started (original direction) needs its element, so revoking the
-// element stops it even while conntrack remembers the flow.
+// app is a host socket bound as any UDP service's and marked with the app's mark | SERVICE
+// (every element exists for both marks). A service may also answer whoever sent to it (the
+// reply direction of a conntrack entry: the first datagram of the flow came in); a flow the
+// app started (original direction) needs its element, so revoking the element stops it even
+// while conntrack remembers the flow. Client sockets (no SERVICE bit) cannot answer a host
+// process that sends to them first: only elements let them send.
 //
 // Limits: the table is the guarantee, so whatever deletes it (a host firewall reload that
 // flushes every table: `nft flush ruleset`) leaves the sockets already handed in unconfined;
@@ -56,9 +59,11 @@ interface Log {
   debug(m: string): void;
 }
 
-/** Marks: the top byte is the daemon's tag, the low 24 bits its app slots. */
+/** Marks: the top byte is the daemon's tag, then SERVICE (a UDP service's socket, which may
+ *  answer its clients), then 23 bits of app slot. */
 const SLOT_BITS = 24;
-const SLOT_MAX = (1 << SLOT_BITS) - 1;
+const SERVICE = 1 << 23;
+const SLOT_MAX = SERVICE - 1;
 
 /** The nft program: PATH, then the sbin directories (a daemon's PATH may lack them); null if none. */
 function findNft(): string | null {
@@ -144,7 +149,7 @@ export class UdpEgress {
         `  set allow6 { type mark . ipv6_addr . ipv6_addr . inet_service; }\n` +
         `  chain output {\n    type filter hook output priority 0; policy accept;\n` +
         `    meta mark & 0xff000000 != ${hex} return\n` +
-        `    meta l4proto udp ct direction reply ct state established accept\n` +
+        `    meta mark & 0x${SERVICE.toString(16)} == 0x${SERVICE.toString(16)} meta l4proto udp ct direction reply ct state established accept\n` +
         `    meta l4proto udp meta mark . ip saddr . ip daddr . udp dport @allow4 accept\n` +
         `    meta l4proto udp meta mark . ip6 saddr . ip6 daddr . udp dport @allow6 accept\n` +
         `    meta l4proto udp counter drop\n  }\n}\n`;
@@ -191,6 +196,7 @@ export class UdpEgress {
     const mark = this.markFor(appId);
     if (mark === 0) throw new Error('no udp egress marks left');
     if (fd !== null) setSocketMark(fd, mark);
+    const marks = [mark, (mark | SERVICE) >>> 0];
     const plain = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
     let set = this.elems.get(appId);
     const fresh = new Map<string, number | undefined>();
@@ -203,10 +209,12 @@ export class UdpEgress {
         const from = plain(src);
         if (from.includes(':') !== v6) continue;
         pairs++;
-        const key = `${mark} ${from} ${addr} ${t.port}`;
-        if (set?.has(key) || fresh.has(key)) continue;
-        fresh.set(key, t.backend);
-        script += `add element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${mark.toString(16)} . ${from} . ${addr} . ${t.port} }\n`;
+        for (const mk of marks) {
+          const key = `${mk} ${from} ${addr} ${t.port}`;
+          if (set?.has(key) || fresh.has(key)) continue;
+          fresh.set(key, t.backend);
+          script += `add element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${mk.toString(16)} . ${from} . ${addr} . ${t.port} }\n`;
+        }
       }
     }
     if (pairs === 0) throw new Error(`udp egress: no source of ${sources.join(', ')} is in the family of ${targets.map((t) => t.ip).join(', ')}`);
@@ -220,14 +228,14 @@ export class UdpEgress {
   }
 
   /**
-   * Marks `fd` as app `appId`'s without letting it send anywhere new: a UDP service's host
-   * socket, which may answer its clients (conntrack's reply direction) and reach what the
+   * Marks `fd` as a UDP service socket of app `appId` (its mark | SERVICE), letting it send
+   * nowhere new: it may answer its clients (conntrack's reply direction) and reach what the
    * app's other sends were allowed. Throws when there is no mark left or SO_MARK fails.
    */
-  mark(fd: number, appId: string): void {
+  markService(fd: number, appId: string): void {
     const mark = this.markFor(appId);
     if (mark === 0) throw new Error('no udp egress marks left');
-    setSocketMark(fd, mark);
+    setSocketMark(fd, (mark | SERVICE) >>> 0);
   }
 
   /**
