@@ -166,10 +166,14 @@ int main(int argc, char **argv) {
     return 0;
   }
   if (argc >= 6 && !strcmp(argv[1], "hold")) {
-    /* hold VIP PORT REALIP REALPORT: authorized once through the hook (libc sendto to the VIP),
+    /* hold VIP PORT REALIP REALPORT [BINDPORT]: authorized once through the hook (libc sendto to the VIP),
        then raw sendto to the backend's real address (no hook, no cache) every 100 ms; prints
        each change of outcome, ends at EPERM */
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (argc >= 7) { /* BINDPORT: a UDP service's socket (libc bind: the hook) */
+      struct sockaddr_in b = in4("0.0.0.0", argv[6]);
+      if (report("bind", bind(fd, (struct sockaddr *)&b, sizeof b))) return 2;
+    }
     struct timeval tv = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     struct sockaddr_in v = in4(argv[2], argv[3]), r = in4(argv[4], argv[5]);
@@ -184,7 +188,7 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: probe client TAG VIP PORT HOSTIP HOSTPORT SPOOFIP | server TAG PORT HOSTIP HOSTPORT SPOOFIP | hold VIP PORT REALIP REALPORT\n");
+  fprintf(stderr, "usage: probe client TAG VIP PORT HOSTIP HOSTPORT SPOOFIP | server TAG PORT HOSTIP HOSTPORT SPOOFIP | hold VIP PORT REALIP REALPORT [BINDPORT]\n");
   return 2;
 }
 `;
@@ -370,18 +374,24 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     t.ok(drops() >= before + 11, `the table counted the drops (${before} -> ${drops()})`);
   });
 
-  await t.test('a rule that denies a flow revokes it for the unconnected socket', async (t) => {
-    // Raw sends to the backend's real address after one hooked send: only the set element lets them out.
+  await t.test('a rule that denies a flow revokes it, for an unconnected sender and a service socket', async (t) => {
+    // Raw sends to the backend's real address after one hooked send: only the set element lets
+    // them out (for the service socket, conntrack knows the flow too: it is the app's own, in
+    // the original direction, which no reply rule covers).
     const svc = (await d.get('services')).find((s) => s.name === 'ua' && s.proto === 'udp')!;
-    const held = d.run(['--isolate', '--name', 'udpc'], [PROBE, 'hold', '10.1.0.11', '7000', String(svc.host_ip), String(svc.host_port)]);
-    await held.waitFor(/^raw ok$/m, 10_000);
-    t.pass(`authorized once, the socket reaches the backend's real address ${svc.host_ip}:${svc.host_port}`);
-    const add = await d.ax(['policy', 'add', 'no-udpc', 'deny', '--from', 'ax.name=udpc', '--to', 'ax.name=ua']);
+    const hold = (name: string, more: string[]) => d.run(['--isolate', '--name', name], [PROBE, 'hold', '10.1.0.11', '7000', String(svc.host_ip), String(svc.host_port), ...more]);
+    const sender = hold('udpc', []);
+    const server = hold('udps', ['7300']);
+    await Promise.all([sender.waitFor(/^raw ok$/m, 10_000), server.waitFor(/^raw ok$/m, 10_000)]);
+    t.pass(`authorized once, both reach the backend's real address ${svc.host_ip}:${svc.host_port} with raw sends`);
+    t.match(server.stdout, /^bind ok$/m);
+    const add = await d.ax(['policy', 'add', 'no-udpc', 'deny', '--from', 'ax.name in (udpc, udps)', '--to', 'ax.name=ua']);
     t.equal(add.code, 0, `policy add (${add.stderr})`);
-    await held.waitFor(/^raw errno 1$/m, 10_000);
-    t.pass('a rule that denies the flow: its sends get EPERM (the element left the set)');
+    await Promise.all([sender.waitFor(/^raw errno 1$/m, 10_000), server.waitFor(/^raw errno 1$/m, 10_000)]);
+    t.pass('a rule that denies the flows: their sends get EPERM (the elements left the set)');
     t.equal((await d.ax(['policy', 'rm', 'no-udpc'])).code, 0);
-    held.killGroup();
+    sender.killGroup();
+    server.killGroup();
   });
   ua.killGroup();
   ub.killGroup();
