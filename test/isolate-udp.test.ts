@@ -218,6 +218,8 @@ m, a = s.recvfrom(100); print('loopback reply', m.decode(), 'from', a[0])
 ask(['ub'])
 mm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); mm.settimeout(3)
 mm.sendmsg([b'via-sendmsg'], [], 0, ('ua', 7000)); m, a = mm.recvfrom(200); print('sendmsg reply', m.decode(), 'from', a[0], a[1])
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); v6.settimeout(3)
+v6.sendto(b'v6', ('::ffff:10.1.0.11', 7000)); m, a = v6.recvfrom(200); print('v6 reply', m.decode(), 'from', a[0], a[1])
 import asyncio  # an event loop registers the socket with epoll before its first datagram
 async def main():
   loop = asyncio.get_running_loop(); got = loop.create_future()
@@ -270,6 +272,7 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
       'loopback reply back from 127.0.0.1',
       'reply ub:hi-ub from 10.1.0.12 7000',
       'sendmsg reply ua:via-sendmsg from 10.1.0.11 7000',
+      'v6 reply ua:v6 from ::ffff:10.1.0.11 7000',
       'asyncio reply ub:via-asyncio from 10.1.0.12 7000',
     ].join('\n') + '\n';
     t.equal(nat.stdout, want, `without --isolate (${nat.stderr})`);
