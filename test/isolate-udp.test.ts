@@ -193,10 +193,11 @@ int main(int argc, char **argv) {
 }
 `;
 
-/** An echo service: answers "NAME:payload" to whoever sent, and prints what it got and from where. */
+/** An echo service (NAME PORT [BIND-ADDRESS], default the wildcard): answers "NAME:payload" to
+ *  whoever sent, and prints what it got and from where. */
 const ECHO_PY = `
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', int(sys.argv[2]))); print('bound', flush=True)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[3] if len(sys.argv) > 3 else '0.0.0.0', int(sys.argv[2]))); print('bound', flush=True)
 while True:
   m, a = s.recvfrom(200); print('got', m.decode(), 'from', a[0], flush=True); s.sendto(sys.argv[1].encode() + b':' + m, a)
 `;
@@ -290,9 +291,9 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
 
   await t.test('UDP services inside isolated apps, reached by name from plain and isolated clients', async (t) => {
     const stats = d.run(['--isolate', '--name', 'stats'], ['socat', '-u', 'UDP-RECV:8125', 'STDOUT']);
-    // The same echo server without and with --isolate: what it saw and its replies.
-    const srvNat = d.run(['--name', 'en', '--ip', '10.1.0.21'], ['python3', join(work, 'echo.py'), 'en', '7100']);
-    const srvIso = d.run(['--isolate', '--name', 'ei', '--ip', '10.1.0.22'], ['python3', join(work, 'echo.py'), 'ei', '7100']);
+    // The same echo server, bound to its VIP, without and with --isolate: what it saw and its replies.
+    const srvNat = d.run(['--name', 'en', '--ip', '10.1.0.21'], ['python3', join(work, 'echo.py'), 'en', '7100', '10.1.0.21']);
+    const srvIso = d.run(['--isolate', '--name', 'ei', '--ip', '10.1.0.22'], ['python3', join(work, 'echo.py'), 'ei', '7100', '10.1.0.22']);
     await Promise.all([srvNat.waitFor(/bound/), srvIso.waitFor(/bound/)]);
     await d.until('stats as a udp service', async () => (await d.get('services')).some((s) => s.name === 'stats' && s.proto === 'udp'));
     const send = (iso: string[], what: string) => d.run(iso, ['sh', '-c', `echo ${what} | socat -t 1 - UDP-SENDTO:stats:8125`]).result();
