@@ -265,6 +265,10 @@ static int foreign_route(int fd, struct meta *snap, const struct ax_addr *d, lon
     }
     int key = snap->family | CACHE_DGRAM | CACHE_HOST;
     struct ax_msg p;
+    /* a connected socket the daemon handed in (udp_connect) is a host socket too: a sendto
+     * with another destination keeps it (and its connection), as natively */
+    if (!snap->host && snap->state == ST_CONN && snap->has_vpeer)
+        snap->host = 1;
     if (snap->host && cache_lookup(d, key, &p, flow) && atomic_load(&ctl_ok)) {
         *real = p.b;
         ax_unmap(real);

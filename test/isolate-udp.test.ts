@@ -219,6 +219,9 @@ m, a = s.recvfrom(100); print('loopback reply', m.decode(), 'from', a[0])
 ask(['ub'])
 mm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); mm.settimeout(3)
 mm.sendmsg([b'via-sendmsg'], [], 0, ('ua', 7000)); m, a = mm.recvfrom(200); print('sendmsg reply', m.decode(), 'from', a[0], a[1])
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3); c.connect(('ua', 7000))
+c.sendto(b'conn-sendto', ('ub', 7000))  # a connected socket may send elsewhere (the reply is not for it)
+c.send(b'conn-again'); print('connected reply', c.recv(200).decode(), 'peer', c.getpeername()[0])
 v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); v6.settimeout(3)
 v6.sendto(b'v6', ('::ffff:10.1.0.11', 7000)); m, a = v6.recvfrom(200); print('v6 reply', m.decode(), 'from', a[0], a[1])
 import asyncio  # an event loop registers the socket with epoll before its first datagram
@@ -273,6 +276,7 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
       'loopback reply back from 127.0.0.1',
       'reply ub:hi-ub from 10.1.0.12 7000',
       'sendmsg reply ua:via-sendmsg from 10.1.0.11 7000',
+      'connected reply ua:conn-again peer 10.1.0.11',
       'v6 reply ua:v6 from ::ffff:10.1.0.11 7000',
       'asyncio reply ub:via-asyncio from 10.1.0.12 7000',
     ].join('\n') + '\n';
@@ -282,6 +286,8 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     await ua.waitFor(/got hi-ua from 10\.1\.0\.32/, 5000);
     await ub.waitFor(/got hi-ub from 10\.1\.0\.31/, 5000);
     await ub.waitFor(/got hi-ub from 10\.1\.0\.32/, 5000);
+    await ub.waitFor(/got conn-sendto from 10\.1\.0\.31/, 5000);
+    await ub.waitFor(/got conn-sendto from 10\.1\.0\.32/, 5000);
     t.pass('the services saw each client\'s VIP');
     const socat = await d.run(['--isolate'], ['sh', '-c', 'echo hits:1 | socat -t 1 - UDP-SENDTO:ua:7000']).result();
     t.equal(socat.code, 0, `isolated socat UDP-SENDTO by name (${socat.stderr})`);
