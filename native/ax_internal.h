@@ -267,6 +267,10 @@ struct meta {
     int src_bound;          /* datagram socket ax bound to the app's source address on its
                                first datagram to a virtual address; getsockname shows the
                                wildcard, as natively (udp.c) */
+    int host;               /* datagram socket of a foreign session that is a host socket the
+                               daemon handed in unconnected (AX_CF_SENDTO) or bound (a
+                               UDP service): its datagrams to virtual addresses are
+                               authorized, not handed over (udp.c) */
     uint32_t move_seq;      /* udp_moves when ax last moved this socket back to the wildcard */
     uint32_t sock_id;       /* daemon socket id */
     pid_t owner;            /* process that got sock_id (for the debug log) */
@@ -409,6 +413,8 @@ static inline void *slot_find(void *tab, size_t size, unsigned mask, unsigned h,
 
 /* key: the socket family, | CACHE_DGRAM for datagram destinations */
 #define CACHE_DGRAM 0x100
+/* | CACHE_HOST: destinations an isolated app's host UDP sockets may send to (AX_CF_SENDTO) */
+#define CACHE_HOST 0x200
 void cache_store(const struct ax_addr *dest, int key, const struct ax_msg *p);
 /* pick < 0: the next backend round robin; else backend pick % n (a flow's own) */
 int cache_lookup(const struct ax_addr *dest, int key, struct ax_msg *p, long pick);

@@ -142,6 +142,19 @@ enum ax_status {
                                 destination (asked only under AX_MAP_F_EGRESS): NATIVE
                                 (send natively) or ERR with err = EPERM (egress policy),
                                 arg = the generation the verdict holds for */
+#define AX_CF_SENDTO    0x8  /* with AX_CF_DGRAM, foreign sessions (ax run --isolate): an
+                                unconnected sender's datagram to a virtual address.  The
+                                daemon judges policy and lets the app's mark send to every
+                                allowed backend of the destination (udpegress.ts), then
+                                answers OK + fd: an UNconnected host UDP socket bound to the
+                                app's source address (port b.port when the app's socket is
+                                bound there already, else any), marked; b = the backend this
+                                datagram goes to; flags AX_RF_CACHE with the backends, cached
+                                under key | CACHE_HOST.  With AX_CF_HOST too: no fd (the
+                                app's socket is such a host socket already), answer DIRECT
+                                with the same b and cache. */
+#define AX_CF_HOST      0x10 /* with AX_CF_SENDTO: the sending socket is a host socket the
+                                daemon handed in (a UDP service's, or an earlier AX_CF_SENDTO's) */
 
 /* LOOKUP reply.arg: what the socket is to ax */
 #define AX_LK_BOUND     1    /* bound by the daemon (sock = its id), not listening */

@@ -147,6 +147,8 @@ int main(void)
     N(AX_CF_NONBLOCK);
     N(AX_CF_WAIT);
     N(AX_CF_DGRAM);
+    N(AX_CF_SENDTO);
+    N(AX_CF_HOST);
     S(AX_ENV_SOCK);
     S(AX_ENV_APP);
     S(AX_ENV_WAIT);

@@ -280,6 +280,7 @@ static int virtual_bind(int fd, const struct meta *snap, const struct ax_addr *a
         m->owner = ax_getpid();
         m->ino = ino;
         m->src_free = 0;
+        m->host = session_foreign && m->dgram; /* a UDP service of an isolated app: a host socket (udp.c) */
         m->vlocal_len = ax_to_sa(&p.a, m->family, &m->vlocal);
         m->has_vlocal = 1;
     }

@@ -239,6 +239,122 @@ static int route(int family, const struct ax_addr *d, long flow, struct ax_addr 
     return -1;
 }
 
+/* An unconnected sender of a foreign session (ax run --isolate, root daemon): where
+ * a datagram to the virtual address d goes, as route() says for other sessions, but
+ * through a host socket.  A socket that is no host socket yet (snap->host clear) asks
+ * the daemon (AX_CF_SENDTO), which hands in an unconnected host UDP socket bound to
+ * the app's source address and marked, after letting the mark send to d's backends
+ * (udpegress.ts); it takes fd's number here (swap_fd: flags, options and epoll
+ * registrations kept), and is source-bound (a later datagram to a real destination
+ * moves it back into the namespace: src_move_back).  A host socket asks only for
+ * destinations the process has no answer for (AX_CF_HOST; the answer is cached under
+ * CACHE_HOST until the table changes).  Returns RT_REAL with *real (*local = 1: no
+ * IP_PKTINFO, the host socket's source is the app's), RT_NATIVE, or -1 with errno. */
+static int foreign_route(int fd, struct meta *snap, const struct ax_addr *d, long flow, struct ax_addr *real,
+                         int *local)
+{
+    *local = 1;
+    if (flow_get(by_virt, d, real)) /* a reply to a client seen on this socket's side */
+        return RT_REAL;
+    if (!map_virtual(d)) {
+        if (!egress_dgram_allowed(d, snap->family)) {
+            errno = EPERM;
+            return -1;
+        }
+        return RT_NATIVE;
+    }
+    int key = snap->family | CACHE_DGRAM | CACHE_HOST;
+    struct ax_msg p;
+    /* a connected socket the daemon handed in (udp_connect) is a host socket too: a sendto
+     * with another destination keeps it (and its connection), as natively */
+    if (!snap->host && snap->state == ST_CONN && snap->has_vpeer)
+        snap->host = 1;
+    if (snap->host && cache_lookup(d, key, &p, flow) && atomic_load(&ctl_ok)) {
+        *real = p.b;
+        ax_unmap(real);
+        return RT_REAL;
+    }
+    struct ax_msg q;
+    memset(&q, 0, sizeof q);
+    q.op = AX_OP_CONNECT;
+    q.a = *d;
+    q.b.family = (uint16_t)snap->family;
+    q.arg = AX_CF_DGRAM | AX_CF_SENDTO | (snap->host ? AX_CF_HOST : 0);
+    if (!snap->host) {
+        /* bound in the namespace already (a move back left it on wildcard:port): keep the port */
+        struct sockaddr_storage cur;
+        socklen_t cl = sizeof cur;
+        struct ax_addr c;
+        if (R.getsockname(fd, (struct sockaddr *)&cur, &cl) == 0 && sa_to_ax((struct sockaddr *)&cur, cl, &c) == 0) {
+            if (!is_wildcard(&cur)) {
+                errno = ENETUNREACH; /* bound to an address of the namespace: no host socket for it */
+                return -1;
+            }
+            q.b.port = c.port;
+        }
+    }
+    int nfd = -1;
+    if (ax_request(&q, &p, &nfd) < 0) {
+        errno = ENETUNREACH;
+        return -1;
+    }
+    if (p.status == AX_ST_ERR) {
+        if (nfd >= 0)
+            R.close(nfd);
+        errno = p.err > 0 ? p.err : ENETUNREACH;
+        return -1;
+    }
+    if (p.b.family != AF_INET && p.b.family != AF_INET6) {
+        if (nfd >= 0)
+            R.close(nfd);
+        errno = ENETUNREACH;
+        return -1;
+    }
+    if (!snap->host) {
+        if (p.status != AX_ST_OK || nfd < 0) {
+            if (nfd >= 0)
+                R.close(nfd);
+            errno = ENETUNREACH;
+            return -1;
+        }
+        /* the whole record: snap may be a peek, without the options and epoll registrations
+         * the swap replays */
+        struct meta full;
+        if (!tbl_snapshot(fd, &full, 0)) {
+            R.close(nfd);
+            errno = EBADF;
+            return -1;
+        }
+        for (int i = 0; i < full.neps; i++) /* the entries name the old socket: swap_fd adds new ones */
+            R.epoll_ctl(full.eps[i].epfd, EPOLL_CTL_DEL, fd, NULL);
+        ino_t ino;
+        if (swap_fd(fd, nfd, &full, &ino, NULL) < 0)
+            return -1;
+        atomic_store_explicit(&src_bound_any, 1, memory_order_relaxed);
+        tbl_lock();
+        struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+        if (m) {
+            m->ino = ino;
+            m->host = 1;
+            m->src_bound = 1; /* a real destination moves it back into the namespace */
+            m->src_free = 0;
+            m->memo.gen = m->memo.rgen = 0;
+        }
+        tbl_unlock();
+        snap->ino = ino;
+        snap->host = 1;
+        snap->src_bound = 1;
+        snap->src_free = 0;
+        dbg("udp fd %d: host socket handed in for unconnected sends", fd);
+    } else if (nfd >= 0) {
+        R.close(nfd);
+    }
+    cache_store(d, key, &p);
+    *real = p.b;
+    ax_unmap(real);
+    return RT_REAL;
+}
+
 /* ------------------------------------------------------------------------ */
 /* connect                                                                   */
 
@@ -448,6 +564,9 @@ static void src_move_back(int fd)
     if (m) {
         m->ino = ino;
         m->src_bound = 0;
+        if (m->host) /* a socket of the namespace again (foreign sessions): its memo named host addresses */
+            m->memo.gen = m->memo.rgen = 0;
+        m->host = 0;
         m->src_free = 1; /* bound to the wildcard now: IP_PKTINFO from here on */
         m->move_seq = seq;
     }
@@ -455,8 +574,10 @@ static void src_move_back(int fd)
     if (ofd >= 0) {
         /* wakes a reader blocked on the old socket (not shutdown(): a process
          * sharing the socket would read 0 bytes from it for ever) */
-        if (cur.sin_port != 0)
+        if (cur.sin_port != 0 && !snap.host)
             R.sendto(ofd, "", 0, MSG_DONTWAIT, (struct sockaddr *)&cur, cl);
+        else if (snap.host) /* a host socket's marked datagram to itself would be dropped (udpegress.ts) */
+            shutdown(ofd, SHUT_RD);
         else /* no port (a connect(AF_UNSPEC) released it): nothing can arrive there anyway */
             shutdown(ofd, SHUT_RD);
         R.close(ofd);
@@ -665,7 +786,9 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
         return 0;
     struct ax_msg p;
     int local = 0, nfd = -1;
-    int rt = route(snap->family, &d, flow_hash(snap, &d), &real, &local, &nfd, &p);
+    int rt = session_foreign && !session_direct
+                 ? foreign_route(fd, snap, &d, flow_hash(snap, &d), &real, &local)
+                 : route(snap->family, &d, flow_hash(snap, &d), &real, &local, &nfd, &p);
     if (nfd >= 0) {
         /* an fd session cannot send unconnected datagrams through a handed-over socket */
         R.close(nfd);

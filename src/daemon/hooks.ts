@@ -350,9 +350,10 @@ export class HookDispatcher implements Dispatcher {
       return { status: Status.ERR, err: EACCES };
     }
     // A host UDP socket bound for an app outside our namespace (--isolate) could sendto
-    // anywhere (udpEgress confines only connected ones, to their backend): such an app binds
-    // UDP in its own namespace.
-    if (proto === 'udp' && s.data.foreign === true) return { status: Status.NATIVE };
+    // anywhere: only a root daemon's nftables table (udpEgress) keeps it to replies and the
+    // destinations allowed one by one (AX_CF_SENDTO); without it, such an app binds UDP in
+    // its own namespace.
+    if (proto === 'udp' && s.data.foreign === true && !this.d.udpEgress) return { status: Status.NATIVE };
     const reuseAddr = proto === 'udp' && (m.arg & BindFlag.REUSEADDR) !== 0;
     if (a.port !== 0 && this.conflict(app, a.port, reusePort, family, v6only, proto, reuseAddr)) return { status: Status.ERR, err: EADDRINUSE };
     // UDP sockets that share a virtual port (SO_REUSEADDR or SO_REUSEPORT on both) share
@@ -437,9 +438,12 @@ export class HookDispatcher implements Dispatcher {
       return { status: Status.ERR, err: EADDRINUSE };
     }
     if (s.data.foreign === true) {
-      // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts).
+      // An app outside our network namespace (ax run --isolate) cannot re-aim it (trust.ts);
+      // a UDP service's sends are confined by its mark (udpegress.ts: replies, and what the
+      // app was allowed), not by a socket filter (that one is for TCP listeners).
       try {
-        if (!confineSocket(fd, null) && s.data.supervised !== true) this.warn(UNCONFINED);
+        if (proto === 'udp') this.d.udpEgress!.markService(fd, app.id);
+        else if (!confineSocket(fd, null) && s.data.supervised !== true) this.warn(UNCONFINED);
       } catch (e) {
         libc.close(fd);
         if (!ph) this.d.pool.release(hostPort);
@@ -528,6 +532,7 @@ export class HookDispatcher implements Dispatcher {
       // A host UDP socket handed to an app outside our namespace could be re-aimed anywhere:
       // only a root daemon's nftables table (udpEgress) keeps it to its backend.
       if (s.data.foreign === true && !this.d.udpEgress) return { status: Status.ERR, err: ENETUNREACH };
+      if (m.arg & ConnectFlag.SENDTO && s.data.foreign === true) return this.sendto(app, dest, ip, family, m);
       return this.datagram(s, app, dest, ip, family);
     }
     const pol = this.policy;
@@ -624,6 +629,84 @@ export class HookDispatcher implements Dispatcher {
     const r = this.direct(dest, family, target, local);
     if (all.length > 0) this.cacheable(r, all, family);
     return r;
+  }
+
+  /**
+   * AX_CF_SENDTO (foreign sessions, root daemon): an isolated app's unconnected UDP socket
+   * sends to virtual `dest`. Judged as `datagram` judges a flow; then every allowed backend
+   * (or the one target of a reply to a client of the app owning the VIP, or the closed port)
+   * becomes an element for the app's mark from its host sources (udpegress.ts) before the
+   * answer. Without ConnectFlag.HOST the answer carries an unconnected host UDP socket bound
+   * to the app's source address (port m.b.port if free, else any), marked; with it, none
+   * (DIRECT: the app's socket is such a socket already). b: this datagram's backend; cache:
+   * every backend (the hook keeps them under the generation).
+   */
+  private sendto(app: App, dest: Addr, ip: string, family: number, m: Msg): Reply | Promise<Reply> {
+    const egress = this.d.udpEgress!;
+    const pol = this.policy;
+    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive, 'udp');
+    if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
+    if (pick.kind === 'denied' || (pick.kind !== 'backend' && !this.mayReachApp(app, ip, dest.port, 'udp') && !this.reachedBy(app, ip))) {
+      return this.deny(app, ip, dest.port, 'udp');
+    }
+    const addrOf = (b: Sock): Addr => ({ family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort });
+    let target = this.refuseUdpAddr;
+    let targets: { ip: string; port: number; backend?: number }[];
+    let all: Sock[] = [];
+    if (pick.kind === 'backend') {
+      pol.connect(app, pick.sock);
+      target = addrOf(pick.sock);
+      if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
+      all = pick.all.filter((b) => family === AF_INET6 || !b.hostIp.includes(':'));
+      targets = all.map((b) => ({ ip: b.hostIp, port: b.hostPort, backend: b.id }));
+    } else {
+      const owner = this.d.table.localApps().find((a) => a.vip === ip);
+      const src = owner ? this.sourceOf(owner) : '';
+      if (src) target = { family: AF_INET, ip: src, port: dest.port };
+      targets = [{ ip: target.ip, port: target.port }];
+    }
+    const host = (m.arg & ConnectFlag.HOST) !== 0;
+    // The sources the app's host sockets have: its source address (unconnected senders) and
+    // the host addresses its UDP services are bound on.
+    const src = this.sourceOf(app) || this.d.hostIp;
+    const sources = new Set([src]);
+    for (const o of this.d.table.listSocks()) if (o.appId === app.id && o.proto === 'udp' && o.node === this.d.table.node) sources.add(o.hostIp);
+    const reply: Reply = { status: host ? Status.DIRECT : Status.OK, a: dest, b: realDest(target, family) };
+    if (all.length > 0) this.cacheable(reply, all, family);
+    let fd = -1;
+    if (!host) {
+      try {
+        fd = libc.udpSocket(family);
+      } catch (e) {
+        if (!(e instanceof libc.SysError)) throw e;
+        this.warn(`udp send for isolated app ${app.id}: ${e.message}`);
+        return { status: Status.ERR, err: sysErrno(e, 'connect') };
+      }
+      const port = m.b?.port ?? 0;
+      try {
+        try {
+          libc.bind(fd, { family: src.includes(':') ? AF_INET6 : AF_INET, ip: src, port }, family);
+        } catch (e) {
+          if (port === 0 || !(e instanceof libc.SysError) || e.errno !== EADDRINUSE) throw e;
+          libc.bind(fd, { family: src.includes(':') ? AF_INET6 : AF_INET, ip: src, port: 0 }, family);
+        }
+      } catch (e) {
+        libc.close(fd);
+        this.warn(`udp send for isolated app ${app.id}: source ${src}: ${(e as Error).message}`);
+        return { status: Status.ERR, err: ENETUNREACH };
+      }
+      reply.fd = fd;
+      reply.err = 0;
+      this.handoffs++;
+    }
+    return egress.allowAll(host ? null : fd, app.id, [...sources], targets).then(
+      () => reply,
+      (e: Error) => {
+        if (fd >= 0) libc.close(fd);
+        this.warn(`udp send for isolated app ${app.id}: ${e.message}`);
+        return { status: Status.ERR, err: ENETUNREACH };
+      },
+    );
   }
 
   /**

@@ -18,6 +18,8 @@
 //     set allow6 { type mark . ipv6_addr . ipv6_addr . inet_service }
 //     chain output { type filter hook output priority 0;
 //       meta mark and 0xff000000 != <tag << 24> return         # not one of ours: untouched
+//       meta mark & SERVICE == SERVICE meta l4proto udp ct direction reply ct state established accept
+//                                                              # a service's replies to its clients
 //       meta l4proto udp meta mark . ip saddr . ip daddr . udp dport @allow4 accept
 //       meta l4proto udp meta mark . ip6 saddr . ip6 daddr . udp dport @allow6 accept
 //       meta l4proto udp counter drop }                        # anything else the app sends
@@ -31,6 +33,17 @@
 // go with their app. Marks are never reused while the daemon runs (a socket outliving its
 // app keeps a mark no set element names: it reaches nothing); a restarted daemon starts at a
 // random slot.
+//
+// Unconnected senders and services (hooks.ts, AX_CF_SENDTO): an isolated app's unconnected
+// UDP socket gets an unconnected host socket bound to the app's source address and marked,
+// and each destination it may reach (every allowed backend of a VIP, judged once per
+// destination) is an element before the hook may send there; a UDP service of an isolated
+// app is a host socket bound as any UDP service's and marked with the app's mark | SERVICE
+// (every element exists for both marks). A service may also answer whoever sent to it (the
+// reply direction of a conntrack entry: the first datagram of the flow came in); a flow the
+// app started (original direction) needs its element, so revoking the element stops it even
+// while conntrack remembers the flow. Client sockets (no SERVICE bit) cannot answer a host
+// process that sends to them first: only elements let them send.
 //
 // Limits: the table is the guarantee, so whatever deletes it (a host firewall reload that
 // flushes every table: `nft flush ruleset`) leaves the sockets already handed in unconfined;
@@ -46,9 +59,11 @@ interface Log {
   debug(m: string): void;
 }
 
-/** Marks: the top byte is the daemon's tag, the low 24 bits its app slots. */
+/** Marks: the top byte is the daemon's tag, then SERVICE (a UDP service's socket, which may
+ *  answer its clients), then 23 bits of app slot. */
 const SLOT_BITS = 24;
-const SLOT_MAX = (1 << SLOT_BITS) - 1;
+const SERVICE = 1 << 23;
+const SLOT_MAX = SERVICE - 1;
 
 /** The nft program: PATH, then the sbin directories (a daemon's PATH may lack them); null if none. */
 function findNft(): string | null {
@@ -134,6 +149,7 @@ export class UdpEgress {
         `  set allow6 { type mark . ipv6_addr . ipv6_addr . inet_service; }\n` +
         `  chain output {\n    type filter hook output priority 0; policy accept;\n` +
         `    meta mark & 0xff000000 != ${hex} return\n` +
+        `    meta mark & 0x${SERVICE.toString(16)} == 0x${SERVICE.toString(16)} meta l4proto udp ct direction reply ct state established accept\n` +
         `    meta l4proto udp meta mark . ip saddr . ip daddr . udp dport @allow4 accept\n` +
         `    meta l4proto udp meta mark . ip6 saddr . ip6 daddr . udp dport @allow6 accept\n` +
         `    meta l4proto udp counter drop\n  }\n}\n`;
@@ -165,23 +181,61 @@ export class UdpEgress {
    * service socket it reaches, for `prune` (absent: not a service; kept with the app).
    */
   async allow(fd: number, appId: string, src: string, ip: string, port: number, backend?: number): Promise<void> {
+    return this.allowAll(fd, appId, [src], [{ ip, port, backend }]);
+  }
+
+  /**
+   * Marks `fd` (when not null) as app `appId`'s and lets that mark send from each of
+   * `sources` to each of `targets` (UDP) whose family matches (pairs that differ in family
+   * are skipped; none left: an Error). One nft run for every element not present yet;
+   * resolves once the set holds them. `backend` of a target: the table id of the service
+   * socket it is, for `prune`. Rejects when SO_MARK or nft fail (nothing may be handed over
+   * then).
+   */
+  async allowAll(fd: number | null, appId: string, sources: string[], targets: { ip: string; port: number; backend?: number }[]): Promise<void> {
     const mark = this.markFor(appId);
     if (mark === 0) throw new Error('no udp egress marks left');
-    setSocketMark(fd, mark);
+    if (fd !== null) setSocketMark(fd, mark);
+    const marks = [mark, (mark | SERVICE) >>> 0];
     const plain = (a: string) => a.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/i, '$1');
-    const addr = plain(ip);
-    const from = plain(src);
-    const v6 = addr.includes(':');
-    if (from.includes(':') !== v6) throw new Error(`udp egress: source ${src} and backend ${ip} differ in family`);
-    const key = `${mark} ${from} ${addr} ${port}`;
     let set = this.elems.get(appId);
-    if (set?.has(key)) return;
-    const elem = `0x${mark.toString(16)} . ${from} . ${addr} . ${port}`;
-    const run = this.chain.then(() => nftAsync(this.nft, `add element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { ${elem} }\n`));
+    const fresh = new Map<string, number | undefined>();
+    let script = '';
+    let pairs = 0;
+    for (const t of targets) {
+      const addr = plain(t.ip);
+      const v6 = addr.includes(':');
+      for (const src of sources) {
+        const from = plain(src);
+        if (from.includes(':') !== v6) continue;
+        pairs++;
+        for (const mk of marks) {
+          const key = `${mk} ${from} ${addr} ${t.port}`;
+          if (set?.has(key) || fresh.has(key)) continue;
+          fresh.set(key, t.backend);
+          script += `add element inet ${this.table} ${v6 ? 'allow6' : 'allow4'} { 0x${mk.toString(16)} . ${from} . ${addr} . ${t.port} }\n`;
+        }
+      }
+    }
+    if (pairs === 0) throw new Error(`udp egress: no source of ${sources.join(', ')} is in the family of ${targets.map((t) => t.ip).join(', ')}`);
+    if (!script) return;
+    const run = this.chain.then(() => nftAsync(this.nft, script));
     this.chain = run.catch(() => {});
     await run;
+    set = this.elems.get(appId);
     if (!set) this.elems.set(appId, (set = new Map()));
-    set.set(key, backend);
+    for (const [k, b] of fresh) set.set(k, b);
+  }
+
+  /**
+   * Marks `fd` as a UDP service socket of app `appId` (its mark | SERVICE), letting it send
+   * nowhere new: it may answer its clients (conntrack's reply direction) and reach what the
+   * app's other sends were allowed. Throws when there is no mark left or SO_MARK fails.
+   */
+  markService(fd: number, appId: string): void {
+    const mark = this.markFor(appId);
+    if (mark === 0) throw new Error('no udp egress marks left');
+    setSocketMark(fd, (mark | SERVICE) >>> 0);
   }
 
   /**

@@ -39,7 +39,7 @@ export const MapConst = { MAGIC: 0x504d5841, VERSION: 2, RANGES: 4, F_ACCEPT: 0x
 export const CACHE_MAX = 10;
 
 export const BindFlag = { V6ONLY: 0x1, REUSEPORT: 0x2, AUTOBIND: 0x4, DGRAM: 0x8, REUSEADDR: 0x10 } as const;
-export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2, DGRAM: 0x4 } as const;
+export const ConnectFlag = { NONBLOCK: 0x1, WAIT: 0x2, DGRAM: 0x4, SENDTO: 0x8, HOST: 0x10 } as const;
 
 /** Environment passed from `ax run` to the hooked program (AX_ENV_* in the header). */
 export const Env = {
