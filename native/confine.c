@@ -2,7 +2,8 @@
  * ax-confine: keeps the host sockets ax hands to an isolated app (ax run --isolate) aimed
  * where the daemon aimed them, without privilege. libc only.
  *
- *   ax-confine [--warn] -- CMD [ARGS...]    run CMD confined (ISOLATE_INIT does, inside the namespaces)
+ *   ax-confine [--warn] -- CMD [ARGS...]    run CMD confined (ISOLATE_INIT does, inside the namespaces);
+ *                                           CMD gets LD_PRELOAD=$AX_CONFINE_PRELOAD when that is set
  *   ax-confine --probe                      print what this kernel supports (ax doctor)
  *
  * Why. A TCP socket can be disconnected by its holder (connect(AF_UNSPEC), shutdown(SHUT_RD)
@@ -240,7 +241,7 @@ static void *worker(void *arg) {
     if (!q_head) q_tail = NULL;
     q_len--;
     pthread_mutex_unlock(&q_mu);
-    int r = connect(p->fd, (struct sockaddr *)&p->addr, p->len);
+    int r = (int)syscall(SYS_connect, p->fd, (struct sockaddr *)&p->addr, p->len);
     reply(p->id, 0, r == 0 ? 0 : errno, 0);
     close(p->fd);
     free(p);
@@ -393,7 +394,7 @@ static void handle(struct seccomp_notif *n) {
   /* The namespace's own TCP socket: connect it here, with our copy of the address. */
   int fl = fcntl(fd, F_GETFL);
   if (fl >= 0 && (fl & O_NONBLOCK)) {
-    int r = connect(fd, (struct sockaddr *)&p->addr, p->len);
+    int r = (int)syscall(SYS_connect, fd, (struct sockaddr *)&p->addr, p->len);
     reply(n->id, 0, r == 0 ? 0 : errno, 0);
     goto done;
   }
@@ -487,12 +488,19 @@ int main(int argc, char **argv) {
   }
   if (i >= argc - 1) usage();
   char **cmd = argv + i + 1;
+  /* ax run starts this program without the hook (the supervisor's connects must be the
+     kernel's: the hook would hand a VIP connect over to the daemon on the supervisor's
+     duplicate and leave the app's socket unconnected) and passes the preload for CMD here */
+  const char *preload = getenv("AX_CONFINE_PRELOAD");
+  char *cmd_preload = preload && *preload ? strdup(preload) : NULL;
+  unsetenv("AX_CONFINE_PRELOAD");
 
   if (landlock_abi() < 4 || !have_user_notif()) {
     if (warn)
       fprintf(stderr, "ax run: warning: this kernel lacks Landlock TCP rules (ABI %d, needs 4: Linux 6.7) or seccomp user notification: "
                       "sockets ax hands in are confined only if the daemon can attach socket filters (see ax doctor)\n",
               landlock_abi());
+    if (cmd_preload) setenv("LD_PRELOAD", cmd_preload, 1);
     execvp(cmd[0], cmd);
     fprintf(stderr, "ax-confine: %s: %s\n", cmd[0], strerror(errno));
     return 127;
@@ -558,6 +566,7 @@ int main(int argc, char **argv) {
   }
   close(lis);
   close(sp[0]);
+  if (cmd_preload) setenv("LD_PRELOAD", cmd_preload, 1);
   execvp(cmd[0], cmd);
   fprintf(stderr, "ax-confine: %s: %s\n", cmd[0], strerror(errno));
   return 127;

@@ -576,9 +576,8 @@ static void src_move_back(int fd)
          * sharing the socket would read 0 bytes from it for ever) */
         if (cur.sin_port != 0 && !snap.host)
             R.sendto(ofd, "", 0, MSG_DONTWAIT, (struct sockaddr *)&cur, cl);
-        else if (snap.host) /* a host socket's marked datagram to itself would be dropped (udpegress.ts) */
-            shutdown(ofd, SHUT_RD);
-        else /* no port (a connect(AF_UNSPEC) released it): nothing can arrive there anyway */
+        else /* no port (a connect(AF_UNSPEC) released it: nothing can arrive there anyway), or a
+              * host socket (its marked datagram to itself would be dropped: udpegress.ts) */
             shutdown(ofd, SHUT_RD);
         R.close(ofd);
     }

@@ -307,6 +307,11 @@ t.test('isolated apps as root, root daemon', async (t) => {
     const pool = await both(d, [PROBE, 'tcp', '127.0.0.1', webHostPort]);
     t.match(pool.native.stdout, /^connect ok$/m, 'a host loopback port (web\'s pool port) natively');
     t.match(pool.isolated.stdout, /^connect errno /m, 'isolated: that host port is unreachable');
+    // A VIP is nothing to the kernel: a program the hook cannot see gets no virtual network, isolated
+    // or not (ax-confine's supervisor connects such a socket itself, with the hook kept out of it)
+    const vip = await both(d, [PROBE, 'tcp', '10.1.0.1', '8000']);
+    t.match(vip.native.stdout, /^connect errno 101 /m, 'natively: ENETUNREACH');
+    t.match(vip.isolated.stdout, /^connect errno 101 /m, 'isolated: ENETUNREACH too, not a connect that seemed to succeed');
   });
 
   await t.test('raw UDP sendto a host listener: arrives natively, never isolated', async (t) => {

@@ -141,7 +141,7 @@ export function doctorReport(): DoctorReport {
     'UDP for isolated apps (SO_MARK + nftables)',
     udpOk,
     uid !== 0
-      ? `not for uid ${uid}: a rootless daemon hands isolated apps no UDP socket (Landlock has no UDP rules up to ABI 7; SO_MARK and nftables need root)`
+      ? `not for uid ${uid}: a rootless daemon hands isolated apps no UDP socket (Landlock has no UDP rules up to ABI 9; SO_MARK and nftables need root)`
       : nft
         ? `a root daemon marks each UDP socket it hands in and drops what it sends to anything but the destinations policy allowed the app and replies to its clients (${nft})`
         : 'no nft program (package nftables): isolated apps get no host UDP socket',
@@ -169,7 +169,7 @@ export function doctorReport(): DoctorReport {
   verdicts.push(
     udpOk
       ? 'UDP: an isolated app gets host UDP sockets from a root daemon, marked: one connected to the backend when it connects a UDP socket to a service (by name or VIP), an unconnected one at the first datagram an unconnected socket sends to a VIP (each new destination allowed once by policy), and one bound as a udp service when it binds a UDP port (reachable by name; it may answer its clients). What they send elsewhere (sendto, sendmsg, sendmmsg, another source address) is dropped by the daemon\'s nftables table (EPERM).'
-      : `UDP: isolated apps ${uid === 0 ? 'of a root daemon without nft' : 'of a rootless daemon'} get no host UDP socket (a host UDP socket can be re-aimed by a plain sendto; Landlock has no UDP rules up to ABI 7, and the mark that confines it needs root): datagrams to VIPs fail with ENETUNREACH; names resolve through the hook and the namespace's DNS relay.`,
+      : `UDP: isolated apps ${uid === 0 ? 'of a root daemon without nft' : 'of a rootless daemon'} get no host UDP socket (a host UDP socket can be re-aimed by a plain sendto; Landlock has no UDP rules up to ABI 9, and the mark that confines it needs root): datagrams to VIPs fail with ENETUNREACH; names resolve through the hook and the namespace's DNS relay.`,
   );
   verdicts.push(get('sock_diag')?.ok ? 'Services live as long as their kernel sockets (sock_diag).' : 'Without sock_diag a service ends with the process that bound it.');
   verdicts.push(`seccomp user notification is ${get('seccomp')?.ok ? 'supported here' : 'not supported here'}; ax uses it under --isolate for connect(2) (ax-confine), not to mediate static and Go programs (they stay unmediated).`);

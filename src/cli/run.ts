@@ -341,7 +341,8 @@ export function isolatedResolvConf(host: string): string {
  * drops every capability and forks: names work before CMD starts); then runs CMD with
  * every capability but $4's dropped (inheritable, ambient, bounding) and LD_PRELOAD from
  * AX_ISOLATE_PRELOAD, as its child, through ax-confine when given (it restricts TCP connect
- * with Landlock and supervises connect(2) before it execs setpriv: native/confine.c). It forwards the signals ax run forwards (pid 1 gets
+ * with Landlock and supervises connect(2) before it execs setpriv: native/confine.c; it runs
+ * without the hook and sets LD_PRELOAD from AX_CONFINE_PRELOAD for what it execs). It forwards the signals ax run forwards (pid 1 gets
  * only signals it has handlers for) and exits with CMD's status. When it exits, the
  * kernel ends everything left in the pid namespace (the relay too).
  * Needs: ip (iproute2), mount and setpriv (util-linux).
@@ -375,12 +376,18 @@ exec 8<&-
 if [ -n "$relay" ] && [ -S "$hook.dns" ]; then
   "$relay" "$hook.dns" ${ISOLATE_NAMESERVER} || echo "ax run: no DNS relay inside (programs with their own resolver cannot reach ax's DNS)" >&2
 fi
-export LD_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
-unset AX_ISOLATE_PRELOAD
-[ -n "$LD_PRELOAD" ] || unset LD_PRELOAD
 exec 3<&0
 set -- setpriv --inh-caps=-all --ambient-caps=-all --bounding-set="-all$keep" -- "$@"
-if [ -n "$confine" ]; then set -- "$confine" $confine_flags -- "$@"; fi
+if [ -n "$confine" ]; then
+  # ax-confine itself runs without the hook (its supervisor's connects must be the kernel's);
+  # it puts the hook back for CMD (AX_CONFINE_PRELOAD)
+  export AX_CONFINE_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
+  set -- "$confine" $confine_flags -- "$@"
+else
+  export LD_PRELOAD="\${AX_ISOLATE_PRELOAD:-}"
+  [ -n "$LD_PRELOAD" ] || unset LD_PRELOAD
+fi
+unset AX_ISOLATE_PRELOAD
 "$@" <&3 3<&- &
 child=$!
 exec 3<&-

@@ -3,7 +3,7 @@
 // A UDP socket the daemon made in the host network and handed in can send anywhere the
 // host reaches, whatever it was connected to: sendto/sendmsg/sendmmsg with a destination
 // address work on a connected UDP socket, and connect() re-aims it (connect(AF_UNSPEC)
-// too). A socket filter sees only what arrives; Landlock has no UDP rules (up to ABI 7);
+// too). A socket filter sees only what arrives; Landlock has no UDP rules up to ABI 9 (its UDP rights were merged upstream in June 2026, for a later kernel);
 // a seccomp filter sees only arguments (not which socket a descriptor number names at the
 // moment the kernel acts, nor a sendmsg's address in user memory). What does see every
 // datagram of a given socket is netfilter: the kernel stamps each packet with its socket's
