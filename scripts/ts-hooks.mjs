@@ -29,6 +29,14 @@ export async function load(url, context, next) {
 `;
 register(`data:text/javascript,${encodeURIComponent(hooks)}`);
 
+// For the test process only: programs a test starts without clearing NODE_OPTIONS (an `ax run`
+// by execFile, say) do not load this module and its hooks thread too.
+if (process.env.NODE_OPTIONS) {
+  const self = new RegExp(`\\s*--import=${import.meta.url.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 'g');
+  process.env.NODE_OPTIONS = process.env.NODE_OPTIONS.replace(self, '').trim();
+  if (!process.env.NODE_OPTIONS) delete process.env.NODE_OPTIONS;
+}
+
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const require = createRequire(import.meta.url);
 const OPTIONS = {
