@@ -11,7 +11,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const args = process.argv.slice(2);
@@ -56,9 +56,11 @@ if (!process.env.AX_TEST_ISOLATED) {
   child.on('exit', (code, sig) => process.exit(pre.failed > 0 ? 1 : (code ?? (sig ? 1 : 0))));
 } else {
   const files = args.length > 0 ? args : readdirSync(join(root, 'test')).filter((f) => f.endsWith('.test.ts')).map((f) => `test/${f}`);
+  // Test files load through scripts/ts-hooks.mjs (esbuild) rather than tap's ts-node: see there.
+  const nodeOptions = `${process.env.NODE_OPTIONS ?? ''} --import=${pathToFileURL(join(root, 'scripts', 'ts-hooks.mjs'))}`.trim();
   const tap = spawn(
     process.execPath,
-    [join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs'), '--reporter=tap', '--disable-coverage', '--timeout=300', '--jobs=4', ...files],
+    [join(root, 'node_modules', 'tap', 'dist', 'esm', 'run.mjs'), '--reporter=tap', '--disable-coverage', '--timeout=300', '--jobs=4', `--test-env=NODE_OPTIONS=${nodeOptions}`, ...files],
     { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], env: process.env },
   );
   let tail = '';

@@ -26,8 +26,7 @@ t.test('three hosts: cross-host connect, labels, balancing, failure, partition, 
   t.teardown(() => net.destroy());
   const [a, b, c] = [net.host(1, 'a'), net.host(2, 'b'), net.host(3, 'c')];
   await a.startDaemon();
-  await b.startDaemon(['--join', a.ip]);
-  await c.startDaemon(['--join', a.ip]);
+  await Promise.all([b.startDaemon(['--join', a.ip]), c.startDaemon(['--join', a.ip])]);
   await until('three alive members everywhere', async () => {
     for (const h of [a, b, c]) {
       const m = await h.get('members');

@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AX, run, sleep, start, type Proc } from './helpers';
+import { apiGet, AX, run, sleep, start, type Proc } from './helpers';
 
 /** Runs a shell command; throws with its stderr when it fails. */
 export function sh(cmd: string): void {
@@ -108,11 +108,13 @@ export class NsHost {
     return run(process.execPath, [AX, ...args, '--socket', this.socket]);
   }
 
-  /** `ax get KIND -o json` of this host. */
+  /** `ax get KIND -o json` of this host (answered in this process: apiGet). */
   async get(kind: string): Promise<Array<Record<string, any>>> { // eslint-disable-line @typescript-eslint/no-explicit-any
-    const r = await this.ax(['get', kind, '-o', 'json']);
-    if (r.code !== 0) throw new Error(`${this.name}: ax get ${kind}: ${r.stderr}`);
-    return JSON.parse(r.stdout);
+    try {
+      return await apiGet(this.socket, kind);
+    } catch (e) {
+      throw new Error(`${this.name}: ax get ${kind}: ${(e as Error).message}`);
+    }
   }
 
   /** Kills the daemon and every app of this host at once. */

@@ -44,8 +44,7 @@ t.test('policy on three hosts: added on a, enforced on c against a service on b;
   t.teardown(() => net.destroy());
   const [a, b, c] = [net.host(1, 'a'), net.host(2, 'b'), net.host(3, 'c')];
   await a.startDaemon();
-  await b.startDaemon(['--join', a.ip]);
-  await c.startDaemon(['--join', a.ip]);
+  await Promise.all([b.startDaemon(['--join', a.ip]), c.startDaemon(['--join', a.ip])]);
   await until('three alive members everywhere', async () => {
     for (const h of [a, b, c]) if ((await h.get('members')).filter((x) => x.state === 'alive').length !== 3) return false;
     return true;

@@ -52,6 +52,9 @@ t.test('python http.server on port 80 as nobody, reached by name and by VIP with
   t.equal(services.length, 1, 'one service');
   t.match(services[0], { name: 'web', vip: '10.1.0.1', vport: 80, host_ip: '127.0.0.1', proto: 'tcp' });
   t.ok(services[0].host_port >= 20000 && services[0].host_port !== 80, `host port ${services[0].host_port} comes from the pool`);
+  // the tests read the table in-process (helpers apiGet); the command prints the same rows
+  const json = await d.ax(['get', 'services', '-o', 'json']);
+  t.same(JSON.parse(json.stdout), services, 'ax get services -o json: the same rows');
   // The server's access log shows the client's virtual IP, not 127.0.0.1.
   await web.waitFor(/^(::ffff:)?10\.240\.\d+\.\d+ - - .*"GET \/ HTTP/m);
 

@@ -99,6 +99,18 @@ KINDS.socket = KINDS.sockets;
 KINDS.member = KINDS.members;
 KINDS.nodes = KINDS.members;
 
+/**
+ * The rows `ax get KIND -o json` prints: the daemon's list of `kind` (apps, services, sockets or
+ * members, or an alias of one) as `client` gets it. Throws UsageError for an unknown kind, and what
+ * AxClient.call throws (DaemonUnreachable, ApiError). The tests read the table with it in their own
+ * process, without starting `ax get` for every look.
+ */
+export async function getRows(client: AxClient, kind: string): Promise<object[]> {
+  const k = KINDS[kind];
+  if (!k) throw new UsageError(`cannot get "${kind}": choose apps, services, sockets or members`);
+  return (await k.get(client)).rows;
+}
+
 export function table<R>(rows: R[], columns: Columns<R>): string {
   const cells = [columns.map(([h]) => h), ...rows.map((r) => columns.map(([, f]) => f(r)))];
   const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i].length)));
