@@ -175,6 +175,24 @@ t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and 
   t.equal(again.code, 0, `once it runs again, ax run works (${again.stderr.trim()})`);
 });
 
+t.test('--no-start waits for a daemon that is busy for a few seconds (a loaded machine) instead of failing at once', async (t) => {
+  const d = await TestDaemon.start(t);
+  const pid = d.proc.child.pid!;
+  process.kill(pid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
+  });
+  const pending = run(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--', 'true'], { timeoutMs: 30_000 });
+  await new Promise((r) => setTimeout(r, 3000)); // longer than one Status call's 1.5 s deadline
+  process.kill(pid, 'SIGCONT');
+  const r = await pending;
+  t.equal(r.code, 0, `ax run --no-start got its answer once the daemon ran again (${r.stderr.trim()})`);
+});
+
 t.test('after a daemon restart, ax get apps counts a running server that has not spoken to the new daemon yet', async (t) => {
   const d = await TestDaemon.start(t);
   const w = d.run(['--name', 'counted'], ['python3', '-u', '-m', 'http.server', '8099']);

@@ -165,25 +165,29 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
   try {
     if (await up(1500)) return client;
   } catch (e) {
-    if (!(e instanceof DaemonUnreachable) || !autostart) {
+    if (!(e instanceof DaemonUnreachable) || (!autostart && !e.noAnswer)) {
       client.close();
       throw e;
     }
     if (e.noAnswer) {
-      // A daemon listens but does not answer: one still starting answers soon; a stopped or
-      // overloaded one would only make a second daemon fail on the first one's lock. Wait a
-      // while, then say what is wrong with that one.
+      // A daemon listens but does not answer: one still starting, or busy on a loaded machine,
+      // answers soon; a stopped or overloaded one would only make a second daemon fail on the
+      // first one's lock. Wait a while (with or without autostart), then say what is wrong.
       const until = Date.now() + 8_500;
+      let gone: unknown = null;
       while (Date.now() < until) {
         try {
           if (await up(1000)) return client;
         } catch (again) {
-          if (!(again instanceof DaemonUnreachable) || !again.noAnswer) break; // it went away: start one
+          if (!(again instanceof DaemonUnreachable) || !again.noAnswer) {
+            gone = again; // it went away: start one (when allowed)
+            break;
+          }
         }
       }
-      if (Date.now() >= until) {
+      if (!gone || !autostart) {
         client.close();
-        throw e;
+        throw gone ?? e;
       }
     }
   }
