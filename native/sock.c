@@ -490,6 +490,23 @@ static void sleep_ms(long ms)
 }
 
 /* mark a tracked socket as natively connected (errno preserved) */
+/* After connect(AF_UNSPEC) disconnected a stream socket: no virtual or real peer, and a
+ * fresh socket to ax again (unless it was native), so the next connect asks anew. */
+static void forget_peer(int fd, const struct meta *snap)
+{
+    int e = errno;
+    tbl_lock();
+    struct meta *m = tbl_get_gen_locked(fd, snap->gen);
+    if (m) {
+        if (m->state == ST_CONN)
+            m->state = ST_FRESH;
+        m->has_vpeer = 0;
+        m->has_rdest = 0;
+    }
+    tbl_unlock();
+    errno = e;
+}
+
 static void mark_native(int fd, const struct meta *snap)
 {
     int e = errno;
@@ -633,6 +650,14 @@ int h_connect(int fd, const struct sockaddr *addr, socklen_t len)
     }
     if (snap.dgram) {
         r = udp_connect(fd, &snap, addr, len);
+        goto out;
+    }
+    if (addr->sa_family == AF_UNSPEC) {
+        /* a disconnect (tcp_disconnect): the kernel's, then ax forgets the virtual peer, so
+         * getpeername says ENOTCONN and the next connect is a new one, as natively */
+        r = R.connect(fd, addr, len);
+        if (r == 0)
+            forget_peer(fd, &snap);
         goto out;
     }
     int retry = 0;

@@ -5,7 +5,9 @@
  *     live port succeeds;
  *   - sendto(MSG_FASTOPEN) with a destination on an unconnected TCP socket
  *     connects (and the data arrives);
- *   - a client that binds a chosen source port keeps it.
+ *   - a client that binds a chosen source port keeps it;
+ *   - connect(AF_UNSPEC) disconnects a connected TCP socket (getpeername: ENOTCONN),
+ *     which then connects again.
  * usage: semantics HOST LIVEPORT CLOSEDPORT SRCPORT */
 #include "common.h"
 #include <poll.h>
@@ -103,6 +105,26 @@ int main(int argc, char **argv)
         CHECK(ntohs(me.sin_port) == atoi(argv[4]), "the source port is kept (%u)", ntohs(me.sin_port));
         if (r == 0)
             CHECK(echo_check(s, "src\n") == 0, "and carries data");
+        close(s);
+    }
+    /* connect(AF_UNSPEC) disconnects (tcp_disconnect); the socket connects again */
+    {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        int r = connect(s, (struct sockaddr *)&live, ll);
+        CHECK(r == 0, "connect before AF_UNSPEC (errno=%d)", r ? errno : 0);
+        struct sockaddr un = {.sa_family = AF_UNSPEC};
+        r = connect(s, &un, sizeof un);
+        CHECK(r == 0, "connect(AF_UNSPEC) on a connected socket: 0 (errno=%d)", r ? errno : 0);
+        struct sockaddr_storage pe;
+        socklen_t pl = sizeof pe;
+        r = getpeername(s, (struct sockaddr *)&pe, &pl);
+        int e = errno;
+        CHECK(r < 0 && e == ENOTCONN, "then getpeername: ENOTCONN (r=%d errno=%d)", r, r ? e : 0);
+        r = connect(s, (struct sockaddr *)&live, ll);
+        e = errno;
+        CHECK(r == 0, "then a new connect works (errno=%d)", r ? e : 0);
+        if (r == 0)
+            CHECK(echo_check(s, "unspec\n") == 0, "and carries data");
         close(s);
     }
     return failures ? 1 : 0;
