@@ -188,7 +188,24 @@ int main(int argc, char **argv) {
     }
     return 0;
   }
-  fprintf(stderr, "usage: probe client TAG VIP PORT HOSTIP HOSTPORT SPOOFIP | server TAG PORT HOSTIP HOSTPORT SPOOFIP | hold VIP PORT REALIP REALPORT [BINDPORT]\n");
+  if (argc >= 7 && !strcmp(argv[1], "escape")) {
+    /* escape VIP PORT HOSTIP HOSTPORT SECONDS: authorized once through the hook (libc sendto
+       to the VIP), then a raw sendto to HOSTIP:HOSTPORT every 100 ms for SECONDS, whatever
+       happens to the daemon meanwhile; prints each change of outcome */
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in v = in4(argv[2], argv[3]), h = in4(argv[4], argv[5]);
+    if (report("sendto-vip", sendto(fd, "p", 1, 0, (struct sockaddr *)&v, sizeof v))) return 2;
+    int last = -1;
+    for (int i = 0; i < atoi(argv[6]) * 10; i++) {
+      char m[32];
+      snprintf(m, sizeof m, "esc-%d", i);
+      int e = rsys6(SYS_sendto, fd, (long)m, (long)strlen(m), 0, (long)&h, sizeof h) < 0 ? errno : 0;
+      if (e != last) { if (e) printf("esc errno %d\n", e); else printf("esc ok\n"); fflush(stdout); last = e; }
+      usleep(100000);
+    }
+    return 0;
+  }
+  fprintf(stderr, "usage: probe client TAG VIP PORT HOSTIP HOSTPORT SPOOFIP | server TAG PORT HOSTIP HOSTPORT SPOOFIP | hold VIP PORT REALIP REALPORT [BINDPORT] | escape VIP PORT HOSTIP HOSTPORT SECONDS\n");
   return 2;
 }
 `;
@@ -402,6 +419,21 @@ t.test('isolated UDP with a root daemon: unconnected senders and services', asyn
     t.equal((await d.ax(['policy', 'rm', 'no-udpc'])).code, 0);
     sender.killGroup();
     server.killGroup();
+  });
+
+  await t.test('a daemon stopped while an isolated app holds a marked socket leaves it confined', async (t) => {
+    const { port: hostPort, p: recv } = await hostReceiver(t);
+    const esc = d.run(['--isolate', '--name', 'esc'], [PROBE, 'escape', '10.1.0.11', '7000', '127.0.0.1', String(hostPort), '6']);
+    await esc.waitFor(/^esc errno 1$/m, 10_000);
+    t.pass('with the daemon up, its raw sends to a host receiver get EPERM');
+    await d.stop(); // graceful: the path that used to delete the table
+    await new Promise((r) => setTimeout(r, 1500));
+    await run('python3', ['-c', `import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'marker', ('127.0.0.1', ${hostPort}))`]);
+    await recv.waitFor(/udp got marker$/m, 5000);
+    t.notMatch(recv.stdout, /udp got esc-/, 'nothing the isolated app sent while the daemon was away reached the host receiver');
+    t.notMatch(esc.stdout, /^esc ok$/m, 'every raw send failed (EPERM)');
+    t.match(execFileSync('nft', ['list', 'tables', 'inet'], { encoding: 'utf8' }), new RegExp(`table inet ${table}\\b`), 'the table stayed');
+    esc.killGroup();
   });
   ua.killGroup();
   ub.killGroup();

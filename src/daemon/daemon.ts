@@ -424,7 +424,8 @@ export class Daemon {
       this.map?.setDns('', 0); // while no responder runs, apps' DNS goes to their own servers
       await this.hookServer?.close();
       this.hooks?.close();
-      this.udpEgress?.close();
+      // Not while isolated apps may still hold sockets it marked: they would be unconfined.
+      this.udpEgress?.close(!idle);
       // Generation 0 never matches: hooks stop using cached answers and ask (and reconnect).
       this.map?.close();
       if (idle && this.map) rmSync(this.map.path, { force: true });

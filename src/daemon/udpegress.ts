@@ -275,8 +275,17 @@ export class UdpEgress {
     this.deleteElems(set.keys());
   }
 
-  /** Deletes the table (daemon shutdown). */
-  close(): void {
+  /**
+   * Daemon shutdown. `keep`: isolated apps still run with sockets this daemon marked, so the
+   * table stays as it is (they keep their allowed destinations, and nothing else, until a
+   * daemon starts on this hook socket and makes the table anew); deleting it would leave their
+   * marked sockets free to send anywhere. Otherwise the table is deleted.
+   */
+  close(keep = false): void {
+    if (keep) {
+      this.log.debug(`udp egress: table inet ${this.table} kept for the isolated apps still running`);
+      return;
+    }
     try {
       execFileSync(this.nft, ['delete', 'table', 'inet', this.table], { timeout: 10_000, stdio: 'ignore' });
     } catch {
