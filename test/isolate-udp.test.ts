@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { hookSocketFor } from '../src/common/paths';
-import { run, start, TestDaemon, type Proc } from './helpers';
+import { ROOT, run, start, TestDaemon, type Proc } from './helpers';
 
 /**
  * The probe: libc calls (through the hook) where the app uses ax as meant, raw system calls
@@ -30,19 +30,7 @@ const PROBE_C = String.raw`#define _GNU_SOURCE
 #include <sys/time.h>
 #include <unistd.h>
 
-static long rsys6(long n, long a, long b, long c, long d, long e, long f) {
-#if defined(__x86_64__)
-  long r;
-  register long r10 __asm__("r10") = d;
-  register long r8 __asm__("r8") = e;
-  register long r9 __asm__("r9") = f;
-  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
-  if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
-  return r;
-#else
-  return syscall(n, a, b, c, d, e, f);
-#endif
-}
+#include "rawsys.h"
 
 static int report(const char *what, long r) {
   if (r >= 0) { printf("%s ok\n", what); fflush(stdout); return 0; }
@@ -258,7 +246,7 @@ chmodSync(work, 0o755);
 t.teardown(() => rmSync(work, { recursive: true, force: true }));
 writeFileSync(join(work, 'probe.c'), PROBE_C);
 const PROBE = join(work, 'probe');
-execFileSync('cc', ['-O1', '-o', PROBE, join(work, 'probe.c')]);
+execFileSync('cc', ['-O1', '-I', join(ROOT, 'test', 'c'), '-o', PROBE, join(work, 'probe.c')]);
 writeFileSync(join(work, 'echo.py'), ECHO_PY);
 writeFileSync(join(work, 'client.py'), CLIENT_PY);
 

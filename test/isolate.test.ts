@@ -42,21 +42,7 @@ static void *swapper(void *arg) {
   return NULL;
 }
 
-static long rsys6(long n, long a, long b, long c, long d, long e, long f) {
-#if defined(__x86_64__)
-  long r;
-  register long r10 __asm__("r10") = d;
-  register long r8 __asm__("r8") = e;
-  register long r9 __asm__("r9") = f;
-  __asm__ volatile("syscall" : "=a"(r) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9) : "rcx", "r11", "memory");
-  if (r < 0 && r > -4096) { errno = (int)-r; return -1; }
-  return r;
-#else
-  return syscall(n, a, b, c, d, e, f);
-#endif
-}
-#define rsys5(n, a, b, c, d, e) rsys6(n, a, b, c, d, e, 0)
-#define rsys(n, a, b, c) rsys6(n, a, b, c, 0, 0, 0)
+#include "rawsys.h"
 
 static int report(const char *what, long r) {
   if (r >= 0) { printf("%s ok\n", what); return 0; }
@@ -239,8 +225,8 @@ writeFileSync(join(work, 'probe.c'), PROBE_C);
 const PROBE = join(work, 'probe-static');
 /** dynamically linked: its libc connect() goes through the hook */
 const PROBE_DYN = join(work, 'probe');
-execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-static', '-o', PROBE, join(work, 'probe.c')]);
-execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-o', PROBE_DYN, join(work, 'probe.c')]);
+execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-static', '-I', join(ROOT, 'test', 'c'), '-o', PROBE, join(work, 'probe.c')]);
+execFileSync('gcc', ['-O2', '-Wall', '-pthread', '-I', join(ROOT, 'test', 'c'), '-o', PROBE_DYN, join(work, 'probe.c')]);
 const HOOKCLIENT = join(ROOT, 'test', 'hookclient.py');
 
 /** A listener outside ax, in the test's (the host's) network namespace: TCP on 127.0.0.1 and an abstract unix socket. */
