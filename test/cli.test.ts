@@ -266,6 +266,7 @@ t.test('autostart: a state dir per non-default socket; no directory trees; the r
   t.match(other, /^\/s\/ax\/sockets\/[0-9a-f]{12}$/);
   t.not(autostartStateDir('/srv/y/ax.sock', env), other, 'another socket, another dir');
   t.equal(autostartStateDir('/srv/x/ax.sock', { ...env, AX_STATE_DIR: '/mine' }), '/mine', 'AX_STATE_DIR wins');
+  t.equal(autostartStateDir('/srv/x/ax.sock', { ...env, AX_SOCKET: '/srv/x/ax.sock' }), other, 'AX_SOCKET does not make a socket the default one');
   const dir = mkdtempSync(join(tmpdir(), 'ax-cli-sockdir-'));
   t.doesNotThrow(() => checkSocketDir(join(dir, 'ax.sock')));
   t.doesNotThrow(() => checkSocketDir(join(dir, 'new', 'ax.sock')), 'the socket\'s own directory may be made');

@@ -180,7 +180,8 @@ export class AxClient {
 
 /**
  * The state directory of a daemon `ax run` starts by itself for `socket`: AX_STATE_DIR when
- * set; the default state directory (defaultStateDir) for the default socket; for any other
+ * set; the default state directory (defaultStateDir) for the default socket (in defaultRunDir,
+ * whatever AX_SOCKET says); for any other
  * socket, its own directory under it, named after the socket's absolute path:
  * <default state dir>/sockets/<first 12 hex digits of sha256(path)>. Two daemons never share
  * a state directory (the second would fail on the first's LevelDB lock).
@@ -189,7 +190,7 @@ export function autostartStateDir(socket: string, env: NodeJS.ProcessEnv = proce
   if (env.AX_STATE_DIR) return env.AX_STATE_DIR;
   let def = '';
   try {
-    def = resolve(defaultApiSocket(env));
+    def = resolve(defaultApiSocket({ ...env, AX_SOCKET: '' })); // AX_SOCKET names another socket, not the default one
   } catch {
     /* no usable default socket directory: socket is not the default one */
   }
