@@ -1,15 +1,16 @@
 // The CLI's parsers and messages, in-process (no daemon, no child processes).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { parseDuration, UsageError } from '../src/cli/args';
-import { unreachableMessage } from '../src/cli/client';
+import { autostartStateDir, checkSocketDir, DaemonUnreachable, lastErrorLine, unreachableMessage } from '../src/cli/client';
+import { STREAM_WIDTHS, streamRow } from '../src/cli/events';
 import { daemonConfigFromArgs } from '../src/cli/daemon';
 import { main } from '../src/cli/main';
 import { formatStatus } from '../src/cli/manage';
-import { backoffMs, FORWARDED_SIGNALS, parseRunArgs } from '../src/cli/run';
+import { backoffMs, FORWARDED_SIGNALS, notRunnable, parseRunArgs, reattachNote } from '../src/cli/run';
 import { checkVipInRanges, parseCidr } from '../src/common/addr';
 import { checkClaims, loadLabelPolicy } from '../src/policy/claims';
 import { mayConnect } from '../src/policy/labels';
@@ -229,5 +230,69 @@ t.test('ax run: bounded re-attach backoff; the signals it forwards', async (t) =
   t.equal(Math.max(...delays), 2000, 'at most 2 s');
   for (const s of ['SIGHUP', 'SIGINT', 'SIGQUIT', 'SIGTERM', 'SIGUSR1', 'SIGUSR2', 'SIGWINCH', 'SIGTTIN', 'SIGTTOU']) {
     t.ok(FORWARDED_SIGNALS.includes(s as NodeJS.Signals), `${s} is forwarded`);
+  }
+});
+
+t.test('the re-attach note says what ax run does, without telling to start a daemon it is waiting for', async (t) => {
+  const gone = reattachNote('/x/ax.sock', new DaemonUnreachable('cannot reach ...; start one with: ax daemon --socket /x/ax.sock', false, 'none is running (no socket there)'));
+  t.equal(
+    gone,
+    'ax run: the daemon at /x/ax.sock is away (none is running (no socket there)); re-attaching the app when it is back (every 2 s at most). ' +
+      'ax run does not start a daemon for an app that is already running: restart the daemon with ax daemon --socket /x/ax.sock, or run a new ax run',
+  );
+  t.notMatch(gone, /start one with|unless --no-start/);
+  t.match(reattachNote('/x/ax.sock', new DaemonUnreachable('m', true, 'it does not answer (stopped or overloaded?)')), /is away \(it does not answer \(stopped or overloaded\?\)\)/);
+});
+
+t.test('ax events -f: streamed rows line up with the header (fixed widths)', async (t) => {
+  const widths = [...STREAM_WIDTHS];
+  const header = streamRow(['TIME', 'VERDICT', 'OP', 'SOURCE', 'SRC-LABELS', 'DESTINATION', 'RULE'], widths);
+  const a = streamRow(['2026-12-01T07:00:00.000Z', 'allow', 'connect', 'web', 'zone=default', 'db (10.240.0.2:5432)', 'default'], widths);
+  const b = streamRow(['2026-12-01T07:00:01.000Z', 'publish-refused', 'publish', 'user:0', '-', '10.240.0.9:80', 'r1'], widths);
+  const starts = (line: string) => [...line.matchAll(/(?:^|\s{2,})(\S)/g)].map((m) => m.index! + m[0].length - 1);
+  t.same(starts(a), starts(header), 'every column of a row starts where its header does');
+  t.same(starts(b), starts(header));
+  t.match(header, /^TIME {22}VERDICT {10}OP {7}SOURCE/);
+  // A longer cell widens its column for the rows after it (never overwrites the next cell).
+  const long = streamRow(['2026-12-01T07:00:02.000Z', 'deny', 'connect', 'a-very-long-service-name-here', '-', 'x', 'r'], widths);
+  const next = streamRow(['2026-12-01T07:00:03.000Z', 'deny', 'connect', 'short', '-', 'x', 'r'], widths);
+  t.same(starts(next), starts(long), 'rows after a long cell line up with it');
+});
+
+t.test('autostart: a state dir per non-default socket; no directory trees; the reason from the log', async (t) => {
+  const env = { XDG_STATE_HOME: '/s', XDG_RUNTIME_DIR: '/r' };
+  t.equal(autostartStateDir('/r/ax/ax.sock', env), '/s/ax', 'the default socket: the default state dir');
+  const other = autostartStateDir('/srv/x/ax.sock', env);
+  t.match(other, /^\/s\/ax\/sockets\/[0-9a-f]{12}$/);
+  t.not(autostartStateDir('/srv/y/ax.sock', env), other, 'another socket, another dir');
+  t.equal(autostartStateDir('/srv/x/ax.sock', { ...env, AX_STATE_DIR: '/mine' }), '/mine', 'AX_STATE_DIR wins');
+  t.equal(autostartStateDir('/srv/x/ax.sock', { ...env, AX_SOCKET: '/srv/x/ax.sock' }), other, 'AX_SOCKET does not make a socket the default one');
+  const dir = mkdtempSync(join(tmpdir(), 'ax-cli-sockdir-'));
+  t.doesNotThrow(() => checkSocketDir(join(dir, 'ax.sock')));
+  t.doesNotThrow(() => checkSocketDir(join(dir, 'new', 'ax.sock')), 'the socket\'s own directory may be made');
+  t.throws(() => checkSocketDir(join(dir, 'a', 'b', 'c', 'ax.sock')), new RegExp(`the directory ${join(dir, 'a')} does not exist`));
+  const log = join(dir, 'daemon.log');
+  writeFileSync(log, '2026-12-01T07:00:00.000Z ax-daemon[x] error old failure {}\n2026-12-01T07:00:01.000Z ax-daemon[x] info starting\n');
+  const from = readFileSync(log).length;
+  writeFileSync(log, 'T ax-daemon[x] info starting\nax daemon: cannot open the state database in /s: IO error: lock /s/LOCK: Resource temporarily unavailable', { flag: 'a' });
+  t.equal(lastErrorLine(log, from), 'ax daemon: cannot open the state database in /s: IO error: lock /s/LOCK: Resource temporarily unavailable');
+  t.equal(lastErrorLine(log, readFileSync(log).length), '', 'nothing new: no reason');
+  t.equal(lastErrorLine(join(dir, 'none.log'), 0), '');
+});
+
+t.test('not executable, a directory, missing: what ax run says (126, 126, 127 like a shell)', async (t) => {
+  t.equal(notRunnable('/etc/passwd'), 'permission denied (not executable)');
+  t.equal(notRunnable('/etc'), 'is a directory');
+  t.equal(notRunnable('/no/such/file'), null);
+  t.equal(notRunnable('passwd', '/etc'), 'permission denied (not executable)', 'a name found in PATH only as a plain file');
+  t.equal(notRunnable('no-such-cmd-ax', '/etc'), null);
+});
+
+t.test('inside an isolated app: every command says the API is hidden on purpose', async (t) => {
+  process.env.AX_ISOLATED = '1';
+  t.teardown(() => delete process.env.AX_ISOLATED);
+  for (const cmd of [['status'], ['get', 'services'], ['stop']]) {
+    const r = await ax([...cmd, '--socket', '/nonexistent/ax.sock']);
+    t.match(r.err, /the ax API is not reachable from inside an isolated app/, `ax ${cmd.join(' ')}`);
   }
 });

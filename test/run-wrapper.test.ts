@@ -3,7 +3,7 @@
 // children live on as natively, exit status passes through,
 // and while the daemon is away it re-attaches with one retry chain (flat memory).
 // Also the daemon's management: autostart note in status, ax logs -f, ax stop.
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -99,7 +99,7 @@ t.test('the daemon stopped and restarted while ax run waits: one retry chain, fl
   const before = (await d.get('apps')).find((a) => a.name === 'keeper');
   t.ok(before, 'registered');
   await d.stop();
-  await w.waitFor(/the daemon is away; re-attaching/, 5000);
+  await w.waitFor(/the daemon at \S+ is away \(none is running \(no socket there\)\); re-attaching the app when it is back/, 5000);
   await sleep(1000);
   const early = rssKiB(w.pid);
   await sleep(4000);
@@ -107,6 +107,8 @@ t.test('the daemon stopped and restarted while ax run waits: one retry chain, fl
   t.ok(late - early < 16 * 1024, `wrapper memory flat while the daemon is down (${early} KiB -> ${late} KiB)`);
   const away = (w.stderr.match(/re-attaching/g) ?? []).length;
   t.equal(away, 1, 'one message, not one per attempt');
+  t.notMatch(w.stderr, /start one with/, 'the note does not tell to start a daemon as if ax run were not running');
+  t.match(w.stderr, /ax run does not start a daemon for an app that is already running/, 'it says what ax run does');
   await d.launch();
   await w.waitFor(/re-attached to the daemon/, 10_000);
   const after = (await d.get('apps')).find((a) => a.name === 'keeper');
@@ -201,11 +203,124 @@ t.test('after a daemon restart, ax get apps counts a running server that has not
   const before = (await d.get('apps')).find((a) => a.name === 'counted');
   t.equal(before?.processes, 1, 'one process (python; ax run is not the app)');
   await d.stop();
-  await w.waitFor(/the daemon is away; re-attaching/, 5000);
+  await w.waitFor(/is away \(.*\); re-attaching/, 5000);
   await d.launch();
   await w.waitFor(/re-attached to the daemon/, 10_000);
   const after = (await d.get('apps')).find((a) => a.name === 'counted');
   t.equal(after?.processes, 1, 'still one process: the server holding its restored socket, before any hook session');
   w.kill('SIGTERM');
   await w.result();
+});
+
+t.test('ax stop at a daemon that listens but does not answer (SIGSTOP): says so and exits 1, not "nothing to stop"', async (t) => {
+  const d = await TestDaemon.start(t);
+  const pid = d.proc.child.pid!;
+  process.kill(pid, 'SIGSTOP');
+  t.teardown(() => {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      /* gone */
+    }
+  });
+  const r = await run(process.execPath, [AX, 'stop', '--socket', d.socket], { timeoutMs: 15_000 });
+  t.equal(r.code, 1, `ax stop fails (${r.stdout.trim()} ${r.stderr.trim()})`);
+  t.notMatch(r.stdout, /nothing to stop/);
+  t.match(r.stderr, /a daemon listens at \S+ but does not answer \(suspended with SIGSTOP, or overloaded\?\), so it cannot be asked to stop; .*kill -CONT/);
+  process.kill(pid, 'SIGCONT');
+  const st = await run(process.execPath, [AX, 'stop', '--socket', d.socket]);
+  t.equal(st.code, 0, 'resumed, it stops');
+  t.match(st.stdout, /stopped the ax daemon/);
+});
+
+t.test('autostart for a non-default --socket: its own state dir (not the default one), no directory trees', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ax-autodir-'));
+  // No AX_STATE_DIR: the default state dir (here under XDG_STATE_HOME) is what a user has.
+  const env: Record<string, string | undefined> = { ...process.env, XDG_STATE_HOME: join(dir, 'xdg-state'), XDG_RUNTIME_DIR: join(dir, 'xdg-run') };
+  delete env.AX_STATE_DIR;
+  delete env.AX_SOCKET;
+  delete env.AX_RUN_DIR;
+  mkdirSync(join(dir, 'xdg-run'));
+
+  // A mistyped socket path: nothing is made, the missing directory is named.
+  const typo = join(dir, 'nonexist', 'dir', 'ax.sock');
+  t.teardown(() => run(process.execPath, [AX, 'stop', '--socket', typo], { env })); // had one been started
+  const bad = await run(process.execPath, [AX, 'run', '--socket', typo, '--', 'true'], { env });
+  t.equal(bad.code, 1, 'refused');
+  t.match(bad.stderr, new RegExp(`the directory ${join(dir, 'nonexist')} does not exist`));
+  t.notOk(existsSync(join(dir, 'nonexist')), 'no directory was created');
+  t.notOk(existsSync(join(dir, 'xdg-state')), 'no state dir either');
+
+  // Another socket: the daemon started for it does not take the default state dir.
+  const other = join(dir, 'other', 'ax.sock');
+  t.teardown(() => run(process.execPath, [AX, 'stop', '--socket', other], { env }));
+  const r = await run(process.execPath, [AX, 'run', '--socket', other, '--', 'true'], { env });
+  t.equal(r.code, 0, `started (${r.stderr.trim()})`);
+  const st = JSON.parse((await run(process.execPath, [AX, 'status', '-o', 'json', '--socket', other], { env })).stdout);
+  const def = join(dir, 'xdg-state', 'ax');
+  t.match(st.state_dir, new RegExp(`^${def}/sockets/[0-9a-f]{12}$`), `its own state dir (${st.state_dir})`);
+  t.equal(st.log_file, join(st.state_dir, 'daemon.log'));
+  t.notOk(existsSync(join(def, 'LOCK')), 'the default state dir is not locked');
+  // So a daemon for the default socket starts next to it.
+  const defSock = join(dir, 'xdg-run', 'ax', 'ax.sock');
+  t.teardown(() => run(process.execPath, [AX, 'stop'], { env }));
+  const plain = await run(process.execPath, [AX, 'run', '--', 'true'], { env });
+  t.equal(plain.code, 0, `a plain ax run starts the default daemon too (${plain.stderr.trim()})`);
+  t.ok(existsSync(defSock), 'at the default socket');
+  const logs = await run(process.execPath, [AX, 'logs', '--socket', other], { env });
+  t.match(logs.stdout, /ready: api /, 'ax logs --socket shows that daemon\'s log');
+});
+
+t.test('a daemon ax run started that fails to come up: ax run prints its reason from the log', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ax-autofail-'));
+  const env: Record<string, string | undefined> = { ...process.env };
+  const broken = join(dir, 'broken');
+  mkdirSync(join(broken, 'LOCK'), { recursive: true }); // LevelDB cannot lock a directory
+  const fail = await run(process.execPath, [AX, 'run', '--socket', join(dir, 'b.sock'), '--', 'true'], { env: { ...env, AX_STATE_DIR: broken }, timeoutMs: 20_000 });
+  t.equal(fail.code, 1);
+  t.match(fail.stderr, /did not come up \(it exited with status 1\): cannot open the state database in \S+broken: IO error: \S+LOCK: Is a directory/, fail.stderr.trim());
+});
+
+t.test('ax run -- FILE that is not executable: permission denied, 126, as a shell says it', async (t) => {
+  const d = await TestDaemon.start(t);
+  for (const [cmd, what] of [['/etc/passwd', 'permission denied \\(not executable\\)'], ['/etc', 'is a directory']]) {
+    const p = await run(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--', cmd]);
+    t.equal(p.code, 126, `${cmd}: 126`);
+    t.match(p.stderr, new RegExp(`^ax run: ${cmd}: ${what}\\n$`), p.stderr);
+  }
+  const missing = await run(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--', '/no/such/program']);
+  t.equal(missing.code, 127, 'missing: 127 as before');
+});
+
+t.test('inside ax run --isolate, the ax CLI says the API is hidden on purpose and starts no daemon', async (t) => {
+  const d = await TestDaemon.start(t);
+  const inner = (args: string[]) => run(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--isolate', '--', process.execPath, AX, ...args], { timeoutMs: 20_000 });
+  // The daemon's own socket (hidden inside: /dev/null is bound over it), as a user would pass it.
+  for (const args of [['get', 'services', '--socket', d.socket], ['run', '--socket', d.socket, '--', 'true'], ['status', '--socket', d.socket]]) {
+    const r = await inner(args);
+    t.equal(r.code, 1, `ax ${args.join(' ')} inside: exit 1`);
+    t.match(r.stderr, /^ax: the ax API is not reachable from inside an isolated app \(ax run --isolate hides it on purpose\); run ax on the host\n$/, r.stderr);
+  }
+});
+
+t.test('ax events -f: streamed table rows line up with the header', async (t) => {
+  const d = await TestDaemon.start(t);
+  const follow = start(process.execPath, [AX, 'events', '-f', '--socket', d.socket], {}, t);
+  const srv = d.run(['--name', 'evsrv'], ['python3', '-m', 'http.server', '--bind', '0.0.0.0', '8080']);
+  await d.until('evsrv listens', async () => (await d.get('services')).some((s) => s.name === 'evsrv'));
+  for (const name of ['c', 'a-longer-client']) {
+    const r = await d.run(['--name', name], ['curl', '-sS', '-o', '/dev/null', '--max-time', '5', 'http://evsrv:8080/']).result();
+    t.equal(r.code, 0, `${name} connected (${r.stderr.trim()})`);
+  }
+  await follow.waitFor(/a-longer-client/, 10_000);
+  await sleep(200);
+  const lines = follow.stdout.split('\n').filter(Boolean);
+  t.match(lines[0], /^TIME +VERDICT +OP +SOURCE/, 'the header first');
+  const starts = (line: string) => [...line.matchAll(/(?:^|\s{2,})(\S)/g)].map((m) => m.index! + m[0].length - 1);
+  t.ok(lines.length >= 3, `header and two rows (${lines.length} lines)`);
+  for (const row of lines.slice(1)) t.same(starts(row), starts(lines[0]), `columns line up: ${row}`);
+  follow.kill('SIGINT');
+  await follow.result();
+  srv.kill('SIGTERM');
+  await srv.result();
 });

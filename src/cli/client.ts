@@ -1,10 +1,11 @@
 // The CLI's side of the gRPC API, and starting a daemon when none runs.
 import * as grpc from '@grpc/grpc-js';
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import { loadProto } from '../common/protos';
-import { defaultStateDir } from '../common/paths';
+import { defaultApiSocket, defaultStateDir } from '../common/paths';
 import type { ProtoGrpcType } from '../gen/ax';
 import type { AppList__Output } from '../gen/ax/v1/AppList';
 import type { GraphReply__Output } from '../gen/ax/v1/GraphReply';
@@ -43,9 +44,11 @@ type UnaryMethod = keyof Unary;
  * stopped, overloaded or still starting), as opposed to nothing listening at all.
  */
 export class DaemonUnreachable extends Error {
+  /** `reason`: why, without advice (unreachableReason), where known; "" otherwise */
   constructor(
     message: string,
     readonly noAnswer = false,
+    readonly reason = '',
   ) {
     super(message);
   }
@@ -62,10 +65,44 @@ export class ApiError extends Error {
 }
 
 /**
+ * `ax run --isolate` marks its command's environment with AX_ISOLATED=1 (inherited by
+ * everything the app runs). Inside, the daemon's API socket and state are hidden on
+ * purpose (README, "Isolation"): the CLI says so instead of "no daemon" and starts none.
+ */
+export function insideIsolatedApp(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.AX_ISOLATED === '1';
+}
+
+/** What the CLI says when it cannot reach the API from inside an isolated app. */
+export const ISOLATED_MESSAGE = 'the ax API is not reachable from inside an isolated app (ax run --isolate hides it on purpose); run ax on the host';
+
+/**
+ * Why no daemon answers at `socket`, without advice: "none is running (no socket there)",
+ * "it does not answer (stopped or overloaded?)"... From the gRPC error and the socket file.
+ */
+export function unreachableReason(socket: string, err: { code?: number; details?: string; message?: string }): string {
+  const text = `${err.details ?? ''} ${err.message ?? ''}`;
+  let isSock = false;
+  try {
+    isSock = statSync(socket).isSocket();
+  } catch {
+    /* missing */
+  }
+  if (!existsSync(socket) || /ENOENT/.test(text)) return 'none is running (no socket there)';
+  if (/EACCES|EPERM/.test(text)) return 'permission denied on the socket';
+  if (!isSock) return 'it is not a socket';
+  if (/ECONNREFUSED/.test(text)) return 'none is running (the socket is left over, nothing listens)';
+  if (err.code === grpc.status.DEADLINE_EXCEEDED) return 'it does not answer (stopped or overloaded?)';
+  return 'it cannot be reached';
+}
+
+/**
  * One line saying why no daemon answers at `socket`, from the gRPC error and the
- * socket file, and what to do (without raw gRPC text).
+ * socket file, and what to do (without raw gRPC text). Inside an isolated app
+ * (insideIsolatedApp): ISOLATED_MESSAGE.
  */
 export function unreachableMessage(socket: string, err: { code?: number; details?: string; message?: string }): string {
+  if (insideIsolatedApp()) return ISOLATED_MESSAGE;
   const text = `${err.details ?? ''} ${err.message ?? ''}`;
   const start = `start one with: ax daemon --socket ${socket} (ax run starts one by itself unless --no-start)`;
   let isSock = false;
@@ -130,7 +167,7 @@ export class AxClient {
         if (!err) return resolve(res!);
         if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
           const listening = err.code === grpc.status.DEADLINE_EXCEEDED && isSocketFile(this.socket) && !/ENOENT|ECONNREFUSED/.test(`${err.details ?? ''} ${err.message ?? ''}`);
-          reject(new DaemonUnreachable(unreachableMessage(this.socket, err), listening));
+          reject(new DaemonUnreachable(unreachableMessage(this.socket, err), listening, unreachableReason(this.socket, err)));
         } else reject(new ApiError(err.code, err.details || err.message));
       });
     });
@@ -141,9 +178,73 @@ export class AxClient {
   }
 }
 
-/** Where a daemon that `ax run` starts by itself logs. */
-export function autostartLogFile(): string {
-  return join(defaultStateDir(), 'daemon.log');
+/**
+ * The state directory of a daemon `ax run` starts by itself for `socket`: AX_STATE_DIR when
+ * set; the default state directory (defaultStateDir) for the default socket (in defaultRunDir,
+ * whatever AX_SOCKET says); for any other
+ * socket, its own directory under it, named after the socket's absolute path:
+ * <default state dir>/sockets/<first 12 hex digits of sha256(path)>. Two daemons never share
+ * a state directory (the second would fail on the first's LevelDB lock).
+ */
+export function autostartStateDir(socket: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (env.AX_STATE_DIR) return env.AX_STATE_DIR;
+  let def = '';
+  try {
+    def = resolve(defaultApiSocket({ ...env, AX_SOCKET: '' })); // AX_SOCKET names another socket, not the default one
+  } catch {
+    /* no usable default socket directory: socket is not the default one */
+  }
+  const path = resolve(socket);
+  if (path === def) return defaultStateDir(env);
+  return join(defaultStateDir(env), 'sockets', createHash('sha256').update(path).digest('hex').slice(0, 12));
+}
+
+/** Where a daemon that `ax run` starts by itself for `socket` logs (in autostartStateDir). */
+export function autostartLogFile(socket: string = defaultApiSocket()): string {
+  return join(autostartStateDir(socket), 'daemon.log');
+}
+
+/**
+ * The socket's directory must exist, or only its last component may be missing (the daemon
+ * makes that one, as /run/ax): an autostarted daemon (often root's) makes no directory trees
+ * from a mistyped --socket. Throws an Error naming the topmost missing directory.
+ */
+export function checkSocketDir(socket: string): void {
+  const dir = dirname(resolve(socket));
+  if (existsSync(dir) || existsSync(dirname(dir))) return;
+  let missing = dir;
+  while (!existsSync(dirname(missing))) missing = dirname(missing);
+  throw new Error(
+    `no ax daemon runs at ${socket}, and none is started there: the directory ${missing} does not exist ` +
+      `(ax run makes at most the socket's own directory); create it, or choose a --socket in an existing directory`,
+  );
+}
+
+/**
+ * The reason a daemon that failed to start gave: the last error line of `file` from byte
+ * `from` on ("ax daemon: ..." from its stderr, or a logged "error" line), at most 400
+ * characters; "" when there is none or the file cannot be read.
+ */
+export function lastErrorLine(file: string, from: number): string {
+  let text = '';
+  try {
+    const fd = openSync(file, 'r');
+    try {
+      const size = statSync(file).size;
+      const start = Math.max(from, size - 65536);
+      const buf = Buffer.alloc(Math.max(0, size - start));
+      readSync(fd, buf, 0, buf.length, start);
+      text = buf.toString('utf8');
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return '';
+  }
+  const lines = text.split('\n').map((l) => l.trim()).filter(Boolean);
+  const errs = lines.filter((l) => /^ax( daemon)?: /.test(l) || /^\S+ \S+ (error|fatal) /.test(l) || /\bError\b/.test(l));
+  const line = errs[errs.length - 1] ?? '';
+  return line.length > 400 ? `${line.slice(0, 400)}...` : line;
 }
 
 /**
@@ -152,6 +253,8 @@ export function autostartLogFile(): string {
  * answers but refuses Status to this user (PERMISSION_DENIED) is running: it is used.
  */
 export async function connectOrStart(socket: string, autostart: boolean, entry: string): Promise<AxClient> {
+  // Inside an isolated app the API is hidden on purpose: a daemon started there could not work.
+  if (insideIsolatedApp()) autostart = false;
   const client = new AxClient(socket);
   const up = async (ms: number): Promise<boolean> => {
     try {
@@ -191,11 +294,23 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
       }
     }
   }
-  const stateDir = defaultStateDir();
+  try {
+    checkSocketDir(socket);
+  } catch (e) {
+    client.close();
+    throw e;
+  }
+  const stateDir = autostartStateDir(socket);
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const logFile = autostartLogFile();
+  const logFile = join(stateDir, 'daemon.log');
   const out = openSync(logFile, 'a');
-  const child = spawn(process.execPath, [entry, 'daemon', '--socket', socket, '--log-file', logFile, '--autostarted-by', String(process.pid)], {
+  let logStart = 0;
+  try {
+    logStart = statSync(logFile).size;
+  } catch {
+    /* just made */
+  }
+  const child = spawn(process.execPath, [entry, 'daemon', '--socket', socket, '--state-dir', stateDir, '--log-file', logFile, '--autostarted-by', String(process.pid)], {
     detached: true,
     stdio: ['ignore', out, out],
     env: process.env,
@@ -220,9 +335,11 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
     }
   }
   client.close();
+  const reason = lastErrorLine(logFile, logStart);
   throw new DaemonUnreachable(
     `no ax daemon answered at ${socket}, and the one started for you did not come up` +
       (exited !== null ? ` (it exited with status ${exited})` : '') +
-      `; see ${logFile}, or run one in the foreground: ax daemon --socket ${socket}`,
+      (reason ? `: ${reason.replace(/^ax daemon: /, '')}` : '') +
+      `; see ${logFile}, or run one in the foreground: ax daemon --socket ${socket} --state-dir ${stateDir}`,
   );
 }

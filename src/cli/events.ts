@@ -99,6 +99,30 @@ const COLUMNS: Array<[string, (e: StoredEvent) => string]> = [
   ['RULE', (e) => e.rule],
 ];
 
+/**
+ * Column widths (characters) of `ax events -f` rows, which are printed as they come and so
+ * cannot be measured ahead: an ISO time (24), the longest verdict ("publish-refused", 15),
+ * the longest op ("connect", "publish": 7), then room for typical names, labels and addresses.
+ */
+export const STREAM_WIDTHS = [24, 15, 7, 20, 24, 32];
+
+/**
+ * One streamed table line: each cell but the last padded to its width in `widths` and
+ * separated by two spaces, as `table` does. A cell longer than its width widens that
+ * column in `widths` (changed in place) for the lines after it. Ends with a newline.
+ */
+export function streamRow(cells: string[], widths: number[]): string {
+  return (
+    cells
+      .map((c, i) => {
+        if (i === cells.length - 1) return c;
+        if (widths[i] === undefined || c.length > widths[i]) widths[i] = c.length;
+        return c.padEnd(widths[i]);
+      })
+      .join('  ') + '\n'
+  );
+}
+
 export async function eventsMain(argv: string[]): Promise<number> {
   const p = parseFlags(argv, SPECS);
   if (bool(p, 'help')) {
@@ -127,11 +151,12 @@ export async function eventsMain(argv: string[]): Promise<number> {
       let headerDone = false;
       let stats: AuditStats | null = null;
       const all: StoredEvent[] = [];
-      /** Rows as they come (following: columns cannot be aligned ahead). */
+      /** Rows as they come, in fixed-width columns (STREAM_WIDTHS; a longer cell widens its column from then on). */
+      const widths = [...STREAM_WIDTHS];
       const rows = (events: StoredEvent[]) => {
-        if (!headerDone) process.stdout.write(COLUMNS.map(([h]) => h).join('  ') + '\n');
+        if (!headerDone) process.stdout.write(streamRow(COLUMNS.map(([h]) => h), widths));
         headerDone = true;
-        for (const e of events) process.stdout.write(COLUMNS.map(([, f]) => f(e)).join('  ') + '\n');
+        for (const e of events) process.stdout.write(streamRow(COLUMNS.map(([, f]) => f(e)), widths));
       };
       stream.on('data', (b: EventBatch__Output) => {
         got = true;

@@ -3,7 +3,7 @@ import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import { defaultApiSocket } from '../common/paths';
 import type { StatusReply__Output } from '../gen/ax/v1/StatusReply';
 import { bool, parseFlags, str, UsageError, type FlagSpec } from './args';
-import { autostartLogFile, AxClient, DaemonUnreachable } from './client';
+import { autostartLogFile, AxClient, DaemonUnreachable, insideIsolatedApp } from './client';
 
 export const STATUS_USAGE = `usage: ax status [-o table|json] [--socket PATH]
 
@@ -79,7 +79,8 @@ function alive(pid: number): boolean {
 
 /**
  * `ax daemon stop` / `ax stop`: asks the daemon to shut down and waits (up to 10 s) until its pid is
- * gone. 0 when stopped or when none runs; ApiError (PERMISSION_DENIED) when this user may not.
+ * gone. 0 when stopped or when none runs; 1 when one listens but does not answer (suspended or
+ * overloaded: it is not stopped); ApiError (PERMISSION_DENIED) when this user may not.
  */
 export async function stopMain(argv: string[]): Promise<number> {
   const p = parseFlags(argv, [SOCKET, HELP]);
@@ -95,6 +96,16 @@ export async function stopMain(argv: string[]): Promise<number> {
     try {
       pid = Number((await c.call('Status', {}, 3000)).pid) || 0;
     } catch (e) {
+      if (e instanceof DaemonUnreachable && insideIsolatedApp()) throw e; // the API is hidden, not absent
+      if (e instanceof DaemonUnreachable && e.noAnswer) {
+        // Something listens there but does not answer: a suspended (SIGSTOP) or overloaded
+        // daemon. It cannot be asked to stop; saying "nothing to stop" would be wrong.
+        process.stderr.write(
+          `ax: a daemon listens at ${socket} but does not answer (suspended with SIGSTOP, or overloaded?), so it cannot be asked to stop; ` +
+            `find its pid with: ss -xlp src ${socket}; then resume it (kill -CONT PID) and run ax stop again, or end it (kill PID)\n`,
+        );
+        return 1;
+      }
       if (e instanceof DaemonUnreachable) {
         process.stdout.write(`no ax daemon is running at ${socket}; nothing to stop\n`);
         return 0;
@@ -162,11 +173,11 @@ export async function logsMain(argv: string[]): Promise<number> {
       return 1;
     }
   } catch (e) {
-    if (!(e instanceof DaemonUnreachable)) throw e;
+    if (!(e instanceof DaemonUnreachable) || insideIsolatedApp()) throw e;
     // No daemon at the default socket: show where the last one `ax run` started there
     // logged, if there is such a file (saying so). Another socket's daemon is not that one.
-    file = autostartLogFile();
-    if (socket !== defaultApiSocket() || !existsSync(file)) throw e;
+    file = autostartLogFile(socket);
+    if (!existsSync(file)) throw e;
     process.stderr.write(`ax: no daemon is running at ${socket}; this is the log of the last one ax run started (${file})\n`);
   } finally {
     c.close();

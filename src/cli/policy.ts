@@ -20,6 +20,7 @@ export const POLICY_USAGE = `usage: ax policy <command> [flags] [--socket PATH]
   ax policy apply -f FILE    add or replace every rule of FILE (YAML or JSON: a list of rules,
                              or "rules: [...]"; fields as in the flags above: id, action, kind,
                              from, to, same, ports, protocol, cidr, from_cidr, names)
+                             It never removes rules that are not in FILE: use ax policy rm ID.
 
 Changing rules needs root or the daemon's user; they apply on every host of the cluster.
 `;

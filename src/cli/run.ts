@@ -12,7 +12,7 @@ import { reservedLabel } from '../policy/claims';
 import { LabelError, parseLabels } from '../policy/labels';
 import { parsePort } from '../table/ports';
 import { list, parseDuration, parseFlags, str, bool, UsageError, type FlagSpec } from './args';
-import { connectOrStart, DaemonUnreachable, unreachableMessage, type AxClient } from './client';
+import { connectOrStart, DaemonUnreachable, unreachableMessage, unreachableReason, type AxClient } from './client';
 import { classifyCommand } from './elf';
 import { becomeSubreaper, childrenOfSelf, reap } from './proc';
 
@@ -179,8 +179,9 @@ function register(
       if (first) {
         first = false;
         const err = e ?? ({ code: grpc.status.UNAVAILABLE, details: 'the daemon closed the stream' } as grpc.ServiceError);
-        if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) reject(new DaemonUnreachable(unreachableMessage(client.socket, err)));
-        else reject(new RunRefused(err.details || err.message));
+        if (err.code === grpc.status.UNAVAILABLE || err.code === grpc.status.DEADLINE_EXCEEDED) {
+          reject(new DaemonUnreachable(unreachableMessage(client.socket, err), false, unreachableReason(client.socket, err)));
+        } else reject(new RunRefused(err.details || err.message));
         return;
       }
       if (gone) return;
@@ -197,6 +198,19 @@ function register(
     stream.on('error', (e: grpc.ServiceError) => end(e));
     stream.on('end', () => end(null));
   });
+}
+
+/**
+ * The note `ax run` prints once when the daemon goes away under a running app: what it is
+ * doing (re-attaching, starting no daemon of its own) and what the user may do. `e` is the
+ * failed re-registration (a DaemonUnreachable gives its `reason`; others their message).
+ */
+export function reattachNote(socket: string, e: Error & { code?: number; details?: string }): string {
+  const why = e instanceof DaemonUnreachable ? e.reason || 'it cannot be reached' : e.message;
+  return (
+    `ax run: the daemon at ${socket} is away (${why}); re-attaching the app when it is back (every 2 s at most). ` +
+    `ax run does not start a daemon for an app that is already running: restart the daemon with ax daemon --socket ${socket}, or run a new ax run`
+  );
 }
 
 /** Re-attach delays while the daemon is away: 100 ms doubling to at most 2 s. */
@@ -270,7 +284,7 @@ export class Attachment {
           this.warn(`ax run: the daemon refused to re-attach the app: ${e.message}; its processes keep running, without new registrations`);
           return;
         }
-        if (!this.warned) this.warn(`ax run: the daemon is away; re-attaching (${e.message})`);
+        if (!this.warned) this.warn(reattachNote(this.client.socket, e));
         this.warned = true;
         this.schedule();
       },
@@ -522,6 +536,14 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   // If ax run itself is killed (SIGKILL, OOM), the command gets SIGKILL too (PR_SET_PDEATHSIG, set
   // by setpriv, which then execs the command in place: same pid). A missing command is reported here.
   const found = findInPath(spec.command[0], env.PATH);
+  // A file that is there but cannot be run: said as a shell says it, with its status (126).
+  const cannot = found ? null : notRunnable(spec.command[0], env.PATH);
+  if (cannot) {
+    attachment.stop();
+    client.close();
+    process.stderr.write(`ax run: ${spec.command[0]}: ${cannot}\n`);
+    return 126;
+  }
   const setpriv = found ? findInPath('setpriv', env.PATH) : null;
   let [file, args] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.command[0], ...spec.command.slice(1)]] : [spec.command[0], spec.command.slice(1)];
   // Programs the hook cannot see: said once, before they start.
@@ -569,6 +591,8 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
     const confine = confineProgram(lib);
     const root = process.getuid?.() === 0;
     if (!confine) process.stderr.write(`ax run: warning: ax-confine not found beside ${lib}: sockets ax hands in are confined only where the daemon can attach socket filters (build it with: npm run build)\n`);
+    // Tells an ax CLI run inside that the API is hidden on purpose (insideIsolatedApp).
+    env.AX_ISOLATED = '1';
     env.AX_ISOLATE_PRELOAD = env.LD_PRELOAD;
     if (userPreload) env.LD_PRELOAD = userPreload;
     else delete env.LD_PRELOAD;
@@ -644,6 +668,34 @@ export async function runMain(argv: string[], entry: string): Promise<number> {
   });
 }
 
+/**
+ * Why `cmd`, which findInPath did not find, cannot be run although something is there, as
+ * execvp(3) would fail with EACCES: "permission denied (not executable)" for a file without
+ * execute permission (a path, or a name found in PATH only as such files), "is a directory"
+ * for a directory path; null when nothing is there (command not found, 127).
+ */
+export function notRunnable(cmd: string, path = '/usr/local/bin:/usr/bin:/bin'): string | null {
+  const what = (f: string): string | null => {
+    try {
+      const st = statSync(f);
+      if (st.isDirectory()) return 'is a directory';
+      return 'permission denied (not executable)';
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code === 'EACCES' ? 'permission denied' : null;
+    }
+  };
+  if (cmd.includes('/')) return what(cmd);
+  for (const dir of path.split(':')) {
+    const f = join(dir || '.', cmd);
+    try {
+      if (statSync(f).isFile()) return 'permission denied (not executable)';
+    } catch {
+      /* not here */
+    }
+  }
+  return null;
+}
+
 /** The executable `cmd` resolves to as execvp would find it (PATH unless it has a '/'), or null. */
 export function findInPath(cmd: string, path = '/usr/local/bin:/usr/bin:/bin'): string | null {
   const ok = (f: string) => {
@@ -653,7 +705,15 @@ export function findInPath(cmd: string, path = '/usr/local/bin:/usr/bin:/bin'): 
       return false;
     }
   };
-  if (cmd.includes('/')) return ok(cmd) ? cmd : null;
+  if (cmd.includes('/')) {
+    if (!ok(cmd)) return null;
+    try {
+      accessSync(cmd, fsConstants.X_OK);
+      return cmd;
+    } catch {
+      return null; // there, but not executable: notRunnable says so
+    }
+  }
   for (const dir of path.split(':')) {
     const f = join(dir || '.', cmd);
     if (ok(f)) {
