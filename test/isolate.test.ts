@@ -333,10 +333,15 @@ t.test('isolated apps as root, root daemon', async (t) => {
     t.not(state.native.stdout.trim(), '', 'state dir has files natively');
     t.equal(state.isolated.stdout.trim(), '', 'isolated: the state dir is empty');
     t.equal(state.isolated.code, 0);
-    // Registering another app (with other labels) needs the API: an ax run inside cannot.
-    const nested = await d.run(['--isolate'], [process.execPath, AX, 'run', '--socket', d.socket, '--no-start', '--labels', 'zone=other', '--', 'true']).result();
+    // Registering another app (with other labels) needs the API: an ax run inside cannot. The
+    // CLI says so at once (AX_ISOLATED, a courtesy); without that variable it really tries.
+    const nestedArgs = [process.execPath, AX, 'run', '--socket', d.socket, '--no-start', '--labels', 'zone=other', '--', 'true'];
+    const nested = await d.run(['--isolate'], nestedArgs).result();
     t.equal(nested.code, 1, 'a nested ax run cannot register an app');
-    t.match(nested.stderr, /no ax daemon|not a socket|none is running/);
+    t.match(nested.stderr, /the ax API is not reachable from inside an isolated app/);
+    const forced = await d.run(['--isolate'], ['env', '-u', 'AX_ISOLATED', ...nestedArgs]).result();
+    t.equal(forced.code, 1, 'nor one that unset AX_ISOLATED: the API socket is not there');
+    t.match(forced.stderr, /no ax daemon|not a socket|none is running/);
   });
 
   await t.test('the hook socket stays: names work, policy holds, loopback stays inside', async (t) => {
