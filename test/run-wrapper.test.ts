@@ -155,9 +155,8 @@ t.test('management: a daemon ax run started says so; ax logs [-f]; ax stop', asy
   t.notOk(existsSync(socket), 'the socket is gone with the daemon');
 });
 
-t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and starts no second daemon', async (t) => {
-  const d = await TestDaemon.start(t);
-  const env = { ...process.env, AX_STATE_DIR: d.stateDir };
+/** Suspends daemon `d` (SIGSTOP: it listens but does not answer) until the test ends; returns its pid. */
+function suspend(t: { teardown(fn: () => void): void }, d: TestDaemon): number {
   const pid = d.proc.child.pid!;
   process.kill(pid, 'SIGSTOP');
   t.teardown(() => {
@@ -167,6 +166,13 @@ t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and 
       /* gone */
     }
   });
+  return pid;
+}
+
+t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and starts no second daemon', async (t) => {
+  const d = await TestDaemon.start(t);
+  const env = { ...process.env, AX_STATE_DIR: d.stateDir };
+  const pid = suspend(t, d);
   const r = await run(process.execPath, [AX, 'run', '--socket', d.socket, '--', 'true'], { env, timeoutMs: 30_000 });
   t.equal(r.code, 1, 'ax run fails');
   t.match(r.stderr, /does not answer \(stopped or overloaded\?\)/, `the diagnosis is the stopped daemon (${r.stderr.trim()})`);
@@ -179,15 +185,7 @@ t.test('a daemon that listens but does not answer (SIGSTOP): ax run says so and 
 
 t.test('--no-start waits for a daemon that is busy for a few seconds (a loaded machine) instead of failing at once', async (t) => {
   const d = await TestDaemon.start(t);
-  const pid = d.proc.child.pid!;
-  process.kill(pid, 'SIGSTOP');
-  t.teardown(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      /* gone */
-    }
-  });
+  const pid = suspend(t, d);
   const pending = run(process.execPath, [AX, 'run', '--socket', d.socket, '--no-start', '--', 'true'], { timeoutMs: 30_000 });
   await new Promise((r) => setTimeout(r, 3000)); // longer than one Status call's 1.5 s deadline
   process.kill(pid, 'SIGCONT');
@@ -214,15 +212,7 @@ t.test('after a daemon restart, ax get apps counts a running server that has not
 
 t.test('ax stop at a daemon that listens but does not answer (SIGSTOP): says so and exits 1, not "nothing to stop"', async (t) => {
   const d = await TestDaemon.start(t);
-  const pid = d.proc.child.pid!;
-  process.kill(pid, 'SIGSTOP');
-  t.teardown(() => {
-    try {
-      process.kill(pid, 'SIGCONT');
-    } catch {
-      /* gone */
-    }
-  });
+  const pid = suspend(t, d);
   const r = await run(process.execPath, [AX, 'stop', '--socket', d.socket], { timeoutMs: 15_000 });
   t.equal(r.code, 1, `ax stop fails (${r.stdout.trim()} ${r.stderr.trim()})`);
   t.notMatch(r.stdout, /nothing to stop/);
