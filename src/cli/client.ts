@@ -188,15 +188,17 @@ export class AxClient {
  */
 export function autostartStateDir(socket: string, env: NodeJS.ProcessEnv = process.env): string {
   if (env.AX_STATE_DIR) return env.AX_STATE_DIR;
-  let def = '';
+  if (isDefaultSocket(socket, env)) return defaultStateDir(env);
+  return join(defaultStateDir(env), 'sockets', createHash('sha256').update(resolve(socket)).digest('hex').slice(0, 12));
+}
+
+/** Whether `socket` is the default API socket (in defaultRunDir, whatever AX_SOCKET says). */
+export function isDefaultSocket(socket: string, env: NodeJS.ProcessEnv = process.env): boolean {
   try {
-    def = resolve(defaultApiSocket({ ...env, AX_SOCKET: '' })); // AX_SOCKET names another socket, not the default one
+    return resolve(socket) === resolve(defaultApiSocket({ ...env, AX_SOCKET: '' })); // AX_SOCKET names another socket
   } catch {
-    /* no usable default socket directory: socket is not the default one */
+    return false; // no usable default socket directory: socket is not the default one
   }
-  const path = resolve(socket);
-  if (path === def) return defaultStateDir(env);
-  return join(defaultStateDir(env), 'sockets', createHash('sha256').update(path).digest('hex').slice(0, 12));
 }
 
 /** Where a daemon that `ax run` starts by itself for `socket` logs (in autostartStateDir). */
@@ -205,9 +207,10 @@ export function autostartLogFile(socket: string = defaultApiSocket()): string {
 }
 
 /**
- * The socket's directory must exist, or only its last component may be missing (the daemon
- * makes that one, as /run/ax): an autostarted daemon (often root's) makes no directory trees
- * from a mistyped --socket. Throws an Error naming the topmost missing directory.
+ * For a socket other than the default one: its directory must exist, or only its last
+ * component may be missing (the daemon makes that one): an autostarted daemon (often root's)
+ * makes no directory trees from a mistyped --socket. Throws an Error naming the topmost
+ * missing directory.
  */
 export function checkSocketDir(socket: string): void {
   const dir = dirname(resolve(socket));
@@ -295,7 +298,8 @@ export async function connectOrStart(socket: string, autostart: boolean, entry: 
     }
   }
   try {
-    checkSocketDir(socket);
+    // the default socket's directories are ax's to make (as /run/ax); another one's are not
+    if (!isDefaultSocket(socket)) checkSocketDir(socket);
   } catch (e) {
     client.close();
     throw e;
