@@ -171,7 +171,25 @@ int dns_redirect(const struct ax_addr *dest, struct ax_addr *real)
 /* ------------------------------------------------------------------------ */
 /* routing a datagram                                                        */
 
-enum { RT_NATIVE = 0, RT_REAL = 1 };
+enum { RT_NATIVE = 0, RT_REAL = 1, RT_VIRTUAL = 2 };
+
+/* What every session routes alike: a reply to a client seen on this socket's side (RT_REAL,
+ * *real from the flow table), a destination that is not virtual (RT_NATIVE; -1 with EPERM
+ * when an egress rule forbids it, as a netfilter OUTPUT drop gives natively); RT_VIRTUAL: a
+ * virtual address, for the caller (route, foreign_route) to route. */
+static int route_known(int family, const struct ax_addr *d, struct ax_addr *real)
+{
+    if (flow_get(by_virt, d, real))
+        return RT_REAL;
+    if (!map_virtual(d)) {
+        if (!egress_dgram_allowed(d, family)) {
+            errno = EPERM;
+            return -1;
+        }
+        return RT_NATIVE;
+    }
+    return RT_VIRTUAL;
+}
 
 /* Where a datagram to d (unmapped) goes.  RT_REAL: to *real (*local: a backend
  * on this host, so the app's source address applies); RT_NATIVE: d is not
@@ -187,17 +205,10 @@ static int route(int family, const struct ax_addr *d, long flow, struct ax_addr 
         *local = 1;
         return RT_REAL;
     }
-    if (flow_get(by_virt, d, real)) { /* a reply to a client seen on this socket's side */
+    int known = route_known(family, d, real);
+    if (known != RT_VIRTUAL) {
         *local = 1;
-        return RT_REAL;
-    }
-    if (!map_virtual(d)) {
-        /* real: egress rules may forbid it; EPERM, as a netfilter OUTPUT drop gives natively */
-        if (!egress_dgram_allowed(d, family)) {
-            errno = EPERM;
-            return -1;
-        }
-        return RT_NATIVE;
+        return known;
     }
     if (cache_lookup(d, family | CACHE_DGRAM, p, flow) && atomic_load(&ctl_ok)) {
         *real = p->b;
@@ -254,15 +265,9 @@ static int foreign_route(int fd, struct meta *snap, const struct ax_addr *d, lon
                          int *local)
 {
     *local = 1;
-    if (flow_get(by_virt, d, real)) /* a reply to a client seen on this socket's side */
-        return RT_REAL;
-    if (!map_virtual(d)) {
-        if (!egress_dgram_allowed(d, snap->family)) {
-            errno = EPERM;
-            return -1;
-        }
-        return RT_NATIVE;
-    }
+    int known = route_known(snap->family, d, real);
+    if (known != RT_VIRTUAL)
+        return known;
     int key = snap->family | CACHE_DGRAM | CACHE_HOST;
     struct ax_msg p;
     /* a connected socket the daemon handed in (udp_connect) is a host socket too: a sendto

@@ -82,12 +82,7 @@ export const ISOLATED_MESSAGE = 'the ax API is not reachable from inside an isol
  */
 export function unreachableReason(socket: string, err: { code?: number; details?: string; message?: string }): string {
   const text = `${err.details ?? ''} ${err.message ?? ''}`;
-  let isSock = false;
-  try {
-    isSock = statSync(socket).isSocket();
-  } catch {
-    /* missing */
-  }
+  const isSock = isSocketFile(socket);
   if (!existsSync(socket) || /ENOENT/.test(text)) return 'none is running (no socket there)';
   if (/EACCES|EPERM/.test(text)) return 'permission denied on the socket';
   if (!isSock) return 'it is not a socket';

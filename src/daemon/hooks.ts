@@ -602,33 +602,40 @@ export class HookDispatcher implements Dispatcher {
    * reply to a client of that app, whose socket is bound there); else a closed port.
    */
   private datagram(s: Session, app: App, dest: Addr, ip: string, family: number): Reply | Promise<Reply> {
+    const f = this.udpFlow(app, dest, ip, family);
+    if (!('target' in f)) return f;
+    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, f.target, f.local, s.data.foreign === true, f.backend);
+    const r = this.direct(dest, family, f.target, f.local);
+    if (f.all.length > 0) this.cacheable(r, f.all, family);
+    return r;
+  }
+
+  /**
+   * How a datagram from `app` to virtual `dest` (`ip`: its address as text) is judged, for
+   * `datagram` and `sendto` alike. Returns a refusal (ENETUNREACH for an unknown VIP, or for an
+   * IPv6 backend picked for an IPv4 socket; the policy's denial), else where the datagram goes:
+   * `target`, the picked backend's host address (counted as a connect by the policy), or, for a
+   * VIP with no service on that port, a reply to one of its app's clients (allowed when either
+   * side may reach the other): that app's source address, or the refusing address; `all`: every
+   * allowed backend; `local`: the target is on this node; `backend`: the picked socket's id.
+   */
+  private udpFlow(app: App, dest: Addr, ip: string, family: number): Reply | { target: Addr; all: Sock[]; local: boolean; backend?: number } {
     const pol = this.policy;
     const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive, 'udp');
     if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
-    // A datagram to an app's VIP with no service there is a reply to one of its clients:
-    // allowed when either side may reach the other.
     if (pick.kind === 'denied' || (pick.kind !== 'backend' && !this.mayReachApp(app, ip, dest.port, 'udp') && !this.reachedBy(app, ip))) {
       return this.deny(app, ip, dest.port, 'udp');
     }
-    if (pick.kind === 'backend') pol.connect(app, pick.sock);
-    let target = this.refuseUdpAddr;
-    let local = true;
-    let all: Sock[] = [];
     if (pick.kind === 'backend') {
+      pol.connect(app, pick.sock);
       const b = pick.sock;
-      target = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
+      const target = { family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort };
       if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
-      local = b.node === this.d.table.node;
-      all = pick.all;
-    } else {
-      const owner = this.d.table.localApps().find((a) => a.vip === ip);
-      const src = owner ? this.sourceOf(owner) : '';
-      if (src) target = { family: AF_INET, ip: src, port: dest.port };
+      return { target, all: pick.all, local: b.node === this.d.table.node, backend: b.id };
     }
-    if (s.data.direct !== true) return this.handoffDgram(app, dest, family, target, local, s.data.foreign === true, pick.kind === 'backend' ? pick.sock.id : undefined);
-    const r = this.direct(dest, family, target, local);
-    if (all.length > 0) this.cacheable(r, all, family);
-    return r;
+    const owner = this.d.table.localApps().find((a) => a.vip === ip);
+    const src = owner ? this.sourceOf(owner) : '';
+    return { target: src ? { family: AF_INET, ip: src, port: dest.port } : this.refuseUdpAddr, all: [], local: true };
   }
 
   /**
@@ -643,28 +650,12 @@ export class HookDispatcher implements Dispatcher {
    */
   private sendto(app: App, dest: Addr, ip: string, family: number, m: Msg): Reply | Promise<Reply> {
     const egress = this.d.udpEgress!;
-    const pol = this.policy;
-    const pick = this.d.table.pick(ip, dest.port, (b) => pol.allowsApp(app, b), this.d.alive, 'udp');
-    if (pick.kind === 'unknown') return { status: Status.ERR, err: ENETUNREACH };
-    if (pick.kind === 'denied' || (pick.kind !== 'backend' && !this.mayReachApp(app, ip, dest.port, 'udp') && !this.reachedBy(app, ip))) {
-      return this.deny(app, ip, dest.port, 'udp');
-    }
-    const addrOf = (b: Sock): Addr => ({ family: b.hostIp.includes(':') ? AF_INET6 : AF_INET, ip: b.hostIp, port: b.hostPort });
-    let target = this.refuseUdpAddr;
-    let targets: { ip: string; port: number; backend?: number }[];
-    let all: Sock[] = [];
-    if (pick.kind === 'backend') {
-      pol.connect(app, pick.sock);
-      target = addrOf(pick.sock);
-      if (family === AF_INET && target.family === AF_INET6) return { status: Status.ERR, err: ENETUNREACH };
-      all = pick.all.filter((b) => family === AF_INET6 || !b.hostIp.includes(':'));
-      targets = all.map((b) => ({ ip: b.hostIp, port: b.hostPort, backend: b.id }));
-    } else {
-      const owner = this.d.table.localApps().find((a) => a.vip === ip);
-      const src = owner ? this.sourceOf(owner) : '';
-      if (src) target = { family: AF_INET, ip: src, port: dest.port };
-      targets = [{ ip: target.ip, port: target.port }];
-    }
+    const f = this.udpFlow(app, dest, ip, family);
+    if (!('target' in f)) return f;
+    const target = f.target;
+    // every allowed backend an IPv4 socket can reach (the hook picks among them per flow)
+    const all = f.all.filter((b) => family === AF_INET6 || !b.hostIp.includes(':'));
+    const targets = f.backend === undefined ? [{ ip: target.ip, port: target.port }] : all.map((b) => ({ ip: b.hostIp, port: b.hostPort, backend: b.id }));
     const host = (m.arg & ConnectFlag.HOST) !== 0;
     // The sources the app's host sockets have: its source address (unconnected senders) and
     // the host addresses its UDP services are bound on.
