@@ -24,6 +24,11 @@
  *        (cps = round trips per second)
  *   bench-connect ucclient HOST PORT N
  *        the same from a connected socket (connect once, then send + recvfrom)
+ *   bench-connect uclient|ucclient HOST PORT N driven
+ *        the same, driven over stdin: after the warm-up, print "ready", then one
+ *        measured window of N round trips (and its line) per "go" line read, until
+ *        end of input.  One process serves many short windows, so a driver can
+ *        alternate a native and an ax client window by window (bench.ts)
  *
  * HOST may be a name (resolved once with getaddrinfo, as apps do). "fast" is the
  * share of connects under 16 µs: native connect latency on a 2-vCPU VM is bimodal
@@ -208,28 +213,12 @@ static int userver(int port)
     }
 }
 
-static int uclient(const char *host, const char *port, int n, int connected)
+/* One measured window of n request/response rounds on socket s (to/tolen: the
+ * destination, NULL when connected); prints its line; 1 when a round failed. */
+static int uwindow(int s, const struct sockaddr *to, socklen_t tolen, int n, double *lat)
 {
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res;
-    if (getaddrinfo(host, port, &hints, &res) != 0)
-        return 1;
-    int s = socket(AF_INET, SOCK_DGRAM, 0);
-    struct timeval tv = {1, 0};
-    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    if (connected && connect(s, res->ai_addr, res->ai_addrlen) != 0) {
-        perror("connect");
-        return 1;
-    }
-    /* a connected socket sends with no address (send), as a stub resolver does */
-    const struct sockaddr *to = connected ? NULL : res->ai_addr;
-    socklen_t tolen = connected ? 0 : res->ai_addrlen;
-    double *lat = calloc((size_t)n, sizeof *lat);
     int errors = 0, ok = 0, fast = 0;
     char msg[32] = "ping", buf[64];
-    for (int i = 0; i < 200; i++) { /* warm-up: the first datagram routes the flow */
-        sendto(s, msg, 4, 0, to, tolen);
-        recvfrom(s, buf, sizeof buf, 0, NULL, NULL);
-    }
     struct rusage ru0, ru1;
     getrusage(RUSAGE_SELF, &ru0);
     double t0 = now_us();
@@ -255,17 +244,51 @@ static int uclient(const char *host, const char *port, int n, int connected)
     qsort(lat, (size_t)ok, sizeof *lat, cmp);
     printf("p50_us=%.1f p99_us=%.1f cps=%.0f errors=%d fast=%.2f cpu_us=%.3f\n", ok ? lat[ok / 2] : 0,
            ok ? lat[(int)(ok * 0.99)] : 0, n / (total / 1e6), errors, ok ? (double)fast / ok : 0, cpu / n);
+    fflush(stdout);
     return errors ? 1 : 0;
+}
+
+static int uclient(const char *host, const char *port, int n, int connected, int driven)
+{
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res;
+    if (getaddrinfo(host, port, &hints, &res) != 0)
+        return 1;
+    int s = socket(AF_INET, SOCK_DGRAM, 0);
+    struct timeval tv = {1, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connected && connect(s, res->ai_addr, res->ai_addrlen) != 0) {
+        perror("connect");
+        return 1;
+    }
+    /* a connected socket sends with no address (send), as a stub resolver does */
+    const struct sockaddr *to = connected ? NULL : res->ai_addr;
+    socklen_t tolen = connected ? 0 : res->ai_addrlen;
+    double *lat = calloc((size_t)n, sizeof *lat);
+    char msg[32] = "ping", buf[64];
+    for (int i = 0; i < 200; i++) { /* warm-up: the first datagram routes the flow */
+        sendto(s, msg, 4, 0, to, tolen);
+        recvfrom(s, buf, sizeof buf, 0, NULL, NULL);
+    }
+    if (!driven)
+        return uwindow(s, to, tolen, n, lat);
+    printf("ready\n");
+    fflush(stdout);
+    int failed = 0;
+    char line[64];
+    while (fgets(line, sizeof line, stdin))
+        failed |= uwindow(s, to, tolen, n, lat);
+    return failed;
 }
 
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "userver") == 0)
         return userver(atoi(argv[2]));
-    if (argc == 5 && strcmp(argv[1], "uclient") == 0)
-        return uclient(argv[2], argv[3], atoi(argv[4]), 0);
-    if (argc == 5 && strcmp(argv[1], "ucclient") == 0)
-        return uclient(argv[2], argv[3], atoi(argv[4]), 1);
+    int driven = argc == 6 && strcmp(argv[5], "driven") == 0;
+    if ((argc == 5 || driven) && strcmp(argv[1], "uclient") == 0)
+        return uclient(argv[2], argv[3], atoi(argv[4]), 0, driven);
+    if ((argc == 5 || driven) && strcmp(argv[1], "ucclient") == 0)
+        return uclient(argv[2], argv[3], atoi(argv[4]), 1, driven);
     if (argc >= 3 && strcmp(argv[1], "server") == 0) {
         int peer = argc >= 4 && strcmp(argv[3], "peer") == 0;
         int nports = argc >= 5 ? atoi(argv[4]) : 1;

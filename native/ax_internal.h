@@ -237,10 +237,12 @@ struct epreg {
     uint64_t data;
 };
 
-/* A datagram socket's last translation each way, valid under one table
- * generation: the send side (virtual destination -> real one) and the receive
- * side (real source -> virtual one).  A repeated flow then costs one table
- * lookup instead of the flow table, the answer cache and their locks. */
+/* A datagram socket's last translation each way: the send side (virtual
+ * destination -> real one, used for sends under its table generation only, and
+ * for replies from that real destination under any) and the receive side (real
+ * source -> virtual one, under its generation).  A repeated flow then costs one
+ * lock-free read of the fd table (udp.c: udp_send_fast, udp_recv_fast) instead
+ * of the flow table, the answer cache and their locks. */
 struct udp_memo {
     uint32_t gen;           /* table generation of the send pair; 0 = none */
     uint32_t rgen;          /* same, receive pair */
@@ -252,6 +254,11 @@ struct udp_memo {
      * the same virtual address costs one compare and one copy (no parsing) */
     socklen_t rawlen, outlen;
     struct sockaddr_in6 raw, out;
+    /* the receive side in the socket's own sockaddr form, for udp_recv_fast:
+     * vout (voutlen) is what a datagram from `out` shows as its source; a
+     * datagram from rsrc_sa shows vsrc_sa (vsrclen; 0 = none) */
+    socklen_t voutlen, vsrclen;
+    struct sockaddr_in6 vout, rsrc_sa, vsrc_sa;
 };
 
 struct meta {
@@ -290,9 +297,50 @@ struct closeinfo {
     uint32_t sock;
 };
 
+/* The fd table is guarded by tbl_mu, and is also a sequence lock (the
+ * seqlock of Linux's include/linux/seqlock.h, Lameter 2005): tbl_seq is odd
+ * while a holder of tbl_mu may be changing it, and moves on at each unlock.
+ * The hot paths of datagram sockets (udp_send_fast, udp_recv_fast) read the
+ * table without the mutex and keep what they read only when tbl_seq was even
+ * and unchanged across the read.  Reading without the lock is memory-safe:
+ * table chunks and meta records are never freed (records go back to a pool),
+ * so a racing reader sees stale or torn values, which the sequence check
+ * rejects, never unmapped memory; lengths read that way are bounded before
+ * use.  Every change to a meta record or a slot is made under tbl_lock. */
 extern pthread_mutex_t tbl_mu;
-static inline void tbl_lock(void) { pthread_mutex_lock(&tbl_mu); }
-static inline void tbl_unlock(void) { pthread_mutex_unlock(&tbl_mu); }
+extern atomic_uint tbl_seq;
+static inline void tbl_lock(void)
+{
+    pthread_mutex_lock(&tbl_mu);
+    atomic_store_explicit(&tbl_seq, atomic_load_explicit(&tbl_seq, memory_order_relaxed) + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release); /* odd before any change is seen */
+}
+static inline void tbl_unlock(void)
+{
+    atomic_store_explicit(&tbl_seq, atomic_load_explicit(&tbl_seq, memory_order_relaxed) + 1, memory_order_release);
+    pthread_mutex_unlock(&tbl_mu);
+}
+/* A lock-free read of the table: s = tbl_read_begin(); if s is odd, take the
+ * lock instead; read; the values read are good when !tbl_read_retry(s). */
+static inline unsigned tbl_read_begin(void) { return atomic_load_explicit(&tbl_seq, memory_order_acquire); }
+static inline int tbl_read_retry(unsigned s)
+{
+    atomic_thread_fence(memory_order_acquire);
+    return atomic_load_explicit(&tbl_seq, memory_order_relaxed) != s;
+}
+
+#define TBL_CH_BITS  12
+#define TBL_CH_SIZE  (1u << TBL_CH_BITS)
+#define TBL_TOP_SIZE (1u << 18) /* fds up to 2^30: more than fs.nr_open allows */
+extern struct meta **tbl_top[TBL_TOP_SIZE];
+/* fd's record without the lock (inside a tbl_read_begin section), or NULL */
+static inline struct meta *slot_peek(int fd)
+{
+    if ((unsigned)fd >= TBL_TOP_SIZE * TBL_CH_SIZE)
+        return NULL;
+    struct meta **c = __atomic_load_n(&tbl_top[(unsigned)fd >> TBL_CH_BITS], __ATOMIC_ACQUIRE);
+    return c ? __atomic_load_n(&c[(unsigned)fd & (TBL_CH_SIZE - 1)], __ATOMIC_RELAXED) : NULL;
+}
 struct meta **slot_locked(int fd, int create);
 struct meta *meta_alloc_locked(void);
 void tbl_drop_locked(int fd, struct closeinfo *ci);

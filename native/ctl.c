@@ -272,25 +272,34 @@ static int ctl_ensure_locked(long long deadline)
 /* One request/reply, answered by the deadline (AX_DAEMON_WAIT_MS from now,
  * waiting for the channel included).  0: *rep valid (and *rfd maybe a
  * socket); -1: daemon unreachable or not answering in time. */
+/* Takes ctl_mu, waiting up to AX_DAEMON_WAIT_MS while another thread talks to
+ * the daemon (or opens the session).  0: held; -1: no turn in time. */
+static int ctl_lock_wait(void)
+{
+    if (pthread_mutex_trylock(&ctl_mu) == 0)
+        return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    long long ns = ts.tv_nsec + cfg.daemon_wait_ms % 1000 * 1000000LL;
+    ts.tv_sec += (time_t)(cfg.daemon_wait_ms / 1000 + ns / 1000000000LL);
+    ts.tv_nsec = (long)(ns % 1000000000LL);
+    int e;
+    while ((e = pthread_mutex_timedlock(&ctl_mu, &ts)) == EINTR)
+        ;
+    if (e != 0) {
+        dbg("daemon busy: no turn on the control channel in %ld ms", cfg.daemon_wait_ms);
+        return -1;
+    }
+    return 0;
+}
+
 int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
 {
     *rfd = -1;
     int rc = -1;
     long long deadline = daemon_deadline();
-    if (pthread_mutex_trylock(&ctl_mu) != 0) { /* another thread is talking to the daemon */
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        long long ns = ts.tv_nsec + cfg.daemon_wait_ms % 1000 * 1000000LL;
-        ts.tv_sec += (time_t)(cfg.daemon_wait_ms / 1000 + ns / 1000000000LL);
-        ts.tv_nsec = (long)(ns % 1000000000LL);
-        int e;
-        while ((e = pthread_mutex_timedlock(&ctl_mu, &ts)) == EINTR)
-            ;
-        if (e != 0) {
-            dbg("daemon busy: no turn on the control channel in %ld ms", cfg.daemon_wait_ms);
-            return -1;
-        }
-    }
+    if (ctl_lock_wait() < 0)
+        return -1;
     for (int attempt = 0; attempt < 2; attempt++) {
         if (ctl_ensure_locked(deadline) < 0)
             break;
@@ -401,6 +410,10 @@ void atfork_child(void)
     if (pid_cache)
         atomic_store_explicit(pid_cache, (int)getpid(), memory_order_relaxed);
     pthread_mutex_init(&tbl_mu, NULL);
+    /* even again: a fork made inside the hook (no atfork_prepare) may have
+     * caught another thread between tbl_lock and tbl_unlock */
+    unsigned seq = atomic_load_explicit(&tbl_seq, memory_order_relaxed);
+    atomic_store_explicit(&tbl_seq, (seq | 1u) + 1u, memory_order_relaxed);
     pthread_mutex_init(&ctl_mu, NULL);
     tl_atfork_locked = 0;
     int fd = atomic_load(&ctl_fd);
@@ -422,7 +435,9 @@ int ctl_session(void)
     long long now = mono_ns();
     if (now < atomic_load(&next_try))
         return -1;
-    if (pthread_mutex_trylock(&ctl_mu) != 0)
+    /* another thread opening the session (its first datagram, say) is waited
+     * for, not taken for an unreachable daemon */
+    if (ctl_lock_wait() < 0)
         return -1;
     int r = ctl_ensure_locked(daemon_deadline());
     pthread_mutex_unlock(&ctl_mu);

@@ -6,12 +6,13 @@
  */
 #include "ax_internal.h"
 
-#define CH_BITS  12
-#define CH_SIZE  (1u << CH_BITS)
-#define TOP_SIZE (1u << 18) /* fds up to 2^30: more than fs.nr_open allows */
+#define CH_BITS  TBL_CH_BITS
+#define CH_SIZE  TBL_CH_SIZE
+#define TOP_SIZE TBL_TOP_SIZE
 
-static struct meta **tbl_top[TOP_SIZE];
+struct meta **tbl_top[TOP_SIZE];
 pthread_mutex_t tbl_mu = PTHREAD_MUTEX_INITIALIZER;
+atomic_uint tbl_seq;
 static struct meta *meta_pool;
 static uint64_t gen_ctr;
 
@@ -42,9 +43,10 @@ struct meta **slot_locked(int fd, int create)
     if (!tbl_top[t]) {
         if (!create)
             return NULL;
-        tbl_top[t] = calloc(CH_SIZE, sizeof(struct meta *));
-        if (!tbl_top[t])
+        struct meta **c = calloc(CH_SIZE, sizeof(struct meta *));
+        if (!c)
             return NULL;
+        __atomic_store_n(&tbl_top[t], c, __ATOMIC_RELEASE); /* slot_peek reads it without the lock */
     }
     return &tbl_top[t][(unsigned)fd & (CH_SIZE - 1)];
 }

@@ -27,6 +27,13 @@
  *     table below): that virtual address (a service's reply shows VIP:port);
  *   - a source address of the identity map: the client's VIP (port kept), and
  *     the pair is remembered so a reply to VIP:port goes to the real client.
+ * These receive-side pairs outlive table generations (a change anywhere in the
+ * table, such as an app starting or stopping, must not turn a service's reply
+ * into VIP:host-port): a reply shows the address the datagram it answers was
+ * sent to, as natively.  A remembered client pair is used for a reply only
+ * while the identity map still gives that real address that VIP.  Where a
+ * datagram to a virtual address goes is always judged under the current
+ * generation.
  *
  * Load balancing: per connected socket (a connect picks the next backend), and
  * per flow for unconnected senders (the backend is chosen by a hash of the
@@ -82,20 +89,33 @@ static void flow_put(struct flow_ent *tab, const struct ax_addr *key, const stru
     pthread_mutex_unlock(&flow_mu);
 }
 
+/* The pair for key, learned under any table generation (see the comment at the
+ * top: by_real answers receipts, by_virt is checked against the identity map by
+ * its caller).  1 with *val, 0 when none (or no session yet). */
 static int flow_get(struct flow_ent *tab, const struct ax_addr *key, struct ax_addr *val)
 {
-    uint32_t gen = cur_gen();
-    if (gen == 0)
+    if (cur_gen() == 0)
         return 0;
     int hit = 0;
+    unsigned h = flow_slot(key);
     pthread_mutex_lock(&flow_mu);
-    struct flow_ent *c = slot_find(tab, sizeof *tab, FLOW_SLOTS - 1, flow_slot(key), FLOW_PROBE, gen, flow_same, key, 0);
-    if (c) {
-        *val = c->val;
-        hit = 1;
+    for (unsigned k = 0; k < FLOW_PROBE && !hit; k++) {
+        const struct flow_ent *c = &tab[(h + k) & (FLOW_SLOTS - 1)];
+        if (flow_same(c, key, 0)) {
+            *val = c->val;
+            hit = 1;
+        }
     }
     pthread_mutex_unlock(&flow_mu);
     return hit;
+}
+
+/* A reply to the client VIP:port d goes to *real: 1 when this process saw d's
+ * datagrams come from *real and the identity map still gives *real that VIP. */
+static int client_flow(const struct ax_addr *d, struct ax_addr *real)
+{
+    struct ax_addr iv;
+    return flow_get(by_virt, d, real) && ident_peer(real, &iv) && same_addr(&iv, d);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -179,7 +199,7 @@ enum { RT_NATIVE = 0, RT_REAL = 1, RT_VIRTUAL = 2 };
  * virtual address, for the caller (route, foreign_route) to route. */
 static int route_known(int family, const struct ax_addr *d, struct ax_addr *real)
 {
-    if (flow_get(by_virt, d, real))
+    if (client_flow(d, real))
         return RT_REAL;
     if (!map_virtual(d)) {
         if (!egress_dgram_allowed(d, family)) {
@@ -712,6 +732,40 @@ static int memo_raw(int fd, const struct sockaddr *addr, socklen_t alen, struct 
     return hit;
 }
 
+/* The hot path of a repeated send (no lock, no parsing, errno untouched): 1
+ * with *out and *outlen when fd's memo holds exactly these sockaddr bytes
+ * under the current generation and the datagram needs nothing but the real
+ * destination (no IP_PKTINFO, no move); 0: take the full path.  The memo is
+ * read under the table's sequence lock (see tbl_seq). */
+static int udp_send_fast(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_in6 *out, socklen_t *outlen)
+{
+    uint32_t gen = cur_gen();
+    if (gen == 0 || alen > sizeof(struct sockaddr_in6) || alen < sizeof(sa_family_t))
+        return 0;
+    unsigned seq = tbl_read_begin();
+    if (seq & 1)
+        return 0;
+    const struct meta *m = slot_peek(fd);
+    if (!m || m->memo.gen != gen || m->memo.rawlen != alen || (!m->memo.local && m->src_bound) ||
+        needs_pktinfo(m, m->memo.local))
+        return 0;
+    /* constant sizes, so the compiler compares and copies inline */
+    if (alen == sizeof(struct sockaddr_in) ? memcmp(&m->memo.raw, addr, sizeof(struct sockaddr_in)) != 0
+                                           : memcmp(&m->memo.raw, addr, alen) != 0)
+        return 0;
+    socklen_t ol = m->memo.outlen;
+    if (ol == sizeof(struct sockaddr_in))
+        memcpy(out, &m->memo.out, sizeof(struct sockaddr_in));
+    else if (ol == sizeof(struct sockaddr_in6))
+        memcpy(out, &m->memo.out, sizeof(struct sockaddr_in6));
+    else
+        return 0;
+    if (tbl_read_retry(seq))
+        return 0;
+    *outlen = ol;
+    return 1;
+}
+
 /* Remember d -> real (learned under generation gen) as the socket's send memo,
  * with the app's sockaddr bytes (addr, alen) and the real one (out, outlen). */
 static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const struct ax_addr *d,
@@ -726,11 +780,17 @@ static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const
         m->memo.rdst = *real;
         m->memo.local = local;
         m->memo.rawlen = 0;
-        if (alen <= sizeof m->memo.raw && outlen <= sizeof m->memo.out) {
-            memcpy(&m->memo.raw, addr, alen);
-            m->memo.rawlen = alen;
+        m->memo.voutlen = 0;
+        if (outlen <= sizeof m->memo.out) {
             memcpy(&m->memo.out, out, outlen);
             m->memo.outlen = outlen;
+            struct sockaddr_storage v;
+            m->memo.voutlen = ax_to_sa(d, m->family, &v);
+            memcpy(&m->memo.vout, &v, m->memo.voutlen);
+            if (alen <= sizeof m->memo.raw) {
+                memcpy(&m->memo.raw, addr, alen);
+                m->memo.rawlen = alen;
+            }
         }
     }
     tbl_unlock();
@@ -896,6 +956,15 @@ static int dest_for_send(int fd, const struct sockaddr *addr, socklen_t alen, st
 
 int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
 {
+    struct sockaddr_in6 fast;
+    socklen_t fl;
+    if (udp_send_fast(fd, msg->msg_name, msg->msg_namelen, &fast, &fl)) {
+        struct msghdr m = *msg;
+        m.msg_name = &fast;
+        m.msg_namelen = fl;
+        *r = R.sendmsg(fd, &m, flags);
+        return 1;
+    }
     struct dest_out o;
     int t = dest_for_send(fd, msg->msg_name, msg->msg_namelen, &o);
     if (t == 0)
@@ -907,6 +976,12 @@ int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
 int udp_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen,
                ssize_t *r)
 {
+    struct sockaddr_in6 fast;
+    socklen_t fl;
+    if (udp_send_fast(fd, addr, alen, &fast, &fl)) {
+        *r = R.sendto(fd, buf, n, flags, (struct sockaddr *)&fast, fl);
+        return 1;
+    }
     struct dest_out o;
     int t = dest_for_send(fd, addr, alen, &o);
     if (t == 0)
@@ -1027,13 +1102,83 @@ static socklen_t memo_recv(int fd, const struct ax_addr *u, struct sockaddr_stor
     } else if (m->state == ST_CONN && m->has_vpeer) {
         memcpy(v, &m->vpeer, m->vpeer_len);
         vl = m->vpeer_len;
-    } else if (gen != 0 && m->memo.gen == gen && same_addr(&m->memo.rdst, u)) {
-        vl = ax_to_sa(&m->memo.vdst, m->family, v); /* the reply of the flow it sent last */
+    } else if (m->memo.gen != 0 && same_addr(&m->memo.rdst, u)) {
+        /* the reply of the flow it sent last, whatever the table did since */
+        vl = ax_to_sa(&m->memo.vdst, m->family, v);
     } else if (gen != 0 && m->memo.rgen == gen && same_addr(&m->memo.rsrc, u)) {
         vl = ax_to_sa(&m->memo.vsrc, m->family, v);
     }
     tbl_unlock();
     return vl;
+}
+
+/* a and b (the socket's sockaddr forms) name the same address as same_addr
+ * compares: family, port and address, not IPv6 flow label or scope */
+static inline int sa_same(const struct sockaddr *a, socklen_t alen, const struct sockaddr_in6 *b)
+{
+    if (a->sa_family == AF_INET && b->sin6_family == AF_INET && alen >= sizeof(struct sockaddr_in)) {
+        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (a->sa_family == AF_INET6 && b->sin6_family == AF_INET6 && alen >= sizeof(struct sockaddr_in6)) {
+        const struct sockaddr_in6 *x = (const void *)a;
+        return x->sin6_port == b->sin6_port && memcmp(&x->sin6_addr, &b->sin6_addr, 16) == 0;
+    }
+    return 0;
+}
+
+/* The hot path of udp_fix_source (no lock, no parsing, errno untouched): 1
+ * when fd's record answers for the source sa (*len bytes, in a buffer of room)
+ * and it has been rewritten, or needs no rewriting (not an inet address, not a
+ * datagram socket); 0: take udp_fix_source.  Answers: a connected socket's
+ * virtual peer, the reply of the flow the memo sent last, the source the memo
+ * saw last.  Read under the table's sequence lock (see tbl_seq). */
+static int udp_recv_fast(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
+{
+    if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
+        return 1;
+    uint32_t gen = cur_gen();
+    unsigned seq = tbl_read_begin();
+    if (seq & 1)
+        return 0;
+    const struct meta *m = slot_peek(fd);
+    if (!m)
+        return 0;
+    const void *from;
+    socklen_t vl;
+    if (!m->dgram) {
+        from = NULL;
+        vl = 0;
+    } else if (m->state == ST_CONN && m->has_vpeer) {
+        from = &m->vpeer;
+        vl = m->vpeer_len;
+    } else if (m->memo.gen != 0 && m->memo.voutlen && sa_same(sa, *len, &m->memo.out)) {
+        from = &m->memo.vout;
+        vl = m->memo.voutlen;
+    } else if (gen != 0 && m->memo.rgen == gen && m->memo.vsrclen && sa_same(sa, *len, &m->memo.rsrc_sa)) {
+        from = &m->memo.vsrc_sa;
+        vl = m->memo.vsrclen;
+    } else {
+        return 0;
+    }
+    /* copied whole (constant size, inline) before the sequence check; the
+     * answer is an inet sockaddr, so no more than a sockaddr_in6 */
+    struct sockaddr_in6 v;
+    if (from) {
+        if (vl != sizeof(struct sockaddr_in) && vl != sizeof(struct sockaddr_in6))
+            return 0;
+        memcpy(&v, from, sizeof v);
+    }
+    if (tbl_read_retry(seq))
+        return 0;
+    if (from) {
+        if (room >= sizeof v)
+            memcpy(sa, &v, sizeof v); /* bytes past vl are the caller's room, unread */
+        else
+            memcpy(sa, &v, vl < room ? vl : room);
+        *len = vl;
+    }
+    return 1;
 }
 
 void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
@@ -1062,13 +1207,22 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
         } else {
             if (u.family != AF_INET)
                 return;
+            struct ax_addr idv;
+            int id = ident_peer(&u, &idv);
             if (flow_get(by_real, &u, &virt)) {
                 vl = ax_to_sa(&virt, snap.family, &v);
-            } else if (ident_peer(&u, &virt)) {
+            } else if (id) {
+                virt = idv;
+                vl = ax_to_sa(&virt, snap.family, &v);
+            }
+            if (vl && id && same_addr(&virt, &idv)) {
+                /* an ax app's own address: a reply to virt goes back to u.  Checked
+                 * whichever table answered: by_real may keep u after by_virt let its
+                 * entry go (the tables evict independently), and a reply with no
+                 * entry would find no route (a server of many clients lost them) */
                 struct ax_addr known;
                 if (!flow_get(by_virt, &virt, &known) || !same_addr(&known, &u))
                     flow_put(by_virt, &virt, &u);
-                vl = ax_to_sa(&virt, snap.family, &v);
             }
             if (vl && gen != 0) {
                 tbl_lock();
@@ -1077,6 +1231,12 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
                     m->memo.rgen = gen;
                     m->memo.rsrc = u;
                     m->memo.vsrc = virt;
+                    m->memo.vsrclen = 0;
+                    if (*len <= sizeof m->memo.rsrc_sa && vl <= sizeof m->memo.vsrc_sa) {
+                        memcpy(&m->memo.rsrc_sa, sa, *len);
+                        memcpy(&m->memo.vsrc_sa, &v, vl);
+                        m->memo.vsrclen = vl;
+                    }
                 }
                 tbl_unlock();
             }
@@ -1130,12 +1290,11 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
         ssize_t r;
         while ((r = R.recvfrom(fd, buf, n, flags, addr, alen)) == 0 && recv_moved(fd, &seq))
             *alen = have;
-        if (r < 0)
+        if (r < 0 || *alen == 0 || *alen > have || udp_recv_fast(fd, addr, alen, have))
             return r;
         int e = errno;
         GUARD_ENTER;
-        if (*alen > 0 && *alen <= have)
-            udp_fix_source(fd, addr, alen, have);
+        udp_fix_source(fd, addr, alen, have);
         GUARD_LEAVE;
         errno = e;
         return r;
@@ -1148,14 +1307,15 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
         sl = sizeof ss;
     if (r < 0)
         return r;
-    int e = errno;
-    GUARD_ENTER;
-    if (sl > 0 && sl <= sizeof ss)
+    if (sl > 0 && sl <= sizeof ss && !udp_recv_fast(fd, (struct sockaddr *)&ss, &sl, sizeof ss)) {
+        int e = errno;
+        GUARD_ENTER;
         udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
-    GUARD_LEAVE;
+        GUARD_LEAVE;
+        errno = e;
+    }
     *alen = room;
     copy_out(&ss, sl, addr, alen);
-    errno = e;
     return r;
 }
 
@@ -1181,18 +1341,19 @@ ssize_t h_recvmsg(int fd, struct msghdr *msg, int flags)
     }
     if (r < 0)
         return r;
-    int e = errno;
     socklen_t sl = m.msg_namelen;
-    GUARD_ENTER;
-    if (sl > 0 && sl <= sizeof ss)
+    if (sl > 0 && sl <= sizeof ss && !udp_recv_fast(fd, (struct sockaddr *)&ss, &sl, sizeof ss)) {
+        int e = errno;
+        GUARD_ENTER;
         udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
-    GUARD_LEAVE;
+        GUARD_LEAVE;
+        errno = e;
+    }
     socklen_t room = msg->msg_namelen;
     msg->msg_controllen = m.msg_controllen;
     msg->msg_flags = m.msg_flags;
     copy_out(&ss, sl, msg->msg_name, &room);
     msg->msg_namelen = room;
-    errno = e;
     return r;
 }
 
@@ -1220,9 +1381,8 @@ int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct
         struct sockaddr_storage ss;
         socklen_t sl = h->msg_namelen;
         memcpy(&ss, h->msg_name, sl);
-        socklen_t room = sizeof ss;
-        udp_fix_source(fd, (struct sockaddr *)&ss, &sl, room);
-        (void)room;
+        if (!udp_recv_fast(fd, (struct sockaddr *)&ss, &sl, sizeof ss))
+            udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
         socklen_t cap = h->msg_namelen;
         if (sl <= cap) {
             memcpy(h->msg_name, &ss, sl);

@@ -9,7 +9,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { AX, cbin, run, TestDaemon } from './helpers';
+import { AX, cbin, run, start, TestDaemon } from './helpers';
 
 const work = mkdtempSync(join(tmpdir(), 'ax-udp-'));
 chmodSync(work, 0o755);
@@ -339,6 +339,54 @@ print('stopped' if os.path.exists(sys.argv[1]) else 'timeout', flush=True)
   await c.waitFor(/stopped|timeout/);
   t.match(c.stdout, /stopped/);
   t.match(c.stdout.split('phase1 done')[1], /reply P2-\d+ from 10\.5\.1\.1 7000/, 'replies of the new backend come from the VIP');
+});
+
+t.test('datagrams under churn: every reply shows the address it was sent to, while apps come and go', async (t) => {
+  // test/c/udpfast.c: a pinger alternating two services from one unconnected socket, while
+  // other threads create, connect and close sockets (changing the hook's fd table under the
+  // pinger's lock-free reads, and showing each server thousands of client ports, more than
+  // its flow tables hold) and reuse fd numbers across sockets with different peers. Apps
+  // start and stop meanwhile, so the table's generation moves under the flows. Natively
+  // first (the reference, and proof the program's checks pass), then under ax.
+  // Found by this test: a server lost replies once its flow tables evicted a client, and a
+  // reply arriving just after any table change showed the service's host port.
+  const plain = script(
+    'plain-echo.py',
+    `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print('bound', flush=True)
+while True:
+    d, a = s.recvfrom(2000)
+    s.sendto(d, a)
+`,
+  );
+  const d = await TestDaemon.start(t);
+  const na = start(PY, [plain, '127.0.0.1', '7431'], {}, t);
+  const nb = start(PY, [plain, '127.0.0.1', '7432'], {}, t);
+  const fa = d.run(['--name', 'fasta', '--ip', '10.5.3.1'], [PY, plain, '0.0.0.0', '7000']);
+  const fb = d.run(['--name', 'fastb', '--ip', '10.5.3.2'], [PY, plain, '0.0.0.0', '7000']);
+  await Promise.all([na.waitFor(/bound/), nb.waitFor(/bound/), fa.waitFor(/bound/), fb.waitFor(/bound/)]);
+  const ROUNDS = '6000';
+  const nat = await start(cbin('udpfast'), ['127.0.0.1', '7431', '127.0.0.1', '7432', ROUNDS], {}, t).result();
+  t.equal(nat.code, 0, `native reference: ${nat.stdout}${nat.stderr}`);
+  t.match(nat.stdout, /^ok rounds=6000 reused=\d+/m);
+  const client = d.run(['--ip', '10.5.3.9'], [cbin('udpfast'), '10.5.3.1', '7000', '10.5.3.2', '7000', ROUNDS]);
+  // apps starting and stopping while it runs: each moves the table's generation
+  let churned = 0;
+  const churn = (async () => {
+    while (client.child.exitCode === null && churned < 20) {
+      await d.run([], ['/bin/true']).result();
+      churned++;
+    }
+  })();
+  const ax = await client.result();
+  await churn;
+  t.equal(ax.code, 0, `under ax: ${ax.stdout}${ax.stderr}`);
+  t.ok(churned >= 2, `apps came and went during the run (${churned})`);
+  const reused = Number(/^ok rounds=6000 reused=(\d+)/m.exec(ax.stdout)?.[1] ?? 0);
+  t.ok(reused > 0, `fd numbers were reused across sockets with different peers (${reused} times)`);
 });
 
 t.test('a UDP service socket passed over SCM_RIGHTS to another app, then to a forked child, keeps its service and identities', async (t) => {
