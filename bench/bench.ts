@@ -12,17 +12,19 @@
 // alternates too), with a short pause (AX_BENCH_PAUSE_MS, 150 ms) before every
 // run, the same for both sides; the table shows medians.
 //
-// AX_BENCH_ONLY=udp runs only the UDP rows (iperf3 -u and request/response),
-// for measuring a UDP change without the whole bench; its table is not the
-// README's. AX_BENCH_AB=/other/checkout/dist/ax.js adds an A/B of this build's
-// hook against that build's to the UDP request/response rows (same daemon).
+//   udp            iperf3 -u; request/response, unconnected and connected, with
+//                  client and server on one CPU and on two (udpRows): long-lived
+//                  clients, native and ax windows alternating
+//                  (AX_BENCH_UDP_WINDOWS, 40 each)
+// AX_BENCH_ONLY=udp runs only the UDP rows, for measuring a UDP change without
+// the whole bench; its table is not the README's.
 //
 // Virtual addresses are used, so the whole run happens in a loopback-only
 // network namespace (re-executed under `unshare -n`).
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AX, bg, CONNECT, fg, has, inLoopbackNamespace, median, procs, sleep, waitOut } from './common';
+import { AX, bg, CONNECT, fg, has, inLoopbackNamespace, median, procs, sleep, waitOut, type Bg } from './common';
 
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 20000);
 const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 3);
@@ -30,8 +32,6 @@ const REPEATS = Number(process.env.AX_BENCH_REPEATS ?? 3);
 const DESTS = 200;
 const PAUSE_MS = Number(process.env.AX_BENCH_PAUSE_MS ?? 150);
 const ONLY = process.env.AX_BENCH_ONLY ?? '';
-// AX_BENCH_AB=/path/to/other/dist/ax.js: the UDP rows also compare this build's hook with that build's
-const AB = process.env.AX_BENCH_AB ?? '';
 if (ONLY !== '' && ONLY !== 'udp') throw new Error(`AX_BENCH_ONLY: "${ONLY}" is not a mode (udp)`);
 
 /** Blocks for ms milliseconds (the runs are synchronous child processes). */
@@ -182,60 +182,149 @@ async function connectRows(axc: string[], notes: string[]): Promise<void> {
   rows.push({ metric: 'first socket()+connect() there (ax: opens its daemon session)', native: median(firsts.n), ax: median(firsts.a), unit: 'µs', higherIsBetter: false });
 }
 
-/** The UDP request/response rows, unconnected and connected. */
-async function udpRows(axc: string[], notes: string[]): Promise<void> {
-  // ---- UDP request/response: a small datagram and its echo, both ends under ax ----
-  const uNat = bg(CONNECT, ['userver', '7301']);
-  const uAx = bg(process.execPath, axRun(['--name', 'uecho', '--', CONNECT, 'userver', '7']));
-  for (const h of [uNat, uAx]) await waitOut(h, /listening/, 20_000);
-  const uh0 = directHandoffs();
-  // a round trip is short (about 12 µs, or 50 µs when the other side's CPU is busy): more, shorter runs
-  const UREP = Math.max(REPEATS, 7);
-  const UN = String(Math.max(1000, Math.round(N / 2)));
-  const urr = interleaved(
-    () => connectRun([], 'uclient', ['127.0.0.1', '7301', UN]),
-    () => connectRun(axc, 'uclient', ['uecho', '7', UN]),
-    UREP,
-  );
-  const uasked = directHandoffs() - uh0;
-  if (AB) {
-    // A/B of two hooks against one daemon: this build's and another build's (AX_BENCH_AB), alternating,
-    // with native runs between, so both see the same phases of the shared VM
-    const abc = [AB, 'run', '--socket', sock, '--no-start', '--ip', '10.240.9.11', '--'];
-    const ab = interleaved(
-      () => connectRun(abc, 'uclient', ['uecho', '7', UN]),
-      () => connectRun(axc, 'uclient', ['uecho', '7', UN]),
-      UREP,
-    );
-    const nb = interleaved(
-      () => connectRun([], 'uclient', ['127.0.0.1', '7301', UN]),
-      () => connectRun(abc, 'uclient', ['uecho', '7', UN]),
-      UREP,
-    );
-    notes.push(
-      `A/B, unconnected UDP request/response, client CPU per round trip: other build ${ab.n.cpu.toFixed(2)} µs, this build ${ab.a.cpu.toFixed(2)} µs, native ${nb.n.cpu.toFixed(2)} µs`,
-    );
-    notes.push(
-      `A/B, unconnected UDP request/response: other build (${AB}) ${ab.n.cps}/s p50 ${ab.n.p50} µs, this build ${ab.a.cps}/s p50 ${ab.a.p50} µs ` +
-        `(this/other ${(ab.a.cps / ab.n.cps).toFixed(3)}× by rate); other build vs native: ${(nb.a.cps / nb.n.cps).toFixed(3)}× by rate, ` +
-        `p50 ${nb.n.p50} vs ${nb.a.p50} µs. Runs: ${ab.runs.replace('native', 'other build')}`,
-    );
+/** The next line `h` prints after `from` (an offset into its stdout), waiting on output events (no spinning). */
+function lineAfter(h: Bg, from: number, ms = 60_000): Promise<{ line: string; next: number }> {
+  return new Promise((resolve, reject) => {
+    const check = (): boolean => {
+      const text = h.stdout();
+      const nl = text.indexOf('\n', from);
+      if (nl < 0) return false;
+      cleanup();
+      resolve({ line: text.slice(from, nl).trim(), next: nl + 1 });
+      return true;
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`no line in ${ms} ms: ${h.out().slice(-500)}`));
+    }, ms);
+    const onData = () => void check();
+    const cleanup = () => {
+      clearTimeout(timer);
+      h.p.stdout!.off('data', onData);
+    };
+    h.p.stdout!.on('data', onData);
+    check();
+  });
+}
+
+/** A UDP client of bench-connect in driven mode: one process, one socket, a measured window per call. */
+interface Driven {
+  window: () => Promise<ConnResult>;
+  close: () => void;
+}
+
+/** Starts `bench-connect MODE HOST PORT N driven` (under `prefix`: `ax run ...`, or natively) on CPU 0. */
+async function drivenClient(prefix: string[], mode: string, host: string, port: string, n: number): Promise<Driven> {
+  const cmd = [CONNECT, mode, host, port, String(n), 'driven'];
+  const argv = prefix.length ? [process.execPath, ...prefix, ...cmd] : cmd;
+  const full = ['taskset', '-c', '0', ...argv];
+  const h = bg(full[0], full.slice(1), { stdin: 'pipe' });
+  let at = 0;
+  const first = await lineAfter(h, at);
+  if (first.line !== 'ready') throw new Error(`bench-connect ${mode} ${host}: ${h.out().slice(-500)}`);
+  at = first.next;
+  return {
+    window: async () => {
+      h.p.stdin!.write('go\n');
+      const r = await lineAfter(h, at);
+      at = r.next;
+      const m = /p50_us=([\d.]+) p99_us=([\d.]+) cps=(\d+) errors=(\d+) fast=([\d.]+) cpu_us=([\d.]+)/.exec(r.line);
+      if (!m || m[4] !== '0') throw new Error(`bench-connect ${mode} ${host}: ${r.line}`);
+      return { p50: +m[1], p99: +m[2], cps: +m[3], fast: +m[5], cpu: +m[6] };
+    },
+    close: () => h.p.stdin!.end(),
+  };
+}
+
+/** Medians of paired windows, and the ratios of each pair (ax / native, by rate). */
+interface Paired {
+  n: ConnResult;
+  a: ConnResult;
+  /** median of the per-pair ratios ax/native by rate, and its quartiles */
+  pair: { med: number; q1: number; q3: number };
+  windows: number;
+}
+
+/**
+ * Native and ax request/response windows alternating (ABBA), each client one long-lived process
+ * (so a window is short and many fit: the VM's phases hit both sides alike), `windows` each.
+ */
+async function pairedWindows(nat: Driven, ax: Driven, windows: number): Promise<Paired> {
+  const ns: ConnResult[] = [];
+  const as: ConnResult[] = [];
+  for (let i = 0; i < windows; i++) {
+    const order: Array<[ConnResult[], Driven]> = i % 2 === 0 ? [[ns, nat], [as, ax]] : [[as, ax], [ns, nat]];
+    for (const [into, c] of order) {
+      pause(10);
+      into.push(await c.window());
+    }
   }
-  rows.push({ metric: 'UDP request/response round trips/s (sendto+recvfrom, 4 B)', native: urr.n.cps, ax: urr.a.cps, unit: '/s', higherIsBetter: true });
-  rows.push({ metric: 'UDP round trip p50', native: urr.n.p50, ax: urr.a.p50, unit: 'µs', higherIsBetter: false });
-  notes.push(`UDP request/response: ${urr.runs}; daemon messages: ${uasked} for ${UREP * (Number(UN) + 200)} datagrams (one per client process)`);
-  notes.push(
-    `UDP request/response, client CPU (user+system) per round trip, medians: unconnected native ${urr.n.cpu.toFixed(2)} µs, ax ${urr.a.cpu.toFixed(2)} µs ` +
-      `(+${(urr.a.cpu - urr.n.cpu).toFixed(2)} µs); less sensitive to the VM's wake-up modes than the latency`,
-  );
-  // the same from a connected socket (connect once, then send + recvfrom), as stub resolvers do
-  const ucr = interleaved(
-    () => connectRun([], 'ucclient', ['127.0.0.1', '7301', UN]),
-    () => connectRun(axc, 'ucclient', ['uecho', '7', UN]),
-    UREP,
-  );
-  rows.push({ metric: 'UDP request/response round trips/s, connected socket (send+recvfrom)', native: ucr.n.cps, ax: ucr.a.cps, unit: '/s', higherIsBetter: true });
-  notes.push(`UDP request/response, connected: ${ucr.runs}; client CPU per round trip: native ${ucr.n.cpu.toFixed(2)} µs, ax ${ucr.a.cpu.toFixed(2)} µs`);
+  const med = (rs: ConnResult[]): ConnResult => ({
+    p50: median(rs.map((r) => r.p50)),
+    p99: median(rs.map((r) => r.p99)),
+    cps: median(rs.map((r) => r.cps)),
+    fast: median(rs.map((r) => r.fast)),
+    cpu: median(rs.map((r) => r.cpu)),
+  });
+  const ratios = ns.map((r, i) => as[i].cps / r.cps).sort((x, y) => x - y);
+  const q = (f: number) => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))];
+  return { n: med(ns), a: med(as), pair: { med: median(ratios), q1: q(0.25), q3: q(0.75) }, windows };
+}
+
+/**
+ * The UDP request/response rows: unconnected (sendto+recvfrom) and connected (send+recvfrom) clients,
+ * both ends under ax, against native, with the client on CPU 0 and the server (taskset) on:
+ *   - the same CPU: a round trip is two context switches and the kernel's work, CPU-bound, so what
+ *     the hook adds per datagram shows in full;
+ *   - the other CPU: each datagram wakes the other side through an inter-processor interrupt and,
+ *     on this VM, an idle exit: wake-up-bound.
+ * Placement is fixed because the scheduler's own choice decides the latency mode (on this VM a
+ * round trip takes ~15 µs when both land on one CPU and ~110 µs across), and a long-lived pair
+ * keeps whichever it got: left free, the comparison measures placement, not ax.
+ * Each client is one process driven window by window (bench-connect ... driven), native and ax
+ * alternating; the ratio column is of the medians, the notes give the median of per-pair ratios.
+ */
+async function udpRows(axc: string[], notes: string[]): Promise<void> {
+  const W = Number(process.env.AX_BENCH_UDP_WINDOWS ?? 40);
+  const on = (cpu: string) => ['-c', cpu];
+  const servers = [
+    bg('taskset', [...on('1'), CONNECT, 'userver', '7301']),
+    bg('taskset', [...on('1'), process.execPath, ...axRun(['--name', 'uecho', '--', CONNECT, 'userver', '7'])]),
+    bg('taskset', [...on('0'), CONNECT, 'userver', '7302']),
+    bg('taskset', [...on('0'), process.execPath, ...axRun(['--name', 'uecho0', '--', CONNECT, 'userver', '7'])]),
+  ];
+  for (const h of servers) await waitOut(h, /listening/, 20_000);
+  const uh0 = directHandoffs();
+  const regimes: Array<{ label: string; n: number; nport: string; name: string }> = [
+    { label: 'same CPU', n: 5000, nport: '7302', name: 'uecho0' },
+    { label: 'two CPUs', n: 2000, nport: '7301', name: 'uecho' },
+  ];
+  let datagrams = 0;
+  let clients = 0;
+  for (const r of regimes) {
+    for (const [mode, what] of [
+      ['uclient', 'sendto+recvfrom'],
+      ['ucclient', 'connected: send+recvfrom'],
+    ] as const) {
+      const nat = await drivenClient([], mode, '127.0.0.1', r.nport, r.n);
+      const ax = await drivenClient(axc, mode, r.name, '7', r.n);
+      clients++;
+      const p = await pairedWindows(nat, ax, W);
+      nat.close();
+      ax.close();
+      datagrams += 2 * (W * r.n + 200);
+      rows.push({ metric: `UDP request/response round trips/s, ${r.label} (${what}, 4 B)`, native: p.n.cps, ax: p.a.cps, unit: '/s', higherIsBetter: true });
+      if (mode === 'uclient') rows.push({ metric: `UDP round trip p50, ${r.label}`, native: p.n.p50, ax: p.a.p50, unit: 'µs', higherIsBetter: false });
+      notes.push(
+        `UDP request/response, ${r.label}, ${what}: ${p.windows} windows of ${r.n} round trips each side, alternating; ` +
+          `per-pair ratio ax/native by rate: median ${p.pair.med.toFixed(3)} (quartiles ${p.pair.q1.toFixed(3)}–${p.pair.q3.toFixed(3)}); ` +
+          `client CPU per round trip: native ${p.n.cpu.toFixed(2)} µs, ax ${p.a.cpu.toFixed(2)} µs; share of round trips under 16 µs: native ${Math.round(p.n.fast * 100)} %, ax ${Math.round(p.a.fast * 100)} %`,
+      );
+    }
+  }
+  const uasked = directHandoffs() - uh0;
+  notes.push(`UDP request/response: daemon messages: ${uasked} for ${datagrams} datagrams of ax clients (${clients} client processes; one per process)`);
+  for (const h of servers) h.p.kill();
 }
 
 async function main(): Promise<void> {
