@@ -353,12 +353,17 @@ async function main(): Promise<void> {
       }
       rows.push({ metric: 'TCP throughput (iperf3, 1 stream)', native: median(ns), ax: median(as), sidecar: side ? median(ss) : undefined, unit: 'Gbit/s', higherIsBetter: true });
     }
-    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got
+    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got. At least 5 runs
+    // each, alternating which side goes first: a run's rate moves by ±10 % with the VM's phases
     const un: number[] = [];
     const ua: number[] = [];
-    for (let i = 0; i < REPEATS; i++) {
-      un.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)]));
-      ua.push(iperf(['-c', 'ip3', '-p', '5202', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
+    for (let i = 0; i < Math.max(REPEATS, 5); i++) {
+      const nat = () => un.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)]));
+      const ax = () => ua.push(iperf(['-c', 'ip3', '-p', '5202', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
+      for (const run of i % 2 === 0 ? [nat, ax] : [ax, nat]) {
+        pause(PAUSE_MS);
+        run();
+      }
     }
     rows.push({ metric: 'UDP throughput (iperf3 -u -b 0, 1400 B, received)', native: median(un), ax: median(ua), unit: 'Gbit/s', higherIsBetter: true });
   } else {

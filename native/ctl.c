@@ -269,9 +269,6 @@ static int ctl_ensure_locked(long long deadline)
     return 0;
 }
 
-/* One request/reply, answered by the deadline (AX_DAEMON_WAIT_MS from now,
- * waiting for the channel included).  0: *rep valid (and *rfd maybe a
- * socket); -1: daemon unreachable or not answering in time. */
 /* Takes ctl_mu, waiting up to AX_DAEMON_WAIT_MS while another thread talks to
  * the daemon (or opens the session).  0: held; -1: no turn in time. */
 static int ctl_lock_wait(void)
@@ -293,6 +290,9 @@ static int ctl_lock_wait(void)
     return 0;
 }
 
+/* One request/reply, answered by the deadline (AX_DAEMON_WAIT_MS from now,
+ * waiting for the channel included).  0: *rep valid (and *rfd maybe a
+ * socket); -1: daemon unreachable or not answering in time. */
 int ax_request(struct ax_msg *req, struct ax_msg *rep, int *rfd)
 {
     *rfd = -1;
