@@ -92,6 +92,17 @@ function connectRun(prefix: string[], mode: string, args: string[]): ConnResult 
 }
 
 
+/** The median of each figure over runs (or windows). */
+function medianResult(rs: ConnResult[]): ConnResult {
+  return {
+    p50: median(rs.map((r) => r.p50)),
+    p99: median(rs.map((r) => r.p99)),
+    cps: median(rs.map((r) => r.cps)),
+    fast: median(rs.map((r) => r.fast)),
+    cpu: median(rs.map((r) => r.cpu)),
+  };
+}
+
 /**
  * Native and ax alternately, `repeats` times each (so a slow phase of the shared VM
  * hits both), and the medians of each figure. Also returns every run's p50 and
@@ -112,15 +123,8 @@ function interleaved(native: () => ConnResult, ax: () => ConnResult, repeats = R
       into.push(run());
     }
   }
-  const med = (rs: ConnResult[]): ConnResult => ({
-    p50: median(rs.map((r) => r.p50)),
-    p99: median(rs.map((r) => r.p99)),
-    cps: median(rs.map((r) => r.cps)),
-    fast: median(rs.map((r) => r.fast)),
-    cpu: median(rs.map((r) => r.cpu)),
-  });
   const show = (rs: ConnResult[]) => rs.map((r) => `${r.p50.toFixed(1)} µs (${Math.round(r.fast * 100)} % < 16 µs)`).join(', ');
-  return { n: med(ns), a: med(as), runs: `native p50 per run: ${show(ns)}; ax: ${show(as)}` };
+  return { n: medianResult(ns), a: medianResult(as), runs: `native p50 per run: ${show(ns)}; ax: ${show(as)}` };
 }
 
 function directHandoffs(): number {
@@ -259,16 +263,9 @@ async function pairedWindows(nat: Driven, ax: Driven, windows: number): Promise<
       into.push(await c.window());
     }
   }
-  const med = (rs: ConnResult[]): ConnResult => ({
-    p50: median(rs.map((r) => r.p50)),
-    p99: median(rs.map((r) => r.p99)),
-    cps: median(rs.map((r) => r.cps)),
-    fast: median(rs.map((r) => r.fast)),
-    cpu: median(rs.map((r) => r.cpu)),
-  });
   const ratios = ns.map((r, i) => as[i].cps / r.cps).sort((x, y) => x - y);
   const q = (f: number) => ratios[Math.min(ratios.length - 1, Math.floor(f * ratios.length))];
-  return { n: med(ns), a: med(as), pair: { med: median(ratios), q1: q(0.25), q3: q(0.75) }, windows };
+  return { n: medianResult(ns), a: medianResult(as), pair: { med: median(ratios), q1: q(0.25), q3: q(0.75) }, windows };
 }
 
 /**
