@@ -850,9 +850,18 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
         return 0;
     struct ax_msg p;
     int local = 0, nfd = -1;
-    int rt = session_foreign && !session_direct
-                 ? foreign_route(fd, snap, &d, flow_hash(snap, &d), &real, &local)
-                 : route(snap->family, &d, flow_hash(snap, &d), &real, &local, &nfd, &p);
+    struct ax_addr iv;
+    int rt;
+    if (snap->memo.rgen != 0 && same_addr(&snap->memo.vsrc, &d) && ident_peer(&snap->memo.rsrc, &iv) &&
+        same_addr(&iv, &d)) {
+        /* a reply to the client this socket heard from last (the flow table may have let it go) */
+        real = snap->memo.rsrc;
+        local = 1;
+        rt = RT_REAL;
+    } else {
+        rt = session_foreign && !session_direct ? foreign_route(fd, snap, &d, flow_hash(snap, &d), &real, &local)
+                                                : route(snap->family, &d, flow_hash(snap, &d), &real, &local, &nfd, &p);
+    }
     if (nfd >= 0) {
         /* an fd session cannot send unconnected datagrams through a handed-over socket */
         R.close(nfd);

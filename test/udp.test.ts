@@ -389,6 +389,56 @@ while True:
   t.ok(reused > 0, `fd numbers were reused across sockets with different peers (${reused} times)`);
 });
 
+t.test('a server answers a client it heard from long ago, after thousands of other clients', async (t) => {
+  // The server's socket A hears "hold" from a client, then its socket B serves 3000 other clients
+  // (more than the process's flow table remembers), then the client says "go" on A and A replies:
+  // the reply must reach it (A's receive memo still knows the client, whatever the table forgot).
+  const srv = script(
+    'two-sockets.py',
+    `
+import select, socket
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.bind(('0.0.0.0', 7100))
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.bind(('0.0.0.0', 7101))
+print('bound', flush=True)
+while True:
+    for s in select.select([a, b], [], [])[0]:
+        d, addr = s.recvfrom(2000)
+        if s is b:
+            s.sendto(d, addr)
+        elif d == b'go':
+            s.sendto(b'GO', addr)
+`,
+  );
+  const cli = script(
+    'hold-go.py',
+    `
+import socket
+x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); x.settimeout(3)
+x.sendto(b'hold', ('longago', 7100))
+n = 0
+for i in range(3000):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+    c.sendto(b'x', ('longago', 7101))
+    n += c.recv(10) == b'x'
+    c.close()
+print('others', n, flush=True)
+x.sendto(b'go', ('longago', 7100))
+try:
+    d, a = x.recvfrom(10)
+    print('reply', d.decode(), 'from', a[0], a[1], flush=True)
+except socket.timeout:
+    print('no reply', flush=True)
+`,
+  );
+  const d = await TestDaemon.start(t);
+  const s = d.run(['--name', 'longago', '--ip', '10.5.4.1'], [PY, srv]);
+  await s.waitFor(/bound/);
+  const r = await d.run(['--ip', '10.5.4.9'], [PY, cli]).result();
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stdout, /^others 3000$/m);
+  t.match(r.stdout, /^reply GO from 10\.5\.4\.1 7100$/m, r.stdout);
+});
+
 t.test('a UDP service socket passed over SCM_RIGHTS to another app, then to a forked child, keeps its service and identities', async (t) => {
   // The kernel socket is the unit: the app that bound it exits, a process of another
   // ax run receives it over a unix socket, forks, and the child serves it.
