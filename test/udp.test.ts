@@ -412,7 +412,7 @@ while True:
   const cli = script(
     'hold-go.py',
     `
-import socket
+import os, socket, sys, time
 x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); x.settimeout(3)
 x.sendto(b'hold', ('longago', 7100))
 n = 0
@@ -422,6 +422,8 @@ for i in range(3000):
     n += c.recv(10) == b'x'
     c.close()
 print('others', n, flush=True)
+while not os.path.exists(sys.argv[1]):
+    time.sleep(0.02)
 x.sendto(b'go', ('longago', 7100))
 try:
     d, a = x.recvfrom(10)
@@ -433,10 +435,18 @@ except socket.timeout:
   const d = await TestDaemon.start(t);
   const s = d.run(['--name', 'longago', '--ip', '10.5.4.1'], [PY, srv]);
   await s.waitFor(/bound/);
-  const r = await d.run(['--ip', '10.5.4.9'], [PY, cli]).result();
+  const go = join(work, 'longago.go');
+  const c = d.run(['--ip', '10.5.4.9'], [PY, cli, go]);
+  await c.waitFor(/^others/m, 30_000);
+  // the reply to "go" needs no daemon message: the socket's receive memo knows its client
+  const asked = async () => Number(/^direct_handoffs\s+(\d+)/m.exec((await d.ax(['status'])).stdout)?.[1] ?? NaN);
+  const before = await asked();
+  writeFileSync(go, '');
+  const r = await c.result();
   t.equal(r.code, 0, r.stderr);
   t.match(r.stdout, /^others 3000$/m);
   t.match(r.stdout, /^reply GO from 10\.5\.4\.1 7100$/m, r.stdout);
+  t.equal(await asked(), before, 'no daemon message for the reply');
 });
 
 t.test('a UDP service socket passed over SCM_RIGHTS to another app, then to a forked child, keeps its service and identities', async (t) => {
