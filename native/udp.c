@@ -810,7 +810,16 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
     *move = 0;
     if (!addr || alen < sizeof(sa_family_t) || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return 0;
-    /* a repeated destination: the raw memo, before any parsing */
+    /* a repeated destination: the raw memo, before any parsing (without the
+     * table's lock first: sendmmsg batches come here) */
+    struct sockaddr_in6 fast;
+    socklen_t fl;
+    if (udp_send_fast(fd, addr, alen, &fast, &fl)) {
+        memcpy(out, &fast, fl);
+        *outlen = fl;
+        *pktinfo = 0;
+        return 1;
+    }
     if (memo_raw(fd, addr, alen, out, outlen, pktinfo))
         return 1;
     struct ax_addr a;
