@@ -55,8 +55,11 @@ interface Row {
 }
 const rows: Row[] = [];
 
-function iperf(args: string[], prefix: string[] = []): number {
-  const out = prefix.length ? fg(process.execPath, [...prefix, 'iperf3', ...args, '-J']) : fg('iperf3', [...args, '-J']);
+/** One iperf3 client run (under `prefix`: `ax run ...`, or natively; on CPU `cpu` if given): Gbit/s received. */
+function iperf(args: string[], prefix: string[] = [], cpu?: string): number {
+  const argv = prefix.length ? [process.execPath, ...prefix, 'iperf3', ...args, '-J'] : ['iperf3', ...args, '-J'];
+  const full = cpu === undefined ? argv : ['taskset', '-c', cpu, ...argv];
+  const out = fg(full[0], full.slice(1));
   const j = JSON.parse(out.slice(out.indexOf('{')));
   if (j.error || !j.end) throw new Error(`iperf3 ${args.join(' ')}: ${j.error ?? 'no result'}`);
   if (j.end.sum_received) return j.end.sum_received.bits_per_second / 1e9;
@@ -350,19 +353,26 @@ async function main(): Promise<void> {
       }
       rows.push({ metric: 'TCP throughput (iperf3, 1 stream)', native: median(ns), ax: median(as), sidecar: side ? median(ss) : undefined, unit: 'Gbit/s', higherIsBetter: true });
     }
-    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got. At least 5 runs
-    // each, alternating which side goes first: a run's rate moves by ±10 % with the VM's phases
+    // UDP: iperf3 -u at full rate (-b 0), 1400-byte datagrams; what the receiver got. The sender on
+    // CPU 0 and the receiver on CPU 1 (left to the scheduler, a run's rate depended on whether both
+    // landed on one CPU); at least 5 runs each, alternating which side goes first
+    const uNat = bg('taskset', ['-c', '1', 'iperf3', '-s', '--forceflush', '-p', '5203']);
+    const uAx = bg('taskset', ['-c', '1', process.execPath, ...axRun(['--name', 'ip3u', '--', 'iperf3', '-s', '--forceflush', '-p', '5204'])]);
+    await waitOut(uNat, /Server listening/);
+    await waitOut(uAx, /Server listening/);
     const un: number[] = [];
     const ua: number[] = [];
     for (let i = 0; i < Math.max(REPEATS, 5); i++) {
-      const nat = () => un.push(iperf(['-c', '127.0.0.1', '-p', '5201', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)]));
-      const ax = () => ua.push(iperf(['-c', 'ip3', '-p', '5202', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--'])));
+      const nat = () => un.push(iperf(['-c', '127.0.0.1', '-p', '5203', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], [], '0'));
+      const ax = () => ua.push(iperf(['-c', 'ip3u', '-p', '5204', '-u', '-b', '0', '-l', '1400', '-t', String(SECONDS)], axRun(['--ip', '10.240.9.9', '--']), '0'));
       for (const run of i % 2 === 0 ? [nat, ax] : [ax, nat]) {
         pause(PAUSE_MS);
         run();
       }
     }
-    rows.push({ metric: 'UDP throughput (iperf3 -u -b 0, 1400 B, received)', native: median(un), ax: median(ua), unit: 'Gbit/s', higherIsBetter: true });
+    rows.push({ metric: 'UDP throughput (iperf3 -u -b 0, 1400 B, received; sender and receiver on two CPUs)', native: median(un), ax: median(ua), unit: 'Gbit/s', higherIsBetter: true });
+    const gb = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(', ');
+    notes.push(`iperf3 -u, Gbit/s received per run: native ${gb(un)}; ax ${gb(ua)}`);
   } else {
     console.error('iperf3 is not installed: throughput skipped (apt-get install iperf3)');
   }
