@@ -24,7 +24,7 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AX, bg, CONNECT, fg, has, inLoopbackNamespace, median, procs, sleep, waitOut, type Bg } from './common';
+import { AX, bg, CONNECT, fg, has, inLoopbackNamespace, lineAfter, median, procs, sleep, waitOut } from './common';
 
 const N = Number(process.env.AX_BENCH_CONNECTS ?? 20000);
 const SECONDS = Number(process.env.AX_BENCH_SECONDS ?? 3);
@@ -187,31 +187,6 @@ async function connectRows(axc: string[], notes: string[]): Promise<void> {
   }
   rows.push({ metric: 'first socket() in a process with 8 threads', native: median(firsts.ns), ax: median(firsts.as), unit: 'µs', higherIsBetter: false });
   rows.push({ metric: 'first socket()+connect() there (ax: opens its daemon session)', native: median(firsts.n), ax: median(firsts.a), unit: 'µs', higherIsBetter: false });
-}
-
-/** The next line `h` prints after `from` (an offset into its stdout), waiting on output events (no spinning). */
-function lineAfter(h: Bg, from: number, ms = 60_000): Promise<{ line: string; next: number }> {
-  return new Promise((resolve, reject) => {
-    const check = (): boolean => {
-      const text = h.stdout();
-      const nl = text.indexOf('\n', from);
-      if (nl < 0) return false;
-      cleanup();
-      resolve({ line: text.slice(from, nl).trim(), next: nl + 1 });
-      return true;
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`no line in ${ms} ms: ${h.out().slice(-500)}`));
-    }, ms);
-    const onData = () => void check();
-    const cleanup = () => {
-      clearTimeout(timer);
-      h.p.stdout!.off('data', onData);
-    };
-    h.p.stdout!.on('data', onData);
-    check();
-  });
 }
 
 /** A UDP client of bench-connect in driven mode: one process, one socket, a measured window per call. */

@@ -78,6 +78,31 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
+/** The next line `h` prints after `from` (an offset into its stdout), waiting on output events (no spinning). */
+export function lineAfter(h: Bg, from: number, ms = 60_000): Promise<{ line: string; next: number }> {
+  return new Promise((resolve, reject) => {
+    const check = (): boolean => {
+      const text = h.stdout();
+      const nl = text.indexOf('\n', from);
+      if (nl < 0) return false;
+      cleanup();
+      resolve({ line: text.slice(from, nl).trim(), next: nl + 1 });
+      return true;
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      reject(new Error(`no line in ${ms} ms: ${h.out().slice(-500)}`));
+    }, ms);
+    const onData = () => void check();
+    const cleanup = () => {
+      clearTimeout(timer);
+      h.p.stdout!.off('data', onData);
+    };
+    h.p.stdout!.on('data', onData);
+    check();
+  });
+}
+
 /**
  * A request/answer driver fed over stdin: ask() writes "go" and resolves with the
  * next line the process prints (the lines before the first call are skipped);
@@ -87,15 +112,8 @@ export function lineDriver(h: Bg): (send?: boolean) => Promise<string> {
   let seen = h.stdout().length;
   return async (send = true) => {
     if (send) h.p.stdin!.write('go\n');
-    for (;;) {
-      const text = h.stdout();
-      const nl = text.indexOf('\n', seen);
-      if (nl >= 0) {
-        const line = text.slice(seen, nl).trim();
-        seen = nl + 1;
-        return line;
-      }
-      await new Promise((r) => setImmediate(r));
-    }
+    const r = await lineAfter(h, seen, 600_000);
+    seen = r.next;
+    return r.line;
   };
 }
