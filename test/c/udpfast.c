@@ -4,7 +4,8 @@
  * udp_send_fast/udp_recv_fast, under the fd table's sequence lock); this
  * program checks that every answer stays right while other threads change the
  * table all the time.
- *   udpfast IP_A PORT_A IP_B PORT_B ROUNDS
+ *   udpfast IP_A PORT_A IP_B PORT_B ROUNDS [MASK]
+ * (MASK, for diagnosis: which threads run, 1 pinger | 2 churner | 4 reuser; all by default)
  * Both ends are UDP echo servers.  Three threads run at once:
  *   - the pinger: one unconnected socket, ROUNDS request/response rounds, to A
  *     mostly and to B every 7th round (its memo moves between the two flows);
