@@ -237,26 +237,28 @@ struct epreg {
     uint64_t data;
 };
 
-/* A datagram socket's last translation each way: the send side (virtual
- * destination -> real one, used for sends under its table generation only, and
- * for replies from that real destination under any) and the receive side (real
- * source -> virtual one, under its generation).  A repeated flow then costs one
- * lock-free read of the fd table (udp.c: udp_send_fast, udp_recv_fast) instead
- * of the flow table, the answer cache and their locks. */
+/* A datagram socket's last translation each way: the send side (the app's
+ * sockaddr bytes for a virtual destination -> the real one, used for sends
+ * under its table generation only, and for replies from that real
+ * destination, shown as vout, under any) and the receive side (a real source
+ * -> its virtual one, under its generation).  A repeated flow then costs one
+ * read of the fd table, without its lock (udp.c: memo_send, memo_recv),
+ * instead of the flow table, the answer cache and their locks. */
 struct udp_memo {
     uint32_t gen;           /* table generation of the send pair; 0 = none */
     uint32_t rgen;          /* same, receive pair */
     int local;              /* the real destination is on this host */
-    struct ax_addr vdst, rdst;
+    /* the receive pair parsed, for a reply to the client last heard from
+     * (translate_dest): the real source and the client's VIP:port */
     struct ax_addr rsrc, vsrc;
     /* the send pair in raw form: the sockaddr bytes the app passed (rawlen of
      * them) and the real destination ready to pass on, so a repeated sendto to
      * the same virtual address costs one compare and one copy (no parsing) */
     socklen_t rawlen, outlen;
     struct sockaddr_in6 raw, out;
-    /* the receive side in the socket's own sockaddr form, for udp_recv_fast:
-     * vout (voutlen) is what a datagram from `out` shows as its source; a
-     * datagram from rsrc_sa shows vsrc_sa (vsrclen; 0 = none) */
+    /* the receive side in the socket's own sockaddr form: vout (voutlen) is
+     * what a datagram from `out` shows as its source; a datagram from rsrc_sa
+     * shows vsrc_sa (vsrclen; 0 = none) */
     socklen_t voutlen, vsrclen;
     struct sockaddr_in6 vout, rsrc_sa, vsrc_sa;
 };
@@ -300,9 +302,10 @@ struct closeinfo {
 /* The fd table is guarded by tbl_mu, and is also a sequence lock (the
  * seqlock of Linux's include/linux/seqlock.h, Lameter 2005): tbl_seq is odd
  * while a holder of tbl_mu may be changing it, and moves on at each unlock.
- * The hot paths of datagram sockets (udp_send_fast, udp_recv_fast) read the
+ * The hot paths of datagram sockets (memo_send, memo_recv) read the
  * table without the mutex and keep what they read only when tbl_seq was even
- * and unchanged across the read.  Reading without the lock is memory-safe:
+ * and unchanged across the read (else they read again under it).  Reading
+ * without the lock is memory-safe:
  * table chunks and meta records are never freed (records go back to a pool),
  * so a racing reader sees stale or torn values, which the sequence check
  * rejects, never unmapped memory; lengths read that way are bounded before

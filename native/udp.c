@@ -706,50 +706,17 @@ static inline int needs_pktinfo(const struct meta *m, int local)
     return local && have_src && m->src_free && !(m->family == AF_INET6 && m->v6only);
 }
 
-/* The send half of the socket's memo in raw form (see struct udp_memo): 1 with
- * *out, *outlen and *pktinfo when fd is a datagram socket whose last datagram
- * went to exactly these sockaddr bytes under the current generation.  No
- * parsing: one lookup, one compare, one copy.  A source-bound socket's memo of
- * a backend on another host is no hit: that send moves the socket first. */
-static int memo_raw(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_storage *out,
-                    socklen_t *outlen, int *pktinfo)
+/* The send half of record m's memo (see struct udp_memo) for the sockaddr
+ * bytes addr (alen of them) under generation gen: 1 with *out, *outlen and
+ * *pktinfo when the socket's last datagram went to exactly these bytes.  No
+ * parsing: one compare, one copy (constant sizes, inline).  A source-bound
+ * socket's memo of a backend on another host is no hit: that send moves the
+ * socket first.  m may be a racing read (memo_send checks the sequence). */
+static inline __attribute__((always_inline)) int memo_send_read(const struct meta *m, uint32_t gen, const struct sockaddr *addr, socklen_t alen,
+                                 struct sockaddr_storage *out, socklen_t *outlen, int *pktinfo)
 {
-    uint32_t gen = cur_gen();
-    if (gen == 0 || alen > sizeof(struct sockaddr_in6))
+    if (!m || m->memo.gen != gen || m->memo.rawlen != alen || (!m->memo.local && m->src_bound))
         return 0;
-    int hit = 0;
-    tbl_lock();
-    struct meta **s = slot_locked(fd, 0);
-    struct meta *m = s ? *s : NULL;
-    if (m && m->memo.gen == gen && m->memo.rawlen == alen && memcmp(&m->memo.raw, addr, alen) == 0 &&
-        (m->memo.local || !m->src_bound)) {
-        memcpy(out, &m->memo.out, m->memo.outlen);
-        *outlen = m->memo.outlen;
-        *pktinfo = needs_pktinfo(m, m->memo.local);
-        hit = 1;
-    }
-    tbl_unlock();
-    return hit;
-}
-
-/* The hot path of a repeated send (no lock, no parsing, errno untouched): 1
- * with *out and *outlen when fd's memo holds exactly these sockaddr bytes
- * under the current generation and the datagram needs nothing but the real
- * destination (no IP_PKTINFO, no move); 0: take the full path.  The memo is
- * read under the table's sequence lock (see tbl_seq). */
-static int udp_send_fast(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_in6 *out, socklen_t *outlen)
-{
-    uint32_t gen = cur_gen();
-    if (gen == 0 || alen > sizeof(struct sockaddr_in6) || alen < sizeof(sa_family_t))
-        return 0;
-    unsigned seq = tbl_read_begin();
-    if (seq & 1)
-        return 0;
-    const struct meta *m = slot_peek(fd);
-    if (!m || m->memo.gen != gen || m->memo.rawlen != alen || (!m->memo.local && m->src_bound) ||
-        needs_pktinfo(m, m->memo.local))
-        return 0;
-    /* constant sizes, so the compiler compares and copies inline */
     if (alen == sizeof(struct sockaddr_in) ? memcmp(&m->memo.raw, addr, sizeof(struct sockaddr_in)) != 0
                                            : memcmp(&m->memo.raw, addr, alen) != 0)
         return 0;
@@ -760,24 +727,52 @@ static int udp_send_fast(int fd, const struct sockaddr *addr, socklen_t alen, st
         memcpy(out, &m->memo.out, sizeof(struct sockaddr_in6));
     else
         return 0;
-    if (tbl_read_retry(seq))
-        return 0;
     *outlen = ol;
+    *pktinfo = needs_pktinfo(m, m->memo.local);
     return 1;
 }
 
-/* Remember d -> real (learned under generation gen) as the socket's send memo,
- * with the app's sockaddr bytes (addr, alen) and the real one (out, outlen). */
-static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const struct ax_addr *d,
-                            const struct ax_addr *real, int local, const struct sockaddr *addr, socklen_t alen,
-                            const struct sockaddr_storage *out, socklen_t outlen)
+/* memo_send's read under the table's lock (a change raced the lock-free one) */
+static __attribute__((noinline)) int memo_send_locked(int fd, uint32_t gen, const struct sockaddr *addr,
+                                                      socklen_t alen, struct sockaddr_storage *out, socklen_t *outlen,
+                                                      int *pktinfo)
+{
+    tbl_lock();
+    struct meta **sl = slot_locked(fd, 0);
+    int hit = memo_send_read(sl ? *sl : NULL, gen, addr, alen, out, outlen, pktinfo);
+    tbl_unlock();
+    return hit;
+}
+
+/* A repeated send's destination from fd's memo (memo_send_read), read without
+ * the table's lock (see tbl_seq), and under it only when a change raced the
+ * read.  No errno change.  1: hit; 0: the caller translates (translate_dest). */
+static int memo_send(int fd, const struct sockaddr *addr, socklen_t alen, struct sockaddr_storage *out,
+                     socklen_t *outlen, int *pktinfo)
+{
+    uint32_t gen = cur_gen();
+    if (gen == 0 || !addr || alen < sizeof(sa_family_t) || alen > sizeof(struct sockaddr_in6))
+        return 0;
+    unsigned seq = tbl_read_begin();
+    if (!(seq & 1)) {
+        int hit = memo_send_read(slot_peek(fd), gen, addr, alen, out, outlen, pktinfo);
+        if (!tbl_read_retry(seq))
+            return hit;
+    }
+    return memo_send_locked(fd, gen, addr, alen, out, outlen, pktinfo);
+}
+
+/* Remember virtual d -> real destination out (outlen bytes; learned under
+ * generation gen) as the socket's send memo, with the app's sockaddr bytes
+ * (addr, alen), and what a datagram from out shows as its source (d). */
+static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const struct ax_addr *d, int local,
+                            const struct sockaddr *addr, socklen_t alen, const struct sockaddr_storage *out,
+                            socklen_t outlen)
 {
     tbl_lock();
     struct meta *m = tbl_get_gen_locked(fd, snap->gen);
     if (m) {
         m->memo.gen = gen;
-        m->memo.vdst = *d;
-        m->memo.rdst = *real;
         m->memo.local = local;
         m->memo.rawlen = 0;
         m->memo.voutlen = 0;
@@ -796,7 +791,8 @@ static void memo_send_store(int fd, const struct meta *snap, uint32_t gen, const
     tbl_unlock();
 }
 
-/* Translation of one datagram's destination.  1: *out (length *outlen, the
+/* Translation of one datagram's destination, when its memo had none
+ * (callers try memo_send first).  1: *out (length *outlen, the
  * socket's family) is where it goes, *pktinfo: add the app's source address;
  * 0: send unchanged; -1: errno set.  *move is set when the socket is
  * source-bound and this datagram must leave from the kernel's own choice of
@@ -810,18 +806,6 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
     *move = 0;
     if (!addr || alen < sizeof(sa_family_t) || (addr->sa_family != AF_INET && addr->sa_family != AF_INET6))
         return 0;
-    /* a repeated destination: the raw memo, before any parsing (without the
-     * table's lock first: sendmmsg batches come here) */
-    struct sockaddr_in6 fast;
-    socklen_t fl;
-    if (udp_send_fast(fd, addr, alen, &fast, &fl)) {
-        memcpy(out, &fast, fl);
-        *outlen = fl;
-        *pktinfo = 0;
-        return 1;
-    }
-    if (memo_raw(fd, addr, alen, out, outlen, pktinfo))
-        return 1;
     struct ax_addr a;
     if (sa_to_ax(addr, alen, &a) < 0)
         return 0;
@@ -888,7 +872,7 @@ static int translate_dest(int fd, const struct sockaddr *addr, socklen_t alen, s
     }
     flow_put(by_real, &real, &d);
     *outlen = ax_to_sa(&real, snap->family, out);
-    memo_send_store(fd, snap, gen, &d, &real, local, addr, alen, out, *outlen);
+    memo_send_store(fd, snap, gen, &d, local, addr, alen, out, *outlen);
     *pktinfo = !*move && needs_pktinfo(snap, local);
     return 1;
 }
@@ -953,14 +937,13 @@ struct dest_out {
     int pktinfo; /* add the app's source address (IP_PKTINFO) */
 };
 
-/* translate_dest for one send: 0 = not ours (send unchanged), 1 = *o filled
- * (errno as the app left it), -1 = failed (errno set). */
-static int dest_for_send(int fd, const struct sockaddr *addr, socklen_t alen, struct dest_out *o)
+/* translate_dest for one send (its large record snapshot kept off the hot
+ * path's stack frame): as dest_for_send */
+static __attribute__((noinline)) int dest_translate(int fd, const struct sockaddr *addr, socklen_t alen,
+                                                    struct dest_out *o)
 {
     struct meta snap;
     int have_snap = 0, move = 0;
-    o->pktinfo = 0;
-    o->len = 0;
     GUARD_ENTER;
     int e = errno;
     int t = translate_dest(fd, addr, alen, &o->ss, &o->len, &o->pktinfo, &move, 1, &snap, &have_snap);
@@ -972,17 +955,19 @@ static int dest_for_send(int fd, const struct sockaddr *addr, socklen_t alen, st
     return t;
 }
 
+/* memo_send, else translate_dest, for one send: 0 = not ours (send unchanged),
+ * 1 = *o filled (errno as the app left it), -1 = failed (errno set). */
+static inline int dest_for_send(int fd, const struct sockaddr *addr, socklen_t alen, struct dest_out *o)
+{
+    o->pktinfo = 0;
+    o->len = 0;
+    if (memo_send(fd, addr, alen, &o->ss, &o->len, &o->pktinfo))
+        return 1;
+    return dest_translate(fd, addr, alen, o);
+}
+
 int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
 {
-    struct sockaddr_in6 fast;
-    socklen_t fl;
-    if (udp_send_fast(fd, msg->msg_name, msg->msg_namelen, &fast, &fl)) {
-        struct msghdr m = *msg;
-        m.msg_name = &fast;
-        m.msg_namelen = fl;
-        *r = R.sendmsg(fd, &m, flags);
-        return 1;
-    }
     struct dest_out o;
     int t = dest_for_send(fd, msg->msg_name, msg->msg_namelen, &o);
     if (t == 0)
@@ -994,12 +979,6 @@ int udp_sendmsg(int fd, const struct msghdr *msg, int flags, ssize_t *r)
 int udp_sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen,
                ssize_t *r)
 {
-    struct sockaddr_in6 fast;
-    socklen_t fl;
-    if (udp_send_fast(fd, addr, alen, &fast, &fl)) {
-        *r = R.sendto(fd, buf, n, flags, (struct sockaddr *)&fast, fl);
-        return 1;
-    }
     struct dest_out o;
     int t = dest_for_send(fd, addr, alen, &o);
     if (t == 0)
@@ -1046,8 +1025,10 @@ int h_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
             v[use] = *src;
             int pktinfo = 0, move = 0;
             socklen_t outlen;
-            int t = translate_dest(fd, src->msg_hdr.msg_name, src->msg_hdr.msg_namelen, &out[use], &outlen, &pktinfo,
-                                   &move, use == 0, &snap, &have_snap);
+            int t = memo_send(fd, src->msg_hdr.msg_name, src->msg_hdr.msg_namelen, &out[use], &outlen, &pktinfo)
+                        ? 1
+                        : translate_dest(fd, src->msg_hdr.msg_name, src->msg_hdr.msg_namelen, &out[use], &outlen,
+                                         &pktinfo, &move, use == 0, &snap, &have_snap);
             if (move) {
                 /* this one must leave from the kernel's own source: send the
                  * ones before it first (from the source address), then move */
@@ -1102,34 +1083,6 @@ int h_sendmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags)
 /* ------------------------------------------------------------------------ */
 /* receive                                                                   */
 
-/* The receive half of the socket's memo: the virtual source for real source u
- * (unmapped) into *v, or the connected socket's virtual peer.  Returns its
- * length; 0 when fd has no memo for u (or is untracked: the caller learns it);
- * -1 when fd is a tracked socket that is no datagram socket. */
-static socklen_t memo_recv(int fd, const struct ax_addr *u, struct sockaddr_storage *v)
-{
-    uint32_t gen = cur_gen();
-    socklen_t vl = 0;
-    tbl_lock();
-    struct meta **s = slot_locked(fd, 0);
-    struct meta *m = s ? *s : NULL;
-    if (!m) {
-        vl = 0;
-    } else if (!m->dgram) {
-        vl = (socklen_t)-1;
-    } else if (m->state == ST_CONN && m->has_vpeer) {
-        memcpy(v, &m->vpeer, m->vpeer_len);
-        vl = m->vpeer_len;
-    } else if (m->memo.gen != 0 && same_addr(&m->memo.rdst, u)) {
-        /* the reply of the flow it sent last, whatever the table did since */
-        vl = ax_to_sa(&m->memo.vdst, m->family, v);
-    } else if (gen != 0 && m->memo.rgen == gen && same_addr(&m->memo.rsrc, u)) {
-        vl = ax_to_sa(&m->memo.vsrc, m->family, v);
-    }
-    tbl_unlock();
-    return vl;
-}
-
 /* a and b (the socket's sockaddr forms) name the same address as same_addr
  * compares: family, port and address, not IPv6 flow label or scope */
 static inline int sa_same(const struct sockaddr *a, socklen_t alen, const struct sockaddr_in6 *b)
@@ -1145,58 +1098,83 @@ static inline int sa_same(const struct sockaddr *a, socklen_t alen, const struct
     return 0;
 }
 
-/* The hot path of udp_fix_source (no lock, no parsing, errno untouched): 1
- * when fd's record answers for the source sa (*len bytes, in a buffer of room)
- * and it has been rewritten, or needs no rewriting (not an inet address, not a
- * datagram socket); 0: take udp_fix_source.  Answers: a connected socket's
- * virtual peer, the reply of the flow the memo sent last, the source the memo
- * saw last.  Read under the table's sequence lock (see tbl_seq). */
-static int udp_recv_fast(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
+/* The receive half of record m's memo for the source sa (len bytes, the
+ * socket's sockaddr form) under generation gen: 1 with *v (*vl bytes) when
+ * it answers (a connected socket's virtual peer, the reply of the flow it sent
+ * last whatever the table did since, the source it saw last), or with *vl = 0
+ * when nothing is to be rewritten (no datagram socket); 0: no answer.  m may
+ * be a racing read (memo_recv checks the sequence). */
+static inline __attribute__((always_inline)) int memo_recv_read(const struct meta *m, uint32_t gen, const struct sockaddr *sa, socklen_t len,
+                                 struct sockaddr_in6 *v, socklen_t *vl)
+{
+    const void *from;
+    socklen_t l;
+    if (!m)
+        return 0;
+    if (!m->dgram) {
+        *vl = 0;
+        return 1;
+    }
+    if (m->state == ST_CONN && m->has_vpeer) {
+        from = &m->vpeer;
+        l = m->vpeer_len;
+    } else if (m->memo.gen != 0 && m->memo.voutlen && sa_same(sa, len, &m->memo.out)) {
+        from = &m->memo.vout;
+        l = m->memo.voutlen;
+    } else if (gen != 0 && m->memo.rgen == gen && m->memo.vsrclen && sa_same(sa, len, &m->memo.rsrc_sa)) {
+        from = &m->memo.vsrc_sa;
+        l = m->memo.vsrclen;
+    } else {
+        return 0;
+    }
+    /* an inet sockaddr, so no more than a sockaddr_in6: copied whole (constant size, inline) */
+    if (l != sizeof(struct sockaddr_in) && l != sizeof(struct sockaddr_in6))
+        return 0;
+    memcpy(v, from, sizeof *v);
+    *vl = l;
+    return 1;
+}
+
+/* memo_recv's read under the table's lock (a change raced the lock-free one) */
+static __attribute__((noinline)) int memo_recv_locked(int fd, uint32_t gen, const struct sockaddr *sa, socklen_t len,
+                                                      struct sockaddr_in6 *v, socklen_t *vl)
+{
+    tbl_lock();
+    struct meta **sl = slot_locked(fd, 0);
+    int hit = memo_recv_read(sl ? *sl : NULL, gen, sa, len, v, vl);
+    tbl_unlock();
+    return hit;
+}
+
+/* The hot path of a receive's source (no parsing, errno untouched): 1 when
+ * fd's memo answers for sa (*len bytes, in a buffer of room) and sa has been
+ * rewritten, or needs no rewriting (not an inet address, not a datagram
+ * socket); 0: learn it (udp_fix_source).  Read without the table's lock (see
+ * tbl_seq), and under it only when a change raced the read. */
+static int memo_recv(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
 {
     if (sa->sa_family != AF_INET && sa->sa_family != AF_INET6)
         return 1;
     uint32_t gen = cur_gen();
-    unsigned seq = tbl_read_begin();
-    if (seq & 1)
-        return 0;
-    const struct meta *m = slot_peek(fd);
-    if (!m)
-        return 0;
-    const void *from;
-    socklen_t vl;
-    if (!m->dgram) {
-        from = NULL;
-        vl = 0;
-    } else if (m->state == ST_CONN && m->has_vpeer) {
-        from = &m->vpeer;
-        vl = m->vpeer_len;
-    } else if (m->memo.gen != 0 && m->memo.voutlen && sa_same(sa, *len, &m->memo.out)) {
-        from = &m->memo.vout;
-        vl = m->memo.voutlen;
-    } else if (gen != 0 && m->memo.rgen == gen && m->memo.vsrclen && sa_same(sa, *len, &m->memo.rsrc_sa)) {
-        from = &m->memo.vsrc_sa;
-        vl = m->memo.vsrclen;
-    } else {
-        return 0;
-    }
-    /* copied whole (constant size, inline) before the sequence check; the
-     * answer is an inet sockaddr, so no more than a sockaddr_in6 */
     struct sockaddr_in6 v;
-    if (from) {
-        if (vl != sizeof(struct sockaddr_in) && vl != sizeof(struct sockaddr_in6))
-            return 0;
-        memcpy(&v, from, sizeof v);
+    socklen_t vl = 0;
+    int hit = -1;
+    unsigned seq = tbl_read_begin();
+    if (!(seq & 1)) {
+        hit = memo_recv_read(slot_peek(fd), gen, sa, *len, &v, &vl);
+        if (tbl_read_retry(seq))
+            hit = -1;
     }
-    if (tbl_read_retry(seq))
-        return 0;
-    if (from) {
+    if (hit < 0)
+        hit = memo_recv_locked(fd, gen, sa, *len, &v, &vl);
+    if (hit && vl) {
         if (room >= sizeof v)
             memcpy(sa, &v, sizeof v); /* bytes past vl are the caller's room, unread */
         else
             memcpy(sa, &v, vl < room ? vl : room);
         *len = vl;
     }
-    return 1;
+    return hit;
 }
 
 void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
@@ -1209,55 +1187,51 @@ void udp_fix_source(int fd, struct sockaddr *sa, socklen_t *len, socklen_t room)
     struct ax_addr u = ra, virt;
     ax_unmap(&u);
     struct sockaddr_storage v;
-    socklen_t vl = memo_recv(fd, &u, &v);
-    if (vl == (socklen_t)-1)
+    socklen_t vl = 0;
+    uint32_t gen = cur_gen();
+    struct meta snap;
+    /* a socket this process has no record of (inherited across exec, received over
+     * SCM_RIGHTS) is learned once, as for sends */
+    if ((!tbl_peek(fd, &snap) && !snapshot_or_learn(fd, &snap, 0)) || !snap.dgram)
         return;
-    if (vl == 0) {
-        uint32_t gen = cur_gen();
-        struct meta snap;
-        /* a socket this process has no record of (inherited across exec, received over
-         * SCM_RIGHTS) is learned once, as for sends */
-        if ((!tbl_peek(fd, &snap) && !snapshot_or_learn(fd, &snap, 0)) || !snap.dgram)
+    if (snap.state == ST_CONN && snap.has_vpeer) {
+        memcpy(&v, &snap.vpeer, snap.vpeer_len);
+        vl = snap.vpeer_len;
+    } else {
+        if (u.family != AF_INET)
             return;
-        if (snap.state == ST_CONN && snap.has_vpeer) {
-            memcpy(&v, &snap.vpeer, snap.vpeer_len);
-            vl = snap.vpeer_len;
-        } else {
-            if (u.family != AF_INET)
-                return;
-            struct ax_addr idv;
-            int id = ident_peer(&u, &idv);
-            if (flow_get(by_real, &u, &virt)) {
-                vl = ax_to_sa(&virt, snap.family, &v);
-            } else if (id) {
-                virt = idv;
-                vl = ax_to_sa(&virt, snap.family, &v);
-            }
-            if (vl && id && same_addr(&virt, &idv)) {
-                /* an ax app's own address: a reply to virt goes back to u.  Checked
-                 * whichever table answered: by_real may keep u after by_virt let its
-                 * entry go (the tables evict independently), and a reply with no
-                 * entry would find no route (a server of many clients lost them) */
-                struct ax_addr known;
-                if (!flow_get(by_virt, &virt, &known) || !same_addr(&known, &u))
-                    flow_put(by_virt, &virt, &u);
-            }
-            if (vl && gen != 0) {
-                tbl_lock();
-                struct meta *m = tbl_get_gen_locked(fd, snap.gen);
-                if (m) {
-                    m->memo.rgen = gen;
-                    m->memo.rsrc = u;
-                    m->memo.vsrc = virt;
-                    m->memo.vsrclen = 0;
-                    if (*len <= sizeof m->memo.rsrc_sa && vl <= sizeof m->memo.vsrc_sa) {
-                        memcpy(&m->memo.rsrc_sa, sa, *len);
-                        memcpy(&m->memo.vsrc_sa, &v, vl);
-                        m->memo.vsrclen = vl;
-                    }
+        struct ax_addr idv;
+        int id = ident_peer(&u, &idv);
+        if (flow_get(by_real, &u, &virt)) {
+            vl = ax_to_sa(&virt, snap.family, &v);
+        } else if (id) {
+            virt = idv;
+            vl = ax_to_sa(&virt, snap.family, &v);
+        }
+        if (vl && id && same_addr(&virt, &idv)) {
+            /* an ax app's own address: a reply to virt goes back to u.  Checked
+             * whichever table answered: by_real may keep u after by_virt let its
+             * entry go (the tables evict independently), and a reply with no
+             * entry would find no route (a server of many clients lost them) */
+            struct ax_addr known;
+            if (!flow_get(by_virt, &virt, &known) || !same_addr(&known, &u))
+                flow_put(by_virt, &virt, &u);
+        }
+        if (vl && gen != 0) {
+            tbl_lock();
+            struct meta *m = tbl_get_gen_locked(fd, snap.gen);
+            if (m) {
+                m->memo.rgen = gen;
+                m->memo.rsrc = u;
+                m->memo.vsrc = virt;
+                m->memo.vsrclen = 0;
+                if (*len <= sizeof m->memo.rsrc_sa && vl <= sizeof m->memo.vsrc_sa) {
+                    memcpy(&m->memo.rsrc_sa, sa, *len);
+                    memcpy(&m->memo.vsrc_sa, &v, vl);
+                    m->memo.vsrclen = vl;
                 }
-                tbl_unlock();
             }
+            tbl_unlock();
         }
     }
     if (vl) {
@@ -1308,7 +1282,7 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
         ssize_t r;
         while ((r = R.recvfrom(fd, buf, n, flags, addr, alen)) == 0 && recv_moved(fd, &seq))
             *alen = have;
-        if (r < 0 || *alen == 0 || *alen > have || udp_recv_fast(fd, addr, alen, have))
+        if (r < 0 || *alen == 0 || *alen > have || memo_recv(fd, addr, alen, have))
             return r;
         int e = errno;
         GUARD_ENTER;
@@ -1325,7 +1299,7 @@ ssize_t h_recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr
         sl = sizeof ss;
     if (r < 0)
         return r;
-    if (sl > 0 && sl <= sizeof ss && !udp_recv_fast(fd, (struct sockaddr *)&ss, &sl, sizeof ss)) {
+    if (sl > 0 && sl <= sizeof ss && !memo_recv(fd, (struct sockaddr *)&ss, &sl, sizeof ss)) {
         int e = errno;
         GUARD_ENTER;
         udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
@@ -1360,7 +1334,7 @@ ssize_t h_recvmsg(int fd, struct msghdr *msg, int flags)
     if (r < 0)
         return r;
     socklen_t sl = m.msg_namelen;
-    if (sl > 0 && sl <= sizeof ss && !udp_recv_fast(fd, (struct sockaddr *)&ss, &sl, sizeof ss)) {
+    if (sl > 0 && sl <= sizeof ss && !memo_recv(fd, (struct sockaddr *)&ss, &sl, sizeof ss)) {
         int e = errno;
         GUARD_ENTER;
         udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
@@ -1399,7 +1373,7 @@ int h_recvmmsg(int fd, struct mmsghdr *vec, unsigned int vlen, int flags, struct
         struct sockaddr_storage ss;
         socklen_t sl = h->msg_namelen;
         memcpy(&ss, h->msg_name, sl);
-        if (!udp_recv_fast(fd, (struct sockaddr *)&ss, &sl, sizeof ss))
+        if (!memo_recv(fd, (struct sockaddr *)&ss, &sl, sizeof ss))
             udp_fix_source(fd, (struct sockaddr *)&ss, &sl, sizeof ss);
         socklen_t cap = h->msg_namelen;
         if (sl <= cap) {
